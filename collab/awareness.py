@@ -1,0 +1,77 @@
+"""Presence state of one room. Runs in the event loop; pure bookkeeping, no I/O.
+
+Rules: a socket speaks only for the one Yjs client id it first used; the server overwrites the
+`user` field with the socket's verified identity; states not renewed within `OUTDATED` seconds
+are not handed to joiners (clients renew every 15 s, like y-protocols).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from collab.protocol import AwarenessEntry, ProtocolError, encode_awareness, parse_awareness
+
+OUTDATED = 30.0
+
+
+class Presence:
+    def __init__(self) -> None:
+        self.states: dict[int, tuple[int, str, float]] = {}  # client -> (clock, json, seen)
+
+    def stamp(self, payload: bytes, client_id: int | None, identity: dict) -> tuple[int | None, bytes]:
+        """Check and stamp a socket's awareness update; return (its client id, update to relay)."""
+        entries = parse_awareness(payload)
+        out: list[AwarenessEntry] = []
+        for client, clock, state in entries:
+            if client_id is None:
+                client_id = client
+            if client != client_id:
+                continue  # a socket cannot speak for another client
+            if state != "null":
+                try:
+                    obj = json.loads(state)
+                except ValueError:
+                    raise ProtocolError("awareness state is not JSON") from None
+                if not isinstance(obj, dict):
+                    raise ProtocolError("awareness state is not an object")
+                obj["user"] = identity
+                state = json.dumps(obj, separators=(",", ":"))
+            out.append((client, clock, state))
+        self.apply(out)
+        return client_id, encode_awareness(out) if out else b""
+
+    def apply(self, entries: list[AwarenessEntry]) -> None:
+        now = time.monotonic()
+        for client, clock, state in entries:
+            if state == "null":
+                self.states.pop(client, None)
+            else:
+                self.states[client] = (clock, state, now)
+
+    def apply_remote(self, payload: bytes) -> None:
+        self.apply(parse_awareness(payload))
+
+    def remove(self, client_id: int) -> bytes:
+        """The update announcing that a client left ("null" state, next clock)."""
+        clock = self.states.pop(client_id, (0, "", 0))[0]
+        return encode_awareness([(client_id, clock + 1, "null")])
+
+    def restamp(self, client_id: int, identity: dict) -> bytes | None:
+        """Re-stamp a client's state after its role changed."""
+        if client_id not in self.states:
+            return None
+        clock, state, _ = self.states[client_id]
+        obj = json.loads(state)
+        obj["user"] = identity
+        entry = (client_id, clock + 1, json.dumps(obj, separators=(",", ":")))
+        self.apply([entry])
+        return encode_awareness([entry])
+
+    def full(self) -> bytes | None:
+        now = time.monotonic()
+        entries = [(c, clock, s) for c, (clock, s, seen) in self.states.items() if now - seen < OUTDATED]
+        return encode_awareness(entries) if entries else None
+
+    def users(self) -> list[dict]:
+        return [json.loads(s).get("user", {}) for _, s, _ in self.states.values()]

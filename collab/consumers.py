@@ -1,0 +1,250 @@
+"""One consumer per websocket. Thin: it checks who may do what (through notebooks.access) and
+hands frames to the notebook's Room. Runs in the event loop; ORM work goes through
+database_sync_to_async.
+
+Close codes: 4400 malformed frame, 4401 not signed in / link no longer valid, 4403 no access,
+4404 no such notebook, 4409 document replaced (reload), 4413 too large / too many sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+
+from audit import log as audit
+from collab import protocol
+from collab.protocol import MessageType, ProtocolError, SyncType
+from collab.rooms import Room, RoomError, get_room
+from kernels import cluster
+from notebooks import access as acl
+from notebooks.models import Grant, Notebook
+
+log = logging.getLogger(__name__)
+
+
+class NotebookConsumer(AsyncWebsocketConsumer):
+    # Rooms deliver to sockets in-process; a per-socket channel would only cost Redis traffic.
+    channel_layer_alias = "__no_layer__"
+
+    room: Room | None = None
+    access: acl.Access | None = None
+    client_id: int | None = None
+    ext = False
+
+    async def connect(self) -> None:
+        self.notebook_id = str(self.scope["url_route"]["kwargs"]["notebook_id"])
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.ext = query.get("ext", [""])[0] == "1"
+        self.epoch = query.get("epoch", [""])[0]
+        self.stats = {"updates": 0, "denied": 0}
+        self._commands: set[asyncio.Task] = set()
+        self.cells_touched: set[str] = set()
+        self.principal = acl.principal_from_session(self.scope.get("user"), self.scope.get("session"))
+        await self.accept()
+        try:
+            self.access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
+            room = await get_room(self.notebook_id)
+            if self.epoch and self.epoch != room.epoch:
+                raise RoomError(4409, "This notebook was replaced; reload to see the new version.")
+            room.add(self)
+        except acl.NoAccess as e:
+            await database_sync_to_async(self._audit)("access.denied", reason=e.reason)
+            await self.close_with(e.code, e.reason)
+            return
+        except RoomError as e:
+            await self.close_with(e.code, e.reason)
+            return
+        self.room = room
+        await self.send_frame(protocol.sync_step1(room.doc.get_state()))
+        await room.send_presence(self)
+        if self.ext:
+            await self.send_frame(protocol.session(self._session_info()))
+            if room.kernel_state:
+                await self.send_frame(protocol.kernel(room.kernel_state))
+        await database_sync_to_async(self._joined)()
+
+    async def dispatch(self, message) -> None:
+        # Channels closes stale database connections before every handler, a hop through
+        # the database thread that would make each keystroke wait behind batch writes.
+        # Our ORM calls go through database_sync_to_async, which does that itself.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
+    async def disconnect(self, code: int) -> None:
+        if self.room is not None:
+            room, self.room = self.room, None
+            await room.remove(self)
+            await database_sync_to_async(self._audit)(
+                "session.left", **self.stats, cells=sorted(self.cells_touched)
+            )
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.room is None:
+            return
+        if bytes_data is None:
+            await self.close_with(4400, "This endpoint speaks the binary y-websocket protocol.")
+            return
+        if len(bytes_data) > settings.COLLAB["MAX_MESSAGE_BYTES"]:
+            await self.close_with(4413, "That change is larger than the server accepts.")
+            return
+        try:
+            await self._dispatch(protocol.parse(bytes_data))
+        except ProtocolError as e:
+            await self.close_with(4400, f"Malformed message: {e}.")
+        except RoomError as e:
+            await self.close_with(e.code, e.reason)
+
+    async def _dispatch(self, message: protocol.Message) -> None:
+        room = self.room
+        if message.type is MessageType.SYNC:
+            if message.sync_type is SyncType.STEP1:
+                await room.handle_step1(self, message.payload)
+            else:
+                await self._update(message.payload)
+        elif message.type is MessageType.AWARENESS:
+            await room.receive_awareness(self, message.payload, self.access.identity)
+        elif message.type is MessageType.QUERY_AWARENESS:
+            await room.send_presence(self)
+        elif message.type is MessageType.COMMAND:
+            await self._command(message.payload)
+
+    async def _update(self, update: bytes) -> None:
+        """Write access is decided here, for every update, against the socket's current role."""
+        if not self.access.can(acl.Action.EDIT):
+            own = self.room.doc.get_update(self.room.doc.get_state())
+            if not protocol.is_redundant(update, own):
+                self.stats["denied"] += 1
+                await self.send_frame(
+                    protocol.permission_denied("You can view this notebook but not change it.")
+                )
+            return
+        user = self.principal.user
+        link = self.access.link
+        touched = self.room.receive_update(update, self, getattr(user, "pk", None), getattr(link, "pk", None))
+        if touched is not None:
+            self.stats["updates"] += 1
+            self.cells_touched |= touched
+
+    async def _command(self, payload: bytes) -> None:
+        """A kernel request over the socket: the same rules as the HTTP endpoints, without
+        the cost of an HTTP request (session, user and access are already known here)."""
+        if not self.ext:
+            raise ProtocolError("extension messages need ?ext=1")
+        try:
+            request = json.loads(payload)
+            request_id, op, args = request["id"], request["op"], request.get("args") or {}
+        except (ValueError, KeyError, TypeError):
+            raise ProtocolError("a command is JSON with id, op and args") from None
+        if not self.access.can(acl.Action.RUN):
+            reply = {"status": 403, "body": {"error": "Your role does not allow running code."}}
+        elif error := cluster.invalid_args(op, args):
+            reply = {"status": 400, "body": {"error": error}}
+        else:
+            # Starting a kernel takes seconds: answer later, keep reading this socket's frames.
+            task = asyncio.create_task(self._run_command(request_id, op, args))
+            self._commands.add(task)
+            task.add_done_callback(self._commands.discard)
+            return
+        await self.send_frame(protocol.command_reply(request_id, reply["status"], reply["body"]))
+
+    async def _run_command(self, request_id, op: str, args: dict) -> None:
+        user = self.principal.user
+        who = {
+            "user_id": getattr(user, "pk", None),
+            "key": self.principal.key,
+            "meta": audit.client_info(self.scope),
+        }
+        try:
+            reply = await cluster.call(self.notebook_id, op, args, who, user)
+        except Exception:
+            log.exception("kernel command %s failed", op)
+            reply = {"status": 500, "body": {"error": "The kernel request failed."}}
+        if self.room is not None:
+            await self.send_frame(
+                protocol.command_reply(request_id, reply.get("status", 200), reply.get("body", {}))
+            )
+
+    # called by the room
+
+    async def send_frame(self, frame: bytes) -> None:
+        await self.send(bytes_data=frame)
+
+    async def close_with(self, code: int, reason: str) -> None:
+        if code in (4401, 4403, 4404):
+            await self.send(bytes_data=protocol.permission_denied(reason))
+        await self.close(code=code, reason=reason)
+        if self.room is not None:
+            room, self.room = self.room, None
+            await room.remove(self)
+
+    async def recheck_access(self) -> None:
+        try:
+            access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
+        except acl.NoAccess as e:
+            if self.access and self.access.link is not None:
+                await database_sync_to_async(_note_if_expired)(self.access.link.pk)
+            code = 4401 if self.access and self.access.via == "link" else e.code
+            reason = "Your access to this notebook was removed." if e.code == 4403 else e.reason
+            if code == 4401 and self.access and self.access.via == "link":
+                reason = "The link you used is no longer valid."
+            await self.close_with(code, reason)
+            return
+        old, self.access = self.access, access
+        if old is not None and old.role != access.role:
+            if self.ext:
+                info = self._session_info()
+                info["message"] = f"Your role is now “{access.role.label}”."
+                await self.send_frame(protocol.session(info))
+            if self.client_id is not None and self.room is not None:
+                restamped = self.room.presence.restamp(self.client_id, access.identity)
+                if restamped:
+                    await self.room._relay_awareness(restamped)
+
+    def _session_info(self) -> dict:
+        return {
+            "role": self.access.role.value,
+            "canEdit": self.access.can(acl.Action.EDIT),
+            "canRun": self.access.can(acl.Action.RUN),
+            "message": "",
+        }
+
+    # audit and bookkeeping (run in a thread)
+
+    def _audit(self, action: str, **details) -> None:
+        access = self.access
+        audit.record(
+            action,
+            notebook=access.notebook
+            if access
+            else Notebook.objects.filter(pk=self.notebook_id).first() or self.notebook_id,
+            actor=self.principal.user,
+            link=access.link if access else None,
+            label=access.actor_label if access else "",
+            request=self.scope,
+            **details,
+        )
+
+    def _joined(self) -> None:
+        if self.principal.user is not None and self.access.via not in ("owner", "link"):
+            Grant.objects.filter(notebook_id=self.notebook_id, user=self.principal.user).update(
+                last_seen_at=timezone.now()
+            )
+        self._audit("session.joined", via=self.access.via, role=self.access.role.value)
+
+
+def _note_if_expired(link_id: int) -> None:
+    from notebooks.models import ShareLink
+    from notebooks.sharing import note_if_expired
+
+    link = ShareLink.objects.select_related("notebook").filter(pk=link_id).first()
+    if link is not None:
+        note_if_expired(link)

@@ -1,0 +1,135 @@
+"""Cross-worker fan-out through the channel layer. Runs in the event loop; never blocks.
+
+Each process has ONE channel; it joins the group `nb.<id>` of every notebook that has a room
+here, and one reader task hands incoming messages to the rooms. A keystroke therefore costs one
+channel-layer message per worker, not one per socket. Delivery is not guaranteed
+(channels-redis drops messages for a full channel); rooms detect gaps by sequence number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Literal, TypedDict
+
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = uuid.uuid4().hex
+
+
+class UpdatesEvent(TypedDict):
+    type: Literal["updates"]
+    origin: str
+    notebook: str
+    first_seq: int
+    updates: list[bytes]
+
+
+class AwarenessEvent(TypedDict):
+    type: Literal["awareness"]
+    origin: str
+    notebook: str
+    payload: bytes
+
+
+class AccessEvent(TypedDict):
+    """Grants, links or the notebook changed: re-check every socket's access."""
+
+    type: Literal["access"]
+    origin: str
+    notebook: str
+
+
+class ReplacedEvent(TypedDict):
+    """The document was replaced (new epoch): close every socket with 4409."""
+
+    type: Literal["replaced"]
+    origin: str
+    notebook: str
+
+
+class KernelEvent(TypedDict):
+    type: Literal["kernel"]
+    origin: str
+    notebook: str
+    payload: dict[str, Any]
+
+
+def group_name(notebook_id: str) -> str:
+    return f"nb.{notebook_id}"
+
+
+class Fanout:
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self.handlers: dict[str, Any] = {}  # notebook id -> room
+        self._reader: asyncio.Task | None = None
+
+    async def _ensure_started(self) -> None:
+        if self.channel is None:
+            self.channel = await self.layer.new_channel("collab.")
+            self._reader = asyncio.create_task(self._read(), name="collab-fanout")
+
+    async def subscribe(self, notebook_id: str, room) -> None:
+        await self._ensure_started()
+        self.handlers[notebook_id] = room
+        await self.layer.group_add(group_name(notebook_id), self.channel)
+
+    async def unsubscribe(self, notebook_id: str, room) -> None:
+        if self.handlers.get(notebook_id) is not room:
+            return  # a newer room of this notebook has taken over
+        del self.handlers[notebook_id]
+        if self.channel is not None:
+            await self.layer.group_discard(group_name(notebook_id), self.channel)
+
+    async def publish(self, event: dict) -> None:
+        event["origin"] = WORKER_ID
+        try:
+            await self.layer.group_send(group_name(event["notebook"]), event)
+        except Exception:  # a lost message is repaired from the database
+            log.exception("fan-out of %s failed", event["type"])
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fan-out receive failed")
+                await asyncio.sleep(0.5)
+                continue
+            if event.get("origin") == WORKER_ID:
+                continue
+            room = self.handlers.get(event.get("notebook"))
+            if room is not None:
+                try:
+                    await room.on_fanout(event)
+                except Exception:
+                    log.exception("room failed to handle %s", event.get("type"))
+
+
+_fanout: Fanout | None = None
+
+
+def fanout() -> Fanout:
+    global _fanout
+    if _fanout is None or _fanout.layer is not get_channel_layer():
+        _fanout = Fanout()
+    return _fanout
+
+
+async def notify(notebook_id, kind: Literal["access", "replaced"]) -> None:
+    """Tell every worker's room for this notebook (including ours) that something changed."""
+    from collab.rooms import ROOMS
+
+    room = ROOMS.get(str(notebook_id))
+    if room is not None:
+        await room.on_fanout({"type": kind, "notebook": str(notebook_id), "origin": "local"})
+    await get_channel_layer().group_send(
+        group_name(str(notebook_id)), {"type": kind, "notebook": str(notebook_id), "origin": WORKER_ID}
+    )

@@ -1,0 +1,174 @@
+"""The update log: every accepted update is a `NotebookUpdate` row, numbered per notebook.
+
+Synchronous ORM code; the room calls it through `database_sync_to_async`. Rules:
+- `append()` assigns sequence numbers inside one transaction, so workers writing to the same
+  notebook never collide and a reader can tell a gap from the numbers alone.
+- the document is `snapshot` (state up to `snapshot_seq`) + the rows after it; `compact()`
+  folds old rows into a new snapshot and checks that nothing changed before it commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from pycrdt import Doc, merge_updates
+
+from notebooks.models import Notebook, NotebookUpdate
+
+
+@dataclass
+class Loaded:
+    epoch: str
+    state: bytes  # one merged Yjs update holding the whole document
+    seq: int
+    snapshot_seq: int = 0
+
+
+@dataclass
+class Pending:
+    """An update waiting for the next batch write."""
+
+    data: bytes
+    user_id: int | None
+    link_id: int | None
+
+
+def _merge(updates: list[bytes]) -> bytes:
+    updates = [u for u in updates if u]
+    if not updates:
+        return Doc().get_update()
+    return updates[0] if len(updates) == 1 else merge_updates(*updates)
+
+
+def load(notebook_id) -> Loaded | None:
+    with transaction.atomic():
+        nb = (
+            Notebook.objects.filter(pk=notebook_id).values("epoch", "snapshot", "snapshot_seq", "seq").first()
+        )
+        if nb is None:
+            return None
+        rows = list(
+            NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__gt=nb["snapshot_seq"])
+            .order_by("seq")
+            .values_list("data", flat=True)
+        )
+    state = _merge([bytes(nb["snapshot"]), *map(bytes, rows)])
+    return Loaded(epoch=str(nb["epoch"]), state=state, seq=nb["seq"], snapshot_seq=nb["snapshot_seq"])
+
+
+class Replaced(Exception):
+    """The document was replaced (a new epoch) after these updates were made."""
+
+
+def append(notebook_id, batch: list[Pending], epoch: str | None = None) -> int:
+    """Write a batch of updates; return the sequence number of the first. With `epoch`,
+    refuse (raise Replaced) if the document has since been replaced: updates made to the old
+    document must never land on the new one."""
+    last_user = next((p.user_id for p in reversed(batch) if p.user_id), None)
+    with transaction.atomic():
+        changes = {"seq": F("seq") + len(batch), "updated_at": timezone.now()}
+        if last_user:
+            changes["last_edited_by_id"] = last_user
+        target = Notebook.objects.filter(pk=notebook_id)
+        if epoch is not None:
+            target = target.filter(epoch=epoch)
+        if not target.update(**changes):
+            if Notebook.objects.filter(pk=notebook_id).exists():
+                raise Replaced(notebook_id)
+            raise LookupError(f"notebook {notebook_id} no longer exists")
+        last = Notebook.objects.filter(pk=notebook_id).values_list("seq", flat=True).get()
+        first = last - len(batch) + 1
+        NotebookUpdate.objects.bulk_create(
+            NotebookUpdate(
+                notebook_id=notebook_id, seq=first + i, data=p.data, user_id=p.user_id, link_id=p.link_id
+            )
+            for i, p in enumerate(batch)
+        )
+    return first
+
+
+def updates_after(notebook_id, after_seq: int) -> tuple[list[tuple[int, bytes]], int]:
+    """Rows after `after_seq`, and the notebook's last seq. If compaction already folded some
+    of them away, the snapshot comes first with its own seq (applying it again is harmless:
+    Yjs ignores what a document already holds)."""
+    with transaction.atomic():
+        nb = Notebook.objects.filter(pk=notebook_id).values("snapshot", "snapshot_seq", "seq").first()
+        if nb is None:
+            return [], after_seq
+        start = after_seq
+        out: list[tuple[int, bytes]] = []
+        if after_seq < nb["snapshot_seq"]:
+            out.append((nb["snapshot_seq"], bytes(nb["snapshot"])))
+            start = nb["snapshot_seq"]
+        rows = NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__gt=start).order_by("seq")
+        out += [(seq, bytes(data)) for seq, data in rows.values_list("seq", "data")]
+    return out, nb["seq"]
+
+
+def compact(notebook_id, keep_recent: int) -> tuple[int, int]:
+    """Fold all but the newest `keep_recent` updates into the snapshot; return
+    (rows removed, the snapshot's seq)."""
+    with transaction.atomic():
+        # Lock the row: two workers compacting at once must not move the snapshot backwards
+        # over rows the other has already deleted.
+        nb = (
+            Notebook.objects.select_for_update()
+            .filter(pk=notebook_id)
+            .values("snapshot", "snapshot_seq", "seq")
+            .first()
+        )
+        if nb is None:
+            return 0, 0
+        upto = nb["seq"] - keep_recent
+        if upto <= nb["snapshot_seq"]:
+            return 0, nb["snapshot_seq"]
+        rows = NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__gt=nb["snapshot_seq"])
+        old = [bytes(d) for d in rows.filter(seq__lte=upto).order_by("seq").values_list("data", flat=True)]
+        recent = [bytes(d) for d in rows.filter(seq__gt=upto).order_by("seq").values_list("data", flat=True)]
+        before = _merge([bytes(nb["snapshot"]), *old, *recent])
+        snapshot = _doc_update(_merge([bytes(nb["snapshot"]), *old]))
+        after = _merge([snapshot, *recent])
+        if not _same_document(before, after):
+            raise RuntimeError(f"compaction of {notebook_id} would change the document; left as is")
+        Notebook.objects.filter(pk=notebook_id).update(snapshot=snapshot, snapshot_seq=upto)
+        removed, _ = NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__lte=upto).delete()
+    return removed, upto
+
+
+def _doc_update(update: bytes) -> bytes:
+    doc = Doc()
+    doc.apply_update(update)
+    return doc.get_update()
+
+
+def _same_document(a: bytes, b: bytes) -> bool:
+    doc_a, doc_b = Doc(), Doc()
+    doc_a.apply_update(a)
+    doc_b.apply_update(b)
+    return doc_a.get_state() == doc_b.get_state() and _content(doc_a) == _content(doc_b)
+
+
+def _content(doc: Doc) -> dict:
+    from pycrdt import Array, Map
+
+    return {
+        "cells": doc.get("cells", type=Array).to_py(),
+        "meta": doc.get("meta", type=Map).to_py(),
+        "state": doc.get("state", type=Map).to_py(),
+    }
+
+
+def replace(notebook_id, state: bytes) -> str:
+    """Replace the whole document (a new epoch): the update log starts afresh."""
+    import uuid
+
+    epoch = uuid.uuid4()
+    with transaction.atomic():
+        NotebookUpdate.objects.filter(notebook_id=notebook_id).delete()
+        Notebook.objects.filter(pk=notebook_id).update(
+            snapshot=state, snapshot_seq=F("seq"), epoch=epoch, updated_at=timezone.now()
+        )
+    return str(epoch)

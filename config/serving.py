@@ -1,0 +1,25 @@
+"""How daphne is started, shared by `manage.py serve`, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def daphne_args(host: str, port: int) -> list[str]:
+    """Daphne's command-line arguments. Its websocket message limit (1 MiB by default, and
+    autobahn applies it to what the server sends too) is raised above the largest document,
+    which a joining client receives in one message, and above COLLAB["MAX_MESSAGE_BYTES"], so
+    that the app's own check answers oversized client messages with a readable 4413."""
+    collab = settings.COLLAB
+    limit = str(max(collab["MAX_MESSAGE_BYTES"], collab["MAX_DOCUMENT_BYTES"]) + 1024 * 1024)
+    return [
+        "-b",
+        host,
+        "-p",
+        str(port),
+        "--websocket-max-message-size",
+        limit,
+        "--websocket-max-frame-size",
+        limit,
+        "config.asgi:application",
+    ]

@@ -1,0 +1,245 @@
+"""Settings, read from environment variables with defaults that work out of the box.
+
+Every variable is listed in `.env.example`. With nothing set you get SQLite, the in-memory
+channel layer and emails printed to the console: check out the code and it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    return os.environ.get(name, default).strip().lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def envfloat(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def _secret_key() -> str:
+    """Use SECRET_KEY, else a random key kept in `var/secret_key` so sessions survive restarts."""
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    path = BASE_DIR / "var" / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = envbool("DEBUG", "false")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "allauth",
+    "allauth.account",
+    "accounts",
+    "notebooks",
+    "audit",
+    "collab",
+    "kernels",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "notebooks.views.common.NeedsLoginMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite (WAL, immediate transactions) unless DATABASE_URL is set.
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {
+        "default": dj_database_url.parse(
+            os.environ["DATABASE_URL"], conn_max_age=envint("DB_CONN_MAX_AGE", 60)
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "var" / "db.sqlite3")),
+            # Keep the connection: reopening it around every batch write costs ~15 ms.
+            "CONN_MAX_AGE": None,
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Channel layer: in-memory (one process) unless REDIS_URL is set.
+if os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py's 5 s socket timeout equals channels-redis' 5 s BZPOPMIN: an idle
+                # reader would time out, log and pause. Give the socket longer than the pop.
+                "hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": 30}],
+                # One channel per worker carries every room's traffic: give it room.
+                "capacity": envint("CHANNEL_CAPACITY", 5000),
+                "expiry": 30,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+# django-allauth: email is the login; verification "mandatory", "optional" or "none".
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = os.environ.get("ACCOUNT_EMAIL_VERIFICATION", "mandatory")
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_CONFIRM_EMAIL_ON_GET = True
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+ACCOUNT_FORMS = {"signup": "accounts.forms.SignupForm"}
+if envbool("DISABLE_RATE_LIMITS", "false"):
+    ACCOUNT_RATE_LIMITS = False
+LOGIN_REDIRECT_URL = "/notebooks/"
+LOGIN_URL = "/accounts/login/"
+
+# Email: console by default; EMAIL_URL=smtp://user:pass@host:port (smtps:// for TLS) or
+# EMAIL_BACKEND=file with EMAIL_FILE_PATH for a folder of .log files.
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Notebooks <noreply@localhost>")
+_email_url = os.environ.get("EMAIL_URL", "")
+if _email_url:
+    from urllib.parse import unquote, urlsplit
+
+    _parts = urlsplit(_email_url)
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _parts.hostname or "localhost"
+    EMAIL_PORT = _parts.port or 25
+    EMAIL_HOST_USER = unquote(_parts.username or "")
+    EMAIL_HOST_PASSWORD = unquote(_parts.password or "")
+    EMAIL_USE_SSL = _parts.scheme == "smtps"
+    EMAIL_USE_TLS = _parts.scheme == "smtp+tls"
+elif os.environ.get("EMAIL_BACKEND", "console") == "file":
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "emails"))
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Uploads: .ipynb files are read in memory up to the limit and refused above it.
+NOTEBOOK_MAX_UPLOAD_BYTES = envint("NOTEBOOK_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = 200
+NOTEBOOK_TRASH_DAYS = envint("NOTEBOOK_TRASH_DAYS", 30)
+AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 365)  # `manage.py purge_audit`; 0 keeps forever
+
+# The Jupyter Server (or Kernel Gateway) that runs kernels; `serve` starts a local one when unset.
+JUPYTER_SERVER_URL = os.environ.get("JUPYTER_SERVER_URL", "")
+JUPYTER_SERVER_TOKEN = os.environ.get("JUPYTER_SERVER_TOKEN", "")
+# Kernels (kernels/), in seconds: an idle kernel is shut down; an unanswered input() is
+# interrupted; the worker driving a notebook's kernel renews its lease (kernels.cluster) every
+# KERNEL_LEASE_RENEW and loses it KERNEL_LEASE_TTL after the last renewal; a request forwarded
+# to the driving worker fails after KERNEL_FORWARD_TIMEOUT.
+KERNEL_IDLE_SHUTDOWN = envfloat("KERNEL_IDLE_SHUTDOWN", 3600.0)
+KERNEL_INPUT_TIMEOUT = envfloat("KERNEL_INPUT_TIMEOUT", 300.0)
+KERNEL_LEASE_TTL = envfloat("KERNEL_LEASE_TTL", 15.0)
+KERNEL_LEASE_RENEW = envfloat("KERNEL_LEASE_RENEW", 5.0)
+KERNEL_FORWARD_TIMEOUT = envfloat("KERNEL_FORWARD_TIMEOUT", 10.0)
+
+# Real-time engine (collab/). Delays in seconds, sizes in bytes.
+COLLAB = {
+    "PERSIST_BATCH_WINDOW": envfloat("COLLAB_PERSIST_BATCH_WINDOW", 0.003),
+    "ROOM_UNLOAD_DELAY": envfloat("COLLAB_ROOM_UNLOAD_DELAY", 30.0),
+    "GAP_REPAIR_DELAY": envfloat("COLLAB_GAP_REPAIR_DELAY", 0.2),
+    "RESYNC_INTERVAL": envfloat("COLLAB_RESYNC_INTERVAL", 2.0),
+    "ACCESS_RECHECK_INTERVAL": envfloat("COLLAB_ACCESS_RECHECK_INTERVAL", 15.0),
+    "COMPACT_AFTER_UPDATES": envint("COLLAB_COMPACT_AFTER_UPDATES", 500),
+    "KEEP_RECENT_UPDATES": envint("COLLAB_KEEP_RECENT_UPDATES", 100),
+    "MAX_MESSAGE_BYTES": envint("COLLAB_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
+    "MAX_DOCUMENT_BYTES": envint("COLLAB_MAX_DOCUMENT_BYTES", 64 * 1024 * 1024),
+    "MAX_SOCKETS_PER_ROOM": envint("COLLAB_MAX_SOCKETS_PER_ROOM", 500),
+    "AWARENESS_MIN_INTERVAL": envfloat("COLLAB_AWARENESS_MIN_INTERVAL", 0.05),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+}

@@ -1,0 +1,645 @@
+"""The kernel bridge: one kernel per notebook per process, driven independently of browsers.
+
+Rules:
+- One `KernelBridge` per notebook per worker process (`get_bridge`), living in the event loop
+  where the Rooms live; it never blocks: REST/websocket through `kernels.jupyter`, audit events
+  through `database_sync_to_async` in background tasks.
+- While a kernel runs the bridge holds the notebook's Room (`room.hold()`), so outputs keep
+  landing in the document (and the database) with no browser connected; `shutdown()` releases it.
+- Every change to the document goes through `room.edit(...)`, so it is persisted and relayed
+  like a client's update. Outputs are batched: events are collected and flushed in one
+  `room.edit` at most every `FLUSH_INTERVAL` seconds (the first after a quiet spell at once,
+  and at the end of each run).
+- One run queue per notebook, one execution in flight. A run reads the cell's source from the
+  Room's doc when it starts (not when it was queued). A cell that is gone is skipped.
+- A lost kernel (died, restarted) fails the running cell with a visible error output and
+  clears the queue.
+- Kernel state (`status`, `queue`, `running`, `message`) is broadcast to this worker's sockets
+  (`room.broadcast_ext`) and to other workers (`fanout().publish({"type": "kernel", ...})`).
+- Everything the bridge starts runs in a fresh `contextvars.Context` (`_detached`): a task
+  created inside a request would otherwise inherit the request's asgiref thread-sensitive
+  executor, which is gone once the response is sent, and every later `database_sync_to_async`
+  (audit, the Room's writer) would fail.
+- Several workers: a bridge only knows its own process. `kernels.cluster` makes sure exactly one
+  worker has a bridge with a kernel for a notebook (a lease) and forwards requests to it; the
+  views go through `kernels.cluster`, never straight to a bridge.
+- The kernel server is the notebook's choice (`kernels.servers.connection_for`: the owner's
+  registered server and kernelspec) or `settings.JUPYTER_SERVER_URL` / `JUPYTER_SERVER_TOKEN`,
+  read when the kernel is started (so tests and `serve` can set them late). URL, token and
+  kernel id never reach a browser.
+- `input()`: the request is shown in the status payload (`input`: cell, prompt, password flag
+  and `for_user`, the principal key of the person who ran the cell); only that person's answer
+  (`answer_input`) is sent to the kernel. Unanswered after `KERNEL_INPUT_TIMEOUT` seconds, the
+  cell gets a stderr line saying so and the kernel is interrupted (`input()` raises
+  KeyboardInterrupt), so a forgotten prompt never blocks the notebook's queue.
+- A kernel with nothing queued or running for `KERNEL_IDLE_SHUTDOWN` seconds is shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from pycrdt import Array, Doc, Map
+
+from collab.fanout import fanout
+from collab.rooms import Room, get_room
+from kernels import servers
+from kernels.execution import Event, Finished, InputRequested, KernelLost, KernelStatus, Output
+from kernels.jupyter import JupyterClient, KernelChannels, KernelServerError
+from kernels.outputs import OutputWriter
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.05  # seconds between output flushes into the document
+
+BRIDGES: dict[str, KernelBridge] = {}
+_STOPPING: set[asyncio.Task] = set()  # idle shutdowns in progress
+
+
+def get_bridge(notebook_id: Any) -> KernelBridge:
+    """This process's bridge for the notebook (created on first use; no kernel yet)."""
+    key = str(notebook_id)
+    bridge = BRIDGES.get(key)
+    if bridge is None:
+        bridge = BRIDGES[key] = KernelBridge(key)
+    return bridge
+
+
+def cell_source(doc: Doc, cell_id: str) -> str | None:
+    """The source of the cell with this id, or None if there is no such code cell."""
+    for cell in doc.get("cells", type=Array):
+        if isinstance(cell, Map) and cell.get("id") == cell_id:
+            if cell.get("cell_type") != "code":
+                return None
+            return str(cell.get("source", ""))
+    return None
+
+
+@dataclass
+class Job:
+    cell_id: str
+    user: Any
+    request_meta: dict[str, Any]
+    who: str = ""  # principal key ("u:<pk>", "g:<guest>") of the person who ran it
+    msg_id: str = ""
+    code: str = ""
+    started: float = 0.0
+    done: asyncio.Future | None = None
+    outcome: str = ""
+    execution_count: int | None = None
+
+
+@dataclass
+class PendingInput:
+    """An `input()` the kernel waits on, for the person who ran the cell."""
+
+    msg_id: str
+    cell_id: str
+    prompt: str
+    password: bool
+    for_user: str
+    timer: asyncio.TimerHandle | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "cell_id": self.cell_id,
+            "prompt": self.prompt,
+            "password": self.password,
+            "for_user": self.for_user,
+        }
+
+
+class InputRefused(Exception):
+    """`answer_input` was refused: `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def principal_key(user: Any) -> str:
+    pk = getattr(user, "pk", None)
+    return f"u:{pk}" if pk is not None else ""
+
+
+@dataclass
+class _Batch:
+    events: list[tuple[str, Output]] = field(default_factory=list)
+    handle: asyncio.TimerHandle | None = None
+    flushed_at: float = 0.0  # loop time of the last flush
+
+
+class KernelBridge:
+    """See the module rules."""
+
+    def __init__(self, notebook_id: str) -> None:
+        self.notebook_id = notebook_id
+        self.room: Room | None = None
+        self.writer: OutputWriter | None = None
+        self.client: JupyterClient | None = None
+        self.channels: KernelChannels | None = None
+        self.kernel_id: str | None = None
+        self.session_id: str | None = None
+        self.status = "not started"
+        self.message = ""
+        self.queue: deque[Job] = deque()
+        self.running: Job | None = None
+        self._jobs: dict[str, Job] = {}  # msg_id -> job still running
+        self._cells: OrderedDict[str, str] = OrderedDict()  # recent msg_ids -> cell id (late output)
+        self._batch = _Batch()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while the queue is empty and nothing runs
+        self._idle.set()
+        self._driver: asyncio.Task | None = None
+        self._reader: asyncio.Task | None = None
+        self._start_lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
+        self.input: PendingInput | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # public API ------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """The KERNEL frame payload (also the status endpoint's JSON)."""
+        return {
+            "status": self.status,
+            "queue": [job.cell_id for job in self.queue],
+            "running": self.running.cell_id if self.running else None,
+            "message": self.message,
+            "input": self.input.public() if self.input else None,
+        }
+
+    async def enqueue(
+        self,
+        cell_ids: list[str],
+        user: Any,
+        request_meta: dict[str, Any] | None = None,
+        who: str | None = None,
+    ) -> list[str]:
+        """Queue the cells (in order); returns the ids queued. The runs happen in the background.
+        `who` (default: the user's principal key) is the only one who may answer `input()`."""
+        key = principal_key(user) if who is None else who
+        return await _detached(self._enqueue(cell_ids, user, request_meta, key))
+
+    async def _enqueue(
+        self, cell_ids: list[str], user: Any, request_meta: dict[str, Any] | None, who: str
+    ) -> list[str]:
+        room = await self._ensure_room()
+        queued = [str(c) for c in cell_ids if cell_source(room.doc, str(c)) is not None]
+        for cell_id in queued:
+            self.queue.append(Job(cell_id, user, dict(request_meta or {}), who))
+        if queued:
+            self._disarm_idle()
+            uid = getattr(user, "pk", None)
+            await room.edit(lambda doc: self._mark(queued, "queued"), user_id=uid)
+            if self._driver is None or self._driver.done():
+                self._driver = asyncio.create_task(self._drive(), name=f"kernel-bridge-{self.notebook_id}")
+            self._idle.clear()
+            self._wake.set()
+            await self._broadcast()
+        return queued
+
+    async def wait_idle(self) -> None:
+        """Wait until the queue is empty, nothing runs, and audit events are written (tests)."""
+        await self._idle.wait()
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def interrupt(self, user: Any = None, request_meta: dict[str, Any] | None = None) -> None:
+        await _detached(self._interrupt(user, request_meta))
+
+    async def _interrupt(self, user: Any, request_meta: dict[str, Any] | None) -> None:
+        if self.channels is None:
+            return
+        self._drop_input()
+        await self.channels.interrupt()
+        self._audit("kernel.interrupted", user, request_meta)
+
+    async def restart(self, user: Any = None, request_meta: dict[str, Any] | None = None) -> None:
+        """Restart the kernel: the running cell fails, the queue is cleared."""
+        await _detached(self._restart(user, request_meta))
+
+    async def _restart(self, user: Any, request_meta: dict[str, Any] | None) -> None:
+        if self.channels is None:
+            return
+        self.status = "restarting"
+        self._drop_input()
+        await self._broadcast()
+        lost = await self.channels.restart()
+        if lost is not None:
+            await self._lost(lost, "The kernel was restarted while this cell was running.")
+        else:
+            await self._drop_queue()
+        self.status = "idle"
+        self._audit("kernel.restarted", user, request_meta)
+        await self._broadcast()
+
+    async def shutdown(
+        self, user: Any = None, request_meta: dict[str, Any] | None = None, message: str = ""
+    ) -> None:
+        """Stop the kernel, the tasks, release the Room and forget this bridge. `message` is
+        shown to everyone in the notebook (why the kernel stopped)."""
+        await _detached(self._shutdown(user, request_meta, message))
+
+    async def _shutdown(self, user: Any, request_meta: dict[str, Any] | None, message: str = "") -> None:
+        if BRIDGES.get(self.notebook_id) is self:
+            del BRIDGES[self.notebook_id]
+        self._disarm_idle()
+        self._drop_input()
+        self.message = message
+        had_kernel = self.kernel_id is not None
+        for task in (self._driver, self._reader):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.running is not None:
+            job = self.running
+            await self._edit(lambda doc: self._fail_cell(job.cell_id, "The kernel was shut down."))
+            self._finish(job, "aborted")
+        await self._drop_queue()
+        if self.channels is not None:
+            with contextlib.suppress(Exception):
+                await self.channels.close()
+        if self.client is not None:
+            if self.kernel_id is not None:
+                with contextlib.suppress(Exception):
+                    await self.client.shutdown_kernel(self.kernel_id)
+            await self.client.aclose()
+        self.channels = self.client = None
+        self.kernel_id = None
+        self.status = "not started"
+        if had_kernel:
+            self._audit("kernel.shut_down", user, request_meta)
+        await self._broadcast()
+        self._idle.set()
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self.room is not None:
+            self.room.release()
+            self.room = None
+
+    # the room ------------------------------------------------------------------------------
+
+    async def _ensure_room(self) -> Room:
+        if self.room is not None and self.room.closing:  # replaced/failed: hold the new one
+            self.room.release()
+            self.room = None
+        if self.room is None:
+            room = await get_room(self.notebook_id)
+            room.hold()
+            self.room, self.writer = room, OutputWriter(room.doc)
+        return self.room
+
+    async def _edit(self, change, user_id: Any = None) -> None:
+        room = await self._ensure_room()
+        await room.edit(lambda doc: change(doc), user_id=user_id)
+
+    def _mark(self, cell_ids: list[str], state: str) -> None:
+        assert self.writer is not None
+        for cell_id in cell_ids:
+            self.writer.set_execution_state(cell_id, state)
+
+    def _fail_cell(self, cell_id: str, message: str) -> None:
+        assert self.writer is not None
+        self.writer.fail(cell_id, message)
+        self.writer.set_execution_state(cell_id, "idle")
+
+    async def _broadcast(self) -> None:
+        payload = self.info()
+        if self.room is not None and not self.room.closing:
+            await self.room.set_kernel_state(payload)
+        else:
+            await fanout().publish({"type": "kernel", "notebook": self.notebook_id, "payload": payload})
+
+    # the kernel ----------------------------------------------------------------------------
+
+    async def _ensure_kernel(self, job: Job) -> None:
+        async with self._start_lock:
+            if self.channels is not None:
+                return
+            conn = await database_sync_to_async(servers.connection_for)(self.notebook_id)
+            if not conn.url:
+                raise KernelServerError("No Jupyter Server is configured (JUPYTER_SERVER_URL).")
+            self.status = "starting"
+            await self._broadcast()
+            self.client = JupyterClient(conn.url, conn.token)
+            model = await self.client.start_kernel(conn.kernelspec or None)
+            self.kernel_id = str(model["id"])
+            self.channels = self.client.channels(self.kernel_id, self.session_id)
+            self.session_id = self.channels.session_id
+            await self.channels.open()
+            self._reader = asyncio.create_task(self._read(), name=f"kernel-reader-{self.notebook_id}")
+            self.status = "idle"
+            self._audit("kernel.started", job.user, job.request_meta, kernel_name=model.get("name", ""))
+
+    async def _drive(self) -> None:
+        """The run loop: one job at a time, in queue order."""
+        while True:
+            if not self.queue:
+                self._idle.set()
+                self._arm_idle()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            job = self.queue.popleft()
+            self.running = job
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("running cell %s of %s failed", job.cell_id, self.notebook_id)
+                self.message = message = f"Could not run: {exc}"
+                with contextlib.suppress(Exception):
+                    await self._edit(lambda doc, cid=job.cell_id, text=message: self._fail_cell(cid, text))
+                self._finish(job, "error")
+                await self._drop_queue()
+            finally:
+                if self.running is job:
+                    self.running = None
+                await self._broadcast()
+
+    async def _run(self, job: Job) -> None:
+        await self._ensure_kernel(job)
+        assert self.channels is not None
+        room = await self._ensure_room()
+        source = cell_source(room.doc, job.cell_id)
+        if source is None:  # deleted (or turned into markdown) while queued
+            self._finish(job, "skipped")
+            return
+        job.code = source
+        uid = getattr(job.user, "pk", None)
+
+        def start(doc: Doc) -> None:
+            assert self.writer is not None
+            self.writer.clear(job.cell_id)
+            self.writer.set_execution_count(job.cell_id, None)
+            self.writer.set_execution_state(job.cell_id, "running")
+
+        await self._edit(start, uid)
+        job.done = asyncio.get_running_loop().create_future()
+        job.started = time.monotonic()
+        self.message = ""
+        job.msg_id = await self.channels.execute(source, allow_stdin=True)
+        self._jobs[job.msg_id] = job
+        self._cells[job.msg_id] = job.cell_id
+        while len(self._cells) > 1000:
+            self._cells.popitem(last=False)
+        await self._broadcast()  # after sending: the kernel starts while the status travels
+        await job.done
+
+    async def _read(self) -> None:
+        """Dispatch the kernel's events; ends (and fails what runs) if the kernel is gone."""
+        assert self.channels is not None
+        try:
+            async for event in self.channels.events():
+                await self._on_event(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("kernel channels of %s ended: %r", self.notebook_id, exc)
+            lost = self.channels.abandon("dead") if self.channels else None
+            self.channels = None
+            self.kernel_id = None
+            self.status = "dead"
+            self.message = "The kernel is gone; the next run starts a new one."
+            if lost is not None:
+                await self._lost(lost, "The kernel died while this cell was running.")
+            await self._broadcast()
+
+    async def _on_event(self, event: Event) -> None:
+        if isinstance(event, Output):
+            cell_id = self._cells.get(event.msg_id)
+            if cell_id is not None:
+                self._batch.events.append((cell_id, event))
+                if self._batch.handle is None:
+                    # The first output after a quiet spell goes out at once (a quick cell's
+                    # answer should not wait); a burst is then written every FLUSH_INTERVAL.
+                    loop = asyncio.get_running_loop()
+                    delay = max(0.0, self._batch.flushed_at + FLUSH_INTERVAL - loop.time())
+                    self._batch.handle = loop.call_later(delay, lambda: self._spawn(self._flush()))
+        elif isinstance(event, InputRequested):
+            await self._on_input_request(event)
+        elif isinstance(event, Finished):
+            await self._flush()
+            if self.input is not None and self.input.msg_id == event.msg_id:
+                self._drop_input()
+            job = self._jobs.pop(event.msg_id, None)
+            if job is not None:
+                count = event.reply.get("execution_count")
+
+                def done(doc: Doc) -> None:
+                    assert self.writer is not None
+                    if count is not None:
+                        self.writer.set_execution_count(job.cell_id, count)
+                    self.writer.set_execution_state(job.cell_id, "idle")
+
+                await self._edit(done, getattr(job.user, "pk", None))
+                job.execution_count = count
+                self._finish(job, event.status)
+        elif isinstance(event, KernelStatus):
+            self.status = event.state
+            await self._broadcast()
+        elif isinstance(event, KernelLost):
+            await self._lost(event, "The kernel died while this cell was running.")
+
+    async def _flush(self) -> None:
+        """Write the collected outputs into the document in one edit."""
+        if self._batch.handle is not None:
+            self._batch.handle.cancel()
+            self._batch.handle = None
+        events, self._batch.events = self._batch.events, []
+        if not events:
+            return
+        self._batch.flushed_at = asyncio.get_running_loop().time()
+
+        def apply(doc: Doc) -> None:
+            assert self.writer is not None
+            for cell_id, event in events:
+                self.writer.apply(cell_id, event.msg)
+
+        await self._edit(apply)
+
+    async def _lost(self, lost: KernelLost, message: str) -> None:
+        self._drop_input()
+        await self._flush()
+        for msg_id in lost.msg_ids:
+            job = self._jobs.pop(msg_id, None)
+            if job is not None:
+                await self._edit(lambda doc, cid=job.cell_id, text=message: self._fail_cell(cid, text))
+                self._finish(job, "lost")
+        await self._drop_queue()
+
+    async def _drop_queue(self) -> None:
+        dropped = [job.cell_id for job in self.queue]
+        self.queue.clear()
+        if dropped:
+            await self._edit(lambda doc: self._mark(dropped, "idle"))
+        await self._broadcast()
+
+    def _finish(self, job: Job, outcome: str) -> None:
+        job.outcome = outcome
+        if job.done is not None and not job.done.done():
+            job.done.set_result(outcome)
+        if outcome == "skipped":
+            return
+        duration = round((time.monotonic() - job.started) * 1000) if job.started else 0
+        self._audit(
+            "cell.executed",
+            job.user,
+            job.request_meta,
+            cell_id=job.cell_id,
+            code_sha256=hashlib.sha256(job.code.encode()).hexdigest(),
+            code=job.code,
+            status=outcome,
+            duration_ms=duration,
+            execution_count=job.execution_count,
+        )
+
+    # input() --------------------------------------------------------------------------------
+
+    async def answer_input(self, value: str, who: str) -> None:
+        """Send `value` as the answer to the pending `input()`; only the person who ran the cell
+        may answer. Raises `InputRefused`."""
+        await _detached(self._answer_input(value, who))
+
+    async def _answer_input(self, value: str, who: str) -> None:
+        pending = self.input
+        if pending is None or self.channels is None:
+            raise InputRefused(409, "No cell is waiting for input.")
+        if not who or who != pending.for_user:
+            raise InputRefused(403, "Only the person who ran this cell can answer its input().")
+        self._drop_input()
+        await self.channels.send_input_reply(value)
+        shown = "·" * 8 if pending.password else value
+        await self._echo(pending.cell_id, "stdout", f"{pending.prompt}{shown}\n")
+        await self._broadcast()
+
+    async def _on_input_request(self, event: InputRequested) -> None:
+        job = self._jobs.get(event.msg_id)
+        if job is None:
+            return
+        await self._flush()  # what was printed before the prompt comes first
+        self._drop_input()
+        pending = PendingInput(event.msg_id, job.cell_id, event.prompt, event.password, job.who)
+        timeout = settings.KERNEL_INPUT_TIMEOUT
+        pending.timer = asyncio.get_running_loop().call_later(
+            timeout, lambda: self._spawn(self._input_timed_out(pending))
+        )
+        self.input = pending
+        await self._broadcast()
+
+    async def _input_timed_out(self, pending: PendingInput) -> None:
+        if self.input is not pending:
+            return
+        self._drop_input()
+        seconds = settings.KERNEL_INPUT_TIMEOUT
+        text = (
+            f"No answer to input() within {seconds:g} seconds from the person who ran this cell; "
+            "the kernel was interrupted.\n"
+        )
+        await self._echo(pending.cell_id, "stderr", text)
+        await self._broadcast()
+        if self.channels is not None:
+            await self.channels.interrupt()
+
+    def _drop_input(self) -> None:
+        if self.input is not None and self.input.timer is not None:
+            self.input.timer.cancel()
+        self.input = None
+
+    async def _echo(self, cell_id: str, name: str, text: str) -> None:
+        """A stream output written by the bridge itself (the answer to a prompt, a notice)."""
+        await self._flush()
+        msg = {"header": {"msg_type": "stream"}, "content": {"name": name, "text": text}}
+
+        def apply(doc: Doc) -> None:
+            assert self.writer is not None
+            self.writer.apply(cell_id, msg)
+
+        await self._edit(apply)
+
+    # idle shutdown --------------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        """Shut the kernel down after `KERNEL_IDLE_SHUTDOWN` seconds with nothing to run."""
+        self._disarm_idle()
+        if self.kernel_id is None:
+            return
+        delay = settings.KERNEL_IDLE_SHUTDOWN
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_shutdown)
+
+    def _disarm_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_shutdown(self) -> None:
+        self._idle_timer = None
+        if self.queue or self.running is not None or self.kernel_id is None:
+            return
+        seconds = settings.KERNEL_IDLE_SHUTDOWN
+        when = f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
+        task = asyncio.get_running_loop().create_task(
+            self.shutdown(message=f"The kernel was shut down after {when} without runs."),
+            context=contextvars.Context(),
+        )
+        _STOPPING.add(task)  # a strong reference until it is done
+        task.add_done_callback(_STOPPING.discard)
+        task.add_done_callback(_log_failure)
+
+    # audit ---------------------------------------------------------------------------------
+
+    def _audit(self, action: str, user: Any, request_meta: dict[str, Any] | None, **details: Any) -> None:
+        """Write an audit event in a thread, without making anyone wait for it."""
+        self._spawn(
+            database_sync_to_async(_write_audit)(action, self.notebook_id, user, request_meta or {}, details)
+        )
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+
+async def _detached(coro: Any) -> Any:
+    """Run `coro` in a fresh context (see the module rules) and wait for it."""
+    return await asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("kernel bridge background task failed", exc_info=task.exception())
+
+
+def _write_audit(
+    action: str, notebook_id: str, user: Any, meta: dict[str, Any], details: dict[str, Any]
+) -> None:
+    from audit import log as audit
+    from notebooks.models import Notebook
+
+    notebook = Notebook.objects.filter(pk=notebook_id).first()
+    event = audit.build(action, notebook=notebook or notebook_id, actor=user, **details)
+    event.ip = meta.get("ip")
+    event.user_agent = str(meta.get("user_agent", ""))[:300]
+    event.save()
+
+
+def request_meta(request: Any) -> dict[str, Any]:
+    """What the audit log keeps of an HTTP request (IP address, user agent)."""
+    from audit.log import client_info
+
+    return client_info(request)

@@ -1,0 +1,376 @@
+"""Exactly one worker process drives a notebook's kernel, however many daphne workers there are.
+
+Design: a lease row per notebook (`KernelLease`) in the database every worker already shares
+names the worker whose bridge (`kernels.bridge`) drives the kernel. A worker is named by its own
+channel-layer channel (`kernels.…`), so another worker that receives a kernel request sends it
+straight to the holder (`layer.send`) and waits for the answer on its own channel. A database
+lease rather than a Redis lock because the database is the one thing every deployment has (one
+worker with the in-memory layer needs no Redis), claiming is one conditional UPDATE/INSERT on
+SQLite and PostgreSQL alike, and the holder is visible to anyone reading the table.
+
+Rules:
+- `call(notebook, op, args, who)` is the only entry point (the views): ops `run`, `interrupt`,
+  `restart`, `shutdown`, `status`, `input`. Access is checked by the caller, on the worker that
+  received the HTTP request; the holder checks only what it alone knows (who may answer an
+  `input()`).
+- Only `run` claims a lease (or any op on a worker that already has a bridge for the notebook).
+  Every other op goes to the holder, or is answered "not started" when nobody holds one.
+- The holder renews its leases every `KERNEL_LEASE_RENEW` seconds. A lease not renewed for
+  `KERNEL_LEASE_TTL` seconds (its worker was killed or hangs) is taken by the worker that
+  receives the next run, which starts a new kernel (the old kernel's variables are lost).
+- A holder that finds at renewal that its lease went to another worker shuts its bridge down;
+  a lease whose bridge is gone (shut down, idle) is deleted at the next renewal.
+- While the holder has not answered within `KERNEL_FORWARD_TIMEOUT` seconds the request fails
+  with 503; it is never run twice.
+- Messages are plain dicts of str/int/bool/None/list (msgpack-safe for channels-redis).
+- Runs in the event loop; never blocks: the ORM through `database_sync_to_async`; the tasks it
+  starts run in a fresh context (see `kernels.bridge`, "_detached").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+import uuid
+from datetime import timedelta
+from typing import Any, Literal, TypedDict
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from collab.rooms import RoomError
+from kernels.bridge import BRIDGES, InputRefused, get_bridge
+
+log = logging.getLogger(__name__)
+
+Op = Literal["run", "interrupt", "restart", "shutdown", "status", "input"]
+
+
+class Who(TypedDict):
+    """The person asking, as far as the driving worker needs to know."""
+
+    user_id: int | None
+    key: str  # principal key: "u:<pk>" or "g:<guest key>"
+    meta: dict[str, Any]  # audit: ip, user_agent
+
+
+class Reply(TypedDict, total=False):
+    status: int  # HTTP status for the view
+    body: dict[str, Any]
+    retry: bool  # the addressee no longer holds the lease: look it up again
+
+
+class RequestEvent(TypedDict):
+    type: Literal["kernel.request"]
+    id: str
+    reply_to: str
+    notebook: str
+    op: str
+    args: dict[str, Any]
+    who: Who
+
+
+class ReplyEvent(TypedDict):
+    type: Literal["kernel.reply"]
+    id: str
+    reply: Reply
+
+
+MAX_CELLS_PER_RUN = 1000
+MAX_INPUT_CHARS = 100_000
+
+
+def invalid_args(op: str, args: Any) -> str | None:
+    """Why a request's arguments are unusable, or None; shared by the HTTP views and the
+    websocket command path."""
+    if op == "run":
+        cell_ids = args.get("cell_ids") if isinstance(args, dict) else None
+        if (
+            not isinstance(cell_ids, list)
+            or not all(isinstance(c, str) for c in cell_ids)
+            or len(cell_ids) > MAX_CELLS_PER_RUN
+        ):
+            return 'Send {"cell_ids": [...]}, a list of cell id strings.'
+    elif op == "input":
+        value = args.get("value") if isinstance(args, dict) else None
+        if not isinstance(value, str) or len(value) > MAX_INPUT_CHARS:
+            return 'Send {"value": "..."}.'
+    elif op not in ("interrupt", "restart", "shutdown", "status"):
+        return f"Unknown kernel operation {op!r}."
+    return None
+
+
+def not_started() -> dict[str, Any]:
+    return {"status": "not started", "queue": [], "running": None, "message": "", "input": None}
+
+
+# the lease (synchronous ORM) ---------------------------------------------------------------
+
+
+def claim(notebook_id: str, worker: str, acquire: bool) -> str | None:
+    """The channel of the worker holding the notebook's live lease. With `acquire`, take the
+    lease for `worker` when nobody holds a live one. None: nobody holds it (and not acquired)."""
+    from kernels.models import KernelLease
+
+    ttl = timedelta(seconds=settings.KERNEL_LEASE_TTL)
+    for _attempt in range(3):
+        now = timezone.now()
+        lease = KernelLease.objects.filter(notebook_id=notebook_id).first()
+        if lease is not None and lease.expires_at > now:
+            return lease.worker
+        if not acquire:
+            return None
+        if lease is not None:  # expired: take it over unless someone else just did
+            taken = KernelLease.objects.filter(
+                notebook_id=notebook_id, worker=lease.worker, expires_at=lease.expires_at
+            ).update(worker=worker, expires_at=now + ttl)
+            if taken:
+                return worker
+            continue
+        try:
+            with transaction.atomic():
+                KernelLease.objects.create(notebook_id=notebook_id, worker=worker, expires_at=now + ttl)
+            return worker
+        except IntegrityError:
+            continue  # another worker created it first: read it again
+    return None
+
+
+def renew(worker: str, keep: list[str], drop: list[str]) -> set[str]:
+    """Extend `worker`'s leases in `keep`, delete those in `drop`; return the ids still held."""
+    from kernels.models import KernelLease
+
+    if drop:
+        KernelLease.objects.filter(worker=worker, notebook_id__in=drop).delete()
+    if not keep:
+        return set()
+    expires = timezone.now() + timedelta(seconds=settings.KERNEL_LEASE_TTL)
+    mine = KernelLease.objects.filter(worker=worker, notebook_id__in=keep)
+    mine.update(expires_at=expires)
+    return {str(pk) for pk in mine.values_list("notebook_id", flat=True)}
+
+
+def release(worker: str, notebook_id: str) -> None:
+    from kernels.models import KernelLease
+
+    KernelLease.objects.filter(worker=worker, notebook_id=notebook_id).delete()
+
+
+def load_user(user_id: int | None) -> Any:
+    from accounts.models import User
+
+    return User.objects.filter(pk=user_id).first() if user_id is not None else None
+
+
+# this worker --------------------------------------------------------------------------------
+
+
+class Node:
+    """This process's end of the cluster: its channel, its leases, the requests it waits on."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.loop = asyncio.get_running_loop()
+        self.channel = ""
+        self.held: dict[str, float] = {}  # notebook id -> when (monotonic) our lease runs out
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._reader: asyncio.Task | None = None
+        self._renewer: asyncio.Task | None = None
+        self._start_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if not self.channel:
+                # A plain name, not `new_channel()`: channels-redis reads every "!" channel of a
+                # process through one shared receive loop, and a second reader beside the
+                # fan-out's stalled both (0.45 s per relayed update, at times 5 s).
+                self.channel = f"kernels.{uuid.uuid4().hex}"
+                self._reader = self._task(self._read(), "kernel-cluster-reader")
+
+    def holds(self, notebook_id: str) -> bool:
+        return self.held.get(notebook_id, 0.0) > time.monotonic()
+
+    async def call(self, notebook_id: str, op: Op, args: dict[str, Any], who: Who, user: Any = None) -> Reply:
+        await self.start()
+        for _attempt in range(3):
+            if self.holds(notebook_id):
+                return await self.handle(notebook_id, op, args, who, user)
+            started = time.monotonic()
+            # A bridge here without a lease (started directly, as tests do) adopts one.
+            acquire = op == "run" or notebook_id in BRIDGES
+            holder = await database_sync_to_async(claim)(notebook_id, self.channel, acquire)
+            if holder is None:
+                return _nobody(op)
+            if holder == self.channel:
+                self.held[notebook_id] = started + settings.KERNEL_LEASE_TTL
+                if self._renewer is None or self._renewer.done():
+                    self._renewer = self._task(self._renew_forever(), "kernel-cluster-renewer")
+                return await self.handle(notebook_id, op, args, who, user)
+            reply = await self.forward(holder, notebook_id, op, args, who)
+            if not reply.get("retry"):
+                return reply
+        return _busy()
+
+    async def forward(self, holder: str, notebook_id: str, op: str, args: dict[str, Any], who: Who) -> Reply:
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[Reply] = self.loop.create_future()
+        self._waiting[request_id] = future
+        event: RequestEvent = {
+            "type": "kernel.request",
+            "id": request_id,
+            "reply_to": self.channel,
+            "notebook": notebook_id,
+            "op": op,
+            "args": args,
+            "who": who,
+        }
+        try:
+            await self.layer.send(holder, event)
+            return await asyncio.wait_for(future, settings.KERNEL_FORWARD_TIMEOUT)
+        except TimeoutError:
+            return _busy()
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def handle(
+        self, notebook_id: str, op: str, args: dict[str, Any], who: Who, user: Any = None
+    ) -> Reply:
+        """Do `op` here, where the kernel is driven."""
+        try:
+            if op == "run":
+                bridge = get_bridge(notebook_id)  # before any await: the renewer keeps the lease
+                if user is None:
+                    user = await database_sync_to_async(load_user)(who["user_id"])
+                queued = await bridge.enqueue(list(args["cell_ids"]), user, who["meta"], who=who["key"])
+                return {"status": 202, "body": {"queued": queued}}
+            bridge = BRIDGES.get(notebook_id)
+            if bridge is None:
+                return _nobody(op)
+            if op == "input":
+                await bridge.answer_input(str(args["value"]), who["key"])
+            elif op in ("interrupt", "restart", "shutdown"):
+                if user is None:
+                    user = await database_sync_to_async(load_user)(who["user_id"])
+                await getattr(bridge, op)(user, who["meta"])
+                if op == "shutdown":
+                    await self.drop(notebook_id)
+                    return {"status": 200, "body": not_started()}
+            return {"status": 200, "body": bridge.info()}
+        except InputRefused as exc:
+            return {"status": exc.status, "body": {"error": exc.message}}
+        except RoomError as exc:
+            return {"status": 404, "body": {"error": exc.reason}}
+
+    async def drop(self, notebook_id: str) -> None:
+        """Give the lease up (the bridge was shut down here)."""
+        if self.held.pop(notebook_id, None) is not None:
+            await database_sync_to_async(release)(self.channel, notebook_id)
+
+    async def renew_now(self) -> None:
+        gone = [nb for nb in self.held if nb not in BRIDGES]
+        for nb in gone:
+            del self.held[nb]
+        keep = list(self.held)
+        if not keep and not gone:
+            return
+        started = time.monotonic()
+        still = await database_sync_to_async(renew)(self.channel, keep, gone)
+        for nb in keep:
+            if nb in still:
+                if nb in self.held:
+                    self.held[nb] = started + settings.KERNEL_LEASE_TTL
+                continue
+            self.held.pop(nb, None)
+            bridge = BRIDGES.get(nb)
+            if bridge is not None:
+                log.warning("lost the kernel lease of %s to another worker; shutting down here", nb)
+                await bridge.shutdown(message="The kernel was moved to another server process; run again.")
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.KERNEL_LEASE_RENEW)
+            try:
+                await self.renew_now()
+            except Exception:
+                log.exception("renewing kernel leases failed")
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("kernel cluster receive failed")
+                await asyncio.sleep(0.5)
+                continue
+            if event.get("type") == "kernel.reply":
+                future = self._waiting.get(event.get("id", ""))
+                if future is not None and not future.done():
+                    future.set_result(event["reply"])
+            elif event.get("type") == "kernel.request":
+                self._task(self._answer(event), "kernel-cluster-request")
+
+    async def _answer(self, event: RequestEvent) -> None:
+        notebook_id = event["notebook"]
+        if not self.holds(notebook_id):
+            reply: Reply = {"retry": True}
+        else:
+            try:
+                reply = await self.handle(notebook_id, event["op"], event["args"], event["who"])
+            except Exception:
+                log.exception("kernel request %s for %s failed", event["op"], notebook_id)
+                reply = {"status": 500, "body": {"error": "The kernel request failed on the server."}}
+        answer: ReplyEvent = {"type": "kernel.reply", "id": event["id"], "reply": reply}
+        await self.layer.send(event["reply_to"], answer)
+
+    def _task(self, coro: Any, name: str) -> asyncio.Task:
+        task = self.loop.create_task(coro, name=name, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        """Cancel this node's tasks (tests)."""
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _nobody(op: str) -> Reply:
+    if op == "input":
+        return {"status": 409, "body": {"error": "No cell is waiting for input."}}
+    return {"status": 200, "body": not_started()}
+
+
+def _busy() -> Reply:
+    message = "The server process running this notebook's kernel did not answer; try again in a few seconds."
+    return {"status": 503, "body": {"error": message}}
+
+
+_node: Node | None = None
+
+
+def node() -> Node:
+    """This process's node (a new one for a new channel layer or event loop, as in tests)."""
+    global _node
+    if (
+        _node is None
+        or _node.layer is not get_channel_layer()
+        or _node.loop is not asyncio.get_running_loop()
+    ):
+        _node = Node()
+    return _node
+
+
+async def call(notebook_id: Any, op: Op, args: dict[str, Any], who: Who, user: Any = None) -> Reply:
+    """Do a kernel operation on the worker that drives the notebook's kernel (see the rules)."""
+    return await node().call(str(notebook_id), op, args, who, user)

@@ -1,0 +1,304 @@
+"""An asyncio client for a Jupyter Server or Jupyter Kernel Gateway (REST + kernel websocket).
+
+Rules:
+- Runs in the event loop; never blocks. REST through `httpx.AsyncClient`, channels through a
+  `websockets` client speaking the legacy JSON protocol (no subprotocol), which both Jupyter
+  Server and Kernel Gateway accept.
+- The token travels in an `Authorization: token ...` header, never in a URL that could be logged.
+  Nothing here may reach a browser: URL, token and kernel id stay server side.
+- A `KernelChannels` keeps one session id for its whole life. Reconnecting with the same id
+  makes the server replay what it buffered while no socket was open (a new id gets nothing),
+  so callers must store `session_id` if they want to resume after a process restart.
+- No size limit on incoming frames: outputs are capped when written into the document
+  (`kernels.outputs`), not by dropping the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import struct
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from kernels.execution import Event, ExecutionTracker, KernelLost
+
+PROTOCOL_VERSION = "5.3"
+
+
+class KernelServerError(Exception):
+    """The kernel server answered with an error (or not at all)."""
+
+
+class KernelGone(KernelServerError):
+    """The kernel no longer exists on the server (404)."""
+
+
+class JupyterClient:
+    """REST calls to one Jupyter Server / Kernel Gateway. Use as `async with JupyterClient(...)`."""
+
+    def __init__(self, base_url: str, token: str = "", *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.headers = {"Authorization": f"token {token}"} if token else {}
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    async def __aenter__(self) -> JupyterClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise KernelServerError(f"{method} {path}: {exc!r}") from exc
+        if response.status_code == 404 and path.startswith("/api/kernels/"):
+            raise KernelGone(f"no such kernel ({method} {path})")
+        if response.status_code >= 400:
+            raise KernelServerError(f"{method} {path}: HTTP {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+    async def status(self) -> dict[str, Any]:
+        return dict(await self._request("GET", "/api"))
+
+    async def kernelspecs(self) -> dict[str, Any]:
+        """`{"default": name, "kernelspecs": {name: {...}}}`."""
+        return dict(await self._request("GET", "/api/kernelspecs"))
+
+    async def list_kernels(self) -> list[dict[str, Any]]:
+        return list(await self._request("GET", "/api/kernels"))
+
+    async def start_kernel(self, name: str | None = None) -> dict[str, Any]:
+        """Start a kernel (the server's default spec when `name` is None); returns its model."""
+        body = {"name": name} if name else {}
+        return dict(await self._request("POST", "/api/kernels", json=body))
+
+    async def get_kernel(self, kernel_id: str) -> dict[str, Any] | None:
+        """The kernel's model, or None if the server does not know it."""
+        try:
+            return dict(await self._request("GET", f"/api/kernels/{quote(kernel_id)}"))
+        except KernelGone:
+            return None
+
+    async def interrupt_kernel(self, kernel_id: str) -> None:
+        await self._request("POST", f"/api/kernels/{quote(kernel_id)}/interrupt")
+
+    async def restart_kernel(self, kernel_id: str) -> dict[str, Any]:
+        return dict(await self._request("POST", f"/api/kernels/{quote(kernel_id)}/restart"))
+
+    async def shutdown_kernel(self, kernel_id: str) -> None:
+        with contextlib.suppress(KernelGone):
+            await self._request("DELETE", f"/api/kernels/{quote(kernel_id)}")
+
+    def channels_url(self, kernel_id: str, session_id: str) -> str:
+        ws_base = "ws" + self.base_url.removeprefix("http")
+        return f"{ws_base}/api/kernels/{quote(kernel_id)}/channels?session_id={quote(session_id)}"
+
+    def channels(self, kernel_id: str, session_id: str | None = None) -> KernelChannels:
+        """A (not yet open) channel connection; pass a stored `session_id` to resume."""
+        return KernelChannels(self, kernel_id, session_id or uuid.uuid4().hex)
+
+
+def decode_frame(frame: str | bytes) -> dict[str, Any]:
+    """A legacy-protocol frame: JSON text, or binary `nbufs, offsets..., json, buffers...`."""
+    if isinstance(frame, str):
+        return dict(json.loads(frame))
+    (nbufs,) = struct.unpack("!I", frame[:4])
+    offsets = [*struct.unpack(f"!{nbufs}I", frame[4 : 4 * (nbufs + 1)]), len(frame)]
+    parts = [frame[a:b] for a, b in itertools.pairwise(offsets)]
+    msg = dict(json.loads(parts[0].decode("utf-8")))
+    msg["buffers"] = parts[1:]
+    return msg
+
+
+class KernelChannels:
+    """One websocket to a kernel's channels: send requests, iterate over incoming messages.
+
+    `events()` runs the messages through an `ExecutionTracker`; `execute()` registers the
+    request with it. Reconnection (same session id) happens inside `messages()` when the socket
+    drops, up to `reconnect_attempts` times; a kernel that is gone raises `KernelGone`.
+    """
+
+    def __init__(
+        self,
+        client: JupyterClient,
+        kernel_id: str,
+        session_id: str,
+        *,
+        username: str = "notebook-bridge",
+        reconnect_attempts: int = 5,
+        reconnect_delay: float = 0.2,
+    ) -> None:
+        self.client = client
+        self.kernel_id = kernel_id
+        self.session_id = session_id
+        self.username = username
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_delay = reconnect_delay
+        self.tracker = ExecutionTracker()
+        self._ws: ClientConnection | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> KernelChannels:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Connect (again) with this session id."""
+        url = self.client.channels_url(self.kernel_id, self.session_id)
+        self._closed = False
+        if self._ws is not None:
+            return
+        try:
+            self._ws = await websockets.connect(
+                url,
+                additional_headers=self.client.headers,
+                max_size=None,
+                compression=None,
+                open_timeout=30,
+                ping_interval=20,
+                ping_timeout=60,
+            )
+        except websockets.InvalidStatus as exc:
+            if exc.response.status_code == 404:
+                raise KernelGone(f"no such kernel {self.kernel_id}") from exc
+            raise KernelServerError(f"websocket refused: {exc}") from exc
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            raise KernelServerError(f"websocket failed: {exc!r}") from exc
+
+    async def close(self) -> None:
+        """Close for good; the server then buffers output for this session id."""
+        self._closed = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+
+    async def disconnect(self) -> None:
+        """Drop the socket but stay usable: `messages()` reopens it with the same session id
+        (and the server replays what it buffered meanwhile). Simulates a network failure."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def interrupt(self) -> None:
+        await self.client.interrupt_kernel(self.kernel_id)
+
+    async def restart(self) -> KernelLost | None:
+        """Restart through REST. The server sends no `restarting` status for a restart it was
+        asked for, so the pending executions are reported lost here."""
+        await self.client.restart_kernel(self.kernel_id)
+        return self.tracker.abandon("restarting")
+
+    def make_message(
+        self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return {
+            "header": {
+                "msg_id": uuid.uuid4().hex,
+                "msg_type": msg_type,
+                "username": self.username,
+                "session": self.session_id,
+                "date": datetime.now(UTC).isoformat(),
+                "version": PROTOCOL_VERSION,
+            },
+            "parent_header": parent or {},
+            "metadata": {},
+            "content": content,
+            "buffers": [],
+        }
+
+    async def send(self, channel: str, msg: dict[str, Any]) -> str:
+        if self._ws is None:
+            raise KernelServerError("channels are not open")
+        await self._ws.send(json.dumps({**msg, "channel": channel}))
+        return str(msg["header"]["msg_id"])
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        silent: bool = False,
+        store_history: bool = True,
+        allow_stdin: bool = False,
+        stop_on_error: bool = True,
+    ) -> str:
+        """Send an `execute_request`; returns its msg_id (outputs carry it as parent)."""
+        content = {
+            "code": code,
+            "silent": silent,
+            "store_history": store_history,
+            "user_expressions": {},
+            "allow_stdin": allow_stdin,
+            "stop_on_error": stop_on_error,
+        }
+        msg = self.make_message("execute_request", content)
+        self.tracker.track(msg["header"]["msg_id"])
+        return await self.send("shell", msg)
+
+    async def send_input_reply(self, value: str, parent: dict[str, Any] | None = None) -> str:
+        """Answer an `input_request` (`parent`: its header, when known)."""
+        msg = self.make_message("input_reply", {"value": value}, parent)
+        return await self.send("stdin", msg)
+
+    async def kernel_info(self) -> str:
+        return await self.send("shell", self.make_message("kernel_info_request", {}))
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Every incoming message (with its `channel`), reconnecting with the same session id."""
+        while not self._closed:
+            if self._ws is None:
+                await self._reopen()
+            ws = self._ws
+            if ws is None:
+                continue
+            try:
+                async for frame in ws:
+                    yield decode_frame(frame)
+            except websockets.ConnectionClosed:
+                pass
+            if self._ws is ws:
+                self._ws = None
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Execution events (see `kernels.execution`) for the messages as they arrive."""
+        async for msg in self.messages():
+            for event in self.tracker.feed(msg):
+                yield event
+
+    def abandon(self, state: str = "restarting") -> KernelLost | None:
+        """Fail every pending execution (e.g. when giving up on this kernel)."""
+        return self.tracker.abandon(state)
+
+    async def _reopen(self) -> None:
+        """Reopen after a drop: a kernel that is gone raises `KernelGone`, a server that stays
+        unreachable `KernelServerError` after `reconnect_attempts` tries."""
+        for attempt in range(self.reconnect_attempts + 1):
+            if self._closed or self._ws is not None:
+                return
+            await asyncio.sleep(self.reconnect_delay * attempt)
+            try:
+                if await self.client.get_kernel(self.kernel_id) is None:
+                    raise KernelGone(f"no such kernel {self.kernel_id}")
+                await self.open()
+                return
+            except KernelGone:
+                raise
+            except KernelServerError:
+                if attempt == self.reconnect_attempts:
+                    raise

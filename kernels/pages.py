@@ -1,0 +1,152 @@
+"""The owner's kernel settings page: register kernel servers, pick the server and kernelspec.
+
+Rules:
+- Owner only (`Action.OWN`): runners and editors get 403.
+- A server's token is write-only: typed once into a password field, stored encrypted
+  (`KernelServer.set_token`), never rendered back, never in a message or an audit event.
+  The URL is shown to nobody but its owner, and only as the host name.
+- Kernelspecs are listed live from the chosen server (`JupyterClient.kernelspecs()`); a server
+  that cannot be reached gets a plain message, not the error (it could echo the server's reply).
+- A choice takes effect the next time the kernel starts (say so; do not restart anyone's kernel).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from asgiref.sync import async_to_sync
+from django.contrib import messages
+from django.db import IntegrityError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from audit import log as audit
+from kernels.jupyter import JupyterClient, KernelServerError
+from kernels.models import KernelServer, NotebookKernel
+from kernels.servers import server_connection
+from notebooks.access import Action
+from notebooks.views.common import get_access
+
+SPEC_TIMEOUT = 5.0  # seconds to wait for a kernel server to list its kernelspecs
+
+
+class SettingsError(Exception):
+    pass
+
+
+def kernel_settings(request: HttpRequest, notebook_id) -> HttpResponse:
+    access = get_access(request, notebook_id, Action.OWN)
+    notebook = access.notebook
+    if request.method == "POST":
+        try:
+            _act(request, notebook)
+        except SettingsError as exc:
+            messages.error(request, str(exc))
+        return redirect("kernel_settings", notebook_id=notebook.pk)
+    choice = NotebookKernel.objects.filter(notebook=notebook).select_related("server").first()
+    server = (
+        choice.server if choice and choice.server and choice.server.owner_id == notebook.owner_id else None
+    )
+    specs, spec_error = list_kernelspecs(server)
+    context = {
+        "notebook": notebook,
+        "servers": [
+            {"id": s.pk, "name": s.name, "host": urlsplit(s.url).hostname or ""}
+            for s in KernelServer.objects.filter(owner=notebook.owner)
+        ],
+        "chosen_server": server.pk if server else None,
+        "chosen_spec": choice.kernelspec if choice else "",
+        "specs": specs,
+        "spec_error": spec_error,
+    }
+    return render(request, "kernels/settings.html", context)
+
+
+def list_kernelspecs(server: KernelServer | None) -> tuple[list[dict[str, str]], str]:
+    """[(name, display name)] of the server's kernelspecs (default first), or an error message."""
+    conn = server_connection(server)
+    if not conn.url:
+        return [], "No default kernel server is configured."
+    try:
+        data = async_to_sync(_kernelspecs)(conn.url, conn.token)
+    except KernelServerError:
+        return [], "The server did not answer or refused the token, so its kernels cannot be listed."
+    default = data.get("default", "")
+    specs = [
+        {"name": name, "display_name": str((spec.get("spec") or {}).get("display_name") or name)}
+        for name, spec in sorted((data.get("kernelspecs") or {}).items())
+    ]
+    specs.sort(key=lambda s: s["name"] != default)
+    return specs, ""
+
+
+async def _kernelspecs(url: str, token: str) -> dict[str, Any]:
+    async with JupyterClient(url, token, timeout=SPEC_TIMEOUT) as client:
+        return await client.kernelspecs()
+
+
+def _act(request: HttpRequest, notebook) -> None:
+    post = request.POST
+    action = post.get("action")
+    owner = notebook.owner
+    if action == "add_server":
+        name, url, token = post.get("name", "").strip(), post.get("url", "").strip(), post.get("token", "")
+        parts = urlsplit(url)
+        if not name or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError("Give the server a name and an http:// or https:// address.")
+        server = KernelServer(owner=owner, name=name[:100], url=url.rstrip("/"))
+        server.set_token(token.strip())
+        try:
+            server.save()
+        except IntegrityError:
+            raise SettingsError(f"You already have a server called “{name}”.") from None
+        _record(request, notebook, "kernel.server_added", server=server.name)
+        messages.success(request, f"Added “{server.name}”. Choose it below to run this notebook there.")
+    elif action == "delete_server":
+        server = _own_server(owner, post.get("server_id"))
+        if server is None:
+            raise SettingsError("No such server.")
+        server.delete()
+        _record(request, notebook, "kernel.server_removed", server=server.name)
+        messages.success(request, f"Removed “{server.name}”.")
+    elif action == "choose":
+        _choose(request, notebook, post.get("server_id", ""), post.get("kernelspec", ""))
+    else:
+        raise SettingsError("Unknown action.")
+
+
+def _choose(request: HttpRequest, notebook, server_id: str, kernelspec: str) -> None:
+    server = None
+    if server_id:
+        server = _own_server(notebook.owner, server_id)
+        if server is None:
+            raise SettingsError("Choose one of your own servers.")
+    choice, _ = NotebookKernel.objects.get_or_create(notebook=notebook)
+    if (server.pk if server else None) != choice.server_id:
+        kernelspec = ""  # the old server's kernelspecs mean nothing on the new one
+    elif kernelspec:
+        specs, error = list_kernelspecs(server)
+        if error or kernelspec not in {s["name"] for s in specs}:
+            raise SettingsError(error or "That kernel is not available on this server.")
+    choice.server, choice.kernelspec = server, kernelspec
+    choice.save()
+    _record(
+        request,
+        notebook,
+        "kernel.settings_changed",
+        server=server.name if server else "",
+        kernelspec=kernelspec,
+    )
+    messages.success(request, "Saved. It applies the next time the kernel starts (restart it to switch now).")
+
+
+def _own_server(owner, server_id: Any) -> KernelServer | None:
+    try:
+        return KernelServer.objects.filter(owner=owner, pk=int(server_id)).first()
+    except (TypeError, ValueError):
+        return None
+
+
+def _record(request: HttpRequest, notebook, action: str, **details: Any) -> None:
+    audit.record(action, notebook=notebook, actor=request.user, request=request, **details)

@@ -1,0 +1,48 @@
+"""Run the app with daphne (pages, static files and websockets from one process).
+
+When `JUPYTER_SERVER_URL` is unset, a local Jupyter Server is started first (its URL and token
+are put into the environment and settings) and stopped when daphne exits.
+"""
+
+from __future__ import annotations
+
+import os
+
+from daphne.cli import CommandLineInterface
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from config.serving import daphne_args
+from kernels.local_server import LocalJupyterServer
+
+
+class Command(BaseCommand):
+    help = "Serve the app with daphne."
+
+    def add_arguments(self, parser):
+        parser.add_argument("host", nargs="?", default="127.0.0.1")
+        parser.add_argument("port", nargs="?", type=int, default=8000)
+
+    def handle(self, host: str, port: int, **options):
+        url = f"http://{host}:{port}/"
+        verification = settings.ACCOUNT_EMAIL_VERIFICATION
+        self.stdout.write(
+            f"\n  Colab Notebooks is running at {url}\n"
+            f"  Sign up at {url}accounts/signup/ (email verification: {verification};\n"
+            f"  emails, including the verification link, are printed in this terminal"
+            f" unless EMAIL_URL is set).\n  Press Ctrl-C to stop.\n\n"
+        )
+        self.stdout.flush()
+        server = None
+        if not settings.JUPYTER_SERVER_URL:
+            self.stdout.write("  Starting a local Jupyter Server (JUPYTER_SERVER_URL is unset)...\n")
+            self.stdout.flush()
+            server = LocalJupyterServer()
+            server.start()
+            os.environ["JUPYTER_SERVER_URL"] = settings.JUPYTER_SERVER_URL = server.url
+            os.environ["JUPYTER_SERVER_TOKEN"] = settings.JUPYTER_SERVER_TOKEN = server.token
+        try:
+            CommandLineInterface().run(daphne_args(host, port))
+        finally:
+            if server is not None:
+                server.stop()

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Role(models.TextChoices):
+    """What a person may do with one notebook; each role includes the ones before it."""
+
+    VIEWER = "viewer", "Can view"
+    EDITOR = "editor", "Can edit"
+    RUNNER = "runner", "Can edit and run"
+    OWNER = "owner", "Owner"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def can_edit(self) -> bool:
+        return self.rank >= Role.EDITOR.rank
+
+    def can_run(self) -> bool:
+        return self.rank >= Role.RUNNER.rank
+
+    def is_owner(self) -> bool:
+        return self is Role.OWNER
+
+
+class NotebookQuerySet(models.QuerySet):
+    def alive(self) -> NotebookQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+    def trashed(self) -> NotebookQuerySet:
+        return self.filter(deleted_at__isnull=False)
+
+
+class Notebook(models.Model):
+    """A notebook. Its content is a pycrdt document: `snapshot` (the state up to
+    `snapshot_seq`) plus the rows of `NotebookUpdate` after it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notebooks")
+    title = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now_add=True)
+    last_edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    # A new epoch means the document was replaced: clients holding the old one must reload.
+    epoch = models.UUIDField(default=uuid.uuid4)
+    seq = models.BigIntegerField(default=0, help_text="Last sequence number given to an update.")
+    snapshot = models.BinaryField(default=b"")
+    snapshot_seq = models.BigIntegerField(default=0)
+    editors_can_share = models.BooleanField(default=False)
+
+    objects = NotebookQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "deleted_at", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("notebook", args=[self.id])
+
+    @property
+    def in_trash(self) -> bool:
+        return self.deleted_at is not None
+
+
+class NotebookUpdate(models.Model):
+    """One Yjs update accepted from a client (or written by the server), in log order."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="updates")
+    seq = models.BigIntegerField()
+    data = models.BinaryField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    link = models.ForeignKey(
+        "notebooks.ShareLink", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notebook", "seq"], name="unique_update_seq")]
+
+
+class Grant(models.Model):
+    """A person's role on a notebook, given directly or through an accepted invitation."""
+
+    class Via(models.TextChoices):
+        DIRECT = "direct", "Added by the owner"
+        INVITATION = "invitation", "Email invitation"
+        TRANSFER = "transfer", "Former owner"
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grants")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    via = models.CharField(max_length=12, choices=Via.choices, default=Via.DIRECT)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notebook", "user"], name="unique_grant")]
+
+
+class Invitation(models.Model):
+    """An email invitation; binds into a Grant when that address signs up or logs in."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+
+class ShareLink(models.Model):
+    """A link that reaches one notebook with one role. Only the token's hash is stored."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    label = models.CharField(max_length=80)
+    role = models.CharField(max_length=10, choices=Role.choices)
+    require_login = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    max_uses = models.PositiveIntegerField(null=True, blank=True)
+    use_count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+class LinkJoin(models.Model):
+    """Someone who opened a share link: a signed-in user or a guest (by session key)."""
+
+    link = models.ForeignKey(ShareLink, on_delete=models.CASCADE, related_name="joins")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    guest_key = models.CharField(max_length=40, blank=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["link", "user", "guest_key"], name="unique_link_join")]

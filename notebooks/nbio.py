@@ -1,0 +1,115 @@
+"""Reading and writing .ipynb files. The only module that imports nbformat.
+
+Every refusal raises `NotebookFileError` with a sentence naming the problem, before anything
+is written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import nbformat
+from nbformat import NotebookNode
+from nbformat.v4 import convert as v4_convert
+
+CURRENT_MINOR = 5  # cell ids exist from 4.5 on
+
+
+class NotebookFileError(ValueError):
+    """An uploaded file that cannot become a notebook; the message says why."""
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def read_ipynb(data: bytes, max_bytes: int) -> NotebookNode:
+    """Parse, upgrade to v4.5 (every cell gets a unique id) and validate an .ipynb file."""
+    if len(data) > max_bytes:
+        raise NotebookFileError(
+            f"The file is {_megabytes(len(data))}; the largest notebook accepted is {_megabytes(max_bytes)}."
+        )
+    if not data.strip():
+        raise NotebookFileError("The file is empty.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise NotebookFileError(
+            f"The file is not UTF-8 text (byte 0x{data[e.start]:02x} at position {e.start})."
+        ) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NotebookFileError(
+            f"The file is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
+        ) from None
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__.replace("list", "array").replace("dict", "object")
+        raise NotebookFileError(f"The file holds a JSON {kind}, not a notebook object.")
+    if "nbformat" not in raw:
+        raise NotebookFileError("The JSON has no 'nbformat' field, so it is not a Jupyter notebook.")
+    return _upgrade_and_validate(raw)
+
+
+def _upgrade_and_validate(raw: dict) -> NotebookNode:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nb = nbformat.reads(json.dumps(raw), as_version=4)
+    except nbformat.ValidationError as e:
+        raise NotebookFileError(f"The notebook cannot be read: {_first_line(e)}") from None
+    except Exception as e:  # nbformat raises bare KeyErrors and others for broken v2/v3 files
+        raise NotebookFileError(
+            f"The notebook cannot be read or converted to version 4 ({type(e).__name__}: {e})."
+        ) from None
+    _validate(nb)  # before upgrading: the upgrade must not hide schema errors
+    if nb.nbformat_minor < CURRENT_MINOR:
+        nb = v4_convert.upgrade(nb, from_version=4, from_minor=nb.nbformat_minor)
+    _validate(nb)  # also makes duplicate cell ids unique
+    return nb
+
+
+def _validate(nb: NotebookNode) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nbformat.validate(nb)
+    except nbformat.ValidationError as e:
+        where = "/".join(str(p) for p in getattr(e, "absolute_path", []) or [])
+        place = f" (at {where})" if where else ""
+        raise NotebookFileError(
+            f"The notebook does not follow the nbformat schema{place}: {_first_line(e)}"
+        ) from None
+
+
+def _first_line(e: Exception) -> str:
+    message = getattr(e, "message", None) or str(e)
+    return message.strip().splitlines()[0]
+
+
+def from_dict(data: dict) -> NotebookNode:
+    """A notebook read back from a document, validated; raises if it is not a valid notebook."""
+    nb = nbformat.from_dict(data)
+    _validate(nb)
+    return nb
+
+
+def write_ipynb(nb: NotebookNode) -> bytes:
+    """The .ipynb bytes of a notebook, as Jupyter writes them."""
+    return nbformat.writes(nb).encode("utf-8") + b"\n"
+
+
+def normalise(nb: NotebookNode) -> dict:
+    """The canonical JSON form used to compare notebooks."""
+    return json.loads(nbformat.writes(nb))
+
+
+def blank_notebook() -> NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    nb.cells = [nbformat.v4.new_code_cell("")]
+    return nb

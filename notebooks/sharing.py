@@ -1,0 +1,418 @@
+"""Sharing: grants, email invitations and share links. Every change is audited in the same
+transaction and, once committed, re-checked on every live socket of the notebook."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit import log as audit
+from notebooks.access import Access, hash_token, link_is_valid
+from notebooks.actions import notify_after_commit
+from notebooks.models import Grant, Invitation, LinkJoin, Role, ShareLink
+
+INVITATION_DAYS = 14
+LINK_GUESSES_PER_IP = 20
+INVITATIONS_PER_HOUR = (
+    200  # a class roster fits; a spam run does not  # wrong tokens per 10 minutes before the IP is refused
+)
+
+
+class ShareError(ValueError):
+    """A sharing request that cannot be done; the message says why."""
+
+
+def _actor(access: Access) -> dict:
+    return {"actor": access.principal.user, "link": access.link, "label": access.actor_label}
+
+
+# share links
+
+
+def create_link(
+    access: Access,
+    *,
+    label: str,
+    role: Role,
+    require_login: bool = True,
+    expires_at: datetime | None = None,
+    max_uses: int | None = None,
+    request=None,
+) -> tuple[ShareLink, str]:
+    """A new link; the token is returned once and only its hash is stored."""
+    if role is Role.OWNER:
+        raise ShareError("A link can give at most the right to edit and run.")
+    token = secrets.token_urlsafe(24)  # 192 random bits
+    with transaction.atomic():
+        link = ShareLink.objects.create(
+            notebook=access.notebook,
+            token_hash=hash_token(token),
+            label=label.strip()[:80] or "Link",
+            role=role,
+            require_login=require_login,
+            expires_at=expires_at,
+            max_uses=max_uses,
+            created_by=access.principal.user,
+        )
+        audit.record(
+            "link.created",
+            notebook=access.notebook,
+            request=request,
+            link_label=link.label,
+            role=role.value,
+            require_login=require_login,
+            **_actor(access),
+        )
+    return link, token
+
+
+def revoke_link(access: Access, link_id: int, request=None) -> None:
+    with transaction.atomic():
+        link = ShareLink.objects.select_for_update().get(pk=link_id, notebook=access.notebook)
+        if link.revoked_at is None:
+            link.revoked_at = timezone.now()
+            link.save(update_fields=["revoked_at"])
+            audit.record(
+                "link.revoked",
+                notebook=access.notebook,
+                request=request,
+                link_label=link.label,
+                **_actor(access),
+            )
+        notify_after_commit(access.notebook.pk)
+
+
+def _too_many_guesses(request) -> bool:
+    key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
+    return cache.get(key, 0) >= LINK_GUESSES_PER_IP
+
+
+def _count_guess(request) -> None:
+    key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
+    cache.add(key, 0, 600)
+    cache.incr(key)
+
+
+def open_link(request, token: str) -> ShareLink:
+    """Join a share link: remember it in the session (and for a signed-in user, in the
+    database); raise ShareError with the reason if it cannot be used."""
+    if _too_many_guesses(request):
+        raise ShareError("Too many invalid links were tried from your address; wait a few minutes.")
+    link = ShareLink.objects.select_related("notebook").filter(token_hash=hash_token(token)).first()
+    if link is None:
+        _count_guess(request)
+        audit.record("access.denied", request=request, actor=request.user, reason="unknown link token")
+        raise ShareError("This link does not exist.")
+    if not link_is_valid(link) or link.notebook.in_trash:
+        note_if_expired(link, request)
+        audit.record(
+            "access.denied",
+            notebook=link.notebook,
+            request=request,
+            actor=request.user,
+            reason="link revoked or expired",
+            link_label=link.label,
+        )
+        raise ShareError("This link was revoked or has expired. Ask the owner for a new one.")
+    user = request.user if request.user.is_authenticated else None
+    if link.require_login and user is None:
+        raise ShareError("Sign in to open this link.")
+    if not request.session.get("guest_key") and user is None:
+        request.session["guest_key"] = secrets.token_hex(8)
+    guest_key = "" if user else request.session["guest_key"]
+    with transaction.atomic():
+        join = LinkJoin.objects.filter(link=link, user=user, guest_key=guest_key).first()
+        if join is None:
+            if link.max_uses is not None and link.use_count >= link.max_uses:
+                raise ShareError("This link has been used as many times as its owner allowed.")
+            LinkJoin.objects.create(link=link, user=user, guest_key=guest_key)
+            ShareLink.objects.filter(pk=link.pk).update(use_count=F("use_count") + 1)
+            audit.record(
+                "link.used", notebook=link.notebook, request=request, actor=user, link=link, role=link.role
+            )
+        else:
+            join.save(update_fields=["last_seen_at"])
+    link_ids = set(request.session.get("link_ids", []))
+    link_ids.add(link.pk)
+    request.session["link_ids"] = sorted(link_ids)
+    return link
+
+
+def note_if_expired(link: ShareLink, request=None) -> None:
+    """Record `link.expired` once, when an expired link is first noticed."""
+    from audit.models import AuditEvent
+
+    expired = link.revoked_at is None and link.expires_at is not None and link.expires_at <= timezone.now()
+    if expired and not AuditEvent.objects.filter(action="link.expired", link_id=link.pk).exists():
+        audit.record(
+            "link.expired",
+            notebook=link.notebook,
+            link=link,
+            request=request,
+            label=f"Link {link.label}",
+            link_label=link.label,
+            expired_at=link.expires_at.isoformat(),
+        )
+
+
+# grants and invitations
+
+
+def invite(access: Access, emails: list[str], role: Role, request=None) -> list[str]:
+    """Give existing users the role at once; send everyone else a pending invitation."""
+    from accounts.models import User
+
+    if role is Role.OWNER and not access.role.is_owner():
+        raise ShareError("Only an owner can add owners.")
+    emails = list(dict.fromkeys(e.strip().lower() for e in emails if e.strip()))
+    invalid = [e for e in emails if not _valid_email(e)]
+    if invalid:
+        raise ShareError(f"Not an email address: {', '.join(invalid[:5])}. Nobody was invited.")
+    _check_send_rate(access, len(emails))
+    done = []
+    for email in emails:
+        user = User.objects.filter(email__iexact=email).first()
+        if user is not None and user.pk == access.notebook.owner_id:
+            continue
+        with transaction.atomic():
+            if user is not None:
+                Grant.objects.update_or_create(
+                    notebook=access.notebook,
+                    user=user,
+                    defaults={"role": role, "granted_by": access.principal.user},
+                )
+                audit.record(
+                    "grant.added",
+                    notebook=access.notebook,
+                    request=request,
+                    email=email,
+                    role=role.value,
+                    **_actor(access),
+                )
+                notify_after_commit(access.notebook.pk)
+                _mail(
+                    email,
+                    f"{access.actor_label} shared “{access.notebook.title}” with you",
+                    f"Open it: {settings.SITE_URL}{access.notebook.get_absolute_url()}",
+                )
+            else:
+                token = secrets.token_urlsafe(24)
+                Invitation.objects.create(
+                    notebook=access.notebook,
+                    email=email,
+                    role=role,
+                    token_hash=hash_token(token),
+                    invited_by=access.principal.user,
+                    sent_at=timezone.now(),
+                    expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+                )
+                audit.record(
+                    "invitation.sent",
+                    notebook=access.notebook,
+                    request=request,
+                    email=email,
+                    role=role.value,
+                    **_actor(access),
+                )
+                _mail(
+                    email,
+                    f"{access.actor_label} invited you to “{access.notebook.title}”",
+                    f"Create your account with this address to open it: {settings.SITE_URL}/accounts/signup/"
+                    f"\n\nThe invitation expires in {INVITATION_DAYS} days.",
+                )
+        done.append(email)
+    return done
+
+
+def _valid_email(email: str) -> bool:
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    try:
+        validate_email(email)
+    except ValidationError:
+        return False
+    return True
+
+
+def _mail(to: str, subject: str, body: str) -> None:
+    transaction.on_commit(lambda: send_mail(subject, body, None, [to], fail_silently=True))
+
+
+def change_role(access: Access, grant_id: int, role: Role, request=None) -> None:
+    with transaction.atomic():
+        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=access.notebook)
+        old, grant.role = grant.role, role
+        grant.save(update_fields=["role"])
+        audit.record(
+            "grant.changed",
+            notebook=access.notebook,
+            request=request,
+            email=grant.user.email,
+            old=old,
+            new=role.value,
+            **_actor(access),
+        )
+        notify_after_commit(access.notebook.pk)
+
+
+def remove_grant(access: Access, grant_id: int, request=None) -> None:
+    with transaction.atomic():
+        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=access.notebook)
+        grant.delete()
+        audit.record(
+            "grant.removed",
+            notebook=access.notebook,
+            request=request,
+            email=grant.user.email,
+            **_actor(access),
+        )
+        notify_after_commit(access.notebook.pk)
+
+
+def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
+    _check_send_rate(access, 1)
+    with transaction.atomic():
+        invitation = Invitation.objects.get(
+            pk=invitation_id, notebook=access.notebook, accepted_at__isnull=True, withdrawn_at__isnull=True
+        )
+        invitation.sent_at = timezone.now()
+        invitation.expires_at = timezone.now() + timedelta(days=INVITATION_DAYS)
+        invitation.save(update_fields=["sent_at", "expires_at"])
+        audit.record(
+            "invitation.sent",
+            notebook=access.notebook,
+            request=request,
+            email=invitation.email,
+            role=invitation.role,
+            resent=True,
+            **_actor(access),
+        )
+        _mail(
+            invitation.email,
+            f"Reminder: {access.actor_label} invited you to “{access.notebook.title}”",
+            f"Create your account with this address to open it: {settings.SITE_URL}/accounts/signup/",
+        )
+
+
+def _check_send_rate(access: Access, count: int) -> None:
+    """At most INVITATIONS_PER_HOUR emails per person per hour."""
+    key = f"invites:{access.principal.key}"
+    cache.add(key, 0, 3600)
+    if cache.get(key, 0) + count > INVITATIONS_PER_HOUR:
+        raise ShareError(f"You can send at most {INVITATIONS_PER_HOUR} invitations an hour; try again later.")
+    cache.incr(key, count)
+
+
+def withdraw_invitation(access: Access, invitation_id: int, request=None) -> None:
+    with transaction.atomic():
+        invitation = Invitation.objects.get(pk=invitation_id, notebook=access.notebook)
+        invitation.withdrawn_at = timezone.now()
+        invitation.save(update_fields=["withdrawn_at"])
+        audit.record(
+            "invitation.withdrawn",
+            notebook=access.notebook,
+            request=request,
+            email=invitation.email,
+            **_actor(access),
+        )
+
+
+def transfer_ownership(access: Access, grant_id: int, request=None) -> None:
+    """Make someone who already has access the owner; the former owner keeps edit-and-run."""
+    if not access.role.is_owner() or access.notebook.owner_id != access.principal.user.pk:
+        raise ShareError("Only the owner can hand the notebook over.")
+    notebook = access.notebook
+    with transaction.atomic():
+        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=notebook)
+        new_owner, former = grant.user, notebook.owner
+        grant.delete()
+        notebook.owner = new_owner
+        notebook.save(update_fields=["owner"])
+        Grant.objects.update_or_create(
+            notebook=notebook,
+            user=former,
+            defaults={"role": Role.RUNNER, "via": Grant.Via.TRANSFER, "granted_by": former},
+        )
+        audit.record(
+            "notebook.transferred", notebook=notebook, request=request, to=new_owner.email, **_actor(access)
+        )
+        notify_after_commit(notebook.pk)
+
+
+def set_editors_can_share(access: Access, allowed: bool, request=None) -> None:
+    if not access.role.is_owner():
+        raise ShareError("Only an owner can change who may share.")
+    with transaction.atomic():
+        access.notebook.editors_can_share = allowed
+        access.notebook.save(update_fields=["editors_can_share"])
+        audit.record(
+            "notebook.sharing_changed",
+            notebook=access.notebook,
+            request=request,
+            editors_can_share=allowed,
+            **_actor(access),
+        )
+
+
+def leave(user, notebook, request=None) -> None:
+    """Give up one's own access (grant and links joined) to a notebook one does not own."""
+    if notebook.owner_id == user.pk:
+        raise ShareError("You own this notebook: hand it over before leaving it.")
+    with transaction.atomic():
+        Grant.objects.filter(notebook=notebook, user=user).delete()
+        LinkJoin.objects.filter(link__notebook=notebook, user=user).delete()
+        audit.record(
+            "grant.removed", notebook=notebook, actor=user, request=request, email=user.email, left=True
+        )
+        notify_after_commit(notebook.pk)
+
+
+def bind_invitations(user, request=None) -> int:
+    """Turn pending invitations for the user's verified addresses into grants."""
+    from allauth.account.models import EmailAddress
+
+    emails = list(EmailAddress.objects.filter(user=user, verified=True).values_list("email", flat=True))
+    if not emails:
+        return 0
+    now = timezone.now()
+    pending = Invitation.objects.filter(
+        email__in=[e.lower() for e in emails],
+        accepted_at__isnull=True,
+        withdrawn_at__isnull=True,
+        expires_at__gt=now,
+    ).select_related("notebook")
+    bound = 0
+    for invitation in pending:
+        with transaction.atomic():
+            grant, created = Grant.objects.get_or_create(
+                notebook=invitation.notebook,
+                user=user,
+                defaults={
+                    "role": invitation.role,
+                    "via": Grant.Via.INVITATION,
+                    "granted_by": invitation.invited_by,
+                },
+            )
+            if not created and Role(invitation.role).rank > Role(grant.role).rank:
+                grant.role = invitation.role
+                grant.save(update_fields=["role"])
+            invitation.accepted_at, invitation.accepted_by = now, user
+            invitation.save(update_fields=["accepted_at", "accepted_by"])
+            audit.record(
+                "invitation.accepted",
+                notebook=invitation.notebook,
+                actor=user,
+                request=request,
+                email=invitation.email,
+                role=invitation.role,
+            )
+        bound += 1
+    return bound

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from notebooks import access as acl
+
+
+def principal(request) -> acl.Principal:
+    return acl.principal_from_session(request.user, request.session)
+
+
+def get_access(request, notebook_id, action: acl.Action = acl.Action.VIEW) -> acl.Access:
+    """Fetch the notebook and check access in one call; raise the matching HTTP error."""
+    try:
+        return acl.access_notebook(principal(request), notebook_id, action)
+    except acl.NoAccess as e:
+        if e.code == 4404:
+            raise Http404(e.reason) from None
+        if e.code == 4401:
+            raise NeedsLogin(request) from None
+        raise PermissionDenied(e.reason) from None
+
+
+class NeedsLogin(Exception):
+    def __init__(self, request):
+        self.response = redirect_to_login(request.get_full_path())
+
+
+class NeedsLoginMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, NeedsLogin):
+            return exception.response
+        return None

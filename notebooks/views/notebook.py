@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from notebooks import access as acl
+from notebooks import actions
+from notebooks.nbio import NotebookFileError
+from notebooks.views.common import get_access, principal
+
+
+def editor(request, notebook_id):
+    access = get_access(request, notebook_id)
+    notebook = access.notebook
+    config = {
+        "notebookId": str(notebook.pk),
+        "title": notebook.title,
+        "wsPath": "/ws/notebooks",
+        "epoch": str(notebook.epoch),
+        "me": access.identity,
+        "canEdit": access.can(acl.Action.EDIT),
+        "canRun": access.can(acl.Action.RUN),
+        "isOwner": access.can(acl.Action.OWN),
+        "canShare": access.can(acl.Action.SHARE),
+        "urls": {
+            "download": f"/n/{notebook.pk}/download",
+            "list": "/notebooks/",
+            "run": f"/n/{notebook.pk}/kernel/run",
+            "kernel": f"/n/{notebook.pk}/kernel/",
+            "share": f"/n/{notebook.pk}/share",
+        },
+    }
+    return render(
+        request,
+        "notebooks/editor.html",
+        {"notebook": notebook, "access": access, "editor_config": config},
+    )
+
+
+def download(request, notebook_id):
+    access = get_access(request, notebook_id)
+    data = actions.export_ipynb(access, request)
+    response = HttpResponse(data, content_type="application/x-ipynb+json")
+    filename = access.notebook.title.replace('"', "'") + ".ipynb"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_POST
+def rename(request, notebook_id):
+    access = get_access(request, notebook_id, acl.Action.EDIT)
+    actions.rename(access, request.POST.get("title", ""), request)
+    return redirect(request.POST.get("next") or "my_notebooks")
+
+
+@login_required
+@require_POST
+def duplicate(request, notebook_id):
+    access = get_access(request, notebook_id)
+    copy = actions.duplicate(access, request.user, request)
+    messages.success(request, f"Made “{copy.title}”.")
+    return redirect("my_notebooks")
+
+
+@login_required
+def delete(request, notebook_id):
+    access = get_access(request, notebook_id, acl.Action.OWN)
+    if request.method == "POST":
+        actions.trash(access, request)
+        messages.success(request, f"“{access.notebook.title}” moved to the trash.")
+        return redirect("my_notebooks")
+    return render(request, "notebooks/confirm_delete.html", {"notebook": access.notebook})
+
+
+@login_required
+@require_POST
+def restore(request, notebook_id):
+    try:
+        notebook = acl.access_trashed(principal(request), notebook_id)
+    except acl.NoAccess as e:
+        messages.error(request, e.reason)
+    else:
+        actions.restore(notebook, request.user, request)
+        messages.success(request, f"“{notebook.title}” is restored.")
+    return redirect("trash")
+
+
+@login_required
+@require_POST
+def purge(request, notebook_id):
+    try:
+        notebook = acl.access_trashed(principal(request), notebook_id)
+    except acl.NoAccess as e:
+        messages.error(request, e.reason)
+    else:
+        actions.purge(notebook, request.user, request)
+        messages.success(request, f"“{notebook.title}” is deleted for good.")
+    return redirect("trash")
+
+
+@login_required
+@require_POST
+def replace(request, notebook_id):
+    access = get_access(request, notebook_id, acl.Action.OWN)
+    upload = request.FILES.get("file")
+    try:
+        if upload is None:
+            raise NotebookFileError("Choose an .ipynb file.")
+        actions.replace_content(access, upload.name, upload.read(), request)
+    except NotebookFileError as e:
+        messages.error(request, f"The notebook was not replaced: {e}")
+    else:
+        messages.success(request, "The notebook was replaced; everyone with it open reloads.")
+    return redirect(access.notebook)

@@ -1,0 +1,94 @@
+"""The shared document: a pycrdt Doc in the jupyter_ydoc `YNotebook` schema.
+
+Root `cells` Array of Maps (`id`, `cell_type`, `source` Text, `metadata`, `outputs`,
+`execution_count`, `attachments`), root `meta` Map (`nbformat`, `nbformat_minor`,
+`metadata`), root `state` Map. Numbers are stored as floats (Yjs has no integers);
+`YNotebook.get()` turns integral floats back into ints.
+
+We write the schema ourselves instead of `YNotebook.set`, which invents kernelspec and
+language_info metadata and rejects cells without `source` that nbformat accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from jupyter_ydoc import YNotebook
+from nbformat import NotebookNode
+from pycrdt import Array, Doc, Map, Text
+
+from notebooks import nbio
+
+_NOTEBOOK_KEYS = {"cells", "metadata", "nbformat", "nbformat_minor"}
+
+
+def _floats(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return value
+
+
+def _join(text: str | list[str]) -> str:
+    return "".join(text) if isinstance(text, list) else text
+
+
+def output_to_y(output: dict[str, Any]) -> Map:
+    """One output as jupyter_ydoc stores it: a Map, stream text as Text."""
+    output = _floats(copy.deepcopy(output))
+    if output.get("output_type") == "stream":
+        output["text"] = Text(_join(output.get("text", "")))
+    return Map(output)
+
+
+def cell_to_y(cell: dict[str, Any]) -> Map:
+    cell = _floats(copy.deepcopy(dict(cell)))
+    if "source" in cell:
+        cell["source"] = Text(_join(cell["source"]))
+    cell["metadata"] = Map(cell.get("metadata", {}))
+    if cell.get("cell_type") == "code":
+        cell["outputs"] = Array([output_to_y(o) for o in cell.get("outputs", [])])
+    return Map(cell)
+
+
+def write_notebook(doc: Doc, nb: NotebookNode | dict) -> None:
+    """Fill an empty Doc with a notebook."""
+    cells: Array = doc.get("cells", type=Array)
+    meta: Map = doc.get("meta", type=Map)
+    doc.get("state", type=Map)
+    with doc.transaction():
+        meta["nbformat"] = float(nb["nbformat"])
+        meta["nbformat_minor"] = float(nb["nbformat_minor"])
+        meta["metadata"] = Map(_floats(copy.deepcopy(dict(nb.get("metadata", {})))))
+        for key in nb.keys() - _NOTEBOOK_KEYS:  # top-level keys of future minor versions
+            meta[key] = _floats(copy.deepcopy(nb[key]))
+        cells.extend([cell_to_y(c) for c in nb["cells"]])
+
+
+def notebook_to_update(nb: NotebookNode | dict) -> bytes:
+    doc = Doc()
+    write_notebook(doc, nb)
+    return doc.get_update()
+
+
+def read_notebook(doc: Doc) -> NotebookNode:
+    """The notebook a Doc holds, validated by nbformat."""
+    data = YNotebook(doc).get()
+    meta = doc.get("meta", type=Map).to_py() or {}
+    for key in meta.keys() - _NOTEBOOK_KEYS:
+        data[key] = meta[key]
+    return nbio.from_dict(data)
+
+
+def doc_from_updates(*updates: bytes) -> Doc:
+    doc = Doc()
+    for update in updates:
+        if update:
+            doc.apply_update(update)
+    return doc

@@ -1,0 +1,132 @@
+// Boot: read the page's editor_config, open the shared document and mount the editor.
+import './editor.css'
+import 'katex/dist/katex.min.css'
+import * as Y from 'yjs'
+import { Connection } from './connection.js'
+import { NotebookModel } from './model.js'
+import { NotebookView } from './notebook.js'
+import { PresenceView } from './presence.js'
+import { StatusView } from './status.js'
+import { h, icon, iconButton } from './dom.js'
+import { shortcutsHelp } from './keyboard.js'
+import { shareDialog } from './share.js'
+
+function readConfig () {
+  const el = document.getElementById('editor-config')
+  if (!el) throw new Error('editor-config is missing from the page')
+  return JSON.parse(el.textContent)
+}
+
+function buildShell (app, cfg, status) {
+  const title = h('h1', { class: 'nb-title', 'data-testid': 'notebook-title', title: cfg.title, text: cfg.title || 'Untitled notebook' })
+  const back = cfg.urls?.list ? h('a', { class: 'nb-icon-btn nb-back', href: cfg.urls.list, title: 'All notebooks', 'aria-label': 'All notebooks', html: icon('back') }) : null
+  const download = cfg.urls?.download
+    ? h('a', { class: 'nb-btn nb-btn--ghost', href: cfg.urls.download, 'data-testid': 'download', title: 'Download as .ipynb' }, h('span', { html: icon('download') }), h('span', { class: 'nb-btn-label', text: 'Download' }))
+    : null
+  const addCode = h('button', { type: 'button', class: 'nb-btn nb-edit-only', 'data-testid': 'add-code', title: 'Add a code cell below the selected one (B)' }, h('span', { html: icon('plus') }), h('span', { text: 'Code' }))
+  const addMd = h('button', { type: 'button', class: 'nb-btn nb-edit-only', 'data-testid': 'add-markdown', title: 'Add a markdown cell below the selected one' }, h('span', { html: icon('plus') }), h('span', { text: 'Markdown' }))
+  const runAll = h('button', { type: 'button', class: 'nb-btn nb-run-only', 'data-testid': 'run-all', title: 'Run all code cells' }, h('span', { html: icon('runAll') }), h('span', { class: 'nb-btn-label', text: 'Run all' }))
+  const interrupt = iconButton('stop', 'Interrupt the kernel', { class: 'nb-icon-btn nb-run-only', 'data-testid': 'kernel-interrupt' })
+  const restart = iconButton('restart', 'Restart the kernel', { class: 'nb-icon-btn nb-run-only nb-wide-only', 'data-testid': 'kernel-restart' })
+  const undo = iconButton('undo', 'Undo (Z / Ctrl-Z)', { class: 'nb-icon-btn nb-edit-only nb-undo', 'data-testid': 'undo' })
+  const redo = iconButton('redo', 'Redo (Shift-Z / Ctrl-Y)', { class: 'nb-icon-btn nb-edit-only nb-redo', 'data-testid': 'redo' })
+  const help = shortcutsHelp(h)
+  const cells = h('main', { class: 'nb-notebook', 'aria-label': 'Notebook cells' })
+  const header = h('header', { class: 'nb-header' },
+    h('div', { class: 'nb-header-main' },
+      back,
+      h('div', { class: 'nb-title-block' }, title, h('div', { class: 'nb-subtitle' }, status.savedEl)),
+      h('div', { class: 'nb-header-right' }, status.statusEl)),
+    h('div', { class: 'nb-toolbar', role: 'toolbar', 'aria-label': 'Notebook actions' },
+      addCode, addMd, h('span', { class: 'nb-sep nb-edit-only' }), undo, redo,
+      h('span', { class: 'nb-sep nb-edit-only nb-run-only' }), runAll, interrupt, restart, status.kernelEl,
+      h('span', { class: 'nb-spacer' }), help.button, download),
+    status.banners)
+  app.replaceChildren(header, cells, help.dialog)
+  return { header, cells, addCode, addMd, runAll, interrupt, restart, undo, redo, help }
+}
+
+// The site's own top bar may be sticky; the editor's header sticks just below it.
+function alignStickyHeader () {
+  const bar = document.querySelector('body > header')
+  if (!bar) return
+  const position = getComputedStyle(bar).position
+  const offset = position === 'sticky' || position === 'fixed' ? bar.offsetHeight : 0
+  document.documentElement.style.setProperty('--nb-sticky-top', `${offset}px`)
+}
+
+function boot () {
+  const cfg = readConfig()
+  alignStickyHeader()
+  window.addEventListener('resize', alignStickyHeader)
+  const app = document.getElementById('nb-app') ?? document.body
+  const ydoc = new Y.Doc()
+  const model = new NotebookModel(ydoc)
+  const status = new StatusView()
+  const shell = buildShell(app, cfg, status)
+  const session = { canEdit: Boolean(cfg.canEdit), canRun: Boolean(cfg.canRun) }
+  let notebook = null
+  const applyAccess = (message) => {
+    app.classList.toggle('nb-readonly', !session.canEdit)
+    app.classList.toggle('nb-norun', !session.canRun)
+    status.setReadOnly(!session.canEdit, message)
+    notebook?.setAccess(session)
+  }
+  const connection = new Connection(cfg, ydoc, {
+    onStatus: (state) => {
+      status.setConnection(state)
+      if (state === 'connected') shell.cells.classList.add('is-synced')
+    },
+    onSaved: (saved, connected) => status.setSaved(saved, connected),
+    onNotice: (reason) => status.setNotice(reason),
+    onSession: (s) => {
+      session.canEdit = Boolean(s.canEdit)
+      session.canRun = Boolean(s.canRun)
+      applyAccess(s.message)
+      if (s.message && session.canEdit) status.toast(s.message, 'info')
+    },
+    onKernel: (k) => { status.setKernel(k); notebook?.setKernel(k) },
+    onClosed: (info) => {
+      status.setClosed(info)
+      session.canEdit = false
+      session.canRun = false
+      applyAccess('')
+      status.readonlyBanner.hidden = true
+    }
+  })
+  const awareness = connection.awareness
+  if (cfg.me) awareness.setLocalStateField('user', cfg.me)
+  notebook = new NotebookView({ root: shell.cells, model, awareness, connection, cfg, status })
+  applyAccess('')
+  const presence = new PresenceView({ awareness, notebook, me: cfg.me })
+  shell.header.querySelector('.nb-header-right').prepend(presence.el, presence.followPill)
+  const share = shareDialog(cfg, presence)
+  if (share.button) {
+    shell.header.querySelector('.nb-header-right').append(share.button)
+    app.append(share.dialog)
+  }
+  notebook.onHelp = shell.help.open
+  const addBelowActive = (type) => notebook.addCell(notebook.active, 1, type)
+  shell.addCode.addEventListener('click', () => addBelowActive('code'))
+  shell.addMd.addEventListener('click', () => addBelowActive('markdown'))
+  shell.runAll.addEventListener('click', () => notebook.runAll())
+  const kernelAction = async (action) => {
+    const state = await notebook.runs.kernelAction(action)
+    if (state?.status) { status.setKernel(state); notebook.setKernel(state) }
+  }
+  shell.interrupt.addEventListener('click', () => kernelAction('interrupt'))
+  shell.restart.addEventListener('click', () => {
+    if (window.confirm('Restart the kernel? Variables and imports will be lost for everyone in this notebook.')) kernelAction('restart')
+  })
+  if (session.canRun) {
+    notebook.runs.fetchKernel().then((state) => {
+      if (state?.status && status.kernelEl.dataset.state === 'unknown') { status.setKernel(state); notebook.setKernel(state) }
+    })
+  }
+  shell.undo.addEventListener('click', () => notebook.undo())
+  shell.redo.addEventListener('click', () => notebook.redo())
+  status.setSaved(true, false)
+  window.__editor = { ydoc, provider: connection.provider, model, notebook, connection }
+}
+
+boot()

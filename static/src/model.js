@@ -1,0 +1,135 @@
+// Every structural change to the notebook document goes through here.
+//
+// Rules (jupyter_ydoc YNotebook schema): a cell is a Y.Map; its `source` Y.Text is never
+// reassigned. Yjs arrays have no "move", so moving or retyping a cell replaces its Y.Map with a
+// fresh copy inside one transaction. All local transactions carry the LOCAL origin so that the
+// undo manager tracks only this user's changes.
+import * as Y from 'yjs'
+
+export const LOCAL = Object.freeze({ origin: 'local-user' })
+
+export const CELL_TYPES = ['code', 'markdown', 'raw']
+
+export function newCellId () {
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  bytes[6] = (bytes[6] & 0x0f) | 0x40
+  bytes[8] = (bytes[8] & 0x3f) | 0x80
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
+}
+
+/** A prelim (not yet integrated) cell map. */
+export function makeCell (type, text = '', { id = newCellId(), metadata = null, attachments = null } = {}) {
+  const entries = [
+    ['id', id],
+    ['cell_type', type],
+    ['source', new Y.Text(text)],
+    ['metadata', metadata ?? new Y.Map()]
+  ]
+  if (type === 'code') {
+    entries.push(['outputs', new Y.Array()], ['execution_count', null])
+  } else if (attachments != null) {
+    entries.push(['attachments', attachments])
+  }
+  return new Y.Map(entries)
+}
+
+/** Plain JSON of a value that may be a Y type. */
+export function toPlain (value) {
+  return value instanceof Y.AbstractType ? value.toJSON() : value
+}
+
+function cloneValue (value) {
+  if (value instanceof Y.AbstractType) return value.clone()
+  return value == null ? value : JSON.parse(JSON.stringify(value))
+}
+
+export function sourceText (cell) {
+  const source = cell.get('source')
+  if (source instanceof Y.Text) return source.toString()
+  if (Array.isArray(source)) return source.join('')
+  return typeof source === 'string' ? source : ''
+}
+
+/** A fresh prelim copy of an integrated cell (same id, same content). */
+function copyCell (cell, type = cell.get('cell_type')) {
+  const copy = makeCell(type, sourceText(cell), {
+    id: cell.get('id'),
+    metadata: cell.has('metadata') ? cloneValue(cell.get('metadata')) : null,
+    attachments: cell.has('attachments') ? cloneValue(cell.get('attachments')) : null
+  })
+  if (type === 'code' && cell.get('cell_type') === 'code') {
+    copy.set('execution_count', cell.get('execution_count') ?? null)
+    const outputs = cell.get('outputs')
+    if (outputs instanceof Y.Array) {
+      copy.set('outputs', outputs.clone())
+    } else if (Array.isArray(outputs)) {
+      copy.set('outputs', Y.Array.from(outputs.map(cloneValue)))
+    }
+  }
+  return copy
+}
+
+export class NotebookModel {
+  constructor (ydoc) {
+    this.ydoc = ydoc
+    this.cells = ydoc.getArray('cells')
+    this.undoManager = new Y.UndoManager(this.cells, { trackedOrigins: new Set([LOCAL]) })
+  }
+
+  /** One structural change = one undo step, never merged with typing around it. */
+  transact (fn) {
+    this.undoManager.stopCapturing()
+    this.ydoc.transact(fn, LOCAL)
+    this.undoManager.stopCapturing()
+  }
+
+  indexOfId (id) {
+    const arr = this.cells.toArray()
+    for (let i = 0; i < arr.length; i++) {
+      if (arr[i].get('id') === id) return i
+    }
+    return -1
+  }
+
+  insert (index, type = 'code', text = '') {
+    const id = newCellId()
+    const cell = makeCell(type, text, { id })
+    this.transact(() => this.cells.insert(Math.max(0, Math.min(index, this.cells.length)), [cell]))
+    return id
+  }
+
+  remove (id) {
+    const index = this.indexOfId(id)
+    if (index >= 0) this.transact(() => this.cells.delete(index, 1))
+    return index
+  }
+
+  move (id, toIndex) {
+    const from = this.indexOfId(id)
+    const to = Math.max(0, Math.min(toIndex, this.cells.length - 1))
+    if (from < 0 || from === to) return false
+    this.transact(() => {
+      const copy = copyCell(this.cells.get(from))
+      this.cells.delete(from, 1)
+      this.cells.insert(to, [copy])
+    })
+    return true
+  }
+
+  setType (id, type) {
+    const index = this.indexOfId(id)
+    if (index < 0 || !CELL_TYPES.includes(type)) return false
+    const cell = this.cells.get(index)
+    if (cell.get('cell_type') === type) return false
+    this.transact(() => {
+      const copy = copyCell(cell, type)
+      this.cells.delete(index, 1)
+      this.cells.insert(index, [copy])
+    })
+    return true
+  }
+
+  undo () { return this.undoManager.undo() != null }
+  redo () { return this.undoManager.redo() != null }
+}

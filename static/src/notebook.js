@@ -1,0 +1,359 @@
+// The cell list bound to the Y.Array `cells`: one CellView per cell, kept in document order,
+// created eagerly (cheap DOM) but given a CodeMirror editor only near the viewport.
+// Also owns the active cell, command/edit mode and the commands that act on cells.
+import { CellView } from './cell.js'
+import { h, icon } from './dom.js'
+import { installCommandKeys, editorKeymap } from './keyboard.js'
+import { CellDragAndDrop } from './dragdrop.js'
+import { RunTracker } from './runs.js'
+
+const LAZY_MARGIN = '900px 0px'
+
+export class NotebookView {
+  constructor ({ root, model, awareness, connection, cfg, status }) {
+    this.root = root
+    this.model = model
+    this.awareness = awareness
+    this.connection = connection
+    this.cfg = cfg
+    this.status = status
+    this.canEdit = Boolean(cfg.canEdit)
+    this.canRun = Boolean(cfg.canRun)
+    this.views = []
+    this.byId = new Map()
+    this.viewByEl = new WeakMap()
+    this.active = null
+    this.mode = 'command'
+    this.runs = new RunTracker({ cfg, connection, status, onChange: () => this._refreshRunStates() })
+    this.toRealize = new Set()
+    this.list = h('div', { class: 'nb-cells' })
+    this.footer = this._buildFooter()
+    this.root.append(this.list, this.footer)
+    this.observer = new IntersectionObserver((entries) => this._onIntersect(entries), { rootMargin: LAZY_MARGIN })
+    this._reset()
+    model.cells.observe((event) => this._onCellsChanged(event))
+    this.dnd = new CellDragAndDrop(this)
+    installCommandKeys(this)
+  }
+
+  _buildFooter () {
+    const add = (type, label, testid) => h('button', {
+      type: 'button', class: 'nb-add-btn', 'data-testid': testid,
+      onclick: () => this.insertAt(this.views.length, type, { edit: true })
+    }, h('span', { html: icon('plus') }), label)
+    return h('div', { class: 'nb-footer nb-edit-only' },
+      add('code', 'Code', 'add-cell-end'), add('markdown', 'Markdown', 'add-markdown-end'))
+  }
+
+  // ---- keeping views in step with the Y.Array ------------------------------------------------
+
+  _makeView (ymap) {
+    const view = new CellView(this, ymap)
+    if (this._presenceCells?.has(view.id)) this._presenceCells.delete(view.id)
+    view.setReadOnly(!this.canEdit)
+    this.byId.set(view.id, view)
+    this.viewByEl.set(view.el, view)
+    this.observer.observe(view.el)
+    return view
+  }
+
+  _dropView (view) {
+    this.observer.unobserve(view.el)
+    this.toRealize.delete(view)
+    if (this.byId.get(view.id) === view) this.byId.delete(view.id)
+    view.destroy()
+  }
+
+  _reset () {
+    for (const view of this.views) this._dropView(view)
+    this.views = this.model.cells.toArray().map((ymap) => this._makeView(ymap))
+    this.list.replaceChildren(...this.views.map((v) => v.el))
+    this._refreshRunStates()
+    this.root.classList.toggle('is-empty', this.views.length === 0)
+  }
+
+  _onCellsChanged (event) {
+    const prev = this.active
+    const snapshot = prev && {
+      id: prev.id,
+      editing: prev.isFocused(),
+      mdEditing: prev.editing,
+      caret: prev.caretOffset(),
+      index: this.views.indexOf(prev),
+      hadFocus: this.root.contains(document.activeElement)
+    }
+    let index = 0
+    for (const op of event.changes.delta) {
+      if (op.retain) index += op.retain
+      if (op.delete) {
+        for (const view of this.views.splice(index, op.delete)) this._dropView(view)
+      }
+      if (op.insert) {
+        const created = op.insert.map((ymap) => this._makeView(ymap))
+        const before = this.views[index]?.el ?? null
+        for (const view of created) this.list.insertBefore(view.el, before)
+        this.views.splice(index, 0, ...created)
+        index += created.length
+      }
+    }
+    for (const view of this.views) this.byId.set(view.id, view)
+    this.root.classList.toggle('is-empty', this.views.length === 0)
+    this._refreshRunStates()
+    this.onStructureChange?.()
+    if (snapshot && !this.views.includes(prev)) this._restoreActive(snapshot)
+  }
+
+  /** Another client changed a cell's type or id in place: rebuild its view. */
+  rebuildView (view) {
+    const index = this.views.indexOf(view)
+    if (index < 0) return
+    const wasActive = this.active === view
+    const fresh = this._makeView(view.ymap)
+    this.list.replaceChild(fresh.el, view.el)
+    this.views[index] = fresh
+    this._dropView(view)
+    this.byId.set(fresh.id, fresh)
+    if (wasActive) {
+      this.active = null
+      this.activate(fresh, { mode: 'command', scroll: false })
+    }
+  }
+
+  // The active cell was replaced (moved or retyped, here or elsewhere) or deleted: keep the
+  // selection, the caret and the focus where the user expects them, without stealing focus
+  // from outside the notebook.
+  _restoreActive ({ id, editing, mdEditing, caret, index, hadFocus }) {
+    const same = this.byId.get(id)
+    this.active = null
+    if (same) {
+      if (mdEditing) same.setEditing(true)
+      this.activate(same, { mode: editing ? 'edit' : 'command', caret, scroll: editing, focus: hadFocus })
+      return
+    }
+    const fallback = this.views[Math.min(index, this.views.length - 1)]
+    if (fallback) this.activate(fallback, { mode: 'command', scroll: false, focus: hadFocus })
+    else this._publishCell(null)
+  }
+
+  _onIntersect (entries) {
+    for (const entry of entries) {
+      const view = this.viewByEl.get(entry.target)
+      if (!view) continue
+      view.setNear(entry.isIntersecting)
+      view.el.classList.toggle('is-far', !entry.isIntersecting)
+      if (entry.isIntersecting) {
+        this.toRealize.add(view)
+      } else {
+        this.toRealize.delete(view)
+      }
+    }
+    this._scheduleRealize()
+  }
+
+  // Creating editors is the expensive part; spread it over frames (a few ms each), nearest to
+  // the viewport first, so that flinging through a 2,000-cell notebook never blocks and cells
+  // that scrolled past are skipped.
+  _scheduleRealize () {
+    if (this._realizeTimer || !this.toRealize.size) return
+    this._realizeTimer = requestAnimationFrame(() => {
+      this._realizeTimer = null
+      const start = performance.now()
+      const middle = window.innerHeight / 2
+      const distance = (view) => {
+        const rect = view.el.getBoundingClientRect()
+        return rect.bottom < 0 ? -rect.bottom : rect.top > window.innerHeight ? rect.top - window.innerHeight : Math.abs(rect.top - middle) / 1e4
+      }
+      const queue = [...this.toRealize].filter((v) => v.el.isConnected).map((v) => [distance(v), v]).sort((a, b) => a[0] - b[0])
+      // cells on screen get their outputs and rendered markdown at once, editors follow
+      for (const [d, view] of queue) if (d < 1) view.realize()
+      for (const [, view] of queue) {
+        this.toRealize.delete(view)
+        view.realize()
+        view.mountEditorIfNear()
+        if (performance.now() - start > 16) break
+      }
+      for (const view of this.toRealize) if (!view.el.isConnected) this.toRealize.delete(view)
+      this._scheduleRealize()
+    })
+  }
+
+  // ---- active cell and modes ------------------------------------------------------------------
+
+  indexOf (view) { return this.views.indexOf(view) }
+
+  activate (view, { mode = 'command', caret = 'end', scroll = true, focus = true } = {}) {
+    if (!view) return
+    if (this.active && this.active !== view) {
+      this.active.setActive(false)
+      if (this.active.type === 'markdown' && this.active.editing) this.active.setEditing(false)
+    }
+    const changed = this.active !== view
+    this.active = view
+    this.mode = mode
+    view.setActive(true, mode)
+    if (mode === 'edit') {
+      if (!view.isFocused()) view.focusEditor(caret)
+    } else {
+      view.blurEditor()
+      if (focus && document.activeElement !== view.el) view.el.focus({ preventScroll: true })
+    }
+    if (scroll) this.scrollIntoView(view)
+    if (changed) this._publishCell(view.id)
+  }
+
+  enterCommandMode () {
+    if (this.active) this.activate(this.active, { mode: 'command', scroll: false })
+  }
+
+  editCell (view) {
+    if (view.type === 'markdown') view.setEditing(true)
+    this.activate(view, { mode: 'edit', scroll: false })
+  }
+
+  onEditorFocus (view) {
+    if (this.active !== view || this.mode !== 'edit') this.activate(view, { mode: 'edit', scroll: false })
+  }
+
+  onEditorBlur (view) {
+    // Focus left the editor for something outside the notebook: keep the cell selected.
+    if (this.active === view && this.mode === 'edit') {
+      setTimeout(() => {
+        if (this.active === view && !view.isFocused() && !view.el.contains(document.activeElement)) {
+          this.mode = 'command'
+          view.setActive(true, 'command')
+        }
+      }, 0)
+    }
+  }
+
+  scrollIntoView (view) {
+    const rect = view.el.getBoundingClientRect()
+    const header = document.querySelector('.nb-header')?.getBoundingClientRect().bottom ?? 0
+    const top = Math.max(header, 0) + 8
+    if (rect.top < top) window.scrollBy({ top: rect.top - top })
+    else if (rect.bottom > window.innerHeight - 8 && rect.height < window.innerHeight - top) {
+      window.scrollBy({ top: rect.bottom - window.innerHeight + 24 })
+    }
+  }
+
+  selectRelative (delta, { mode = 'command', caret } = {}) {
+    const index = this.indexOf(this.active)
+    const next = this.views[index + delta]
+    if (!next) return false
+    this.activate(next, { mode, caret: caret ?? (delta < 0 ? 'end' : 'start') })
+    return true
+  }
+
+  _publishCell (id) {
+    this.awareness.setLocalStateField('cell', id)
+  }
+
+  // ---- commands -------------------------------------------------------------------------------
+
+  insertAt (index, type = 'code', { edit = false } = {}) {
+    if (!this.canEdit) return null
+    const id = this.model.insert(index, type)
+    const view = this.byId.get(id)
+    if (view) this.activate(view, { mode: edit ? 'edit' : 'command' })
+    if (view && edit && type === 'markdown') this.editCell(view)
+    return view
+  }
+
+  addCell (view, offset, type = 'code') {
+    const index = view ? this.indexOf(view) + offset : this.views.length
+    return this.insertAt(index, type, { edit: true })
+  }
+
+  deleteCell (view) {
+    if (!this.canEdit || !view) return
+    this.model.remove(view.id)
+  }
+
+  moveCell (view, delta) {
+    if (!this.canEdit || !view) return
+    this.model.move(view.id, this.indexOf(view) + delta)
+  }
+
+  setCellType (view, type) {
+    if (!this.canEdit || !view) {
+      if (view?.typeSelect) view.typeSelect.value = view.type
+      return
+    }
+    const wasEditing = view.isFocused()
+    this.model.setType(view.id, type)
+    const replacement = this.byId.get(view.id)
+    if (replacement && replacement !== view) {
+      if (type === 'markdown' && wasEditing) replacement.setEditing(true)
+      this.activate(replacement, { mode: wasEditing ? 'edit' : 'command', scroll: false })
+    }
+  }
+
+  undo () { if (this.canEdit) this.model.undo() }
+  redo () { if (this.canEdit) this.model.redo() }
+
+  /** Shift-Enter: run (or render) the active cell and go to the next one, adding one at the end. */
+  runAndAdvance () {
+    const view = this.active
+    if (!view) return
+    const wasEditing = this.mode === 'edit'
+    this.runCell(view)
+    if (view.type === 'markdown') view.setEditing(false)
+    const next = this.views[this.indexOf(view) + 1]
+    if (next) this.activate(next, { mode: wasEditing && next.type !== 'markdown' ? 'edit' : 'command', caret: 'start' })
+    else if (this.canEdit) this.insertAt(this.views.length, 'code', { edit: wasEditing })
+    else this.activate(view, { mode: 'command' })
+  }
+
+  /** Ctrl-Enter: run (or render) the active cell and stay on it. */
+  runInPlace () {
+    const view = this.active
+    if (!view) return
+    this.runCell(view)
+    if (view.type === 'markdown') {
+      view.setEditing(false)
+      this.activate(view, { mode: 'command', scroll: false })
+    }
+  }
+
+  runCell (view) {
+    if (view.type === 'code') this.runCells([view])
+  }
+
+  runAll () {
+    this.runCells(this.views.filter((v) => v.type === 'code'))
+  }
+
+  runCells (views) {
+    if (!this.canRun) return
+    this.runs.run(views.filter((v) => v.type === 'code').map((v) => v.id))
+  }
+
+  setKernel (kernel) {
+    this.runs.setKernel(kernel)
+  }
+
+  _refreshRunStates () {
+    for (const view of this.views) view.setRunState(this.runs.stateOf(view.id))
+  }
+
+  setAccess ({ canEdit, canRun }) {
+    this.canEdit = Boolean(canEdit)
+    this.canRun = Boolean(canRun)
+    for (const view of this.views) view.setReadOnly(!this.canEdit)
+  }
+
+  setPresence (byCell) {
+    // Only cells that had or have someone in them: cursor moves fire this constantly.
+    const touched = new Set([...(this._presenceCells ?? []), ...byCell.keys()])
+    this._presenceCells = new Set(byCell.keys())
+    for (const id of touched) this.byId.get(id)?.setPresence(byCell.get(id) ?? [])
+  }
+
+  editorKeys (view) {
+    return editorKeymap(this, view)
+  }
+
+  onDragStart (view, event) {
+    this.dnd.start(view, event)
+  }
+}

@@ -1,0 +1,167 @@
+// Renders a code cell's outputs (nbformat output dicts, possibly stored as Y types).
+import { ansiToFragment } from './ansi.js'
+import { renderMarkdown } from './markdown.js'
+import { sanitizeOutputHtml } from './sanitize.js'
+import { toPlain } from './model.js'
+
+// Richest first; JavaScript and widget views are never executed, their text/plain is shown.
+const MIME_ORDER = ['text/html', 'image/svg+xml', 'image/png', 'image/jpeg', 'image/gif', 'image/webp',
+  'text/markdown', 'text/latex', 'application/json', 'text/plain']
+
+const SHADOW_CSS = `
+:host { display: block; }
+table { border-collapse: collapse; border: none; font-size: 13px; margin: 2px 0; }
+th, td { border: none; padding: 4px 10px; text-align: right; vertical-align: middle; }
+thead th { border-bottom: 1px solid #d0d7de; font-weight: 600; }
+tbody tr:nth-child(odd) { background: #f6f8fa; }
+tbody tr:hover { background: #eaf2ff; }
+img { max-width: 100%; height: auto; }
+pre { white-space: pre-wrap; }
+`
+
+export function joinText (value) {
+  const plain = toPlain(value)
+  if (Array.isArray(plain)) return plain.join('')
+  return plain == null ? '' : String(plain)
+}
+
+/** Plain output dicts; adjacent stream outputs to the same stream are merged (so \r spans chunks). */
+export function normalizeOutputs (outputs) {
+  const list = outputs == null ? [] : (typeof outputs.toArray === 'function' ? outputs.toArray() : outputs)
+  const result = []
+  for (const raw of list) {
+    const out = toPlain(raw)
+    if (!out || typeof out !== 'object') continue
+    if (out.output_type === 'stream') {
+      const text = joinText(out.text)
+      const prev = result[result.length - 1]
+      if (prev?.output_type === 'stream' && prev.name === out.name) prev.text += text
+      else result.push({ output_type: 'stream', name: out.name || 'stdout', text })
+    } else {
+      result.push(out)
+    }
+  }
+  return result
+}
+
+// A runaway print loop must not freeze every browser that opens the notebook.
+const MAX_TEXT = 100000
+
+function pre (className, text) {
+  const el = document.createElement('pre')
+  el.className = className
+  const value = String(text)
+  el.appendChild(ansiToFragment(value.length > MAX_TEXT ? value.slice(0, MAX_TEXT) : value))
+  if (value.length > MAX_TEXT) {
+    const note = document.createElement('div')
+    note.className = 'output-truncated'
+    note.textContent = `… ${(value.length - MAX_TEXT).toLocaleString()} more characters not shown. Download the notebook to see the full output.`
+    el.appendChild(note)
+  }
+  return el
+}
+
+function cleanBase64 (value) {
+  const b64 = joinText(value).replace(/\s/g, '')
+  return /^[A-Za-z0-9+/=]*$/.test(b64) ? b64 : ''
+}
+
+function utf8ToBase64 (text) {
+  const bytes = new TextEncoder().encode(text)
+  let binary = ''
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000))
+  return btoa(binary)
+}
+
+function image (mime, src, meta) {
+  const img = document.createElement('img')
+  img.className = 'output-image'
+  img.alt = 'output image'
+  img.loading = 'lazy'
+  img.src = `data:${mime};base64,${src}`
+  const m = meta?.[mime] || meta || {}
+  if (Number.isFinite(m.width)) img.width = m.width
+  if (Number.isFinite(m.height)) img.height = m.height
+  return img
+}
+
+function renderMime (mime, value, metadata) {
+  switch (mime) {
+    case 'text/html': {
+      const host = document.createElement('div')
+      host.className = 'output-html'
+      const shadow = host.attachShadow({ mode: 'open' })
+      const style = document.createElement('style')
+      style.textContent = SHADOW_CSS
+      shadow.append(style, sanitizeOutputHtml(joinText(value)))
+      return host
+    }
+    case 'image/svg+xml':
+      return image(mime, utf8ToBase64(joinText(value)), metadata)
+    case 'image/png': case 'image/jpeg': case 'image/gif': case 'image/webp':
+      return image(mime, cleanBase64(value), metadata)
+    case 'text/markdown': case 'text/latex': {
+      const el = document.createElement('div')
+      el.className = 'output-markdown md-rendered'
+      renderMarkdown(el, joinText(value))
+      return el
+    }
+    case 'application/json': {
+      const el = document.createElement('pre')
+      el.className = 'output-json'
+      el.textContent = JSON.stringify(toPlain(value), null, 2)
+      return el
+    }
+    default:
+      return pre('output-text', joinText(value))
+  }
+}
+
+function renderOne (out) {
+  switch (out.output_type) {
+    case 'stream':
+      return pre(`output-stream output-${out.name === 'stderr' ? 'stderr' : 'stdout'}`, out.text)
+    case 'error': {
+      const tb = Array.isArray(out.traceback) && out.traceback.length
+        ? out.traceback.join('\n')
+        : `${out.ename || 'Error'}: ${out.evalue || ''}`
+      return pre('output-error', tb)
+    }
+    case 'execute_result': case 'display_data': case 'update_display_data': {
+      const data = toPlain(out.data) || {}
+      const mime = MIME_ORDER.find((m) => m in data)
+      if (!mime) {
+        const el = document.createElement('div')
+        el.className = 'output-unsupported'
+        el.textContent = `[output of type ${Object.keys(data).join(', ') || 'unknown'} is not shown]`
+        return el
+      }
+      return renderMime(mime, data[mime], toPlain(out.metadata))
+    }
+    default:
+      return null
+  }
+}
+
+/** Replaces `container`'s content with the rendered outputs. */
+export function renderOutputs (container, outputs) {
+  const nodes = []
+  for (const out of normalizeOutputs(outputs)) {
+    let body
+    try {
+      body = renderOne(out)
+    } catch (err) {
+      console.error('Could not render output', err)
+      body = pre('output-error', `[this output could not be shown: ${err.message}]`)
+    }
+    if (!body) continue
+    const wrap = document.createElement('div')
+    wrap.className = 'output'
+    wrap.dataset.testid = 'output'
+    wrap.dataset.outputType = out.output_type
+    wrap.appendChild(body)
+    nodes.push(wrap)
+  }
+  container.replaceChildren(...nodes)
+  container.hidden = nodes.length === 0
+}

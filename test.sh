@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run the whole test suite: lint, Python tests (units, real daphne/redis processes, a real
+# Jupyter Server, Playwright in Debian's Chromium) and the check that the committed bundle
+# is what the lockfile builds. Extra arguments go to pytest (e.g. ./test.sh -k consumer).
+# With DATABASE_URL set (e.g. postgres://postgres@127.0.0.1:5432/test) it runs on PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/setup.sh
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "Installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if [ ! -d node_modules/yjs ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+export DB_CONN_MAX_AGE=0
+.venv/bin/ruff check .
+.venv/bin/ruff format --check . >/dev/null
+if [ -f scripts/check_bundle.sh ]; then bash scripts/check_bundle.sh; fi
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,408 @@
+"""The websocket consumer driven through the real ASGI application (in-memory layer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from collab import protocol
+from collab.rooms import ROOMS
+from config.asgi import application
+from notebooks import actions
+from notebooks.models import Grant, NotebookUpdate, Role
+from tests.conftest import cookie_for
+from tests.yclient import CommunicatorClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+async def connect(notebook_id, cookie: str | None, query: str = "", origin=ORIGIN):
+    headers = [origin] if origin else []
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    path = f"/ws/notebooks/{notebook_id}" + (f"?{query}" if query else "")
+    comm = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await comm.connect()
+    client = CommunicatorClient(comm)
+    return client, connected
+
+
+async def joined(notebook_id, user, query: str = "") -> CommunicatorClient:
+    cookie = await database_sync_to_async(cookie_for)(user)
+    client, connected = await connect(notebook_id, cookie, query)
+    assert connected
+    await client.start()
+    await client.pump()
+    assert client.synced.is_set()
+    return client
+
+
+async def close_all(*clients) -> None:
+    for client in clients:
+        await client.comm.disconnect()
+    await asyncio.sleep(0.1)  # let rooms unload (ROOM_UNLOAD_DELAY is 0.05 s in tests)
+
+
+async def grant(notebook, user, role: Role) -> None:
+    await database_sync_to_async(Grant.objects.create)(notebook=notebook, user=user, role=role)
+
+
+def stored_notebook(notebook_id):
+    return actions.current_notebook(notebook_id)
+
+
+async def test_it_syncs_the_stored_notebook_to_a_new_client(notebook, alice):
+    client = await joined(notebook.pk, alice)
+    assert len(client.cells) == 1
+    assert client.cells[0]["cell_type"] == "code"
+    await close_all(client)
+
+
+async def test_it_relays_and_persists_edits_between_two_clients(notebook, alice, bob):
+    await grant(notebook, bob, Role.EDITOR)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    a.text().insert(0, "print('hi from alice')")
+    await a.flush()
+    await a.pump()
+    await b.pump()
+    assert a.closed is None, a.closed
+    assert b.source() == "print('hi from alice')"
+    nb = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert nb.cells[0].source == "print('hi from alice')"
+    await close_all(a, b)
+
+
+async def test_it_acknowledges_saved_updates_to_ext_clients(notebook, alice):
+    client = await joined(notebook.pk, alice, query="ext=1")
+    assert client.session == {"role": "owner", "canEdit": True, "canRun": True, "message": ""}
+    client.text().insert(0, "x = 1")
+    await client.flush()
+    await client.pump()
+    saved = protocol.parse_state_vector(client.saved_sv)
+    assert (
+        saved[client.doc.client_id]
+        >= protocol.parse_state_vector(client.doc.get_state())[client.doc.client_id]
+    )
+    await close_all(client)
+
+
+async def test_it_drops_a_viewers_update_and_tells_them(notebook, alice, bob):
+    await grant(notebook, bob, Role.VIEWER)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    rows_before = await database_sync_to_async(NotebookUpdate.objects.count)()
+    b.text().insert(0, "vandalism")
+    await b.flush()
+    await b.pump()
+    await a.pump()
+    assert b.denied == ["You can view this notebook but not change it."]
+    assert a.source() == ""
+    assert await database_sync_to_async(NotebookUpdate.objects.count)() == rows_before
+    await close_all(a, b)
+    nb = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert nb.cells[0].source == ""
+
+
+async def test_it_does_not_scold_a_viewer_for_syncing(notebook, alice, bob):
+    await grant(notebook, bob, Role.VIEWER)
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "abc")
+    a.text()[0:1] = ""  # a deletion, so the delete set is not empty
+    await a.flush()
+    await a.pump()
+    b = await joined(notebook.pk, bob)
+    await b.pump()
+    assert b.source() == "bc"
+    assert b.denied == []
+    await close_all(a, b)
+
+
+@pytest.mark.parametrize(
+    ("who", "code"),
+    [("charlie", 4403), ("anonymous", 4401)],
+)
+async def test_it_refuses_people_without_access(notebook, charlie, who, code):
+    cookie = await database_sync_to_async(cookie_for)(charlie if who == "charlie" else None)
+    client, connected = await connect(notebook.pk, cookie)
+    assert connected  # accepted, then closed with a code and a reason
+    await client.wait_closed()
+    assert client.closed["code"] == code
+    assert client.denied
+
+
+async def test_it_answers_4404_for_a_missing_notebook(alice):
+    import uuid
+
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    client, _ = await connect(uuid.uuid4(), cookie)
+    await client.wait_closed()
+    assert client.closed["code"] == 4404
+
+
+async def test_it_rejects_a_foreign_origin(notebook, alice):
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    _, connected = await connect(notebook.pk, cookie, origin=(b"origin", b"http://evil.example"))
+    assert not connected
+
+
+async def test_it_closes_4400_on_a_malformed_frame_and_the_room_lives_on(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, alice)
+    await b.comm.send_to(bytes_data=b"\x00\x02\xff\xff")  # sync update with a broken length
+    await b.wait_closed()
+    assert b.closed["code"] == 4400
+    a.text().insert(0, "still fine")
+    await a.flush()
+    await a.pump()
+    nb = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert nb.cells[0].source == "still fine"
+    await close_all(a)
+
+
+async def test_it_closes_4400_on_an_update_that_is_not_yjs(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    await a.comm.send_to(bytes_data=protocol.sync_update(b"\x05\x07garbage"))
+    await a.wait_closed()
+    assert a.closed["code"] == 4400
+    rows = await database_sync_to_async(NotebookUpdate.objects.count)()
+    assert rows == 0
+
+
+async def test_it_closes_4413_on_a_too_large_message(notebook, alice, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_MESSAGE_BYTES": 1000}
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, alice)
+    b.text().insert(0, "x" * 5000)
+    await b.flush()
+    await b.wait_closed()
+    assert b.closed["code"] == 4413
+    a.text().insert(0, "small")
+    await a.flush()
+    await a.pump()
+    assert a.source() == "small"
+    await close_all(a)
+
+
+async def test_it_closes_4413_when_the_document_would_grow_too_large(notebook, alice, settings):
+    a = await joined(notebook.pk, alice)
+    settings.COLLAB = {**settings.COLLAB, "MAX_DOCUMENT_BYTES": ROOMS[str(notebook.pk)].size + 100}
+    a.text().insert(0, "y" * 500)
+    await a.flush()
+    await a.wait_closed()
+    assert a.closed["code"] == 4413
+    await close_all(a)
+
+
+async def test_it_limits_sockets_per_room(notebook, alice, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_SOCKETS_PER_ROOM": 1}
+    a = await joined(notebook.pk, alice)
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    b, _ = await connect(notebook.pk, cookie)
+    await b.wait_closed()
+    assert b.closed["code"] == 4413
+    await close_all(a)
+
+
+async def test_it_tells_a_client_of_another_epoch_to_reload(notebook, alice):
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    client, _ = await connect(notebook.pk, cookie, query="epoch=00000000-0000-0000-0000-000000000000")
+    await client.wait_closed()
+    assert client.closed["code"] == 4409
+    ok = await joined(notebook.pk, alice, query=f"epoch={notebook.epoch}")
+    await close_all(ok)
+
+
+async def test_it_closes_open_sockets_with_4409_when_the_document_is_replaced(notebook, alice):
+    from notebooks.access import Action, access_notebook, principal_from_session
+
+    a = await joined(notebook.pk, alice)
+    data = json.dumps(
+        {
+            "nbformat": 4,
+            "nbformat_minor": 5,
+            "metadata": {},
+            "cells": [{"cell_type": "markdown", "id": "new", "metadata": {}, "source": "new"}],
+        }
+    )
+
+    def replace():
+        access = access_notebook(principal_from_session(alice, None), notebook.pk, Action.OWN)
+        actions.replace_content(access, "new.ipynb", data.encode())
+
+    await database_sync_to_async(replace)()
+    await a.wait_closed()
+    assert a.closed["code"] == 4409
+    fresh = await joined(notebook.pk, alice)
+    assert fresh.source() == "new"
+    await close_all(fresh)
+
+
+async def test_it_stamps_the_verified_identity_into_awareness(notebook, alice, bob):
+    await grant(notebook, bob, Role.EDITOR)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    await b.set_awareness({"user": {"name": "Alice Smith", "color": "#000"}, "cell": "c1"})
+    await b.pump()
+    await a.pump()
+    state = a.awareness[b.doc.client_id]
+    assert state["user"]["name"] == "Bob Jones"
+    assert state["user"]["role"] == "editor"
+    assert state["cell"] == "c1"
+    # Speaking for another client id is ignored.
+    await b.set_awareness({"user": {"name": "x"}}, client_id=a.doc.client_id, clock=5)
+    await a.pump()
+    assert a.doc.client_id not in a.awareness
+    await b.comm.disconnect()
+    await a.pump()
+    assert b.doc.client_id not in a.awareness
+    await close_all(a)
+
+
+async def test_it_closes_a_live_socket_when_its_grant_is_removed(notebook, alice, bob):
+    await grant(notebook, bob, Role.EDITOR)
+    b = await joined(notebook.pk, bob)
+
+    def revoke():
+        Grant.objects.filter(notebook=notebook, user=bob).delete()
+        from asgiref.sync import async_to_sync
+
+        return async_to_sync  # the notify below runs in the test's loop
+
+    await database_sync_to_async(revoke)()
+    from collab.fanout import notify
+
+    await notify(notebook.pk, "access")
+    await b.wait_closed()
+    assert b.closed["code"] == 4403
+    assert b.denied == ["Your access to this notebook was removed."]
+
+
+async def test_it_downgrades_a_live_editor_to_viewer(notebook, alice, bob):
+    await grant(notebook, bob, Role.EDITOR)
+    b = await joined(notebook.pk, bob, query="ext=1")
+    await database_sync_to_async(Grant.objects.filter(notebook=notebook, user=bob).update)(role=Role.VIEWER)
+    from collab.fanout import notify
+
+    await notify(notebook.pk, "access")
+    await b.pump()
+    assert b.session["role"] == "viewer"
+    assert b.session["canEdit"] is False
+    b.text().insert(0, "after downgrade")
+    await b.flush()
+    await b.pump()
+    assert b.denied
+    nb = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert nb.cells[0].source == ""
+    await close_all(b)
+
+
+async def test_it_unloads_the_room_after_the_last_socket_leaves(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    assert str(notebook.pk) in ROOMS
+    await close_all(a)
+    await asyncio.sleep(0.1)
+    assert str(notebook.pk) not in ROOMS
+
+
+async def test_it_converges_with_emoji_cjk_and_combining_characters(notebook, alice, bob):
+    await grant(notebook, bob, Role.EDITOR)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    a.text().insert(0, "😀 naïve ")
+    b.text().insert(0, "中文 é ")
+    await a.flush()
+    await b.flush()
+    for _ in range(3):
+        await a.pump()
+        await b.pump()
+    a.text().insert(len(a.text()), "👩‍👩‍👧 end")  # pycrdt offsets are UTF-8 bytes
+    await a.flush()
+    await a.pump()
+    await b.pump()
+    assert a.source() == b.source()
+    assert "👩‍👩‍👧 end" in a.source()
+    nb = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert nb.cells[0].source == a.source()
+    await close_all(a, b)
+
+
+async def test_it_attributes_edits_to_the_sender_per_session(notebook, alice):
+    from audit.models import AuditEvent
+
+    a = await joined(notebook.pk, alice)
+    cell_id = a.cells[0]["id"]
+    for ch in "abc":
+        a.text().insert(len(a.text()), ch)
+        await a.flush()
+    await a.pump()
+    await close_all(a)
+    left = await database_sync_to_async(AuditEvent.objects.get)(action="session.left")
+    assert left.actor_id == alice.pk
+    assert left.details["updates"] == 3
+    assert left.details["cells"] == [cell_id]
+    rows = await database_sync_to_async(list)(NotebookUpdate.objects.values_list("user_id", flat=True))
+    assert rows == [alice.pk] * 3
+
+
+async def test_it_throttles_awareness_and_keeps_the_newest_state(notebook, alice, bob, settings):
+    settings.COLLAB = {**settings.COLLAB, "AWARENESS_MIN_INTERVAL": 0.2}
+    await grant(notebook, bob, Role.EDITOR)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    await a.pump()
+    received = []
+    original = a.handle
+
+    async def counting(frame):
+        if frame[0] == protocol.MessageType.AWARENESS:
+            received.append(frame)
+        await original(frame)
+
+    a.handle = counting
+    for i in range(20):
+        await b.set_awareness({"cell": f"c{i}"}, clock=i + 1)
+    await a.pump(0.5)
+    assert 1 <= len(received) <= 3  # the first at once, then the newest after the interval
+    assert a.awareness[b.doc.client_id]["cell"] == "c19"
+    await close_all(a, b)
+
+
+async def test_it_answers_query_awareness_with_everyone_present(notebook, alice, bob):
+    await grant(notebook, bob, Role.VIEWER)
+    a = await joined(notebook.pk, alice)
+    await a.set_awareness({"cell": "x"})
+    await a.pump()
+    b = await joined(notebook.pk, bob)
+    b.awareness.clear()
+    await b.comm.send_to(bytes_data=bytes([protocol.MessageType.QUERY_AWARENESS]))
+    await b.pump()
+    assert b.awareness[a.doc.client_id]["user"]["name"] == "Alice Smith"
+    await close_all(a, b)
+
+
+async def test_a_busy_room_compacts_its_log_in_the_background(notebook, alice, settings):
+    from notebooks.models import Notebook
+
+    settings.COLLAB = {**settings.COLLAB, "COMPACT_AFTER_UPDATES": 20, "KEEP_RECENT_UPDATES": 5}
+    a = await joined(notebook.pk, alice)
+    for i in range(80):
+        a.text().insert(len(a.text()), f"{i};")
+        await a.flush()
+        if i % 10 == 9:
+            await a.pump(0.05)
+    await a.pump(0.5)
+    nb = await database_sync_to_async(Notebook.objects.get)(pk=notebook.pk)
+    rows = await database_sync_to_async(NotebookUpdate.objects.filter(notebook=notebook).count)()
+    assert nb.snapshot_seq > 0
+    assert rows < 40
+    assert rows == nb.seq - nb.snapshot_seq
+    stored = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert stored.cells[0].source == a.source()
+    await close_all(a)

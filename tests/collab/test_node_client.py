@@ -1,0 +1,64 @@
+"""The unmodified npm yjs + y-websocket client and a pycrdt client edit one notebook together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.collab.test_workers import open_client, stored_source
+from tests.procs import ROOT, Stack
+
+pytestmark = pytest.mark.processes
+
+NODE_MODULES = ROOT / "node_modules"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    if not (NODE_MODULES / "y-websocket").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT, check=True)
+    stack = Stack(redis=False)
+    yield stack
+    stack.close()
+
+
+async def test_npm_websocket_provider_and_pycrdt_client_converge(stack):
+    assert shutil.which("node")
+    alice = stack.user_with_notebook("alice@example.com")
+    port = stack.start_worker()
+    py = await open_client(port, alice["notebook_id"], alice["cookie"])
+    edits = 40
+    markers = [f"js{i};" for i in range(edits)] + [f"py{i};" for i in range(edits)]
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(Path(__file__).parents[1] / "node" / "client.mjs"),
+        f"ws://127.0.0.1:{port}/ws/notebooks",
+        alice["notebook_id"],
+        alice["cookie"],
+        f"http://127.0.0.1:{port}",
+        "js",
+        str(edits),
+        env={"EXPECT": ",".join(markers), "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    for i in range(edits):
+        py.text().insert(len(py.text()), f"py{i};")
+        await py.flush()
+        await asyncio.sleep(0.003)
+    out, err = await asyncio.wait_for(node.communicate(), 40)
+    assert node.returncode == 0, err.decode()
+    seen_by_node = json.loads(out)["source"]
+    for _ in range(50):
+        if py.source() == seen_by_node:
+            break
+        await asyncio.sleep(0.05)
+    assert py.source() == seen_by_node
+    assert all(m in seen_by_node for m in markers)
+    assert stored_source(stack, alice["notebook_id"]) == seen_by_node
+    await py.ws.close()

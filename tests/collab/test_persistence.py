@@ -1,0 +1,179 @@
+"""The update log: numbering, compaction that must not change the document, gap repair."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from pycrdt import Array, Doc
+
+from collab import persistence
+from collab.persistence import Pending
+from collab.protocol import parse_state_vector
+from collab.rooms import Room
+from notebooks import nbio, ydoc
+from notebooks.models import Notebook, NotebookUpdate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def edits(notebook_id, count: int) -> Doc:
+    """Write `count` small edits (typing, deleting, a new cell) as a client would."""
+    loaded = persistence.load(notebook_id)
+    doc = ydoc.doc_from_updates(loaded.state)
+    cells = doc.get("cells", type=Array)
+    for i in range(count):
+        before = doc.get_state()
+        text = cells[0]["source"]
+        if i % 7 == 6:
+            del text[0 : len(str(text)[0].encode())]  # pycrdt offsets are UTF-8 bytes
+        else:
+            text.insert(len(text), f"{i % 10}é😀"[i % 3])
+        if i % 50 == 49:
+            cells.append(
+                ydoc.cell_to_y({"cell_type": "markdown", "id": f"m{i}", "metadata": {}, "source": "ü"})
+            )
+        persistence.append(notebook_id, [Pending(doc.get_update(before), None, None)])
+    return doc
+
+
+def test_it_numbers_updates_per_notebook(notebook):
+    first = persistence.append(notebook.pk, [Pending(b"a", None, None), Pending(b"b", None, None)])
+    second = persistence.append(notebook.pk, [Pending(b"c", None, None)])
+    assert (first, second) == (1, 3)
+    assert list(NotebookUpdate.objects.order_by("seq").values_list("seq", flat=True)) == [1, 2, 3]
+
+
+def test_compaction_reloads_to_exactly_the_same_notebook(notebook):
+    doc = edits(notebook.pk, 400)
+    before = persistence.load(notebook.pk)
+    removed, snapshot_seq = persistence.compact(notebook.pk, keep_recent=50)
+    assert (removed, snapshot_seq) == (350, 350)
+    after = persistence.load(notebook.pk)
+    assert NotebookUpdate.objects.count() == 50
+    reloaded = ydoc.doc_from_updates(after.state)
+    assert parse_state_vector(reloaded.get_state()) == parse_state_vector(doc.get_state())
+    assert ydoc.read_notebook(reloaded) == ydoc.read_notebook(ydoc.doc_from_updates(before.state))
+    assert ydoc.read_notebook(reloaded) == ydoc.read_notebook(doc)
+    assert after.seq == before.seq == 400
+
+
+def test_compaction_keeps_storage_proportional_to_the_document(notebook):
+    edits(notebook.pk, 2000)
+    persistence.compact(notebook.pk, keep_recent=0)
+    nb = Notebook.objects.get()
+    stored = len(nb.snapshot) + sum(len(d) for d in NotebookUpdate.objects.values_list("data", flat=True))
+    assert stored < 20_000  # the text is ~1.7 KB; the history of 2,000 edits is folded away
+
+
+def test_updates_after_a_compacted_point_start_with_the_snapshot(notebook):
+    edits(notebook.pk, 30)
+    persistence.compact(notebook.pk, keep_recent=10)
+    rows, last = persistence.updates_after(notebook.pk, 5)
+    assert last == 30
+    assert rows[0][0] == 20  # the snapshot, standing for 1..20
+    assert [seq for seq, _ in rows[1:]] == list(range(21, 31))
+
+
+async def test_a_room_repairs_a_gap_from_the_database(notebook):
+    loaded = await database_sync_to_async(persistence.load)(notebook.pk)
+    room = Room(str(notebook.pk), loaded)
+    await room.start()
+    try:
+        doc = await database_sync_to_async(edits)(notebook.pk, 5)  # written by "another worker"
+        # The fan-out message for 1..4 was lost; only the one for 5 arrives.
+        rows, _ = await database_sync_to_async(persistence.updates_after)(notebook.pk, 4)
+        await room.on_fanout(
+            {"type": "updates", "notebook": str(notebook.pk), "first_seq": 5, "updates": [rows[0][1]]}
+        )
+        assert room.seq == 0
+        assert room._ahead == {5}
+        await asyncio.sleep(0.2)  # GAP_REPAIR_DELAY is 0.05 s in tests
+        assert room.seq == 5
+        assert not room._ahead
+        assert parse_state_vector(room.doc.get_state()) == parse_state_vector(doc.get_state())
+    finally:
+        await room.close()
+
+
+async def test_a_room_catches_up_when_the_last_message_was_lost(notebook):
+    loaded = await database_sync_to_async(persistence.load)(notebook.pk)
+    room = Room(str(notebook.pk), loaded)
+    await room.start()
+    try:
+        doc = await database_sync_to_async(edits)(notebook.pk, 3)  # no fan-out message at all
+        await asyncio.sleep(0.6)  # RESYNC_INTERVAL is 0.2 s in tests
+        assert room.seq == 3
+        assert parse_state_vector(room.doc.get_state()) == parse_state_vector(doc.get_state())
+    finally:
+        await room.close()
+
+
+def test_updates_to_a_replaced_document_are_refused(notebook):
+    epoch = str(notebook.epoch)
+    persistence.append(notebook.pk, [Pending(b"a", None, None)], epoch)
+    persistence.replace(notebook.pk, ydoc.notebook_to_update(nbio.blank_notebook()))
+    with pytest.raises(persistence.Replaced):
+        persistence.append(notebook.pk, [Pending(b"b", None, None)], epoch)
+    assert NotebookUpdate.objects.count() == 0
+
+
+async def test_a_room_whose_database_write_fails_closes_its_sockets_and_unloads(notebook, monkeypatch):
+    from collab.rooms import ROOMS, get_room
+
+    room = await get_room(str(notebook.pk))
+    closed = []
+
+    class FakeSocket:
+        client_id = None
+        ext = False
+
+        async def send_frame(self, frame):
+            pass
+
+        async def close_with(self, code, reason):
+            closed.append(code)
+
+        async def recheck_access(self):
+            pass
+
+    room.add(FakeSocket())
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(persistence, "append", broken)
+    doc = ydoc.doc_from_updates(room.doc.get_update())
+    before = doc.get_state()
+    doc.get("cells", type=Array)[0]["source"].insert(0, "x")
+    room.receive_update(doc.get_update(before), None)
+    room.receive_update(doc.get_update(before), None)
+    for _ in range(50):
+        if room.closed:
+            break
+        await asyncio.sleep(0.05)
+    assert room.closed
+    assert closed == [1011]
+    assert str(notebook.pk) not in ROOMS
+
+
+async def test_a_joiner_during_unload_waits_for_the_old_room_and_sees_every_update(notebook):
+    from collab.rooms import ROOMS, get_room
+
+    room = await get_room(str(notebook.pk))
+    doc = ydoc.doc_from_updates(room.doc.get_update())
+    before = doc.get_state()
+    doc.get("cells", type=Array)[0]["source"].insert(0, "last words")
+    room.receive_update(doc.get_update(before), None)
+    closing = asyncio.create_task(room.close())  # the unload timer fired; the write is in flight
+    await asyncio.sleep(0)
+    fresh = await get_room(str(notebook.pk))
+    await closing
+    assert fresh is not room
+    assert ROOMS[str(notebook.pk)] is fresh
+    assert str(fresh.doc.get("cells", type=Array)[0]["source"]) == "last words"
+    from collab.fanout import fanout
+
+    assert fanout().handlers[str(notebook.pk)] is fresh  # still subscribed to other workers
+    await fresh.close()

@@ -1,0 +1,83 @@
+"""Revocation across workers: the owner revokes on worker A, the guest's socket on worker B
+closes within a second, and the guest can neither reconnect nor load the page."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+import pytest
+import websockets
+
+from tests.collab.test_workers import WsClient
+from tests.procs import Stack
+
+pytestmark = pytest.mark.processes
+
+
+@pytest.fixture(scope="module")
+def stack():
+    stack = Stack(redis=True)
+    yield stack
+    stack.close()
+
+
+def owner_client(port: int, cookie: str) -> httpx.Client:
+    name, value = cookie.split("=", 1)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", cookies={name: value}, timeout=20)
+    client.get("/notebooks/")  # sets the csrftoken cookie
+    return client
+
+
+def post(client: httpx.Client, path: str, data: dict) -> httpx.Response:
+    token = client.cookies["csrftoken"]
+    return client.post(
+        path,
+        data={**data, "csrfmiddlewaretoken": token},
+        headers={"Referer": str(client.base_url) + path, "Origin": str(client.base_url)},
+    )
+
+
+async def guest_socket(port: int, notebook_id: str, cookie: str) -> WsClient:
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/notebooks/{notebook_id}",
+        additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
+    )
+    return WsClient(ws)
+
+
+async def test_revoking_a_link_closes_the_guest_on_another_worker_within_a_second(stack):
+    alice = stack.user_with_notebook("alice@example.com")
+    nb = alice["notebook_id"]
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    owner = owner_client(a_port, alice["cookie"])
+    # "Sign-in required" left unticked: anyone with the link may join
+    post(owner, f"/n/{nb}/share", {"action": "create_link", "label": "Open", "role": "editor"})
+    page = owner.get(f"/n/{nb}/share").text
+    open_token = re.search(r"/s/([\w-]+)</code>", page).group(1)
+    open_link_id = re.search(r'name="link_id" value="(\d+)"', page).group(1)
+    guest = httpx.Client(base_url=f"http://127.0.0.1:{b_port}", timeout=20)
+    response = guest.get(f"/s/{open_token}")
+    assert response.headers["location"] == f"/n/{nb}/"
+    cookie = f"sessionid={guest.cookies['sessionid']}"
+    assert guest.get(f"/n/{nb}/").status_code == 200
+
+    ws = await guest_socket(b_port, nb, cookie)
+    await ws.start()
+    await asyncio.wait_for(ws.synced.wait(), 10)
+    started = time.monotonic()
+    await asyncio.to_thread(post, owner, f"/n/{nb}/share", {"action": "revoke_link", "link_id": open_link_id})
+    await asyncio.wait_for(ws.reader, 5)
+    elapsed = time.monotonic() - started
+    assert ws.ws.close_code == 4401
+    assert ws.ws.close_reason == "The link you used is no longer valid."
+    print(f"revocation reached the other worker's socket in {elapsed * 1000:.0f} ms")
+    assert elapsed < 1.0
+
+    again = await guest_socket(b_port, nb, cookie)
+    await asyncio.wait_for(again.reader, 5)
+    assert again.ws.close_code == 4401
+    assert guest.get(f"/n/{nb}/").status_code == 302
+    assert guest.get(f"/s/{open_token}").status_code == 404

@@ -1,0 +1,121 @@
+"""Fixtures for the kernel bridge tests. # no Django
+
+`yjs`: decode pycrdt updates with the real Yjs (the repository's own `node_modules/yjs`), as a
+browser would; None when Node or yjs is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kernels.local_server import LocalJupyterServer, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+_SCRIPT = r"""
+const Y = require(process.argv[1]);
+let input = '';
+process.stdin.on('data', c => { input += c; });
+process.stdin.on('end', () => {
+  const doc = new Y.Doc();
+  for (const b64 of JSON.parse(input)) Y.applyUpdate(doc, new Uint8Array(Buffer.from(b64, 'base64')));
+  process.stdout.write(JSON.stringify(doc.getArray('cells').toJSON()));
+});
+"""
+
+
+def yjs_module() -> str | None:
+    module = REPO / "node_modules" / "yjs"
+    if shutil.which("node") and (module / "package.json").exists():
+        return str(module)
+    return None
+
+
+def decode_with_yjs(updates: list[bytes]) -> list[dict[str, Any]]:
+    """Apply the updates in order to a fresh Yjs doc; return `cells` as JSON."""
+    module = yjs_module()
+    assert module is not None
+    payload = json.dumps([base64.b64encode(u).decode() for u in updates])
+    result = subprocess.run(
+        ["node", "-e", _SCRIPT, module],
+        input=payload,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return list(json.loads(result.stdout))
+
+
+@pytest.fixture
+def yjs() -> Any:
+    """`yjs(updates)` -> cells as a browser decodes them, or None without Node/yjs."""
+    return decode_with_yjs if yjs_module() else None
+
+
+@pytest.fixture(scope="session")
+def jupyter_server() -> Iterator[LocalJupyterServer]:
+    """A real Jupyter Server + ipykernel on a free port for the whole run, stopped afterwards."""
+    with LocalJupyterServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def shared_kernel(jupyter_server: LocalJupyterServer) -> Iterator[str]:
+    """One kernel for the tests that do not kill, restart or interrupt it."""
+    headers = {"Authorization": f"token {jupyter_server.token}"}
+    with httpx.Client(base_url=jupyter_server.url, headers=headers, timeout=30) as http:
+        kernel_id = http.post("/api/kernels", json={"name": "python3"}).json()["id"]
+        yield kernel_id
+        http.delete(f"/api/kernels/{kernel_id}")
+
+
+@pytest.fixture(scope="session")
+def kernel_gateway() -> Iterator[tuple[str, str]]:
+    """A real Jupyter Kernel Gateway (`pip install jupyter-kernel-gateway`), or skip."""
+    if importlib.util.find_spec("kernel_gateway") is None:
+        pytest.skip("jupyter-kernel-gateway is not installed (pip install jupyter-kernel-gateway)")
+    token, port = secrets.token_hex(16), free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable,
+        "-m",
+        "kernel_gateway",
+        "--KernelGatewayApp.ip=127.0.0.1",
+        f"--KernelGatewayApp.port={port}",
+        "--KernelGatewayApp.port_retries=0",
+        f"--KernelGatewayApp.auth_token={token}",
+        "--JupyterApp.answer_yes=True",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                headers = {"Authorization": f"token {token}"}
+                if httpx.get(f"{url}/api", headers=headers, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("Kernel Gateway did not start")
+        yield url, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,230 @@
+"""The kernel bridge end to end: real Jupyter Server + ipykernel, the real ASGI app, real sockets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import HttpCommunicator
+from django.utils.crypto import get_random_string
+from pycrdt import Array, Map, Text
+
+from audit.models import AuditEvent
+from config.asgi import application
+from kernels.bridge import BRIDGES, get_bridge
+from kernels.local_server import LocalJupyterServer
+from notebooks import actions
+from notebooks.models import Grant, Role
+from tests.collab.test_consumer import close_all, joined
+from tests.conftest import cookie_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def kernel_settings(settings, jupyter_server: LocalJupyterServer) -> AsyncIterator[None]:
+    settings.JUPYTER_SERVER_URL = jupyter_server.url
+    settings.JUPYTER_SERVER_TOKEN = jupyter_server.token
+    yield
+    for bridge in list(BRIDGES.values()):
+        await bridge.shutdown()
+
+
+async def post(notebook_id, user, action: str, body: dict | None = None) -> tuple[int, dict]:
+    cookie = await database_sync_to_async(cookie_for)(user)
+    csrf = get_random_string(32)
+    headers = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"origin", b"http://127.0.0.1:8000"),
+        (b"cookie", f"{cookie}; csrftoken={csrf}".encode()),
+        (b"x-csrftoken", csrf.encode()),
+        (b"content-type", b"application/json"),
+    ]
+    path = f"/n/{notebook_id}/kernel/{action}"
+    comm = HttpCommunicator(application, "POST", path, body=json.dumps(body or {}).encode(), headers=headers)
+    response = await comm.get_response(timeout=10)
+    try:
+        data = json.loads(response["body"] or b"{}")
+    except ValueError:
+        data = {}
+    return response["status"], data
+
+
+def add_code_cell(client, cell_id: str, source: str) -> None:
+    cell = Map(
+        {
+            "id": cell_id,
+            "cell_type": "code",
+            "source": Text(source),
+            "metadata": Map(),
+            "outputs": Array(),
+            "execution_count": None,
+        }
+    )
+    client.cells.append(cell)
+
+
+def outputs(client, index: int = 0) -> list[dict]:
+    return [o.to_py() if hasattr(o, "to_py") else o for o in client.cells[index]["outputs"]]
+
+
+async def test_a_run_reaches_every_socket_and_the_database(notebook, alice, bob):
+    await database_sync_to_async(Grant.objects.create)(notebook=notebook, user=bob, role=Role.VIEWER)
+    a = await joined(notebook.pk, alice, query="ext=1")
+    b = await joined(notebook.pk, bob, query="ext=1")
+    a.text().insert(0, 'print("hi 😀")')
+    await a.flush()
+    await a.pump()
+    cell_id = a.cells[0]["id"]
+
+    status, body = await post(notebook.pk, alice, "run", {"cell_ids": [cell_id]})
+    assert (status, body) == (202, {"queued": [cell_id]})
+    await get_bridge(notebook.pk).wait_idle()
+    await a.pump()
+    await b.pump()
+
+    assert outputs(b) == [{"output_type": "stream", "name": "stdout", "text": "hi 😀\n"}]
+    assert b.cells[0]["execution_count"] == 1
+    await close_all(a, b)
+    await get_bridge(notebook.pk).shutdown()
+    nb = await database_sync_to_async(actions.current_notebook)(notebook.pk)
+    assert nb.cells[0].outputs[0]["text"] == "hi 😀\n"
+    assert nb.cells[0].execution_count == 1
+
+
+async def test_viewers_and_editors_may_not_run(notebook, alice, bob, charlie):
+    await database_sync_to_async(Grant.objects.create)(notebook=notebook, user=bob, role=Role.VIEWER)
+    await database_sync_to_async(Grant.objects.create)(notebook=notebook, user=charlie, role=Role.EDITOR)
+    for user in (bob, charlie):
+        for action in ("run", "interrupt", "restart", "shutdown"):
+            status, _ = await post(notebook.pk, user, action, {"cell_ids": ["x"]})
+            assert status == 403, (user, action)
+    assert str(notebook.pk) not in BRIDGES
+
+
+async def test_two_queued_runs_finish_in_order(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "import time; time.sleep(0.3); print('first')")
+    add_code_cell(a, "second", "print('second')")
+    await a.flush()
+    await a.pump()
+    first = a.cells[0]["id"]
+    bridge = get_bridge(notebook.pk)
+    assert await bridge.enqueue([first], alice) == [first]
+    assert await bridge.enqueue(["second"], alice) == ["second"]
+    await bridge.wait_idle()
+    await a.pump()
+    assert outputs(a, 0)[0]["text"] == "first\n"
+    assert outputs(a, 1)[0]["text"] == "second\n"
+    assert (a.cells[0]["execution_count"], a.cells[1]["execution_count"]) == (1, 2)
+    await close_all(a)
+
+
+async def test_a_dying_kernel_fails_the_cell_visibly(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "import os; os._exit(1)")
+    await a.flush()
+    await a.pump()
+    bridge = get_bridge(notebook.pk)
+    await bridge.enqueue([a.cells[0]["id"]], alice)
+    await bridge.wait_idle()
+    await a.pump()
+    [error] = outputs(a)
+    assert error["output_type"] == "error"
+    assert "died" in error["evalue"]
+    await close_all(a)
+
+
+async def test_runs_are_audited_with_code_and_actor(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "1 + 1")
+    await a.flush()
+    await a.pump()
+    cell_id = a.cells[0]["id"]
+    status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [cell_id]})
+    assert status == 202
+    await get_bridge(notebook.pk).wait_idle()
+    events = await database_sync_to_async(list)(
+        AuditEvent.objects.filter(notebook_id=notebook.pk, action="cell.executed")
+    )
+    assert len(events) == 1
+    assert events[0].actor_id == alice.pk
+    assert events[0].details["code"] == "1 + 1"
+    assert events[0].details["cell_id"] == cell_id
+    assert events[0].details["status"] == "ok"
+    assert len(events[0].details["code_sha256"]) == 64
+    assert await database_sync_to_async(
+        AuditEvent.objects.filter(notebook_id=notebook.pk, action="kernel.started").exists
+    )()
+    await close_all(a)
+
+
+async def test_interrupt_stops_a_long_run_and_status_is_reported(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "import time; time.sleep(30)")
+    await a.flush()
+    await a.pump()
+    cell_id = a.cells[0]["id"]
+    bridge = get_bridge(notebook.pk)
+    await bridge.enqueue([cell_id], alice)
+    while bridge.status != "busy":
+        await a.pump(0.05)
+    assert bridge.info()["running"] == cell_id
+    status, _ = await post(notebook.pk, alice, "interrupt")
+    assert status == 200
+    await bridge.wait_idle()
+    await a.pump()
+    assert outputs(a)[-1]["ename"] == "KeyboardInterrupt"
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    comm = HttpCommunicator(
+        application,
+        "GET",
+        f"/n/{notebook.pk}/kernel/",
+        headers=[(b"host", b"127.0.0.1:8000"), (b"cookie", cookie.encode())],
+    )
+    response = await comm.get_response(timeout=10)
+    assert response["status"] == 200
+    assert json.loads(response["body"])["running"] is None
+    await close_all(a)
+
+
+async def test_a_run_sent_over_the_websocket_is_answered_and_executed(notebook, alice, bob):
+    from collab import protocol
+
+    await database_sync_to_async(Grant.objects.create)(notebook=notebook, user=bob, role=Role.EDITOR)
+    a = await joined(notebook.pk, alice, query="ext=1")
+    b = await joined(notebook.pk, bob, query="ext=1")
+    a.text().insert(0, "print(6 * 7)")
+    await a.flush()
+    await a.pump()
+    cell_id = a.cells[0]["id"]
+    await b.comm.send_to(bytes_data=protocol.command(1, "run", {"cell_ids": [cell_id]}))
+    await a.comm.send_to(bytes_data=protocol.command(7, "run", {"cell_ids": [cell_id]}))
+    await a.comm.send_to(bytes_data=protocol.command(8, "run", {"cell_ids": "not a list"}))
+    for _ in range(100):
+        await a.pump(0.1)
+        if 7 in a.replies and 8 in a.replies:
+            break
+    await b.pump()
+    assert b.replies[1]["status"] == 403  # an editor may not run
+    assert a.replies[7] == {"id": 7, "status": 202, "body": {"queued": [cell_id]}}
+    assert a.replies[8]["status"] == 400
+    await get_bridge(notebook.pk).wait_idle()
+    await a.pump()
+    await b.pump()
+    assert outputs(b) == [{"output_type": "stream", "name": "stdout", "text": "42\n"}]
+    executed = await database_sync_to_async(AuditEvent.objects.get)(action="cell.executed")
+    assert executed.actor_id == alice.pk
+    assert executed.details["code"] == "print(6 * 7)"
+    await close_all(a, b)
+
+
+async def test_a_stock_client_may_not_send_commands(notebook, alice):
+    from collab import protocol
+
+    a = await joined(notebook.pk, alice)
+    await a.comm.send_to(bytes_data=protocol.command(1, "run", {"cell_ids": []}))
+    await a.wait_closed()
+    assert a.closed["code"] == 4400

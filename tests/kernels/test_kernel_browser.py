@@ -1,0 +1,93 @@
+"""Alice runs a cell with Shift-Enter in Chromium; Bob, a viewer in another browser, sees the output.
+A real daphne worker whose kernels run on a real Jupyter Server started for this module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from kernels.local_server import LocalJupyterServer
+from tests.browser.conftest import (
+    browser,  # noqa: F401 (the fixture)
+    logged_in_page,
+)
+from tests.procs import Stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.processes]
+
+
+@pytest.fixture(scope="module")
+def stack(jupyter_server: LocalJupyterServer) -> Iterator[Stack]:
+    stack = Stack(
+        redis=False, JUPYTER_SERVER_URL=jupyter_server.url, JUPYTER_SERVER_TOKEN=jupyter_server.token
+    )
+    try:
+        stack.port = stack.start_worker()
+        stack.base = f"http://127.0.0.1:{stack.port}"
+        yield stack
+    finally:
+        stack.close()
+
+
+def open_editor(browser, stack, who: dict, url: str):  # noqa: F811
+    page = logged_in_page(browser, stack, who["cookie"])
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector('[data-testid="cell"]')
+    page.wait_for_function("window.__editor && window.__editor.provider.synced")
+    return page
+
+
+def test_a_run_by_alice_shows_up_in_bobs_browser(browser, stack):  # noqa: F811
+    alice = stack.user_with_notebook("alice@example.com", title="Kernel demo")
+    bob = stack.django(
+        "import json\nfrom tests.procs import make_user_and_notebook\n"
+        "print(json.dumps(make_user_and_notebook('bob@example.com', 'null')))"
+    )
+    stack.call("share_with", alice["notebook_id"], "bob@example.com", "viewer")
+    url = f"{stack.base}/n/{alice['notebook_id']}/"
+    a = open_editor(browser, stack, alice, url)
+    b = open_editor(browser, stack, bob, url)
+
+    editor = a.locator('[data-testid="cell"]').first.locator('[data-testid="cell-editor"]')
+    editor.click()
+    a.keyboard.type('print("hello from A")')
+    a.keyboard.press("Shift+Enter")
+
+    b.wait_for_selector('[data-testid="output"]:has-text("hello from A")', timeout=30_000)
+    a.wait_for_selector('[data-testid="output"]:has-text("hello from A")', timeout=10_000)
+    b.wait_for_function(
+        "document.querySelector('[data-testid=kernel-status]')?.textContent.toLowerCase().includes('idle')",
+        timeout=10_000,
+    )
+    assert a.errors == []
+    assert b.errors == []
+    a.context.close()
+    b.context.close()
+
+
+def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):  # noqa: F811
+    alice = stack.user_with_notebook("alice2@example.com", title="Input demo")
+    bob = stack.django(
+        "import json\nfrom tests.procs import make_user_and_notebook\n"
+        "print(json.dumps(make_user_and_notebook('bob2@example.com', 'null')))"
+    )
+    stack.call("share_with", alice["notebook_id"], "bob2@example.com", "runner")
+    url = f"{stack.base}/n/{alice['notebook_id']}/"
+    a = open_editor(browser, stack, alice, url)
+    b = open_editor(browser, stack, bob, url)
+    a.locator('[data-testid="cell"]').first.locator('[data-testid="cell-editor"]').click()
+    a.keyboard.type('print("hi", input("Name? "))')
+    a.keyboard.press("Shift+Enter")
+
+    a.wait_for_selector('[data-testid="kernel-input"]:has-text("Name?")', timeout=30_000)
+    b.wait_for_function("window.__editor && true")  # Bob is connected but is not asked
+    assert b.locator('[data-testid="kernel-input"]').count() == 0
+    a.locator('[data-testid="kernel-input-field"]').fill("Ada")
+    a.keyboard.press("Enter")
+    b.wait_for_selector('[data-testid="output"]:has-text("hi Ada")', timeout=30_000)
+    a.wait_for_selector('[data-testid="kernel-input"]', state="detached", timeout=10_000)
+    assert a.errors == []
+    assert b.errors == []
+    a.context.close()
+    b.context.close()

@@ -1,0 +1,165 @@
+"""Two real daphne workers + redis + one real Jupyter Server: one kernel per notebook, whichever
+worker a request reaches (kernels.cluster)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from kernels.local_server import LocalJupyterServer
+from tests.procs import Stack
+
+pytestmark = pytest.mark.processes
+
+CELLS = [
+    ("set", "x = 1"),
+    ("use", "print(x)"),
+    ("slow", "import time\nfor i in range(300):\n    time.sleep(0.1)"),
+    ("ask", 'print("got", input("Value? "))'),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(jupyter_server: LocalJupyterServer, tmp_path_factory) -> Iterator[Stack]:
+    stack = Stack(
+        redis=True,
+        JUPYTER_SERVER_URL=jupyter_server.url,
+        JUPYTER_SERVER_TOKEN=jupyter_server.token,
+        KERNEL_LEASE_TTL="3",
+        KERNEL_LEASE_RENEW="0.5",
+        KERNEL_FORWARD_TIMEOUT="5",
+    )
+    try:
+        stack.ports = [stack.start_worker(), stack.start_worker()]
+        path = tmp_path_factory.mktemp("nb") / "cluster.ipynb"
+        notebook = {
+            "nbformat": 4,
+            "nbformat_minor": 5,
+            "metadata": {},
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "id": cid,
+                    "metadata": {},
+                    "execution_count": None,
+                    "outputs": [],
+                    "source": src,
+                }
+                for cid, src in CELLS
+            ],
+        }
+        path.write_text(json.dumps(notebook))
+        stack.alice = stack.user_with_notebook("alice@example.com", title="Cluster", ipynb=str(path))
+        yield stack
+    finally:
+        stack.close()
+
+
+class Browserish:
+    """An HTTP client for one worker, signed in, with a CSRF token (as the editor has)."""
+
+    def __init__(self, port: int, cookie: str, notebook_id: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        name, value = cookie.split("=", 1)
+        self.http = httpx.Client(base_url=self.base, cookies={name: value}, timeout=20)
+        self.notebook = f"/n/{notebook_id}/"
+        assert self.http.get(self.notebook).status_code == 200
+        self.csrf = self.http.cookies["csrftoken"]
+
+    def post(self, action: str, body: dict | None = None) -> httpx.Response:
+        headers = {"X-CSRFToken": self.csrf, "Origin": self.base, "Referer": self.base + self.notebook}
+        return self.http.post(self.notebook + "kernel/" + action, json=body or {}, headers=headers)
+
+    def status(self) -> dict:
+        return self.http.get(self.notebook + "kernel/").json()
+
+    def cell(self, cell_id: str) -> dict:
+        ipynb = self.http.get(self.notebook + "download").json()
+        return next(c for c in ipynb["cells"] if c["id"] == cell_id)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def texts(cell: dict) -> str:
+    parts = (o.get("text", "") for o in cell["outputs"])
+    return "".join("".join(p) if isinstance(p, list) else p for p in parts)
+
+
+@pytest.fixture(scope="module")
+def a_and_b(stack: Stack) -> tuple[Browserish, Browserish]:
+    nb = stack.alice["notebook_id"]
+    return Browserish(stack.ports[0], stack.alice["cookie"], nb), Browserish(
+        stack.ports[1], stack.alice["cookie"], nb
+    )
+
+
+def test_runs_posted_to_two_workers_share_one_kernel_in_order(stack, a_and_b, jupyter_server):
+    a, b = a_and_b
+    before = len(httpx.get(f"{jupyter_server.url}/api/kernels", headers=_auth(jupyter_server)).json())
+    assert a.post("run", {"cell_ids": ["set"]}).status_code == 202
+    assert b.post("run", {"cell_ids": ["use"]}).json() == {"queued": ["use"]}
+    wait_for(lambda: texts(a.cell("use")) == "1\n", what="print(x) to print 1")
+    assert a.cell("use")["execution_count"] == 2
+    after = httpx.get(f"{jupyter_server.url}/api/kernels", headers=_auth(jupyter_server)).json()
+    assert len(after) == before + 1  # one kernel, not one per worker
+    lease = stack.django(
+        "import json\nfrom kernels.models import KernelLease\n"
+        "print(json.dumps(list(KernelLease.objects.values_list('worker', flat=True))))"
+    )
+    assert len(lease) == 1
+
+
+def test_status_interrupt_and_input_work_from_the_other_worker(stack, a_and_b):
+    a, b = a_and_b
+    assert a.post("run", {"cell_ids": ["slow"]}).status_code == 202
+    wait_for(lambda: b.status()["running"] == "slow", what="the slow cell to run (seen from B)")
+    assert b.post("interrupt").status_code == 200
+    wait_for(lambda: a.status()["running"] is None, what="the interrupt")
+    assert "KeyboardInterrupt" in json.dumps(b.cell("slow")["outputs"])
+
+    assert b.post("run", {"cell_ids": ["ask"]}).status_code == 202
+    asked = wait_for(lambda: a.status()["input"], what="the input request")
+    assert asked == {
+        "cell_id": "ask",
+        "prompt": "Value? ",
+        "password": False,
+        "for_user": f"u:{stack.alice['user_id']}",
+    }
+    assert a.post("input", {"value": "42"}).status_code == 200
+    wait_for(lambda: "got 42" in texts(b.cell("ask")), what="the answer")
+
+    assert b.post("shutdown").status_code == 200
+    assert a.status()["status"] == "not started"
+
+
+def test_a_killed_driver_is_replaced_by_the_other_worker(stack, a_and_b):
+    a, b = a_and_b
+    assert a.post("run", {"cell_ids": ["set"]}).status_code == 202
+    wait_for(lambda: a.status()["status"] == "idle", what="a kernel")
+    holder = stack.django(
+        "import json\nfrom kernels.models import KernelLease\n"
+        "print(json.dumps(list(KernelLease.objects.values_list('worker', flat=True))))"
+    )
+    assert len(holder) == 1
+    stack.kill_worker(stack.ports[0])
+    # the lease (TTL 3 s) expires; then B takes over and starts a fresh kernel
+    wait_for(
+        lambda: b.post("run", {"cell_ids": ["use"]}).status_code == 202, timeout=20, what="B to take over"
+    )
+    wait_for(lambda: "NameError" in json.dumps(b.cell("use")["outputs"]), what="a fresh kernel")
+
+
+def _auth(server: LocalJupyterServer) -> dict[str, str]:
+    return {"Authorization": f"token {server.token}"}

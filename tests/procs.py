@@ -1,0 +1,191 @@
+"""Real processes for tests: redis-server and daphne workers on free loopback ports, sharing
+a fresh database (a temporary SQLite file, or a new PostgreSQL database when DATABASE_URL is set).
+Everything started here is stopped by `close()`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from config.serving import daphne_args
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port} after {timeout} s")
+
+
+class Stack:
+    def __init__(self, redis: bool = True, **env: str):
+        self.tmp = Path(tempfile.mkdtemp(prefix="collab-test-"))
+        self.procs: list[subprocess.Popen] = []
+        self.workers: dict[int, subprocess.Popen] = {}
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "SECRET_KEY": "test-" + uuid.uuid4().hex,
+            "ACCOUNT_EMAIL_VERIFICATION": "none",
+            "COLLAB_ROOM_UNLOAD_DELAY": "2",
+            "COLLAB_RESYNC_INTERVAL": "0.5",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self._pg_db = None
+        if os.environ.get("DATABASE_URL"):
+            self._pg_db = f"collab_proc_{uuid.uuid4().hex[:10]}"
+            self._pg_admin("CREATE DATABASE " + self._pg_db)
+            parts = urlsplit(os.environ["DATABASE_URL"])
+            self.env["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + self._pg_db))
+        else:
+            self.env["SQLITE_PATH"] = str(self.tmp / "db.sqlite3")
+        if redis:
+            self.redis_port = free_port()
+            proc = self._spawn(
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.tmp),
+                ],
+            )
+            wait_for_port(self.redis_port, proc)
+            self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.manage("migrate", "--no-input", "-v0")
+
+    def _pg_admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute(sql)
+
+    def _spawn(self, args: list[str], log: str | None = None) -> subprocess.Popen:
+        out = open(self.tmp / log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def manage(self, *args: str) -> str:
+        return subprocess.run(
+            [PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
+        ).stdout
+
+    def django(self, code: str) -> dict:
+        """Run Python in a Django shell against the stack's database; it prints one JSON line."""
+        return json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
+
+    def start_worker(self) -> int:
+        port = free_port()
+        proc = self._spawn(
+            [PYTHON, "-m", "daphne", *daphne_args("127.0.0.1", port)],
+            log=f"daphne-{port}.log",
+        )
+        wait_for_port(port, proc)
+        self.workers[port] = proc
+        return port
+
+    def kill_worker(self, port: int) -> None:
+        proc = self.workers.pop(port)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def log(self, port: int) -> str:
+        return (self.tmp / f"daphne-{port}.log").read_text(errors="replace")
+
+    def user_with_notebook(self, email: str, **notebook) -> dict:
+        """Create a user (and a notebook of theirs unless notebook=None); return ids and a cookie."""
+        return self.django(
+            "import json\n"
+            "from tests.procs import make_user_and_notebook\n"
+            f"print(json.dumps(make_user_and_notebook({email!r}, {json.dumps(notebook)!r})))"
+        )
+
+    def call(self, function: str, *args) -> dict:
+        """Call a function of this module inside the stack's Django; it returns a dict."""
+        return self.django(
+            f"import json\nfrom tests.procs import {function}\nprint(json.dumps({function}(*{list(args)!r})))"
+        )
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self._pg_db:
+            self._pg_admin(f"DROP DATABASE IF EXISTS {self._pg_db} WITH (FORCE)")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def make_user_and_notebook(email: str, notebook_json: str) -> dict:
+    """Runs inside `manage.py shell` of a stack."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from accounts.models import User
+    from notebooks import actions
+
+    user = User.objects.create_user(email, "pw-" + uuid.uuid4().hex, display_name=email.split("@")[0].title())
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    out = {"user_id": user.pk, "cookie": f"sessionid={session.session_key}"}
+    spec = json.loads(notebook_json)
+    if spec is not None and spec.get("ipynb"):
+        data = Path(spec["ipynb"]).read_bytes()
+        out["notebook_id"] = str(actions.import_ipynb(user, spec.get("title", "Test") + ".ipynb", data).pk)
+    elif spec is not None:
+        out["notebook_id"] = str(actions.create_blank(user, title=spec.get("title", "Test")).pk)
+    return out
+
+
+def share_with(notebook_id: str, email: str, role: str) -> dict:
+    """Runs inside `manage.py shell` of a stack."""
+    from notebooks.models import Grant
+
+    grant = Grant.objects.create(notebook_id=notebook_id, user=user_by_email(email), role=role)
+    return {"grant_id": grant.pk}
+
+
+def user_by_email(email: str):
+    from accounts.models import User
+
+    return User.objects.get(email=email)

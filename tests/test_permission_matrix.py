@@ -1,0 +1,180 @@
+"""Every principal against every surface: one test per cell of the matrix.
+
+Principals: owner, editor, runner, viewer (grants); link guests with each role; a guest whose
+link expired, whose link was revoked, who holds a link to another notebook; a stranger
+(Charlie) and an anonymous visitor. Surfaces: the notebook page, download, websocket connect,
+websocket update, awareness, kernel actions, sharing actions.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
+from django.utils import timezone
+
+from notebooks import actions, sharing
+from notebooks.access import Action, access_notebook, principal_from_session
+from notebooks.models import Grant, NotebookUpdate, Role, ShareLink
+from tests.collab.test_consumer import connect
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ALLOWED_VIEW = {"owner", "editor", "runner", "viewer", "link-viewer", "link-editor", "link-runner"}
+ALLOWED_EDIT = {"owner", "editor", "runner", "link-editor", "link-runner"}
+ALLOWED_RUN = {"owner", "runner", "link-runner"}
+ALLOWED_SHARE = {"owner"}
+PRINCIPALS = [
+    "owner",
+    "editor",
+    "runner",
+    "viewer",
+    "link-viewer",
+    "link-editor",
+    "link-runner",
+    "expired-link",
+    "revoked-link",
+    "other-notebook-link",
+    "stranger",
+    "anonymous",
+]
+# what a refused principal gets: 403 for anyone signed in or holding some role, a sign-in
+# redirect for anonymous visitors without a valid link
+SIGNED_IN_OR_ROLE = ALLOWED_VIEW | {"stranger"}
+REFUSED_WS = {"stranger": 4403}
+
+
+def _owner_access(notebook):
+    return access_notebook(principal_from_session(notebook.owner, None), notebook.pk, Action.OWN)
+
+
+def _guest(notebook, role: Role) -> tuple[Client, ShareLink]:
+    link, token = sharing.create_link(
+        _owner_access(notebook), label=f"{role} link", role=role, require_login=False
+    )
+    client = Client()
+    assert client.get(f"/s/{token}").status_code == 302
+    return client, link
+
+
+def principal(kind: str, notebook) -> Client:
+    client = Client()
+    if kind == "owner":
+        client.force_login(notebook.owner)
+    elif kind in ("editor", "runner", "viewer"):
+        user = make_user(f"{kind}@example.com", kind.title())
+        Grant.objects.create(notebook=notebook, user=user, role=Role(kind))
+        client.force_login(user)
+    elif kind.startswith("link-"):
+        client, _ = _guest(notebook, Role(kind.removeprefix("link-")))
+    elif kind == "expired-link":
+        client, link = _guest(notebook, Role.EDITOR)
+        ShareLink.objects.filter(pk=link.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    elif kind == "revoked-link":
+        client, link = _guest(notebook, Role.EDITOR)
+        sharing.revoke_link(_owner_access(notebook), link.pk)
+    elif kind == "other-notebook-link":
+        other = actions.create_blank(notebook.owner, title="Other")
+        client, _ = _guest(other, Role.EDITOR)
+    elif kind == "stranger":
+        client.force_login(make_user("charlie@example.com", "Charlie"))
+    return client
+
+
+def expect_http(kind: str, allowed: set[str], response) -> None:
+    if kind in allowed:
+        assert response.status_code in (200, 202, 400), response.status_code
+    elif kind in SIGNED_IN_OR_ROLE:
+        assert response.status_code == 403
+    else:
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_notebook_page(notebook, kind):
+    expect_http(kind, ALLOWED_VIEW, principal(kind, notebook).get(f"/n/{notebook.pk}/"))
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_download(notebook, kind):
+    expect_http(kind, ALLOWED_VIEW, principal(kind, notebook).get(f"/n/{notebook.pk}/download"))
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_kernel_actions(notebook, kind):
+    client = principal(kind, notebook)
+    expect_http(kind, ALLOWED_RUN, client.get(f"/n/{notebook.pk}/kernel/"))
+    # an empty run request: 400 once access is granted, so no kernel is started here
+    expect_http(
+        kind, ALLOWED_RUN, client.post(f"/n/{notebook.pk}/kernel/run", b"{}", content_type="application/json")
+    )
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_sharing_actions(notebook, kind):
+    client = principal(kind, notebook)
+    expect_http(kind, ALLOWED_SHARE, client.get(f"/n/{notebook.pk}/share"))
+    response = client.post(
+        f"/n/{notebook.pk}/share", {"action": "create_link", "label": "x", "role": "viewer"}
+    )
+    created = ShareLink.objects.filter(label="x").exists()
+    assert created == (kind in ALLOWED_SHARE)
+    if kind not in ALLOWED_SHARE:
+        expect_http(kind, ALLOWED_SHARE, response)
+
+
+async def _socket(kind, notebook):
+    client = await database_sync_to_async(principal)(kind, notebook)
+    cookie = f"sessionid={client.cookies['sessionid'].value}" if "sessionid" in client.cookies else None
+    ws, connected = await connect(notebook.pk, cookie)
+    assert connected
+    await ws.start()
+    await ws.pump()
+    return ws
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+async def test_websocket_connect(notebook, kind):
+    ws = await _socket(kind, notebook)
+    if kind in ALLOWED_VIEW:
+        assert ws.synced.is_set()
+        assert ws.closed is None
+        await ws.comm.disconnect()
+    else:
+        await ws.wait_closed()
+        assert ws.closed["code"] == REFUSED_WS.get(kind, 4401)
+        assert not ws.synced.is_set()
+
+
+@pytest.mark.parametrize("kind", sorted(ALLOWED_VIEW))
+async def test_websocket_update(notebook, kind):
+    ws = await _socket(kind, notebook)
+    ws.text().insert(0, f"written by {kind}")
+    await ws.flush()
+    await ws.pump()
+    stored = await database_sync_to_async(NotebookUpdate.objects.filter(notebook=notebook).count)()
+    if kind in ALLOWED_EDIT:
+        assert stored == 1
+        assert ws.denied == []
+    else:
+        assert stored == 0
+        assert ws.denied == ["You can view this notebook but not change it."]
+    await ws.comm.disconnect()
+
+
+@pytest.mark.parametrize("kind", sorted(ALLOWED_VIEW))
+async def test_awareness(notebook, kind):
+    ws = await _socket(kind, notebook)
+    await ws.set_awareness({"user": {"name": "The Teacher", "role": "owner"}})
+    await ws.pump()
+    me = ws.awareness[ws.doc.client_id]["user"]
+    assert me["name"] != "The Teacher"
+    expected_role = kind.removeprefix("link-")
+    assert me["role"] == expected_role
+    if kind.startswith("link-"):
+        assert me["name"] == f"Guest via {expected_role} link"
+    await ws.comm.disconnect()
