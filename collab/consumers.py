@@ -68,6 +68,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self.send_frame(protocol.session(self._session_info()))
             if room.kernel_state:
                 await self.send_frame(protocol.kernel(room.kernel_state))
+            await cluster.node().start()  # this worker may now take over orphaned kernels
         await database_sync_to_async(self._joined)()
 
     async def dispatch(self, message) -> None:

@@ -101,6 +101,7 @@ class Room:
         self._pending_done: asyncio.Future | None = None
         self._inflight_done: asyncio.Future | None = None
         self._wake = asyncio.Event()
+        self._due = 0.0  # loop time by which the waiting changes are to be written
         self._committed: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._unload_handle: asyncio.TimerHandle | None = None
@@ -219,19 +220,27 @@ class Room:
         except Exception:
             log.exception("edit attribution failed")
 
-    async def edit(self, change: Callable[[Doc], None], user_id=None) -> None:
-        """A change made by the server itself (kernel outputs), saved and relayed like any other."""
+    async def edit(self, change: Callable[[Doc], None], user_id=None, *, within: float | None = None) -> None:
+        """A change made by the server itself (kernel outputs), saved and relayed like any other.
+        `within`: how long its write may wait to share a batch with later changes (default: the
+        batch window; 0: at once, e.g. output someone waits for)."""
         before = self.doc.get_state()
         with self.doc.transaction(origin="server"):
             change(self.doc)
         update = self.doc.get_update(before)
         if update != protocol.EMPTY_UPDATE:
             self.size += len(update)
-            self._queue(Pending(update, user_id, None), None)
+            self._queue(Pending(update, user_id, None), None, within)
 
-    def _queue(self, pending: Pending, socket: Socket | None) -> None:
+    def _queue(self, pending: Pending, socket: Socket | None, within: float | None = None) -> None:
+        """Queue for the writer; it writes once the earliest deadline of what waits is due."""
+        now = asyncio.get_running_loop().time()
+        due = now + (conf("PERSIST_BATCH_WINDOW") if within is None else within)
         if not self._pending:
             self._pending_done = asyncio.get_running_loop().create_future()
+            self._due = due
+        else:
+            self._due = min(self._due, due)
         self._pending.append((pending, socket))
         self._wake.set()
 
@@ -244,12 +253,17 @@ class Room:
     async def _writer(self) -> None:
         """Write batches one after the other; relaying a committed batch happens in
         `_relayer`, so the next write does not wait for sockets or Redis."""
-        window = conf("PERSIST_BATCH_WINDOW")
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            if window and len(self._pending) < BIG_BATCH:
-                await asyncio.sleep(window)
             self._wake.clear()
+            # Wait for the batch's deadline; a change queued meanwhile may bring it closer.
+            while len(self._pending) < BIG_BATCH and (delay := self._due - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                self._wake.clear()
+            if not self._pending:
+                continue
             batch, self._pending = self._pending, []
             # Everything this Doc holds now is durable once this batch commits (older
             # batches and other workers' updates already are): that is what "saved" means.

@@ -212,6 +212,12 @@ AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 365)  # `manage.py purge_a
 # The Jupyter Server (or Kernel Gateway) that runs kernels; `serve` starts a local one when unset.
 JUPYTER_SERVER_URL = os.environ.get("JUPYTER_SERVER_URL", "")
 JUPYTER_SERVER_TOKEN = os.environ.get("JUPYTER_SERVER_TOKEN", "")
+# Hosts people may register their own kernel servers on (comma-separated; "*.example.com" matches
+# its subdomains; "*" any host, "" none). The worker connects to these, so list only hosts meant
+# to run kernels, never internal services.
+KERNEL_SERVER_HOSTS = [
+    h.strip().lower() for h in os.environ.get("KERNEL_SERVER_HOSTS", "*").split(",") if h.strip()
+]
 # Kernels (kernels/), in seconds: an idle kernel is shut down; an unanswered input() is
 # interrupted; the worker driving a notebook's kernel renews its lease (kernels.cluster) every
 # KERNEL_LEASE_RENEW and loses it KERNEL_LEASE_TTL after the last renewal; a request forwarded

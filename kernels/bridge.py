@@ -53,7 +53,7 @@ from pycrdt import Array, Doc, Map
 
 from collab.fanout import fanout
 from collab.rooms import Room, get_room
-from kernels import servers
+from kernels import leases, servers
 from kernels.execution import Event, Finished, InputRequested, KernelLost, KernelStatus, Output
 from kernels.jupyter import JupyterClient, KernelChannels, KernelServerError
 from kernels.outputs import OutputWriter
@@ -61,6 +61,9 @@ from kernels.outputs import OutputWriter
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.05  # seconds between output flushes into the document
+# A run's "queued"/"running" marks may wait this long to be written together with its first
+# output: one database write instead of two, none of them competing with the kernel's start.
+MARK_WRITE_DELAY = 0.03
 
 BRIDGES: dict[str, KernelBridge] = {}
 _STOPPING: set[asyncio.Task] = set()  # idle shutdowns in progress
@@ -83,6 +86,22 @@ def cell_source(doc: Doc, cell_id: str) -> str | None:
                 return None
             return str(cell.get("source", ""))
     return None
+
+
+def execution_states(doc: Doc) -> list[tuple[str, str]]:
+    """(cell id, `execution_state`) of the code cells that have one."""
+    cells = doc.get("cells", type=Array)
+    return [
+        (str(c.get("id")), str(c.get("execution_state")))
+        for c in cells
+        if isinstance(c, Map) and c.get("execution_state") is not None
+    ]
+
+
+def load_user(user_id: int | None) -> Any:
+    from accounts.models import User
+
+    return User.objects.filter(pk=user_id).first() if user_id is not None else None
 
 
 @dataclass
@@ -202,12 +221,14 @@ class KernelBridge:
         if queued:
             self._disarm_idle()
             uid = getattr(user, "pk", None)
-            await room.edit(lambda doc: self._mark(queued, "queued"), user_id=uid)
+            await room.edit(lambda doc: self._mark(queued, "queued"), user_id=uid, within=MARK_WRITE_DELAY)
             if self._driver is None or self._driver.done():
                 self._driver = asyncio.create_task(self._drive(), name=f"kernel-bridge-{self.notebook_id}")
+            starts_now = self.running is None and len(self.queue) == len(queued)
             self._idle.clear()
             self._wake.set()
-            await self._broadcast()
+            if not starts_now:  # else the run's own status, sent right after the kernel has it
+                await self._broadcast()
         return queued
 
     async def wait_idle(self) -> None:
@@ -246,13 +267,20 @@ class KernelBridge:
         await self._broadcast()
 
     async def shutdown(
-        self, user: Any = None, request_meta: dict[str, Any] | None = None, message: str = ""
+        self,
+        user: Any = None,
+        request_meta: dict[str, Any] | None = None,
+        message: str = "",
+        keep_kernel: bool = False,
     ) -> None:
         """Stop the kernel, the tasks, release the Room and forget this bridge. `message` is
-        shown to everyone in the notebook (why the kernel stopped)."""
-        await _detached(self._shutdown(user, request_meta, message))
+        shown to everyone in the notebook (why the kernel stopped). `keep_kernel`: only let go
+        of it (another worker holds the lease now and drives it)."""
+        await _detached(self._shutdown(user, request_meta, message, keep_kernel))
 
-    async def _shutdown(self, user: Any, request_meta: dict[str, Any] | None, message: str = "") -> None:
+    async def _shutdown(
+        self, user: Any, request_meta: dict[str, Any] | None, message: str = "", keep_kernel: bool = False
+    ) -> None:
         if BRIDGES.get(self.notebook_id) is self:
             del BRIDGES[self.notebook_id]
         self._disarm_idle()
@@ -273,15 +301,16 @@ class KernelBridge:
             with contextlib.suppress(Exception):
                 await self.channels.close()
         if self.client is not None:
-            if self.kernel_id is not None:
+            if self.kernel_id is not None and not keep_kernel:
                 with contextlib.suppress(Exception):
                     await self.client.shutdown_kernel(self.kernel_id)
             await self.client.aclose()
         self.channels = self.client = None
-        self.kernel_id = None
+        self.kernel_id = self.session_id = None
         self.status = "not started"
-        if had_kernel:
+        if had_kernel and not keep_kernel:
             self._audit("kernel.shut_down", user, request_meta)
+            self._remember()
         await self._broadcast()
         self._idle.set()
         if self._background:
@@ -302,9 +331,9 @@ class KernelBridge:
             self.room, self.writer = room, OutputWriter(room.doc)
         return self.room
 
-    async def _edit(self, change, user_id: Any = None) -> None:
+    async def _edit(self, change, user_id: Any = None, within: float | None = None) -> None:
         room = await self._ensure_room()
-        await room.edit(lambda doc: change(doc), user_id=user_id)
+        await room.edit(lambda doc: change(doc), user_id=user_id, within=within)
 
     def _mark(self, cell_ids: list[str], state: str) -> None:
         assert self.writer is not None
@@ -327,25 +356,127 @@ class KernelBridge:
 
     async def _ensure_kernel(self, job: Job) -> None:
         async with self._start_lock:
-            if self.channels is not None:
-                return
-            conn = await database_sync_to_async(servers.connection_for)(self.notebook_id)
-            if not conn.url:
-                raise KernelServerError("No Jupyter Server is configured (JUPYTER_SERVER_URL).")
-            self.status = "starting"
-            await self._broadcast()
-            self.client = JupyterClient(conn.url, conn.token)
+            if self.channels is None:
+                await self._connect(job)
+
+    async def _connect(self, job: Job | None) -> Job | None:
+        """Open the notebook's kernel: the one a dead worker left behind (see `_reconnect`)
+        or, for a run (`job`), a new one. Returns the run taken over, if any."""
+        conn = await database_sync_to_async(servers.connection_for)(self.notebook_id)
+        if not conn.url:
+            raise KernelServerError("No Jupyter Server is configured (JUPYTER_SERVER_URL).")
+        if conn.refused:
+            raise KernelServerError(conn.refused)
+        self.status = "starting"
+        await self._broadcast()
+        self.client = JupyterClient(conn.url, conn.token)
+        previous = await database_sync_to_async(leases.remembered)(self.notebook_id)
+        resumed = None
+        if previous is not None and previous.server_url == self.client.base_url:
+            resumed = await self._reconnect(previous)
+        if self.channels is None and job is not None:
             model = await self.client.start_kernel(conn.kernelspec or None)
             self.kernel_id = str(model["id"])
-            self.channels = self.client.channels(self.kernel_id, self.session_id)
+            self.channels = self.client.channels(self.kernel_id)
             self.session_id = self.channels.session_id
             await self.channels.open()
+            self._audit("kernel.started", job.user, job.request_meta, kernel_name=model.get("name", ""))
+        if self.channels is not None:
             self._reader = asyncio.create_task(self._read(), name=f"kernel-reader-{self.notebook_id}")
             self.status = "idle"
-            self._audit("kernel.started", job.user, job.request_meta, kernel_name=model.get("name", ""))
+            self._remember(previous.running if resumed and previous else None)
+        else:
+            await self.client.aclose()
+            self.client = None
+            self.status = "not started"
+        await self._clear_stale_states(resumed, job)
+        return resumed
 
-    async def _drive(self) -> None:
-        """The run loop: one job at a time, in queue order."""
+    async def _reconnect(self, previous: leases.Remembered) -> Job | None:
+        """Drive the kernel a dead worker left behind (same session id: the Jupyter Server
+        replays what it buffered since). Returns the run it left in flight, now ours."""
+        assert self.client is not None
+        model = await self.client.get_kernel(previous.kernel_id)
+        if model is None:
+            return None
+        self.kernel_id, self.session_id = previous.kernel_id, previous.session_id
+        self.channels = self.client.channels(self.kernel_id, self.session_id or None)
+        try:
+            await self.channels.open()
+        except KernelServerError:
+            self.channels = None
+            self.kernel_id = self.session_id = None
+            return None
+        self._audit("kernel.reconnected", None, None, kernel_name=model.get("name", ""))
+        run = previous.running or {}
+        if not run.get("msg_id"):
+            return None
+        self._cells[str(run["msg_id"])] = str(run["cell_id"])  # buffered output lands in its cell
+        self.channels.tracker.expect_outputs(str(run["msg_id"]))
+        if model.get("execution_state") != "busy":  # it ended; what the dead worker missed is lost
+            return None
+        user = await database_sync_to_async(load_user)(run.get("user_id"))
+        job = Job(str(run["cell_id"]), user, {}, str(run.get("who", "")), msg_id=str(run["msg_id"]))
+        job.code = str(run.get("code", ""))
+        job.started = time.monotonic()
+        job.done = asyncio.get_running_loop().create_future()
+        self.channels.tracker.track(job.msg_id)
+        self._jobs[job.msg_id] = job
+        self._cells[job.msg_id] = job.cell_id
+        return job
+
+    async def adopt(self) -> bool:
+        """Take over the kernel of a worker that died holding this notebook's lease (the
+        cluster calls this once it holds the expired lease). False: that kernel is gone."""
+        return await _detached(self._adopt())
+
+    async def _adopt(self) -> bool:
+        async with self._start_lock:
+            if self.channels is not None:
+                return True
+            resumed = await self._connect(None)
+        if resumed is not None and (self._driver is None or self._driver.done()):
+            self.running = resumed
+            self._idle.clear()
+            self._driver = asyncio.create_task(self._drive(resumed), name=f"kernel-bridge-{self.notebook_id}")
+        await self._broadcast()
+        if self.channels is None:
+            self._spawn(database_sync_to_async(leases.remember)(self.notebook_id))
+        return self.channels is not None
+
+    def _remember(self, running: dict[str, Any] | None = None) -> None:
+        """Keep the kernel (and the run in flight) on the lease row, for whoever takes over."""
+        url = self.client.base_url if self.client is not None else ""
+        args = (url, self.kernel_id or "", self.session_id or "", running)
+        self._spawn(database_sync_to_async(leases.remember)(self.notebook_id, *args))
+
+    async def _clear_stale_states(self, resumed: Job | None, job: Job | None) -> None:
+        """Cells left "queued"/"running" by a worker that died are idle again (a running one
+        says why); the run this bridge took over keeps its state."""
+        room = await self._ensure_room()
+        ours = {j.cell_id for j in (*self.queue, resumed, job) if j is not None}
+        stale = [(cid, st) for cid, st in execution_states(room.doc) if st != "idle" and cid not in ours]
+        if not stale:
+            return
+
+        def clear(doc: Doc) -> None:
+            for cell_id, state in stale:
+                if state == "running":
+                    self._fail_cell(cell_id, "The server process running this cell stopped; run it again.")
+                else:
+                    self._mark([cell_id], "idle")
+
+        await self._edit(clear)
+
+    async def _drive(self, resumed: Job | None = None) -> None:
+        """The run loop: one job at a time, in queue order (after a run taken over, if any)."""
+        if resumed is not None and resumed.done is not None:
+            try:
+                await resumed.done
+            finally:
+                if self.running is resumed:
+                    self.running = None
+                await self._broadcast()
         while True:
             if not self.queue:
                 self._idle.set()
@@ -388,7 +519,7 @@ class KernelBridge:
             self.writer.set_execution_count(job.cell_id, None)
             self.writer.set_execution_state(job.cell_id, "running")
 
-        await self._edit(start, uid)
+        await self._edit(start, uid, within=MARK_WRITE_DELAY)
         job.done = asyncio.get_running_loop().create_future()
         job.started = time.monotonic()
         self.message = ""
@@ -398,6 +529,8 @@ class KernelBridge:
         while len(self._cells) > 1000:
             self._cells.popitem(last=False)
         await self._broadcast()  # after sending: the kernel starts while the status travels
+        run = {"msg_id": job.msg_id, "cell_id": job.cell_id, "user_id": uid, "who": job.who, "code": source}
+        self._remember(run)
         await job.done
 
     async def _read(self) -> None:
@@ -446,7 +579,7 @@ class KernelBridge:
                         self.writer.set_execution_count(job.cell_id, count)
                     self.writer.set_execution_state(job.cell_id, "idle")
 
-                await self._edit(done, getattr(job.user, "pk", None))
+                await self._edit(done, getattr(job.user, "pk", None), within=0)
                 job.execution_count = count
                 self._finish(job, event.status)
         elif isinstance(event, KernelStatus):
@@ -470,7 +603,7 @@ class KernelBridge:
             for cell_id, event in events:
                 self.writer.apply(cell_id, event.msg)
 
-        await self._edit(apply)
+        await self._edit(apply, within=0)  # someone is waiting for this
 
     async def _lost(self, lost: KernelLost, message: str) -> None:
         self._drop_input()

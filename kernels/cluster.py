@@ -16,10 +16,15 @@ Rules:
 - Only `run` claims a lease (or any op on a worker that already has a bridge for the notebook).
   Every other op goes to the holder, or is answered "not started" when nobody holds one.
 - The holder renews its leases every `KERNEL_LEASE_RENEW` seconds. A lease not renewed for
-  `KERNEL_LEASE_TTL` seconds (its worker was killed or hangs) is taken by the worker that
-  receives the next run, which starts a new kernel (the old kernel's variables are lost).
-- A holder that finds at renewal that its lease went to another worker shuts its bridge down;
-  a lease whose bridge is gone (shut down, idle) is deleted at the next renewal.
+  `KERNEL_LEASE_TTL` seconds (its worker was killed or hangs) is taken over: by the first
+  worker whose sweep (every `KERNEL_LEASE_RENEW` seconds, on every worker that has started its
+  node: any that served the editor or a kernel request) finds it, or by the worker receiving
+  the next run. The lease row names the kernel and the run in flight (`kernels.leases`), so the
+  new holder reconnects to that kernel with its session id (variables kept, buffered output
+  replayed into the running cell) instead of orphaning it on the Jupyter Server.
+- A holder that finds at renewal that its lease went to another worker lets go of its bridge
+  (the kernel stays, the new holder drives it); a lease whose bridge is gone (shut down, idle)
+  is deleted at the next renewal.
 - While the holder has not answered within `KERNEL_FORWARD_TIMEOUT` seconds the request fails
   with 503; it is never run twice.
 - Messages are plain dicts of str/int/bool/None/list (msgpack-safe for channels-redis).
@@ -35,17 +40,15 @@ import contextvars
 import logging
 import time
 import uuid
-from datetime import timedelta
 from typing import Any, Literal, TypedDict
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from collab.rooms import RoomError
-from kernels.bridge import BRIDGES, InputRefused, get_bridge
+from kernels import leases
+from kernels.bridge import BRIDGES, InputRefused, get_bridge, load_user
 
 log = logging.getLogger(__name__)
 
@@ -110,64 +113,6 @@ def not_started() -> dict[str, Any]:
     return {"status": "not started", "queue": [], "running": None, "message": "", "input": None}
 
 
-# the lease (synchronous ORM) ---------------------------------------------------------------
-
-
-def claim(notebook_id: str, worker: str, acquire: bool) -> str | None:
-    """The channel of the worker holding the notebook's live lease. With `acquire`, take the
-    lease for `worker` when nobody holds a live one. None: nobody holds it (and not acquired)."""
-    from kernels.models import KernelLease
-
-    ttl = timedelta(seconds=settings.KERNEL_LEASE_TTL)
-    for _attempt in range(3):
-        now = timezone.now()
-        lease = KernelLease.objects.filter(notebook_id=notebook_id).first()
-        if lease is not None and lease.expires_at > now:
-            return lease.worker
-        if not acquire:
-            return None
-        if lease is not None:  # expired: take it over unless someone else just did
-            taken = KernelLease.objects.filter(
-                notebook_id=notebook_id, worker=lease.worker, expires_at=lease.expires_at
-            ).update(worker=worker, expires_at=now + ttl)
-            if taken:
-                return worker
-            continue
-        try:
-            with transaction.atomic():
-                KernelLease.objects.create(notebook_id=notebook_id, worker=worker, expires_at=now + ttl)
-            return worker
-        except IntegrityError:
-            continue  # another worker created it first: read it again
-    return None
-
-
-def renew(worker: str, keep: list[str], drop: list[str]) -> set[str]:
-    """Extend `worker`'s leases in `keep`, delete those in `drop`; return the ids still held."""
-    from kernels.models import KernelLease
-
-    if drop:
-        KernelLease.objects.filter(worker=worker, notebook_id__in=drop).delete()
-    if not keep:
-        return set()
-    expires = timezone.now() + timedelta(seconds=settings.KERNEL_LEASE_TTL)
-    mine = KernelLease.objects.filter(worker=worker, notebook_id__in=keep)
-    mine.update(expires_at=expires)
-    return {str(pk) for pk in mine.values_list("notebook_id", flat=True)}
-
-
-def release(worker: str, notebook_id: str) -> None:
-    from kernels.models import KernelLease
-
-    KernelLease.objects.filter(worker=worker, notebook_id=notebook_id).delete()
-
-
-def load_user(user_id: int | None) -> Any:
-    from accounts.models import User
-
-    return User.objects.filter(pk=user_id).first() if user_id is not None else None
-
-
 # this worker --------------------------------------------------------------------------------
 
 
@@ -193,6 +138,7 @@ class Node:
                 # fan-out's stalled both (0.45 s per relayed update, at times 5 s).
                 self.channel = f"kernels.{uuid.uuid4().hex}"
                 self._reader = self._task(self._read(), "kernel-cluster-reader")
+                self._task(self._sweep_forever(), "kernel-cluster-sweeper")
 
     def holds(self, notebook_id: str) -> bool:
         return self.held.get(notebook_id, 0.0) > time.monotonic()
@@ -205,18 +151,44 @@ class Node:
             started = time.monotonic()
             # A bridge here without a lease (started directly, as tests do) adopts one.
             acquire = op == "run" or notebook_id in BRIDGES
-            holder = await database_sync_to_async(claim)(notebook_id, self.channel, acquire)
+            holder = await database_sync_to_async(leases.claim)(notebook_id, self.channel, acquire)
             if holder is None:
                 return _nobody(op)
             if holder == self.channel:
-                self.held[notebook_id] = started + settings.KERNEL_LEASE_TTL
-                if self._renewer is None or self._renewer.done():
-                    self._renewer = self._task(self._renew_forever(), "kernel-cluster-renewer")
+                self._hold(notebook_id, started)
                 return await self.handle(notebook_id, op, args, who, user)
             reply = await self.forward(holder, notebook_id, op, args, who)
             if not reply.get("retry"):
                 return reply
         return _busy()
+
+    def _hold(self, notebook_id: str, claimed_at: float) -> None:
+        self.held[notebook_id] = claimed_at + settings.KERNEL_LEASE_TTL
+        if self._renewer is None or self._renewer.done():
+            self._renewer = self._task(self._renew_forever(), "kernel-cluster-renewer")
+
+    async def sweep(self) -> None:
+        """Take over the kernels of workers that died: their leases ran out while naming a
+        kernel. The new bridge reconnects to the kernel and goes on with its run in flight."""
+        for notebook_id in await database_sync_to_async(leases.orphaned)():
+            started = time.monotonic()
+            holder = await database_sync_to_async(leases.claim)(notebook_id, self.channel, True)
+            if holder != self.channel:
+                continue
+            self._hold(notebook_id, started)
+            log.warning("taking over the kernel of %s from a worker that stopped", notebook_id)
+            bridge = get_bridge(notebook_id)
+            if not await bridge.adopt():
+                await bridge.shutdown()
+                await self.drop(notebook_id)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.KERNEL_LEASE_RENEW)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("taking over orphaned kernels failed")
 
     async def forward(self, holder: str, notebook_id: str, op: str, args: dict[str, Any], who: Who) -> Reply:
         request_id = uuid.uuid4().hex
@@ -271,7 +243,7 @@ class Node:
     async def drop(self, notebook_id: str) -> None:
         """Give the lease up (the bridge was shut down here)."""
         if self.held.pop(notebook_id, None) is not None:
-            await database_sync_to_async(release)(self.channel, notebook_id)
+            await database_sync_to_async(leases.release)(self.channel, notebook_id)
 
     async def renew_now(self) -> None:
         gone = [nb for nb in self.held if nb not in BRIDGES]
@@ -281,7 +253,7 @@ class Node:
         if not keep and not gone:
             return
         started = time.monotonic()
-        still = await database_sync_to_async(renew)(self.channel, keep, gone)
+        still = await database_sync_to_async(leases.renew)(self.channel, keep, gone)
         for nb in keep:
             if nb in still:
                 if nb in self.held:
@@ -291,7 +263,9 @@ class Node:
             bridge = BRIDGES.get(nb)
             if bridge is not None:
                 log.warning("lost the kernel lease of %s to another worker; shutting down here", nb)
-                await bridge.shutdown(message="The kernel was moved to another server process; run again.")
+                await bridge.shutdown(
+                    message="Another server process drives this kernel now.", keep_kernel=True
+                )
 
     async def _renew_forever(self) -> None:
         while True:

@@ -102,6 +102,10 @@ class ExecutionTracker:
         self._pending[msg_id] = _Pending()
         self._remember(msg_id)
 
+    def expect_outputs(self, msg_id: str) -> None:
+        """Report the outputs of an execution sent by someone else (a run taken over)."""
+        self._remember(msg_id)
+
     def abandon(self, state: str) -> KernelLost | None:
         """Give up on every pending execution (e.g. after a restart through REST)."""
         if not self._pending:

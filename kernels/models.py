@@ -64,6 +64,13 @@ class KernelLease(models.Model):
     )
     worker = models.CharField(max_length=200)
     expires_at = models.DateTimeField()
+    # The kernel the holder drives, so that a worker taking over an expired lease reconnects to
+    # it (same session id: the Jupyter Server replays what it buffered) instead of orphaning it.
+    server_url = models.CharField(max_length=500, blank=True, default="")
+    kernel_id = models.CharField(max_length=100, blank=True, default="")
+    session_id = models.CharField(max_length=100, blank=True, default="")
+    # The run in flight: {"msg_id", "cell_id", "user_id", "who", "code"}; null when none is known.
+    running = models.JSONField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.notebook_id} -> {self.worker} until {self.expires_at:%H:%M:%S}"

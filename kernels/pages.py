@@ -24,7 +24,7 @@ from django.shortcuts import redirect, render
 from audit import log as audit
 from kernels.jupyter import JupyterClient, KernelServerError
 from kernels.models import KernelServer, NotebookKernel
-from kernels.servers import server_connection
+from kernels.servers import host_refusal, server_connection
 from notebooks.access import Action
 from notebooks.views.common import get_access
 
@@ -68,6 +68,8 @@ def list_kernelspecs(server: KernelServer | None) -> tuple[list[dict[str, str]],
     conn = server_connection(server)
     if not conn.url:
         return [], "No default kernel server is configured."
+    if conn.refused:
+        return [], conn.refused
     try:
         data = async_to_sync(_kernelspecs)(conn.url, conn.token)
     except KernelServerError:
@@ -95,6 +97,8 @@ def _act(request: HttpRequest, notebook) -> None:
         parts = urlsplit(url)
         if not name or parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError("Give the server a name and an http:// or https:// address.")
+        if refusal := host_refusal(url):
+            raise SettingsError(refusal)
         server = KernelServer(owner=owner, name=name[:100], url=url.rstrip("/"))
         server.set_token(token.strip())
         try:

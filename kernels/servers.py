@@ -8,6 +8,8 @@ Rules:
   is ignored: nobody's kernel runs on someone else's server with their token.
 - Tokens are decrypted only here, in the worker, just before use; they are never returned to a
   browser (`Connection` is not JSON-serialisable on purpose: no `to_dict`).
+- People register servers only on hosts `settings.KERNEL_SERVER_HOSTS` allows (`host_refusal`);
+  a registered server whose host is no longer allowed is refused when a kernel would start.
 - Synchronous (ORM): call through `database_sync_to_async` from the event loop.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -28,6 +31,17 @@ class Connection:
     token: str = field(repr=False)
     kernelspec: str = ""
     server_id: int | None = None  # None: the deployment's default server
+    refused: str = ""  # why no kernel may start there (see `host_refusal`)
+
+
+def host_refusal(url: str) -> str:
+    """Why people may not run kernels on the server at `url` ("" if they may)."""
+    host = (urlsplit(url).hostname or "").lower()
+    for pattern in settings.KERNEL_SERVER_HOSTS:
+        if pattern == "*" or host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return ""
+    allowed = ", ".join(settings.KERNEL_SERVER_HOSTS) or "none"
+    return f"This site does not run kernels on {host or 'that address'} (allowed hosts: {allowed})."
 
 
 def default_connection(kernelspec: str = "") -> Connection:
@@ -48,7 +62,8 @@ def connection_for(notebook_id: Any) -> Connection:
         token = server.token()
     except TokenUnreadable:
         token = ""  # the server answers 403 and the cell shows why
-    return Connection(server.url.rstrip("/"), token, choice.kernelspec, server.pk)
+    url = server.url.rstrip("/")
+    return Connection(url, token, choice.kernelspec, server.pk, refused=host_refusal(url))
 
 
 def server_connection(server: KernelServer | None) -> Connection:
@@ -59,4 +74,5 @@ def server_connection(server: KernelServer | None) -> Connection:
         token = server.token()
     except TokenUnreadable:
         token = ""
-    return Connection(server.url.rstrip("/"), token, "", server.pk)
+    url = server.url.rstrip("/")
+    return Connection(url, token, "", server.pk, refused=host_refusal(url))

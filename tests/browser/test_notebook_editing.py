@@ -242,8 +242,10 @@ def test_changing_the_cell_type_is_seen_by_the_other(pair):
     a.locator('[data-cell-id="b6"]').hover()
     a.locator('[data-cell-id="b6"] [data-testid="cell-type"]').select_option("markdown")
     rendered = '[data-cell-id="b6"][data-cell-type="markdown"] [data-testid="markdown-rendered"]'
-    b.wait_for_selector(rendered)
-    assert b.locator(rendered).inner_text().strip() == "value_6 = 6"
+    # the new view renders its markdown once the page sees it on screen (a frame or two later)
+    b.wait_for_function(
+        "(sel) => document.querySelector(sel)?.innerText.trim() === 'value_6 = 6'", arg=rendered
+    )
     types = b.evaluate("window.__editor.ydoc.getArray('cells').toArray().map((c) => c.get('cell_type'))")
     assert types.count("markdown") == 1
     assert order_of(b, ["b5", "b6", "b7"]) == ["b5", "b6", "b7"]

@@ -104,6 +104,27 @@ async def test_viewers_and_editors_may_not_run(notebook, alice, bob, charlie):
     assert str(notebook.pk) not in BRIDGES
 
 
+async def test_cells_a_dead_worker_left_running_or_queued_are_released(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "1")
+    add_code_cell(a, "queued", "2")
+    add_code_cell(a, "mine", "print(3)")
+    a.cells[0]["execution_state"] = "running"  # as a worker killed mid-run leaves them
+    a.cells[1]["execution_state"] = "queued"
+    await a.flush()
+
+    status, _ = await post(notebook.pk, alice, "run", {"cell_ids": ["mine"]})
+    assert status == 202
+    await get_bridge(notebook.pk).wait_idle()
+    await a.pump()
+    assert [c.get("execution_state") for c in a.cells] == ["idle", "idle", "idle"]
+    [error] = outputs(a, 0)
+    assert "stopped; run it again" in error["evalue"]
+    assert outputs(a, 1) == []
+    assert outputs(a, 2)[0]["text"] == "3\n"
+    await close_all(a)
+
+
 async def test_two_queued_runs_finish_in_order(notebook, alice):
     a = await joined(notebook.pk, alice)
     a.text().insert(0, "import time; time.sleep(0.3); print('first')")

@@ -20,6 +20,7 @@ CELLS = [
     ("use", "print(x)"),
     ("slow", "import time\nfor i in range(300):\n    time.sleep(0.1)"),
     ("ask", 'print("got", input("Value? "))'),
+    ("count", "import time\nfor i in range(50):\n    print(f'line {i}', flush=True)\n    time.sleep(0.1)"),
 ]
 
 
@@ -144,21 +145,40 @@ def test_status_interrupt_and_input_work_from_the_other_worker(stack, a_and_b):
     assert a.status()["status"] == "not started"
 
 
-def test_a_killed_driver_is_replaced_by_the_other_worker(stack, a_and_b):
+def lease() -> str:
+    return (
+        "import json\nfrom kernels.models import KernelLease\n"
+        "print(json.dumps(list(KernelLease.objects.values('worker', 'kernel_id'))))"
+    )
+
+
+def test_a_killed_driver_is_replaced_and_its_run_goes_on(stack, a_and_b):
     a, b = a_and_b
     assert a.post("run", {"cell_ids": ["set"]}).status_code == 202
     wait_for(lambda: a.status()["status"] == "idle", what="a kernel")
-    holder = stack.django(
-        "import json\nfrom kernels.models import KernelLease\n"
-        "print(json.dumps(list(KernelLease.objects.values_list('worker', flat=True))))"
-    )
-    assert len(holder) == 1
+    assert b.status()["status"] == "idle"  # B knows the notebook's kernel (and sweeps for orphans)
+    assert a.post("run", {"cell_ids": ["count"]}).status_code == 202
+    wait_for(lambda: "line 5" in texts(b.cell("count")), what="the run to be under way")
+    [before] = stack.django(lease())
+    assert before["kernel_id"]
+
     stack.kill_worker(stack.ports[0])
-    # the lease (TTL 3 s) expires; then B takes over and starts a fresh kernel
-    wait_for(
-        lambda: b.post("run", {"cell_ids": ["use"]}).status_code == 202, timeout=20, what="B to take over"
+    # the lease (TTL 3 s) runs out; B's sweep takes the kernel over and the run goes on in the cell
+    out = wait_for(
+        lambda: "line 49" in texts(b.cell("count")) and texts(b.cell("count")),
+        timeout=30,
+        what="B to take the run over",
     )
-    wait_for(lambda: "NameError" in json.dumps(b.cell("use")["outputs"]), what="a fresh kernel")
+    assert "line 5\n" in out
+    assert out.count("line 49") == 1
+    [after] = stack.django(lease())
+    assert after["kernel_id"] == before["kernel_id"]
+    assert after["worker"] != before["worker"]
+    wait_for(lambda: b.cell("count").get("execution_count") is not None, what="the run's end")
+
+    # the same kernel, variables kept
+    assert b.post("run", {"cell_ids": ["use"]}).status_code == 202
+    wait_for(lambda: texts(b.cell("use")) == "1\n", what="x from before the kill")
 
 
 def _auth(server: LocalJupyterServer) -> dict[str, str]:

@@ -99,6 +99,46 @@ def test_only_the_owner_may_see_or_change_kernel_settings(notebook, alice, bob, 
     assert "Bob&#x27;s" not in owner.get(settings_url(notebook)).content.decode()
 
 
+def test_servers_are_registered_only_on_allowed_hosts(notebook, alice, second_server, settings):
+    settings.KERNEL_SERVER_HOSTS = ["*.kernels.example.com", "jupyter.example.org"]
+    owner = client_for(alice)
+    for url in (second_server.url, "http://169.254.169.254/", "https://kernels.example.com.evil.net/"):
+        add_server(owner, notebook, url, "t")
+        shown = owner.get(settings_url(notebook)).content.decode()  # the form again, with the reason
+        assert "This site does not run kernels on" in shown
+    assert not KernelServer.objects.exists()
+    for url in ("https://gpu.kernels.example.com", "https://jupyter.example.org:8888"):
+        add_server(owner, notebook, url, "t", name=url[8:20])
+    assert KernelServer.objects.count() == 2
+
+    # a server registered before the list changed: no kernel starts there, and the cell says why
+    settings.KERNEL_SERVER_HOSTS = ["*"]
+    add_server(owner, notebook, second_server.url, second_server.token, name="Old")
+    old = KernelServer.objects.get(name="Old")
+    owner.post(settings_url(notebook), {"action": "choose", "server_id": str(old.pk), "kernelspec": ""})
+    settings.KERNEL_SERVER_HOSTS = ["jupyter.example.org"]
+    assert "This site does not run kernels on 127.0.0.1" in owner.get(settings_url(notebook)).content.decode()
+
+
+async def test_a_refused_server_fails_the_run_with_the_reason(notebook, alice, second_server, settings):
+    owner = await sync_to_async(client_for)(alice)
+    await sync_to_async(add_server)(owner, notebook, second_server.url, second_server.token)
+    server = await database_sync_to_async(KernelServer.objects.get)(owner=alice)
+    await sync_to_async(owner.post)(settings_url(notebook), {"action": "choose", "server_id": str(server.pk)})
+    settings.KERNEL_SERVER_HOSTS = ["jupyter.example.org"]
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "print(1)")
+    await a.flush()
+    await a.pump()
+    status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [a.cells[0]["id"]]})
+    assert status == 202
+    await get_bridge(notebook.pk).wait_idle()
+    await a.pump()
+    [error] = outputs(a)
+    assert "does not run kernels on 127.0.0.1" in error["evalue"]
+    await close_all(a)
+
+
 async def test_the_kernel_starts_on_the_chosen_server_with_the_chosen_kernelspec(
     notebook, alice, second_server
 ):
