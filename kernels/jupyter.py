@@ -9,6 +9,7 @@ Rules:
 - A `KernelChannels` keeps one session id for its whole life. Reconnecting with the same id
   makes the server replay what it buffered while no socket was open (a new id gets nothing),
   so callers must store `session_id` if they want to resume after a process restart.
+- After a restart, shell requests are held until iopub reaches this socket again (`restart`).
 - No size limit on incoming frames: outputs are capped when written into the document
   (`kernels.outputs`), not by dropping the connection.
 """
@@ -20,6 +21,7 @@ import contextlib
 import itertools
 import json
 import struct
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -33,6 +35,8 @@ from websockets.asyncio.client import ClientConnection
 from kernels.execution import Event, ExecutionTracker, KernelLost
 
 PROTOCOL_VERSION = "5.3"
+PROBE_INTERVAL = 0.2  # seconds between kernel_info probes after a restart
+PROBE_GIVE_UP = 30.0  # seconds after which held requests go out anyway
 
 
 class KernelServerError(Exception):
@@ -152,6 +156,10 @@ class KernelChannels:
         self.tracker = ExecutionTracker()
         self._ws: ClientConnection | None = None
         self._closed = False
+        # After a restart: shell requests wait here until iopub reaches us again (see restart)
+        self._held: list[dict[str, Any]] | None = None
+        self._probe_id = ""
+        self._probing_since = 0.0
 
     async def __aenter__(self) -> KernelChannels:
         await self.open()
@@ -201,9 +209,39 @@ class KernelChannels:
 
     async def restart(self) -> KernelLost | None:
         """Restart through REST. The server sends no `restarting` status for a restart it was
-        asked for, so the pending executions are reported lost here."""
+        asked for, so the pending executions are reported lost here.
+
+        The server's iopub subscription for this socket reconnects to the new kernel by itself,
+        some time after the restart (ZeroMQ's reconnect interval): output published before
+        then never reaches us. So shell requests sent after a restart are held back until a
+        `kernel_info_request` probe's status comes back on iopub (probing every PROBE_INTERVAL,
+        as the Jupyter Server's own "nudge" does on connect). The messages iterator does this;
+        nothing waits here."""
         await self.client.restart_kernel(self.kernel_id)
+        self._held = []
+        self._probing_since = time.monotonic()
+        await self._probe()
         return self.tracker.abandon("restarting")
+
+    async def _probe(self) -> None:
+        msg = self.make_message("kernel_info_request", {})
+        self._probe_id = str(msg["header"]["msg_id"])
+        await self._send_now("shell", msg)
+
+    def _answers_probe(self, msg: dict[str, Any]) -> bool:
+        parent = (msg.get("parent_header") or {}).get("msg_id")
+        return msg.get("channel") == "iopub" and parent == self._probe_id
+
+    async def _probe_again(self) -> None:
+        if time.monotonic() - self._probing_since > PROBE_GIVE_UP:
+            await self._release_held()  # the kernel does not answer: let its requests fail as they may
+        else:
+            await self._probe()
+
+    async def _release_held(self) -> None:
+        held, self._held = self._held or [], None
+        for msg in held:
+            await self._send_now("shell", msg)
 
     def make_message(
         self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None = None
@@ -224,6 +262,12 @@ class KernelChannels:
         }
 
     async def send(self, channel: str, msg: dict[str, Any]) -> str:
+        if self._held is not None and channel == "shell":  # just restarted: see `restart`
+            self._held.append(msg)
+            return str(msg["header"]["msg_id"])
+        return await self._send_now(channel, msg)
+
+    async def _send_now(self, channel: str, msg: dict[str, Any]) -> str:
         if self._ws is None:
             raise KernelServerError("channels are not open")
         await self._ws.send(json.dumps({**msg, "channel": channel}))
@@ -268,8 +312,19 @@ class KernelChannels:
             if ws is None:
                 continue
             try:
-                async for frame in ws:
-                    yield decode_frame(frame)
+                while True:
+                    if self._held is None:
+                        frame = await ws.recv()
+                    else:
+                        try:
+                            frame = await asyncio.wait_for(ws.recv(), PROBE_INTERVAL)
+                        except TimeoutError:
+                            await self._probe_again()
+                            continue
+                    msg = decode_frame(frame)
+                    if self._held is not None and self._answers_probe(msg):
+                        await self._release_held()
+                    yield msg
             except websockets.ConnectionClosed:
                 pass
             if self._ws is ws:

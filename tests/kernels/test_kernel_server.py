@@ -216,6 +216,16 @@ async def test_it_restarts_a_kernel(fresh_cell: Cell) -> None:
     assert fresh_cell.outputs[-1]["ename"] == "NameError"
 
 
+async def test_the_first_output_after_a_restart_is_not_lost(fresh_cell: Cell) -> None:
+    # The server's iopub subscription reaches a restarted kernel some time after the restart;
+    # a run sent at once must still get its output (the channels hold it until iopub is back).
+    for attempt in range(3):
+        await fresh_cell.channels.restart()
+        finished = await fresh_cell.run(f"print('after restart {attempt}')", timeout=30)
+        assert isinstance(finished, Finished)
+        assert fresh_cell.outputs[-1]["text"].endswith(f"after restart {attempt}\n")
+
+
 async def test_it_replays_what_was_buffered_after_reconnecting(
     client: JupyterClient, shared_kernel: str
 ) -> None:
