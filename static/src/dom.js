@@ -30,7 +30,8 @@ const PATHS = {
   redo: 'M11 3l3 3-3 3M14 6H6.5a3.5 3.5 0 0 0 0 7H10',
   eye: 'M1.5 8S4 3.5 8 3.5 14.5 8 14.5 8 12 12.5 8 12.5 1.5 8 1.5 8zM8 10a2 2 0 1 0 0-4 2 2 0 0 0 0 4z',
   stop: 'M4.5 4.5h7v7h-7z',
-  restart: 'M13 8a5 5 0 1 1-1.5-3.55M13 2.5v3h-3'
+  restart: 'M13 8a5 5 0 1 1-1.5-3.55M13 2.5v3h-3',
+  more: 'M3.5 8h.01M8 8h.01M12.5 8h.01'
 }
 
 export function icon (name) {

@@ -28,6 +28,12 @@ function buildShell (app, cfg, status) {
   const runAll = h('button', { type: 'button', class: 'nb-btn nb-run-only', 'data-testid': 'run-all', title: 'Run all code cells' }, h('span', { html: icon('runAll') }), h('span', { class: 'nb-btn-label', text: 'Run all' }))
   const interrupt = iconButton('stop', 'Interrupt the kernel', { class: 'nb-icon-btn nb-run-only', 'data-testid': 'kernel-interrupt' })
   const restart = iconButton('restart', 'Restart the kernel', { class: 'nb-icon-btn nb-run-only nb-wide-only', 'data-testid': 'kernel-restart' })
+  const runMenu = menu('More run and kernel actions', 'run-menu', [
+    ['Run the cells above the selected one', 'run-above'],
+    ['Run the selected cell and all below', 'run-below'],
+    ['Restart the kernel and run all', 'restart-run-all'],
+    ['Shut the kernel down', 'kernel-shutdown']
+  ])
   const undo = iconButton('undo', 'Undo (Z / Ctrl-Z)', { class: 'nb-icon-btn nb-edit-only nb-undo', 'data-testid': 'undo' })
   const redo = iconButton('redo', 'Redo (Shift-Z / Ctrl-Y)', { class: 'nb-icon-btn nb-edit-only nb-redo', 'data-testid': 'redo' })
   const help = shortcutsHelp(h)
@@ -39,11 +45,26 @@ function buildShell (app, cfg, status) {
       h('div', { class: 'nb-header-right' }, status.statusEl)),
     h('div', { class: 'nb-toolbar', role: 'toolbar', 'aria-label': 'Notebook actions' },
       addCode, addMd, h('span', { class: 'nb-sep nb-edit-only' }), undo, redo,
-      h('span', { class: 'nb-sep nb-edit-only nb-run-only' }), runAll, interrupt, restart, status.kernelEl,
+      h('span', { class: 'nb-sep nb-edit-only nb-run-only' }), runAll, interrupt, restart, runMenu.el, status.kernelEl,
       h('span', { class: 'nb-spacer' }), help.button, download),
     status.banners)
   app.replaceChildren(header, cells, help.dialog)
-  return { header, cells, addCode, addMd, runAll, interrupt, restart, undo, redo, help }
+  return { header, cells, addCode, addMd, runAll, interrupt, restart, runMenu, undo, redo, help }
+}
+
+/** A small dropdown of buttons; `items` are [label, test id]; `on(testId, handler)` wires one. */
+function menu (label, testId, items) {
+  const buttons = Object.fromEntries(items.map(([text, id]) => [id, h('button', { type: 'button', role: 'menuitem', 'data-testid': id, text })]))
+  const el = h('details', { class: 'nb-menu nb-run-only', 'data-testid': testId },
+    h('summary', { class: 'nb-btn nb-icon-btn', title: label, 'aria-label': label, html: icon('more') }),
+    h('div', { class: 'nb-menu-items', role: 'menu' }, ...Object.values(buttons)))
+  const close = () => { el.open = false }
+  document.addEventListener('click', (event) => { if (!el.contains(event.target)) close() })
+  el.addEventListener('keydown', (event) => { if (event.key === 'Escape') { close(); el.querySelector('summary').focus() } })
+  return {
+    el,
+    on (id, handler) { buttons[id].addEventListener('click', () => { close(); handler() }) }
+  }
 }
 
 // The site's own top bar may be sticky; the editor's header sticks just below it.
@@ -115,8 +136,17 @@ function boot () {
     if (state?.status) { status.setKernel(state); notebook.setKernel(state) }
   }
   shell.interrupt.addEventListener('click', () => kernelAction('interrupt'))
-  shell.restart.addEventListener('click', () => {
-    if (window.confirm('Restart the kernel? Variables and imports will be lost for everyone in this notebook.')) kernelAction('restart')
+  const confirmRestart = () => window.confirm('Restart the kernel? Variables and imports will be lost for everyone in this notebook.')
+  shell.restart.addEventListener('click', () => { if (confirmRestart()) kernelAction('restart') })
+  shell.runMenu.on('run-above', () => notebook.runAbove(notebook.active))
+  shell.runMenu.on('run-below', () => notebook.runBelow(notebook.active))
+  shell.runMenu.on('restart-run-all', async () => {
+    if (!confirmRestart()) return
+    await kernelAction('restart')
+    notebook.runAll()
+  })
+  shell.runMenu.on('kernel-shutdown', () => {
+    if (window.confirm('Shut the kernel down? Variables and imports will be lost for everyone in this notebook.')) kernelAction('shutdown')
   })
   if (session.canRun) {
     notebook.runs.fetchKernel().then((state) => {

@@ -323,6 +323,18 @@ export class NotebookView {
     this.runCells(this.views.filter((v) => v.type === 'code'))
   }
 
+  /** The code cells before `view` (all of them without a selection). */
+  runAbove (view) {
+    const index = view ? this.views.indexOf(view) : this.views.length
+    this.runCells(this.views.slice(0, Math.max(0, index)))
+  }
+
+  /** `view` and the code cells after it (all of them without a selection). */
+  runBelow (view) {
+    const index = view ? this.views.indexOf(view) : 0
+    this.runCells(this.views.slice(Math.max(0, index)))
+  }
+
   runCells (views) {
     if (!this.canRun) return
     this.runs.run(views.filter((v) => v.type === 'code').map((v) => v.id))

@@ -3,6 +3,7 @@ A real daphne worker whose kernels run on a real Jupyter Server started for this
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -91,3 +92,70 @@ def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):  # noqa:
     assert b.errors == []
     a.context.close()
     b.context.close()
+
+
+def test_run_menu_runs_above_below_and_restarts_then_runs_all(browser, stack, tmp_path):  # noqa: F811
+    cells = [("c1", "print('one')"), ("c2", "print('two')"), ("c3", "print('three')")]
+    path = tmp_path / "menu.ipynb"
+    path.write_text(
+        json.dumps(
+            {
+                "nbformat": 4,
+                "nbformat_minor": 5,
+                "metadata": {},
+                "cells": [
+                    {
+                        "cell_type": "code",
+                        "id": cid,
+                        "metadata": {},
+                        "execution_count": None,
+                        "outputs": [],
+                        "source": src,
+                    }
+                    for cid, src in cells
+                ],
+            }
+        )
+    )
+    alice = stack.user_with_notebook("alice3@example.com", title="Menu demo", ipynb=str(path))
+    a = open_editor(browser, stack, alice, f"{stack.base}/n/{alice['notebook_id']}/")
+    a.on("dialog", lambda dialog: dialog.accept())
+
+    def choose(item: str) -> None:
+        a.locator('[data-testid="run-menu"] summary').click()
+        a.locator(f'[data-testid="{item}"]').click()
+
+    def prompt(cid: str) -> str:
+        return a.locator(f'[data-cell-id="{cid}"] .cell-prompt').inner_text().strip()
+
+    def wait_prompt(cid: str, text: str) -> None:
+        a.wait_for_function(
+            '([cid, text]) => document.querySelector(`[data-cell-id="${cid}"] .cell-prompt`)'
+            "?.textContent.trim() === text",
+            arg=[cid, text],
+            timeout=30_000,
+        )
+
+    a.locator('[data-cell-id="c2"] [data-testid="cell-editor"]').click()
+    choose("run-below")
+    wait_prompt("c3", "[2]:")
+    assert (prompt("c1"), prompt("c2")) == ("[ ]:", "[1]:")
+    assert a.locator('[data-cell-id="c1"] [data-testid="output"]').count() == 0
+
+    a.locator('[data-cell-id="c3"] [data-testid="cell-editor"]').click()
+    choose("run-above")
+    wait_prompt("c2", "[4]:")
+    assert prompt("c1") == "[3]:"
+    assert a.locator('[data-cell-id="c1"] [data-testid="output"]').inner_text().strip() == "one"
+
+    choose("restart-run-all")  # counts start again at 1 in a fresh kernel
+    wait_prompt("c3", "[3]:")
+    assert (prompt("c1"), prompt("c2")) == ("[1]:", "[2]:")
+
+    choose("kernel-shutdown")
+    a.wait_for_function(
+        "document.querySelector('[data-testid=kernel-status]')?.textContent.includes('not started')",
+        timeout=10_000,
+    )
+    assert a.errors == []
+    a.context.close()
