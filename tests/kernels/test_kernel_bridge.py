@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -140,6 +141,35 @@ async def test_two_queued_runs_finish_in_order(notebook, alice):
     assert outputs(a, 0)[0]["text"] == "first\n"
     assert outputs(a, 1)[0]["text"] == "second\n"
     assert (a.cells[0]["execution_count"], a.cells[1]["execution_count"]) == (1, 2)
+    await close_all(a)
+
+
+async def test_two_runners_queueing_at_once_share_one_kernel(notebook, alice, bob):
+    await database_sync_to_async(Grant.objects.create)(notebook=notebook, user=bob, role=Role.RUNNER)
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "import time; time.sleep(0.2); shared = 'set by alice'; print('alice ran')")
+    add_code_cell(a, "bobs", "print('bob sees', shared)")
+    await a.flush()
+    await a.pump()
+    first = a.cells[0]["id"]
+
+    (status_a, _), (status_b, _) = await asyncio.gather(
+        post(notebook.pk, alice, "run", {"cell_ids": [first]}),
+        post(notebook.pk, bob, "run", {"cell_ids": ["bobs"]}),
+    )
+    assert status_a == status_b == 202
+    await get_bridge(notebook.pk).wait_idle()
+    await a.pump()
+    ran = sorted([(a.cells[0]["execution_count"], "alice"), (a.cells[1]["execution_count"], "bob")])
+    assert [count for count, _ in ran] == [1, 2]  # one after the other, on one kernel
+    if ran[0][1] == "alice":  # bob's cell saw alice's variable only if it ran second
+        assert outputs(a, 1)[0]["text"] == "bob sees set by alice\n"
+    events = await database_sync_to_async(list)(
+        AuditEvent.objects.filter(notebook_id=notebook.pk, action="cell.executed").values_list(
+            "actor_id", "details__cell_id"
+        )
+    )
+    assert sorted(events) == sorted([(alice.pk, first), (bob.pk, "bobs")])
     await close_all(a)
 
 
