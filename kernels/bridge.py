@@ -117,6 +117,16 @@ class Job:
     outcome: str = ""
     execution_count: int | None = None
 
+    def record(self) -> dict[str, Any]:
+        """What the lease row keeps of a run in flight (`leases.Remembered.running`)."""
+        return {
+            "msg_id": self.msg_id,
+            "cell_id": self.cell_id,
+            "user_id": getattr(self.user, "pk", None),
+            "who": self.who,
+            "code": self.code,
+        }
+
 
 @dataclass
 class PendingInput:
@@ -384,7 +394,7 @@ class KernelBridge:
         if self.channels is not None:
             self._reader = asyncio.create_task(self._read(), name=f"kernel-reader-{self.notebook_id}")
             self.status = "idle"
-            self._remember(previous.running if resumed and previous else None)
+            self._remember(resumed.record() if resumed else None)
         else:
             await self.client.aclose()
             self.client = None
@@ -529,8 +539,7 @@ class KernelBridge:
         while len(self._cells) > 1000:
             self._cells.popitem(last=False)
         await self._broadcast()  # after sending: the kernel starts while the status travels
-        run = {"msg_id": job.msg_id, "cell_id": job.cell_id, "user_id": uid, "who": job.who, "code": source}
-        self._remember(run)
+        self._remember(job.record())
         await job.done
 
     async def _read(self) -> None:
