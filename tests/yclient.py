@@ -102,6 +102,14 @@ class CommunicatorClient(YClient):
             await self.pump(0.1)
         return self.closed
 
+    async def pump_until(self, done, timeout: float = 15.0, what: str = "the condition") -> None:
+        """Handle frames until `done()` holds (a busy machine may need more than one `pump`)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not done():
+            if self.closed is not None or asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"gave up waiting for {what} (closed: {self.closed})")
+            await self.pump(0.05)
+
     async def pump(self, timeout: float = 0.2) -> int:
         """Handle frames until none arrives within `timeout`; return how many."""
         n = 0

@@ -37,7 +37,7 @@ const result = await esbuild.build({
   bundle: true,
   format: 'esm',
   target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
-  minify: true,
+  minify: process.env.BUNDLE_MINIFY !== '0', // BUNDLE_MINIFY=0: readable names in browser profiles (never commit that build)
   legalComments: 'eof',
   charset: 'utf8',
   loader: { '.woff2': 'file' },

@@ -38,8 +38,8 @@ async def joined(notebook_id, user, query: str = "") -> CommunicatorClient:
     client, connected = await connect(notebook_id, cookie, query)
     assert connected
     await client.start()
+    await client.pump_until(client.synced.is_set, what="the first sync")
     await client.pump()
-    assert client.synced.is_set()
     return client
 
 
