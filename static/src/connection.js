@@ -127,6 +127,7 @@ export class Connection {
 
   _onStatus (status) {
     if (this.closed) return
+    performance.mark(`nb:${status}`) // for profiling page start-up (Performance panel, tests)
     let state
     if (status === 'synced') {
       this.everConnected = true

@@ -77,6 +77,7 @@ function alignStickyHeader () {
 }
 
 function boot () {
+  performance.mark('nb:boot')
   const cfg = readConfig()
   alignStickyHeader()
   window.addEventListener('resize', alignStickyHeader)
