@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rt_scenarios as sc
 from rt_servers import Processes, Target, app_env, make_fixture, start_app, start_pycrdt
 
-BLANKS = ["warm", "fanout1", "fanout10", "blast"]
+BLANKS = ["warm", "fanout1", "fanout10", "blast", "storage"]
 QUICK = sc.Sizes(
     observers=20,
     fanout_seconds=3,
@@ -41,6 +41,7 @@ QUICK = sc.Sizes(
     typical_rooms=3,
     big_cells=500,
     second_joins=1,
+    storage_edits=400,
 )
 
 
@@ -73,6 +74,11 @@ async def run_scenarios(target: Target, sizes: sc.Sizes, helper_pids: list[int])
             f"persistence blast, {sizes.blast_clients_per_worker} clients per worker",
             "blast",
             lambda: sc.blast(target, "blast", sizes, helper_pids),
+        ),
+        (
+            f"storage after {sizes.storage_edits:,} one-character edits",
+            "storage",
+            lambda: sc.storage(target, "storage", sizes, helper_pids),
         ),
     ]
     results: dict = {}
@@ -139,6 +145,17 @@ def other_worker_join(m: dict) -> str:
     return f"{fmt(m['join_first_other_worker_ms'])} ms"
 
 
+def storage(r: dict) -> str:
+    s = r["storage"]
+    kept = ""
+    if s["stored_updates"] < s["edits"]:
+        kept = f", only {s['stored_updates']:,} of {s['edits']:,} edits stored"
+    return (
+        f"{s['stored_bytes'] / 1024:,.1f} KiB (document: {s['doc_bytes'] / 1024:,.1f} / "
+        f"{s['json_bytes'] / 1024:,.1f} KiB){kept}"
+    )
+
+
 def busy_after(r: dict) -> str:
     return " / ".join(f"{r['busy_after'][k]:.1f}" for k in ("fanout1", "fanout10")) + " s"
 
@@ -167,6 +184,11 @@ def rows(sizes: sc.Sizes) -> list[tuple[str, Callable[[dict], str]]]:
         ),
         ("blast: database holds every update ... after the last was sent", lambda r: blast_drain(r["blast"])),
         ("blast: server CPU (% of one core)", lambda r: f"{fmt(r['blast']['cpu_server'])} %"),
+        (
+            f"storage after {sizes.storage_edits:,} one-character edits to a blank notebook"
+            " (document: Yjs state / .ipynb JSON)",
+            storage,
+        ),
         ("CPU used by unrelated processes: fan-out 1 / fan-out 10 / blast (% of one core)", others),
         (
             f"join {cells}-cell notebook: first (room not loaded) / second",

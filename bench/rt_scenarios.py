@@ -5,6 +5,7 @@ each scenario is bounded in time and returns plain numbers.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import time
@@ -32,6 +33,8 @@ class Sizes:
     big_cells: int = 2000
     second_joins: int = 5
     idle_timeout: float = 60.0  # between scenarios, for a server to finish its backlog
+    storage_edits: int = 2000
+    typing_rate: float = 200.0  # one-character updates per second in the storage scenario
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -285,3 +288,33 @@ async def blast(target: Target, room: str, sizes: Sizes, helper_pids: list[int])
 
 def read_states(fixture_dir: Path, names: list[str]) -> dict[str, bytes]:
     return {name: (fixture_dir / f"{name}.bin").read_bytes() for name in names}
+
+
+async def storage(target: Target, room: str, sizes: Sizes, helper_pids: list[int]) -> dict:
+    """One client types `sizes.storage_edits` characters into the first cell of a blank
+    notebook, one update each, as a typist's editor sends them. Once the store holds them all
+    (or `drain_timeout` has passed) and the server is idle (background compaction done), the
+    bytes of document data kept for the room, next to the size of the document itself."""
+    client = await joined(target, 0, room)
+    base = target.persisted(room)
+    loop = asyncio.get_running_loop()
+    at = loop.time()
+    for _ in range(sizes.storage_edits):
+        at += 1 / sizes.typing_rate
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        client.send_update(client.append_to_first_cell("x"))
+    deadline = time.monotonic() + sizes.drain_timeout
+    while target.persisted(room) - base < sizes.storage_edits and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    stored = target.persisted(room) - base
+    await wait_idle(target, helper_pids, sizes.idle_timeout)
+    await asyncio.sleep(1.0)
+    result = {
+        "edits": sizes.storage_edits,
+        "stored_updates": stored,
+        "stored_bytes": target.stored_bytes(room),
+        "doc_bytes": len(client.doc.get_update()),
+        "json_bytes": len(json.dumps(YNotebook(client.doc).get(), ensure_ascii=False).encode()),
+    }
+    await client.close()
+    return result

@@ -100,6 +100,10 @@ class Target:
     def persisted(self, room: str) -> int:
         raise NotImplementedError
 
+    def stored_bytes(self, room: str) -> int:
+        """Bytes of document data the server keeps for the room (snapshot and update log)."""
+        raise NotImplementedError
+
 
 @dataclass
 class AppTarget(Target):
@@ -117,6 +121,18 @@ class AppTarget(Target):
             ).fetchone()
         return row[0]
 
+    def stored_bytes(self, room: str) -> int:
+        notebook = self.notebooks[room].replace("-", "")
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as db:
+            snapshot = db.execute(
+                "SELECT length(snapshot) FROM notebooks_notebook WHERE id = ?", (notebook,)
+            ).fetchone()[0]
+            log = db.execute(
+                "SELECT coalesce(sum(length(data)), 0) FROM notebooks_notebookupdate WHERE notebook_id = ?",
+                (notebook,),
+            ).fetchone()[0]
+        return snapshot + log
+
 
 @dataclass
 class PycrdtTarget(Target):
@@ -133,6 +149,13 @@ class PycrdtTarget(Target):
                 return db.execute("SELECT count(*) FROM yupdates WHERE path = ?", (f"/{room}",)).fetchone()[0]
             except sqlite3.OperationalError:  # the store has not created its table yet
                 return 0
+
+    def stored_bytes(self, room: str) -> int:
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute(
+                "SELECT coalesce(sum(length(yupdate) + length(metadata)), 0) FROM yupdates WHERE path = ?",
+                (f"/{room}",),
+            ).fetchone()[0]
 
 
 def app_env(tmp: Path, redis_port: int) -> dict[str, str]:
