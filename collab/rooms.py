@@ -7,6 +7,8 @@ Rules:
   a joiner's first sync also waits for that commit;
 - `seq` is the highest sequence number up to which this Doc holds every update; numbers seen
   beyond a hole are kept in `_ahead`, and a hole is repaired from the database;
+- a client's update that breaks the notebook schema is put right by a server change queued
+  right behind it, so both share one batch and one relayed update (`collab.schema`);
 - a room is unloaded `ROOM_UNLOAD_DELAY` seconds after its last socket (or holder) leaves.
 """
 
@@ -21,9 +23,9 @@ from typing import Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from pycrdt import Array, Doc, merge_updates
+from pycrdt import Array, Doc, Map, merge_updates
 
-from collab import persistence, protocol
+from collab import persistence, protocol, schema
 from collab.awareness import Presence
 from collab.fanout import fanout
 from collab.persistence import Pending
@@ -87,6 +89,8 @@ class Room:
         self._touched: set[str] = set()
         self._cells = self.doc.get("cells", type=Array)
         self._cells_subscription = self._cells.observe_deep(self._on_cells_changed)
+        self._structure = schema.Touched()  # what the update being applied changed, see collab.schema
+        self._meta_subscription = self.doc.get("meta", type=Map).observe_deep(self._on_meta_changed)
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
         self._ahead: set[int] = set()
@@ -194,41 +198,67 @@ class Room:
         if self.size + len(update) > conf("MAX_DOCUMENT_BYTES"):
             raise RoomError(4413, "The notebook has reached its maximum size; this change was not saved.")
         self._touched = set()
+        self._structure = schema.Touched()
         try:
             self.doc.apply_update(update)
         except ValueError:
             raise RoomError(4400, "The server could not read an update from this client.") from None
         self.size += len(update)
         self._queue(Pending(update, user_id, link_id), socket)
-        return self._touched
+        touched = self._touched
+        if self._structure:
+            self._keep_schema(self._structure)
+        return touched
 
     def _on_cells_changed(self, events) -> None:
         # Runs inside pycrdt's transaction: it must only read, and must never raise (an
         # exception here would surface from apply_update after the update was applied).
         try:
             for event in events:
+                self._structure.note_cells_event(event)
                 if event.path:
-                    cell_id = self._cells[event.path[0]].get("id")
+                    cell = self._cells[event.path[0]]
+                    cell_id = cell.get("id") if isinstance(cell, Map) else None
                     if cell_id:
-                        self._touched.add(cell_id)
+                        self._touched.add(str(cell_id))
                 else:  # cells inserted or deleted
                     for change in event.delta:
                         for cell in change.get("insert", []) or []:
-                            self._touched.add(cell.get("id", ""))
+                            if isinstance(cell, Map):
+                                self._touched.add(str(cell.get("id", "")))
                         if "delete" in change:
                             self._touched.add("(deleted cells)")
         except Exception:
             log.exception("edit attribution failed")
 
+    def _on_meta_changed(self, events) -> None:
+        self._structure.meta = True
+
+    def _keep_schema(self, touched: schema.Touched) -> None:
+        """Put right what a client's update broke, in a server change queued right behind it."""
+        found: list[str] = []
+        self._change(lambda doc: found.extend(schema.put_right(doc, touched)))
+        if found:
+            log.warning("notebook %s: an update broke the schema, put right: %s", self.id, "; ".join(found))
+
     async def edit(self, change: Callable[[Doc], None], user_id=None, *, within: float | None = None) -> None:
         """A change made by the server itself (kernel outputs), saved and relayed like any other.
         `within`: how long its write may wait to share a batch with later changes (default: the
         batch window; 0: at once, e.g. output someone waits for)."""
-        before = self.doc.get_state()
-        with self.doc.transaction(origin="server"):
-            change(self.doc)
-        update = self.doc.get_update(before)
-        if update != protocol.EMPTY_UPDATE:
+        self._change(change, user_id, within)
+
+    def _change(self, change: Callable[[Doc], None], user_id=None, within: float | None = None) -> None:
+        # The transaction's own update: a diff against the state vector before it would also
+        # carry the document's whole delete set, and would never be empty.
+        updates: list[bytes] = []
+        subscription = self.doc.observe(lambda event: updates.append(event.update))
+        try:
+            with self.doc.transaction(origin="server"):
+                change(self.doc)
+        finally:
+            self.doc.unobserve(subscription)
+        update = merge_updates(*updates) if len(updates) > 1 else (updates[0] if updates else b"")
+        if update and update != protocol.EMPTY_UPDATE:
             self.size += len(update)
             self._queue(Pending(update, user_id, None), None, within)
 

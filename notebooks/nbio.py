@@ -7,7 +7,10 @@ is written anywhere.
 from __future__ import annotations
 
 import json
+import re
+import uuid
 import warnings
+from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
@@ -93,6 +96,84 @@ def from_dict(data: dict) -> NotebookNode:
     nb = nbformat.from_dict(data)
     _validate(nb)
     return nb
+
+
+CELL_TYPES = ("code", "markdown", "raw")
+_CELL_ID = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")  # nbformat 4.5
+
+
+def salvage(data: Any) -> tuple[NotebookNode, list[str]]:
+    """The valid notebook closest to `data`, a notebook read from a document that does not
+    fit the schema: cells and outputs that cannot be read are left out, a cell that still does
+    not validate becomes a raw cell with its source. Returns it and what was left out or changed."""
+    data = data if isinstance(data, dict) else {}
+    found: list[str] = []
+    metadata = data.get("metadata")
+    nb = nbformat.from_dict({"cells": [], "nbformat": 4, "nbformat_minor": CURRENT_MINOR})
+    nb.metadata = metadata if isinstance(metadata, dict) else {}
+    if not _is_valid(nb):
+        found.append("notebook metadata that does not validate: dropped")
+        nb.metadata = {}
+    ids: set[str] = set()
+    for index, cell in enumerate(data.get("cells") or []):
+        if not isinstance(cell, dict):
+            found.append(f"cell {index} is not a cell: left out")
+            continue
+        salvaged = _salvage_cell(cell, index, found)
+        while salvaged.id in ids:
+            salvaged.id = uuid.uuid4().hex[:16]
+        ids.add(salvaged.id)
+        nb.cells.append(salvaged)
+    _validate(nb)
+    return nb, found
+
+
+def _salvage_cell(cell: dict, index: int, found: list[str]) -> NotebookNode:
+    kind = cell.get("cell_type")
+    if kind not in CELL_TYPES:
+        found.append(f"cell {index} has cell type {kind!r}: made raw")
+        kind = "raw"
+    source = cell.get("source")
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        source = "".join(source)
+    if not isinstance(source, str):
+        found.append(f"cell {index} has no source text: emptied")
+        source = ""
+    cell_id = cell.get("id")
+    if not isinstance(cell_id, str) or not _CELL_ID.match(cell_id):
+        cell_id = uuid.uuid4().hex[:16]
+    metadata = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+    salvaged: dict[str, Any] = {"id": cell_id, "cell_type": kind, "source": source, "metadata": metadata}
+    if kind == "code":
+        count = cell.get("execution_count")
+        valid_count = isinstance(count, int) and not isinstance(count, bool) and count >= 0
+        salvaged["execution_count"] = count if valid_count else None
+        salvaged["outputs"] = []
+        for output in cell.get("outputs") or []:
+            probe = {**salvaged, "metadata": {}, "outputs": [output]}
+            if isinstance(output, dict) and _is_valid(_one_cell(probe)):
+                salvaged["outputs"].append(output)
+            else:
+                found.append(f"cell {index} has an output that does not validate: left out")
+    elif isinstance(cell.get("attachments"), dict) and cell["attachments"]:
+        salvaged["attachments"] = cell["attachments"]
+    if not _is_valid(_one_cell(salvaged)):
+        found.append(f"cell {index} does not validate: made a raw cell with its source")
+        salvaged = {"id": cell_id, "cell_type": "raw", "source": source, "metadata": {}}
+    return nbformat.from_dict(salvaged)
+
+
+def _one_cell(cell: dict) -> NotebookNode:
+    nb = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": CURRENT_MINOR}
+    return nbformat.from_dict(nb)
+
+
+def _is_valid(nb: NotebookNode) -> bool:
+    try:
+        _validate(nb)
+    except NotebookFileError:
+        return False
+    return True
 
 
 def write_ipynb(nb: NotebookNode) -> bytes:

@@ -12,6 +12,7 @@ language_info metadata and rejects cells without `source` that nbformat accepts.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from jupyter_ydoc import YNotebook
@@ -19,6 +20,8 @@ from nbformat import NotebookNode
 from pycrdt import Array, Doc, Map, Text
 
 from notebooks import nbio
+
+log = logging.getLogger(__name__)
 
 _NOTEBOOK_KEYS = {"cells", "metadata", "nbformat", "nbformat_minor"}
 
@@ -78,12 +81,40 @@ def notebook_to_update(nb: NotebookNode | dict) -> bytes:
 
 
 def read_notebook(doc: Doc) -> NotebookNode:
-    """The notebook a Doc holds, validated by nbformat."""
-    data = YNotebook(doc).get()
+    """The notebook a Doc holds, validated by nbformat.
+
+    The server puts right what a client's update breaks (`collab.schema`), but it does not
+    check every field of an output, and a document may predate it: what does not validate is
+    salvaged (`nbio.salvage`) rather than making the notebook impossible to open or download."""
     meta = doc.get("meta", type=Map).to_py() or {}
+    try:
+        data = YNotebook(doc).get()
+    except Exception:  # a cell that is not a map
+        data = _plain(doc, meta)
     for key in meta.keys() - _NOTEBOOK_KEYS:
         data[key] = meta[key]
-    return nbio.from_dict(data)
+    try:
+        return nbio.from_dict(data)
+    except Exception as e:  # a schema error, or nbformat failing on a version it lacks
+        nb, found = nbio.salvage(data)
+        log.warning("a notebook document did not validate (%s); salvaged: %s", e, "; ".join(found))
+        return nb
+
+
+def _plain(doc: Doc, meta: dict) -> dict:
+    cells = [c.to_py() if isinstance(c, Map) else c for c in doc.get("cells", type=Array)]
+    return {"cells": _ints(cells), "metadata": _ints(meta.get("metadata") or {})}
+
+
+def _ints(value: Any) -> Any:
+    """Integral floats back to ints (Yjs has no integers), as `YNotebook.get` does."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
 
 
 def doc_from_updates(*updates: bytes) -> Doc:

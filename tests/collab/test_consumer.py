@@ -8,11 +8,12 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from pycrdt import Array, Map, Text
 
 from collab import protocol
 from collab.rooms import ROOMS
 from config.asgi import application
-from notebooks import actions
+from notebooks import actions, nbio, ydoc
 from notebooks.models import Grant, NotebookUpdate, Role
 from tests.conftest import cookie_for
 from tests.yclient import CommunicatorClient
@@ -405,4 +406,62 @@ async def test_a_busy_room_compacts_its_log_in_the_background(notebook, alice, s
     assert rows == nb.seq - nb.snapshot_seq
     stored = await database_sync_to_async(stored_notebook)(notebook.pk)
     assert stored.cells[0].source == a.source()
+    await close_all(a)
+
+
+def writers_since(seq: int) -> list:
+    """Who wrote each stored update after `seq`, in log order (None: the server)."""
+    rows = NotebookUpdate.objects.filter(seq__gt=seq).order_by("seq")
+    return list(rows.values_list("user_id", flat=True))
+
+
+def last_seq() -> int:
+    return NotebookUpdate.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+
+
+async def test_an_update_that_breaks_the_schema_is_put_right_before_anyone_sees_it(notebook, alice, bob):
+    await grant(notebook, bob, Role.EDITOR)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    start = await database_sync_to_async(last_seq)()
+    seen_by_bob: list = []
+    b.cells.observe(lambda event: seen_by_bob.extend(c.get("insert", []) for c in event.delta))
+    with a.doc.transaction():
+        a.cells.append("not a cell")
+        a.cells.append(Map({"id": "odd", "cell_type": "bogus", "source": Text("kept"), "metadata": Map()}))
+        a.cells[0]["outputs"].append("not an output")
+        a.cells[0]["execution_count"] = "seven"
+        del a.meta["nbformat"]
+    await a.flush()
+    await a.pump()
+    await b.pump()
+    assert a.closed is None
+    assert b.closed is None
+    assert [item for inserted in seen_by_bob for item in inserted if not isinstance(item, Map)] == []
+    for doc in (a.doc, b.doc):
+        nb = ydoc.read_notebook(doc)  # valid, or it raises
+        assert [(c.cell_type, c.source) for c in nb.cells] == [("code", ""), ("raw", "kept")]
+        assert nb.cells[0].outputs == []
+        assert nb.cells[0].execution_count is None
+    stored = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert nbio.normalise(stored) == nbio.normalise(ydoc.read_notebook(b.doc))
+    writers = await database_sync_to_async(writers_since)(start)
+    assert writers == [alice.pk, None]  # the update, then the server's correction
+    await close_all(a, b)
+
+
+async def test_well_formed_structural_edits_need_no_correction(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    start = await database_sync_to_async(last_seq)()
+    a.cells.append(Map({"id": "m1", "cell_type": "markdown", "source": Text("# hi"), "metadata": Map()}))
+    await a.flush()
+    code = {"id": "c2", "cell_type": "code", "source": Text("1"), "metadata": Map()}
+    a.cells.insert(0, Map({**code, "outputs": Array(), "execution_count": None}))
+    await a.flush()
+    a.meta["metadata"] = Map({"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    await a.flush()
+    await a.pump()
+    writers = await database_sync_to_async(writers_since)(start)
+    assert writers  # the client's updates are stored
+    assert set(writers) == {alice.pk}  # and no correction by the server (user None)
     await close_all(a)

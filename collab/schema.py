@@ -1,0 +1,153 @@
+"""The notebook schema (jupyter_ydoc's YNotebook), kept by the server.
+
+Yjs takes any update that decodes, so an editor's client (buggy, or written to do harm) can put
+into the shared document what no notebook holds: a cell that is not a map, an unknown cell type,
+a source that is not text, an output that is not a map with a known `output_type`, a `meta`
+without `nbformat`. Every other editor would then fail to show the notebook, and downloading it
+would fail.
+
+The room records what each client update changed (`Touched`, fed from its deep observers while
+the update is applied; typing only changes Text and records nothing) and then calls
+`put_right` in a server transaction: it removes cells and outputs that cannot be read and fills
+in or resets fields of the wrong type. That correction is queued right behind the update, so
+both are written in the same batch and other clients receive them merged into one update: they
+never see the broken state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycrdt import Array, ArrayEvent, Doc, Map, MapEvent, Text
+
+CELL_TYPES = frozenset({"code", "markdown", "raw"})
+OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
+NBFORMAT = 4.0
+NBFORMAT_MINOR = 5.0
+
+
+@dataclass
+class Touched:
+    """Where an update changed the document's structure (indexes after the update)."""
+
+    cells: set[int] = field(default_factory=set)  # inserted cells, or cells whose keys changed
+    outputs: set[int] = field(default_factory=set)  # cells whose outputs changed
+    meta: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.cells or self.outputs or self.meta)
+
+    def note_cells_event(self, event: Any) -> None:
+        path = event.path
+        if not path:
+            if isinstance(event, ArrayEvent):
+                index = 0
+                for change in event.delta:
+                    index += change.get("retain", 0)
+                    inserted = len(change.get("insert", ()) or ())
+                    self.cells.update(range(index, index + inserted))
+                    index += inserted
+        elif len(path) == 1:
+            if isinstance(event, MapEvent):
+                self.cells.add(path[0])
+        elif path[1] == "outputs" and isinstance(event, ArrayEvent | MapEvent):
+            self.outputs.add(path[0])
+
+
+def put_right(doc: Doc, touched: Touched) -> list[str]:
+    """Repair the places `touched` names; return what was wrong, for the log. Call it inside a
+    transaction: it writes only where something is wrong."""
+    found: list[str] = []
+    cells: Array = doc.get("cells", type=Array)
+    unreadable = []
+    for index in sorted(touched.cells | touched.outputs):
+        if index >= len(cells):
+            continue
+        cell = cells[index]
+        if not isinstance(cell, Map):
+            unreadable.append(index)
+            found.append(f"cell {index} is a {type(cell).__name__}, not a map: removed")
+            continue
+        if index in touched.cells:
+            found += _put_cell_right(cell, index)
+        outputs = cell.get("outputs")
+        if isinstance(outputs, Array) and cell.get("cell_type") == "code":
+            found += _put_outputs_right(outputs, index)
+    for index in reversed(unreadable):
+        del cells[index]
+    if touched.meta:
+        found += _put_meta_right(doc.get("meta", type=Map))
+    return found
+
+
+def _put_cell_right(cell: Map, index: int) -> list[str]:
+    found = []
+    kind = cell.get("cell_type")
+    if kind not in CELL_TYPES:
+        found.append(f"cell {index} has cell type {kind!r}: made raw")
+        cell["cell_type"] = kind = "raw"
+    if not isinstance(cell.get("source"), Text | str):
+        found.append(f"cell {index} has no source text: emptied")
+        cell["source"] = Text()
+    if not isinstance(cell.get("id"), str) or not cell.get("id"):
+        found.append(f"cell {index} has no id: given one")
+        cell["id"] = uuid.uuid4().hex[:16]
+    if not isinstance(cell.get("metadata"), Map | dict):
+        found.append(f"cell {index} has no metadata map: emptied")
+        cell["metadata"] = Map()
+    if kind == "code":
+        if not isinstance(cell.get("outputs"), Array):
+            found.append(f"code cell {index} has no outputs array: emptied")
+            cell["outputs"] = Array()
+        count = cell.get("execution_count")
+        if "execution_count" not in cell or not _is_count(count):
+            found.append(f"code cell {index} has execution count {count!r}: cleared")
+            cell["execution_count"] = None
+        if "attachments" in cell:
+            found.append(f"code cell {index} has attachments: removed")
+            del cell["attachments"]
+    else:
+        for key in ("outputs", "execution_count"):
+            if key in cell:
+                found.append(f"{kind} cell {index} has {key}: removed")
+                del cell[key]
+        if "attachments" in cell and not isinstance(cell.get("attachments"), Map | dict):
+            found.append(f"{kind} cell {index} has attachments that are not a map: removed")
+            del cell["attachments"]
+    return found
+
+
+def _is_count(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value >= 0 and float(value).is_integer()
+
+
+def _put_outputs_right(outputs: Array, index: int) -> list[str]:
+    bad = [
+        i
+        for i, output in enumerate(outputs)
+        if not isinstance(output, Map) or output.get("output_type") not in OUTPUT_TYPES
+    ]
+    for i in reversed(bad):
+        del outputs[i]
+    return [f"cell {index} had {len(bad)} unreadable output(s): removed"] if bad else []
+
+
+def _put_meta_right(meta: Map) -> list[str]:
+    found = []
+    if meta.get("nbformat") != NBFORMAT:  # the document always holds the current major version
+        found.append(f"meta.nbformat was {meta.get('nbformat')!r}: reset")
+        meta["nbformat"] = NBFORMAT
+    minor = meta.get("nbformat_minor")
+    if minor is None or not _is_count(minor):
+        found.append(f"meta.nbformat_minor was {minor!r}: reset")
+        meta["nbformat_minor"] = NBFORMAT_MINOR
+    if not isinstance(meta.get("metadata"), Map | dict):
+        found.append("meta.metadata was not a map: emptied")
+        meta["metadata"] = Map()
+    return found
