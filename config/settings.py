@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -116,6 +117,10 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # Tests use a file too, not Django's default shared-cache in-memory database: there,
+            # concurrent writers fail at once with "database table is locked" instead of waiting
+            # on the busy timeout as they do on a real database file.
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"collab-test-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -19,6 +19,16 @@ if not CORPUS.exists():  # a clone sits beside shared/; so does /work/main
     CORPUS = Path(os.environ.get("CORPUS_DIR", "../shared/corpus/nbformat")).resolve()
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Django removes the SQLite test database file, but not its WAL companions."""
+    from django.conf import settings
+
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") and name:
+        for suffix in ("-wal", "-shm"):
+            Path(name + suffix).unlink(missing_ok=True)
+
+
 @pytest.fixture(autouse=True)
 def _fast_settings(settings, tmp_path):
     settings.COLLAB = {
