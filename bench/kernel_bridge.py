@@ -54,13 +54,14 @@ async def direct(server: LocalJupyterServer, runs: int, warmup: int) -> list[flo
                 for i in range(1, warmup + runs + 1):
                     start = time.monotonic_ns()
                     msg_id = await channels.execute(CODE)
-                    async for event in events:
-                        if (
-                            isinstance(event, Output)
-                            and event.msg_id == msg_id
-                            and event.msg["content"].get("text") == f"{i}\n"
-                        ):
-                            break
+                    # ipykernel may send one print as two stream messages ("7", "\n")
+                    text = ""
+                    async with asyncio.timeout(30):
+                        async for event in events:
+                            if isinstance(event, Output) and event.msg_id == msg_id:
+                                text += event.msg["content"].get("text", "")
+                                if text == f"{i}\n":
+                                    break
                     if i > warmup:
                         timings.append((time.monotonic_ns() - start) / 1e6)
                     await asyncio.sleep(0.02)  # let the idle status and reply go by
