@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_ydoc import YNotebook
@@ -26,16 +27,23 @@ log = logging.getLogger(__name__)
 _NOTEBOOK_KEYS = {"cells", "metadata", "nbformat", "nbformat_minor"}
 
 
-def _floats(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return float(value)
+def _each_scalar(value: Any, change: Callable[[Any], Any]) -> Any:
+    """A copy of JSON-like `value` with `change` applied to every number, string, bool, None."""
     if isinstance(value, dict):
-        return {k: _floats(v) for k, v in value.items()}
+        return {k: _each_scalar(v, change) for k, v in value.items()}
     if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return value
+        return [_each_scalar(v, change) for v in value]
+    return change(value)
+
+
+def _floats(value: Any) -> Any:
+    """Ints as floats: Yjs has no integers."""
+    return _each_scalar(value, lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+
+
+def _ints(value: Any) -> Any:
+    """Integral floats back to ints, as `YNotebook.get` does."""
+    return _each_scalar(value, lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
 
 
 def _join(text: str | list[str]) -> str:
@@ -104,17 +112,6 @@ def read_notebook(doc: Doc) -> NotebookNode:
 def _plain(doc: Doc, meta: dict) -> dict:
     cells = [c.to_py() if isinstance(c, Map) else c for c in doc.get("cells", type=Array)]
     return {"cells": _ints(cells), "metadata": _ints(meta.get("metadata") or {})}
-
-
-def _ints(value: Any) -> Any:
-    """Integral floats back to ints (Yjs has no integers), as `YNotebook.get` does."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
 
 
 def doc_from_updates(*updates: bytes) -> Doc:
