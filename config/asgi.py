@@ -14,12 +14,22 @@ from django.urls import get_resolver  # noqa: E402
 
 from collab import daphne_close_reason  # noqa: E402
 from collab.routing import websocket_urlpatterns  # noqa: E402
+from kernels import cluster  # noqa: E402
 
 daphne_close_reason.install()
 
+
+async def http_app(scope, receive, send):
+    # daphne has no startup hook (no ASGI lifespan): the first request of any kind makes this
+    # worker part of the kernel cluster, so that it takes over kernels of workers that die
+    # (`kernels.cluster`) even if it never serves the editor. Later calls return at once.
+    await cluster.node().start()
+    await django_asgi_app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -18,7 +18,7 @@ Rules:
 - The holder renews its leases every `KERNEL_LEASE_RENEW` seconds. A lease not renewed for
   `KERNEL_LEASE_TTL` seconds (its worker was killed or hangs) is taken over: by the first
   worker whose sweep (every `KERNEL_LEASE_RENEW` seconds, on every worker that has started its
-  node: any that served the editor or a kernel request) finds it, or by the worker receiving
+  node: any that has served a request, see `config.asgi`) finds it, or by the worker receiving
   the next run. The lease row names the kernel and the run in flight (`kernels.leases`), so the
   new holder reconnects to that kernel with its session id (variables kept, buffered output
   replayed into the running cell) instead of orphaning it on the Jupyter Server.

@@ -183,3 +183,27 @@ def test_a_killed_driver_is_replaced_and_its_run_goes_on(stack, a_and_b):
 
 def _auth(server: LocalJupyterServer) -> dict[str, str]:
     return {"Authorization": f"token {server.token}"}
+
+
+def test_a_worker_that_only_served_a_page_takes_over_when_the_driver_dies(stack, a_and_b):
+    # After the test above, worker A is dead and B drives the kernel.
+    _, b = a_and_b
+    c_port = stack.start_worker()
+    c = httpx.Client(base_url=f"http://127.0.0.1:{c_port}", timeout=20)
+    assert c.get("/accounts/login/").status_code == 200  # C has served nothing else
+    assert b.post("run", {"cell_ids": ["count"]}).status_code == 202
+    wait_for(lambda: "line 5" in texts(b.cell("count")), what="the run to be under way on B")
+    [before] = stack.django(lease())
+
+    stack.kill_worker(stack.ports[1])  # nobody but C is left
+    reader = Browserish(c_port, stack.alice["cookie"], stack.alice["notebook_id"])
+    # Reading the download serves no kernel request: C takes over from its sweep alone.
+    out = wait_for(
+        lambda: "line 49" in texts(reader.cell("count")) and texts(reader.cell("count")),
+        timeout=30,
+        what="C to take the run over",
+    )
+    assert out.count("line 49") == 1
+    [after] = stack.django(lease())
+    assert after["kernel_id"] == before["kernel_id"]
+    assert after["worker"] not in (before["worker"], None)
