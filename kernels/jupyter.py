@@ -117,6 +117,14 @@ class JupyterClient:
         return KernelChannels(self, kernel_id, session_id or uuid.uuid4().hex)
 
 
+def _restarted_by_server(msg: dict[str, Any]) -> bool:
+    """The server's own `restarting` status: it restarted a kernel that died."""
+    msg_type = (msg.get("header") or {}).get("msg_type") or msg.get("msg_type")
+    if msg.get("channel") != "iopub" or msg_type != "status":
+        return False
+    return (msg.get("content") or {}).get("execution_state") == "restarting"
+
+
 def decode_frame(frame: str | bytes) -> dict[str, Any]:
     """A legacy-protocol frame: JSON text, or binary `nbufs, offsets..., json, buffers...`."""
     if isinstance(frame, str):
@@ -209,19 +217,23 @@ class KernelChannels:
 
     async def restart(self) -> KernelLost | None:
         """Restart through REST. The server sends no `restarting` status for a restart it was
-        asked for, so the pending executions are reported lost here.
-
-        The server's iopub subscription for this socket reconnects to the new kernel by itself,
-        some time after the restart (ZeroMQ's reconnect interval): output published before
-        then never reaches us. So shell requests sent after a restart are held back until a
-        `kernel_info_request` probe's status comes back on iopub (probing every PROBE_INTERVAL,
-        as the Jupyter Server's own "nudge" does on connect). The messages iterator does this;
-        nothing waits here."""
+        asked for, so the pending executions are reported lost here."""
         await self.client.restart_kernel(self.kernel_id)
-        self._held = []
+        await self._hold_until_iopub()
+        return self.tracker.abandon("restarting")
+
+    async def _hold_until_iopub(self) -> None:
+        """After a restart (asked for, or the server's own after a crash) the server's iopub
+        subscription for this socket reconnects to the new kernel by itself, some time later
+        (ZeroMQ's reconnect interval): output published before then never reaches us, and an
+        execution whose `idle` status is lost never finishes. So shell requests are held back
+        until a `kernel_info_request` probe's status comes back on iopub (probing every
+        PROBE_INTERVAL, as the Jupyter Server's own "nudge" does on connect). The messages
+        iterator does the waiting; nothing waits here."""
+        if self._held is None:
+            self._held = []
         self._probing_since = time.monotonic()
         await self._probe()
-        return self.tracker.abandon("restarting")
 
     async def _probe(self) -> None:
         msg = self.make_message("kernel_info_request", {})
@@ -324,6 +336,8 @@ class KernelChannels:
                     msg = decode_frame(frame)
                     if self._held is not None and self._answers_probe(msg):
                         await self._release_held()
+                    elif _restarted_by_server(msg):
+                        await self._hold_until_iopub()
                     yield msg
             except websockets.ConnectionClosed:
                 pass
