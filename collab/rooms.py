@@ -257,7 +257,7 @@ class Room:
                 change(self.doc)
         finally:
             self.doc.unobserve(subscription)
-        update = merge_updates(*updates) if len(updates) > 1 else (updates[0] if updates else b"")
+        update = updates[0] if updates else b""  # one transaction, at most one update
         if update and update != protocol.EMPTY_UPDATE:
             self.size += len(update)
             self._queue(Pending(update, user_id, None), None, within)

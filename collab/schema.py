@@ -22,7 +22,8 @@ from typing import Any
 
 from pycrdt import Array, ArrayEvent, Doc, Map, MapEvent, Text
 
-CELL_TYPES = frozenset({"code", "markdown", "raw"})
+from notebooks.nbio import CELL_TYPES
+
 OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
 NBFORMAT = 4.0
 NBFORMAT_MINOR = 5.0

@@ -131,6 +131,8 @@ class Node:
         self._start_lock = asyncio.Lock()
 
     async def start(self) -> None:
+        if self.channel:  # started: the common case, on every HTTP request (config.asgi)
+            return
         async with self._start_lock:
             if not self.channel:
                 # A plain name, not `new_channel()`: channels-redis reads every "!" channel of a

@@ -83,6 +83,10 @@ class _Pending:
     idle: bool = False
 
 
+def message_type(msg: dict[str, Any]) -> str:
+    return str((msg.get("header") or {}).get("msg_type") or msg.get("msg_type", ""))
+
+
 @dataclass
 class ExecutionTracker:
     """Feed every incoming message to `feed()`; it returns the events it implies."""
@@ -116,7 +120,7 @@ class ExecutionTracker:
 
     def feed(self, msg: dict[str, Any]) -> list[Event]:
         channel = msg.get("channel")
-        msg_type = msg.get("header", {}).get("msg_type") or msg.get("msg_type", "")
+        msg_type = message_type(msg)
         parent_id = (msg.get("parent_header") or {}).get("msg_id", "")
         content = msg.get("content") or {}
         if channel == "iopub" and msg_type == "status":

@@ -32,7 +32,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from kernels.execution import Event, ExecutionTracker, KernelLost
+from kernels.execution import Event, ExecutionTracker, KernelLost, message_type
 
 PROTOCOL_VERSION = "5.3"
 PROBE_INTERVAL = 0.2  # seconds between kernel_info probes after a restart
@@ -119,8 +119,7 @@ class JupyterClient:
 
 def _restarted_by_server(msg: dict[str, Any]) -> bool:
     """The server's own `restarting` status: it restarted a kernel that died."""
-    msg_type = (msg.get("header") or {}).get("msg_type") or msg.get("msg_type")
-    if msg.get("channel") != "iopub" or msg_type != "status":
+    if msg.get("channel") != "iopub" or message_type(msg) != "status":
         return False
     return (msg.get("content") or {}).get("execution_state") == "restarting"
 
