@@ -14,9 +14,19 @@ from django.core.cache import cache
 from accounts.models import User
 from notebooks import actions
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "nbformat"
-if not CORPUS.exists():  # a clone sits beside shared/; so does /work/main
-    CORPUS = Path(os.environ.get("CORPUS_DIR", "../shared/corpus/nbformat")).resolve()
+# The notebook corpus lives beside the checkout (../shared/corpus/nbformat) unless CORPUS_DIR says.
+CORPUS = Path(
+    os.environ.get("CORPUS_DIR", Path(__file__).resolve().parents[2] / "shared" / "corpus" / "nbformat")
+)
+
+
+def pytest_sessionstart(session):
+    if not CORPUS.is_dir():
+        pytest.exit(
+            f"The notebook corpus is not at {CORPUS}: put the shared/ folder beside this checkout "
+            "or set CORPUS_DIR to its corpus/nbformat folder.",
+            returncode=4,
+        )
 
 
 def pytest_sessionfinish(session, exitstatus):
