@@ -156,7 +156,8 @@ def test_a_killed_driver_is_replaced_and_its_run_goes_on(stack, a_and_b):
     a, b = a_and_b
     assert a.post("run", {"cell_ids": ["set"]}).status_code == 202
     wait_for(lambda: a.status()["status"] == "idle", what="a kernel")
-    assert b.status()["status"] == "idle"  # B knows the notebook's kernel (and sweeps for orphans)
+    # B knows the notebook's kernel (and sweeps for orphans); "idle" once the run's status settles
+    wait_for(lambda: b.status()["status"] == "idle", timeout=10, what="B to see the kernel idle")
     assert a.post("run", {"cell_ids": ["count"]}).status_code == 202
     wait_for(lambda: "line 5" in texts(b.cell("count")), what="the run to be under way")
     [before] = stack.django(lease())
