@@ -222,8 +222,7 @@ async def test_interrupt_stops_a_long_run_and_status_is_reported(notebook, alice
     cell_id = a.cells[0]["id"]
     bridge = get_bridge(notebook.pk)
     await bridge.enqueue([cell_id], alice)
-    while bridge.status != "busy":
-        await a.pump(0.05)
+    await a.pump_until(lambda: bridge.status == "busy", timeout=30, what="the kernel to be busy")
     assert bridge.info()["running"] == cell_id
     status, _ = await post(notebook.pk, alice, "interrupt")
     assert status == 200
