@@ -9,7 +9,9 @@ new output. The cell prints a counter (`print(next(_n))`, as cheap as `print(1)`
 output differs from the last one's. The direct row times execute_request -> the stream output
 arriving on a websocket of our own to a kernel on the same server.
 
-    .venv/bin/python bench/kernel_bridge.py [--runs 30]
+    .venv/bin/python bench/kernel_bridge.py [--runs 30] [--no-sandbox]
+
+`--no-sandbox` runs the kernels unconfined (as before the kernel sandbox), to compare.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from rt_ws import YClient  # noqa: E402
 
 from kernels.execution import Output  # noqa: E402
 from kernels.jupyter import JupyterClient  # noqa: E402
-from kernels.local_server import LocalJupyterServer  # noqa: E402
+from kernels.local_server import LocalJupyterServer, Sandbox  # noqa: E402
 from tests.procs import Stack  # noqa: E402
 
 SETUP = "import itertools\n_n = itertools.count(1)"
@@ -181,8 +183,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--no-sandbox", action="store_true", help="kernels unconfined")
     args = parser.parse_args()
-    with LocalJupyterServer() as server:
+    with LocalJupyterServer(sandbox=None if args.no_sandbox else Sandbox()) as server:
         stack = Stack(redis=True, JUPYTER_SERVER_URL=server.url, JUPYTER_SERVER_TOKEN=server.token)
         try:
             a, b = stack.start_worker(), stack.start_worker()
@@ -200,7 +203,10 @@ def main() -> None:
             over_ws = asyncio.run(bridge_ws(a, owner, viewer, notebook, args.runs, args.warmup))
         finally:
             stack.close()
-    print(f"\n`print(...)` round trip, {args.runs} runs after {args.warmup} warm-up, milliseconds\n")
+    kernels = "unconfined kernels" if args.no_sandbox else "sandboxed kernels"
+    print(
+        f"\n`print(...)` round trip, {kernels}, {args.runs} runs after {args.warmup} warm-up, milliseconds\n"
+    )
     print("| path | median | p95 | min | max |")
     print("|---|---:|---:|---:|---:|")
     print(row("direct kernel websocket (execute_request -> stream output)", direct_ms))

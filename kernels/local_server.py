@@ -259,10 +259,25 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def sandbox_from_env(env: dict[str, str]) -> Sandbox | None:
+    """The sandbox the `KERNEL_*` variables describe (as in the app's settings), None if off."""
+    if env.get("KERNEL_SANDBOX", "bwrap").strip().lower() == "off":
+        return None
+    return Sandbox(
+        memory_mb=int(env.get("KERNEL_MEMORY_MB", 2048)),
+        cpu_seconds=int(env.get("KERNEL_CPU_SECONDS", 3600)),
+        max_processes=int(env.get("KERNEL_MAX_PROCESSES", 100)),
+        max_file_mb=int(env.get("KERNEL_MAX_FILE_MB", 1024)),
+        network=env.get("KERNEL_NETWORK", "false").strip().lower() in ("1", "true", "yes", "on"),
+    )
+
+
 def main() -> None:
-    """Run a local server in the foreground until Ctrl-C or SIGTERM (both stop the server)."""
+    """Run a local server in the foreground until Ctrl-C or SIGTERM (both stop the server);
+    the sandbox and the homes directory come from the same variables as the app's settings."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    server = LocalJupyterServer(quiet=False)
+    env = dict(os.environ)
+    server = LocalJupyterServer(quiet=False, sandbox=sandbox_from_env(env), homes=env.get("KERNEL_HOMES_DIR"))
     try:
         server.start()
         print(f"Jupyter Server at {server.url}  token {server.token}", flush=True)
