@@ -146,9 +146,11 @@ def explicitly_allowed(scheme: str, host: str, port: int) -> bool:
 def checked_address(scheme: str, host: str, port: int) -> str:
     """The address to connect to for `host`, checked now (blocking: resolves), or `Refused`."""
     host = host.strip("[]").lower()
+    literal = True
     try:
         addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
+        literal = False
         try:
             addresses = resolve(host, port)
         except (OSError, UnicodeError):
@@ -158,7 +160,7 @@ def checked_address(scheme: str, host: str, port: int) -> str:
     if not explicitly_allowed(scheme, host, port):
         for address in addresses:
             if label := address_class(address):
-                what = "it is" if address == host else "it resolves to"
+                what = "it is" if literal else "it resolves to"
                 raise Refused(f"This site does not run kernels on {host}: {what} {label}.")
     return addresses[0]
 
