@@ -177,3 +177,29 @@ async def test_the_kernel_starts_on_the_chosen_server_with_the_chosen_kernelspec
         assert str(second_server.port) not in state
         assert bridge.kernel_id not in state
         await close_all(a)
+
+
+async def test_a_server_registered_by_name_runs_on_the_address_checked_for_it(
+    notebook, alice, second_server, settings, dns
+):
+    """REST and the kernel websocket both connect to the address the name was checked to have,
+    with the name in the Host header (`kernels.netguard`)."""
+    settings.KERNEL_SERVER_ALLOW_HOSTS = ["localhost"]
+    owner = await sync_to_async(client_for)(alice)
+    url = f"http://localhost:{second_server.port}"
+    await sync_to_async(add_server)(owner, notebook, url, second_server.token)
+    server = await database_sync_to_async(KernelServer.objects.get)(owner=alice)
+    await sync_to_async(owner.post)(settings_url(notebook), {"action": "choose", "server_id": str(server.pk)})
+    dns.calls.clear()
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "print(6 * 7)")
+    await a.flush()
+    await a.pump()
+    status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [a.cells[0]["id"]]})
+    assert status == 202
+    await get_bridge(notebook.pk).wait_idle()
+    await a.pump()
+    assert outputs(a) == [{"output_type": "stream", "name": "stdout", "text": "42\n"}]
+    # checked when the kernel starts, then for the REST connection and for the websocket
+    assert dns.calls.count(("localhost", second_server.port)) >= 3
+    await close_all(a)
