@@ -32,14 +32,27 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def _private_var_dir() -> Path:
+    """`var/` (secret key, SQLite database, kernel homes) is for the app's user alone."""
+    path = BASE_DIR / "var"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+VAR_DIR = _private_var_dir()
+
+
 def _secret_key() -> str:
     """Use SECRET_KEY, else a random key kept in `var/secret_key` so sessions survive restarts."""
     if key := os.environ.get("SECRET_KEY"):
         return key
-    path = BASE_DIR / "var" / "secret_key"
+    path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(50))
+    path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -236,6 +249,15 @@ KERNEL_INPUT_TIMEOUT = envfloat("KERNEL_INPUT_TIMEOUT", 300.0)
 KERNEL_LEASE_TTL = envfloat("KERNEL_LEASE_TTL", 15.0)
 KERNEL_LEASE_RENEW = envfloat("KERNEL_LEASE_RENEW", 5.0)
 KERNEL_FORWARD_TIMEOUT = envfloat("KERNEL_FORWARD_TIMEOUT", 10.0)
+# The local Jupyter Server's kernel sandbox (kernels.sandbox): each notebook's kernel as its own
+# uid, no network, no view of the app, these limits (0 = none). "off" runs kernels unconfined.
+KERNEL_SANDBOX = os.environ.get("KERNEL_SANDBOX", "bwrap").strip().lower()
+KERNEL_MEMORY_MB = envint("KERNEL_MEMORY_MB", 2048)
+KERNEL_CPU_SECONDS = envint("KERNEL_CPU_SECONDS", 3600)
+KERNEL_MAX_PROCESSES = envint("KERNEL_MAX_PROCESSES", 100)
+KERNEL_MAX_FILE_MB = envint("KERNEL_MAX_FILE_MB", 1024)
+KERNEL_NETWORK = envbool("KERNEL_NETWORK", "false")
+KERNEL_HOMES_DIR = os.environ.get("KERNEL_HOMES_DIR", str(VAR_DIR / "kernel-homes"))
 
 # Real-time engine (collab/). Delays in seconds, sizes in bytes.
 COLLAB = {

@@ -110,6 +110,19 @@ def load_user(user_id: int | None) -> Any:
     return User.objects.filter(pk=user_id).first() if user_id is not None else None
 
 
+def died_message(sandboxed: bool) -> str:
+    """A run's error when its kernel died: on the deployment's own server, name the sandbox's
+    limits (a kernel over its CPU time is killed; one over its memory usually just fails)."""
+    text = "The kernel died while this cell was running."
+    if sandboxed and settings.KERNEL_SANDBOX != "off":
+        text += (
+            " It may have gone past this site's limits for a kernel:"
+            f" {settings.KERNEL_MEMORY_MB} MB of memory, {settings.KERNEL_CPU_SECONDS} s of CPU time,"
+            f" {settings.KERNEL_MAX_PROCESSES} processes. Run it again to start a new kernel."
+        )
+    return text
+
+
 @dataclass
 class Job:
     cell_id: str
@@ -186,6 +199,7 @@ class KernelBridge:
         self.channels: KernelChannels | None = None
         self.kernel_id: str | None = None
         self.session_id: str | None = None
+        self._on_default_server = True
         self.status = "not started"
         self.message = ""
         self.queue: deque[Job] = deque()
@@ -386,12 +400,13 @@ class KernelBridge:
         self.status = "starting"
         await self._broadcast()
         self.client = servers.client(conn)
+        self._on_default_server = conn.server_id is None
         previous = await database_sync_to_async(leases.remembered)(self.notebook_id)
         resumed = None
         if previous is not None and previous.server_url == self.client.base_url:
             resumed = await self._reconnect(previous)
         if self.channels is None and job is not None:
-            model = await self.client.start_kernel(conn.kernelspec or None)
+            model = await self.client.start_kernel(conn.kernelspec or None, str(self.notebook_id))
             self.kernel_id = str(model["id"])
             self.channels = self.client.channels(self.kernel_id)
             self.session_id = self.channels.session_id
@@ -564,7 +579,7 @@ class KernelBridge:
             self.status = "dead"
             self.message = "The kernel is gone; the next run starts a new one."
             if lost is not None:
-                await self._lost(lost, "The kernel died while this cell was running.")
+                await self._lost(lost, died_message(self._on_default_server))
             await self._broadcast()
 
     async def _on_event(self, event: Event) -> None:
@@ -601,7 +616,7 @@ class KernelBridge:
             self.status = event.state
             await self._broadcast()
         elif isinstance(event, KernelLost):
-            await self._lost(event, "The kernel died while this cell was running.")
+            await self._lost(event, died_message(self._on_default_server))
 
     async def _flush(self) -> None:
         """Write the collected outputs into the document in one edit."""

@@ -136,9 +136,14 @@ class JupyterClient:
     async def list_kernels(self) -> list[dict[str, Any]]:
         return list(await self._request("GET", "/api/kernels"))
 
-    async def start_kernel(self, name: str | None = None) -> dict[str, Any]:
-        """Start a kernel (the server's default spec when `name` is None); returns its model."""
-        body = {"name": name} if name else {}
+    async def start_kernel(self, name: str | None = None, path: str = "") -> dict[str, Any]:
+        """Start a kernel (the server's default spec when `name` is None); returns its model.
+
+        `path`: the notebook's id; the local server gives each one a home directory of its own
+        (other servers treat it as a working directory, falling back to their root)."""
+        body: dict[str, str] = {"name": name} if name else {}
+        if path:
+            body["path"] = path
         return dict(await self._request("POST", "/api/kernels", json=body))
 
     async def get_kernel(self, kernel_id: str) -> dict[str, Any] | None:

@@ -9,6 +9,12 @@ Rules:
   instead of ~50 ms.
 - The server's iopub data-rate limit is off by default: it drops output silently, while the
   bridge caps every output itself (`kernels.outputs`) and says so in the notebook.
+- Every kernel runs in a bubblewrap sandbox (`kernels.sandbox`) unless `sandbox=None`: its own
+  uid, no network, no view of the app, limits. The server gets a minimal environment (nothing of
+  the app's settings) and its token through that environment, never on its command line, which
+  every process on the host can read.
+- `homes` (default: inside the temporary dir) holds one home directory per notebook; give a
+  lasting directory to keep kernels' files across server restarts.
 - `start()` blocks until `/api/status` answers; `stop()` terminates the process group and
   removes the temporary dirs. Both are synchronous: call them from a thread in async code.
 
@@ -27,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -34,6 +41,53 @@ import httpx
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 NODELAY_CLASS = "kernels.nodelay.NoDelayWebsocketConnection"
+SANDBOX_ENTRY = str(Path(__file__).resolve().parent / "sandbox_entry")
+# What the server process inherits from ours: enough to run Python, nothing of the app's settings.
+_INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
+
+
+class SandboxUnavailable(RuntimeError):
+    """The kernel sandbox cannot run here; the message says what to install or set."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Limits and options of the kernel sandbox (see `kernels.sandbox.SandboxProvisioner`)."""
+
+    memory_mb: int = 2048
+    cpu_seconds: int = 3600
+    max_processes: int = 100
+    max_file_mb: int = 1024
+    network: bool = False
+    uid_base: int = 200000
+    read_only: tuple[str, ...] = field(default=())
+
+    def check(self) -> None:
+        """Raise `SandboxUnavailable` unless kernels can be sandboxed on this host."""
+        missing = [tool for tool in ("bwrap", "prlimit", "setpriv") if shutil.which(tool) is None]
+        if missing:
+            raise SandboxUnavailable(
+                f"The kernel sandbox needs {', '.join(missing)} (Debian packages bubblewrap and "
+                "util-linux); install them, or set KERNEL_SANDBOX=off to run kernels unconfined."
+            )
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
+            raise SandboxUnavailable(
+                "The kernel sandbox gives every notebook its own user, which needs the local "
+                "Jupyter Server to run as root; run it as root (python -m kernels.local_server), "
+                "point JUPYTER_SERVER_URL at a kernel service, or set KERNEL_SANDBOX=off."
+            )
+
+    def argv(self) -> list[str]:
+        args = [
+            "--ServerApp.kernel_manager_class=kernels.sandbox.SandboxKernelManager",
+            "--KernelProvisionerFactory.default_provisioner_name=notebook-sandbox",
+            "--KernelManager.transport=ipc",
+        ]
+        for name, value in asdict(self).items():
+            if name == "read_only":
+                value = "[" + ",".join(repr(p) for p in value) + "]"
+            args.append(f"--SandboxProvisioner.{name}={value}")
+        return args
 
 
 def free_port() -> int:
@@ -55,6 +109,8 @@ class LocalJupyterServer:
         python: str = sys.executable,
         extra_args: list[str] | None = None,
         quiet: bool = True,
+        sandbox: Sandbox | None = Sandbox(),  # frozen, so one default is safe to share
+        homes: str | Path | None = None,
     ) -> None:
         self.nodelay = nodelay
         self.iopub_data_rate_limit = iopub_data_rate_limit
@@ -62,6 +118,8 @@ class LocalJupyterServer:
         self.python = python
         self.extra_args = list(extra_args or [])
         self.quiet = quiet
+        self.sandbox = sandbox
+        self.homes = Path(homes) if homes else None
         self.token = ""
         self.port = 0
         self.url = ""
@@ -89,9 +147,11 @@ class LocalJupyterServer:
         """Launch the server and wait until it answers; retry on a port race."""
         if self._proc is not None:
             raise RuntimeError("server already started")
+        if self.sandbox is not None:
+            self.sandbox.check()
         self._tmp = Path(tempfile.mkdtemp(prefix="nb-jupyter-"))
-        self.root_dir = self._tmp / "root"
-        self.root_dir.mkdir()
+        self.root_dir = self.homes or self._tmp / "root"
+        self.root_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         last_error = "no attempt"
         for _attempt in range(3):
             self.token = secrets.token_hex(32)
@@ -132,7 +192,6 @@ class LocalJupyterServer:
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
             "--ServerApp.open_browser=False",
             f"--ServerApp.root_dir={self.root_dir}",
             "--ServerApp.terminals_enabled=False",
@@ -144,13 +203,16 @@ class LocalJupyterServer:
             argv.append("--ServerApp.allow_root=True")  # containers and CI run as root
         if self.nodelay:
             argv.append(f"--ServerApp.kernel_websocket_connection_class={NODELAY_CLASS}")
+        if self.sandbox is not None:
+            argv += self.sandbox.argv()
         return argv + self.extra_args
 
     def _env(self) -> dict[str, str]:
         assert self._tmp is not None
-        env = dict(os.environ)
-        path = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = _PACKAGE_PARENT + (os.pathsep + path if path else "")
+        env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+        env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_PARENT, SANDBOX_ENTRY])
+        env["HOME"] = str(self._tmp)
+        env["JUPYTER_TOKEN"] = self.token  # readable by root only (/proc/<pid>/environ)
         for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR"):
             folder = self._tmp / name.lower()
             folder.mkdir(exist_ok=True)
@@ -158,7 +220,6 @@ class LocalJupyterServer:
         # Keep the stock kernelspecs (they live under sys.prefix) but no user-level ones.
         env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")
         env["IPYTHONDIR"] = str(self._tmp / "ipython")
-        env.pop("JUPYTER_TOKEN", None)
         return env
 
     def _wait_ready(self) -> None:

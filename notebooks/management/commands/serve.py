@@ -1,7 +1,9 @@
 """Run the app with daphne (pages, static files and websockets from one process).
 
 When `JUPYTER_SERVER_URL` is unset, a local Jupyter Server is started first (its URL and token
-are put into the environment and settings) and stopped when daphne exits.
+are put into the environment and settings) and stopped when daphne exits. Its kernels run in the
+sandbox the `KERNEL_*` settings describe (`kernels.sandbox`), with their homes in
+`KERNEL_HOMES_DIR`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,24 @@ import os
 
 from daphne.cli import CommandLineInterface
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from config.serving import daphne_args
-from kernels.local_server import LocalJupyterServer
+from kernels.local_server import LocalJupyterServer, Sandbox, SandboxUnavailable
+
+
+def local_server() -> LocalJupyterServer:
+    """The local Jupyter Server as the settings describe it."""
+    sandbox = None
+    if settings.KERNEL_SANDBOX != "off":
+        sandbox = Sandbox(
+            memory_mb=settings.KERNEL_MEMORY_MB,
+            cpu_seconds=settings.KERNEL_CPU_SECONDS,
+            max_processes=settings.KERNEL_MAX_PROCESSES,
+            max_file_mb=settings.KERNEL_MAX_FILE_MB,
+            network=settings.KERNEL_NETWORK,
+        )
+    return LocalJupyterServer(sandbox=sandbox, homes=settings.KERNEL_HOMES_DIR)
 
 
 class Command(BaseCommand):
@@ -37,8 +53,11 @@ class Command(BaseCommand):
         if not settings.JUPYTER_SERVER_URL:
             self.stdout.write("  Starting a local Jupyter Server (JUPYTER_SERVER_URL is unset)...\n")
             self.stdout.flush()
-            server = LocalJupyterServer()
-            server.start()
+            server = local_server()
+            try:
+                server.start()
+            except SandboxUnavailable as exc:
+                raise CommandError(str(exc)) from exc
             os.environ["JUPYTER_SERVER_URL"] = settings.JUPYTER_SERVER_URL = server.url
             os.environ["JUPYTER_SERVER_TOKEN"] = settings.JUPYTER_SERVER_TOKEN = server.token
         try:

@@ -1,0 +1,265 @@
+"""Loaded INSIDE the local Jupyter Server process: every kernel in its own bubblewrap sandbox.
+
+A cell's code is untrusted (every signed-up user is a stranger), so each kernel runs:
+- as an unprivileged user of its own: one uid per notebook home, taken from a range nobody else
+  uses (never root, never the app's user), so process limits and file modes separate notebooks
+  even without the namespaces;
+- with a clean environment: nothing of the app's or the server's settings, no token;
+- in new mount, pid, ipc, uts and (by default) network namespaces: the system read-only
+  (`/usr`, `/etc`, the Python the kernel runs on), a private `/tmp`, its own home at
+  `/home/notebook` (per notebook, kept between kernel restarts), and nothing else: not the app's
+  directory, not other kernels' homes, connection files or processes, not the server's process;
+- with no network at all by default, loopback included: it talks to the server over IPC
+  sockets in a directory of its own (`--KernelManager.transport=ipc`);
+- under resource limits: address space, CPU seconds, processes (per uid), file size, no core.
+
+Why bubblewrap through a provisioner: jupyter_client's provisioner is the supported seam for
+"how a kernel process is launched" (restarts, interrupts and shutdown keep working unchanged);
+bubblewrap is a small, audited setuid-free tool in Debian that needs no daemon, unlike
+containers, and starts in a few milliseconds. The server itself runs as root so that it can
+give each kernel its own uid; the kernel drops every capability before the first line of user
+code (`setpriv --no-new-privs`, empty bounding set).
+
+Registered under the name `notebook-sandbox` through the `sandbox_entry` distribution that
+`kernels.local_server` puts on the server's PYTHONPATH. No Django here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.provisioning import LocalProvisioner
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from traitlets import Bool, Int, List, Unicode
+
+HOME = "/home/notebook"
+# A notebook's home is named after it (the app passes the notebook's id as the kernel's path).
+_HOME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_SCRATCH = ".scratch"  # homes of kernels started without a path; removed with the kernel
+_SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+class SandboxKernelManager(AsyncMappingKernelManager):
+    """Gives each notebook (the kernel's `path`) a home directory under the server's root."""
+
+    def cwd_for_path(self, path: Any, **kwargs: Any) -> str:
+        name = str(path or "").strip("/")
+        if _HOME_NAME.fullmatch(name):
+            home = Path(self.root_dir) / name
+            home.mkdir(mode=0o700, exist_ok=True)
+            if home.is_dir() and not home.is_symlink():
+                return str(home)
+        return str(super().cwd_for_path(path, **kwargs))
+
+
+class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """Launches the kernel command inside bubblewrap, as the notebook's own uid, with limits."""
+
+    homes = Unicode("", config=True, help="Root of the notebooks' homes (the server's root_dir).")
+    memory_mb = Int(2048, config=True, help="Address-space limit per kernel process (MiB, 0 = none).")
+    cpu_seconds = Int(3600, config=True, help="CPU-time limit per kernel process (s, 0 = none).")
+    max_processes = Int(100, config=True, help="Processes and threads per notebook user.")
+    max_file_mb = Int(1024, config=True, help="Largest file a kernel may write (MiB).")
+    network = Bool(False, config=True, help="Give kernels the host's network (outbound, pip).")
+    uid_base = Int(200000, config=True, help="First uid of the range kernels run as.")
+    uid_count = Int(50000, config=True, help="Size of that range.")
+    read_only = List(Unicode(), config=True, help="More host paths kernels may read.")
+
+    _home: Path | None = None
+    _run_dir: Path | None = None
+    _scratch: bool = False
+    _uid: int = 0
+
+    # launch -------------------------------------------------------------------------------
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        km = self.parent
+        self._home, self._scratch = self._home_for(kwargs.get("cwd"))
+        self._uid = _uid_for(self._home, self._root(), self.uid_base, self.uid_count)
+        runtime = Path(km.connection_file).parent  # already ours when the kernel restarts
+        if runtime.name != f"sandbox-{self.kernel_id}":
+            runtime = runtime / f"sandbox-{self.kernel_id}"
+        self._run_dir = runtime
+        self._run_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(self._run_dir, self._uid, self._uid)
+        km.connection_file = str(self._run_dir / "kernel.json")
+        km.ip = str(self._run_dir / "kernel-ipc")
+        kwargs["cwd"] = str(self._home)
+        kwargs = await super().pre_launch(**kwargs)
+        os.chown(km.connection_file, self._uid, self._uid)  # the kernel reads its own key only
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        spec_env = dict(self.kernel_spec.env or {}) if self.kernel_spec else {}
+        env = kernel_env(spec_env)
+        kwargs["env"] = {"PATH": env["PATH"]}  # bubblewrap's own; the kernel's is set inside
+        return await super().launch_kernel(self.wrap(cmd, env), **kwargs)
+
+    def wrap(self, cmd: list[str], env: dict[str, str]) -> list[str]:
+        """The kernel command inside bubblewrap, limits and the uid switch."""
+        assert self._home is not None
+        assert self._run_dir is not None
+        setenv = [arg for name, value in env.items() for arg in ("--setenv", name, value)]
+        return [
+            shutil.which("bwrap") or "bwrap",
+            "--clearenv", *setenv,  # not even the launcher's JPY_PARENT_PID (another pid space)
+            *namespace_args(self.network),
+            *mount_args(self._read_only_paths()),
+            *parent_dirs(HOME), "--bind", str(self._home), HOME,
+            *parent_dirs(str(self._run_dir)), "--bind", str(self._run_dir), str(self._run_dir),
+            "--chdir", HOME,
+            "--",
+            *limit_args(self.memory_mb, self.cpu_seconds, self.max_processes, self.max_file_mb),
+            "setpriv", f"--reuid={self._uid}", f"--regid={self._uid}", "--clear-groups",
+            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
+            *cmd,
+        ]  # fmt: skip
+
+    async def send_signal(self, signum: int) -> None:
+        """Interrupts reach the kernel's processes, not bubblewrap: bubblewrap dies of SIGINT
+        and takes the kernel with it. Stopping signals still go to the whole group."""
+        if signum in (signal.SIGKILL, signal.SIGTERM) or not self.pid or not self.pgid:
+            await super().send_signal(signum)
+            return
+        for pid in sandboxed_pids(self.pid, self.pgid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart)
+        if restart:
+            return  # the same connection file (and scratch home) serve the restarted kernel
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+        if self._scratch and self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+
+    # helpers ------------------------------------------------------------------------------
+
+    def _root(self) -> Path:
+        return Path(self.homes or self.parent.parent.root_dir).resolve()
+
+    def _home_for(self, cwd: Any) -> tuple[Path, bool]:
+        """The notebook's home (kept), or a scratch home for a kernel started without one."""
+        root = self._root()
+        if cwd:
+            home = Path(str(cwd)).resolve()
+            if home.parent == root and _HOME_NAME.fullmatch(home.name) and home.is_dir():
+                return home, False
+        scratch = root / _SCRATCH
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        home = scratch / str(self.kernel_id)
+        home.mkdir(mode=0o700, exist_ok=True)
+        return home, True
+
+    def _read_only_paths(self) -> list[str]:
+        """The Python the kernel runs on (virtualenv and its base) plus configured extras."""
+        paths = [sys.prefix, sys.base_prefix, *self.read_only]
+        return sorted({p for p in paths if p and not p.startswith(("/usr/", "/etc/"))})
+
+
+def _uid_for(home: Path, root: Path, base: int, count: int) -> int:
+    """The uid that owns `home`, or the lowest unused one in the range (then `home` gets it).
+
+    Runs in the server's event loop (one process), so allocation needs no lock."""
+    owner = home.stat().st_uid
+    if base <= owner < base + count:
+        return owner
+    used = {owner} | {entry.stat().st_uid for entry in _homes(root)}
+    uid = next((u for u in range(base, base + count) if u not in used), None)
+    if uid is None:
+        raise RuntimeError(f"no free kernel uid left in {base}..{base + count - 1}")
+    os.chown(home, uid, uid)
+    return uid
+
+
+def _homes(root: Path) -> list[Path]:
+    entries = [e for e in root.iterdir() if e.name != _SCRATCH]
+    scratch = root / _SCRATCH
+    if scratch.is_dir():
+        entries += list(scratch.iterdir())
+    return [e for e in entries if e.is_dir() and not e.is_symlink()]
+
+
+def sandboxed_pids(bwrap_pid: int, pgid: int) -> list[int]:
+    """The processes of the sandbox's process group but bubblewrap's own two (its monitor, the
+    one we started, and its init inside the pid namespace)."""
+    found: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        ppid, group = int(fields[1]), int(fields[2])
+        if group == pgid:
+            found[int(entry.name)] = ppid
+    return [pid for pid, ppid in found.items() if pid != bwrap_pid and ppid != bwrap_pid]
+
+
+def kernel_env(spec_env: dict[str, str]) -> dict[str, str]:
+    """A clean environment: nothing of the server's (no token, no settings, no parent pid)."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": HOME,
+        "USER": "notebook",
+        "SHELL": "/bin/sh",
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",  # noqa: S108 (the sandbox's private tmpfs)
+        # glibc reserves 64 MiB of address space per thread's arena; the memory limit counts
+        # address space, so keep reservations near what is really used.
+        "MALLOC_ARENA_MAX": "2",
+    }
+    env.update({k: v for k, v in spec_env.items() if not k.startswith(("JUPYTER", "JPY_"))})
+    return env
+
+
+def namespace_args(network: bool) -> list[str]:
+    args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    args += ["--unshare-cgroup-try", "--hostname", "notebook"]
+    if not network:
+        args.append("--unshare-net")
+    return args
+
+
+def mount_args(read_only: list[str]) -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108
+    for path in read_only:
+        if os.path.exists(path):
+            args += [*parent_dirs(path), "--ro-bind", path, path]
+    return args
+
+
+def parent_dirs(path: str) -> list[str]:
+    """Create `path`'s parents as 0755 (bubblewrap makes them 0700, closed to the kernel's uid)."""
+    args: list[str] = []
+    for parent in reversed(Path(path).parents[:-1]):
+        args += ["--perms", "0755", "--dir", str(parent)]
+    return args
+
+
+def limit_args(memory_mb: int, cpu_seconds: int, max_processes: int, max_file_mb: int) -> list[str]:
+    args = ["prlimit", "--core=0", "--nofile=1024", f"--nproc={max_processes}"]
+    if memory_mb > 0:
+        args.append(f"--as={memory_mb * 1024 * 1024}")
+    if cpu_seconds > 0:
+        args.append(f"--cpu={cpu_seconds}")
+    if max_file_mb > 0:
+        args.append(f"--fsize={max_file_mb * 1024 * 1024}")
+    return [*args, "--"]

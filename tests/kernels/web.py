@@ -1,0 +1,45 @@
+"""A signed-in HTTP client of one worker's kernel endpoints, and waiting for what it shows."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+
+class Browserish:
+    """An HTTP client for one worker, signed in, with a CSRF token (as the editor has)."""
+
+    def __init__(self, port: int, cookie: str, notebook_id: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        name, value = cookie.split("=", 1)
+        self.http = httpx.Client(base_url=self.base, cookies={name: value}, timeout=20)
+        self.notebook = f"/n/{notebook_id}/"
+        assert self.http.get(self.notebook).status_code == 200
+        self.csrf = self.http.cookies["csrftoken"]
+
+    def post(self, action: str, body: dict | None = None) -> httpx.Response:
+        headers = {"X-CSRFToken": self.csrf, "Origin": self.base, "Referer": self.base + self.notebook}
+        return self.http.post(self.notebook + "kernel/" + action, json=body or {}, headers=headers)
+
+    def status(self) -> dict:
+        return self.http.get(self.notebook + "kernel/").json()
+
+    def cell(self, cell_id: str) -> dict:
+        ipynb = self.http.get(self.notebook + "download").json()
+        return next(c for c in ipynb["cells"] if c["id"] == cell_id)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def texts(cell: dict) -> str:
+    parts = (o.get("text", "") for o in cell["outputs"])
+    return "".join("".join(p) if isinstance(p, list) else p for p in parts)
