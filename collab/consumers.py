@@ -21,7 +21,7 @@ from django.utils import timezone
 from audit import log as audit
 from collab import protocol
 from collab.protocol import MessageType, ProtocolError, SyncType
-from collab.rooms import Room, RoomError, get_room
+from collab.rooms import Room, RoomError, get_room, kernel_frame
 from kernels import cluster
 from notebooks import access as acl
 from notebooks.models import Grant, Notebook
@@ -67,7 +67,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         if self.ext:
             await self.send_frame(protocol.session(self._session_info()))
             if room.kernel_state:
-                await self.send_frame(protocol.kernel(room.kernel_state))
+                await self.send_frame(kernel_frame(room.kernel_state, self.may_run))
             await cluster.node().start()  # this worker may now take over orphaned kernels
         await database_sync_to_async(self._joined)()
 
@@ -209,6 +209,10 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 restamped = self.room.presence.restamp(self.client_id, access.identity)
                 if restamped:
                     await self.room._relay_awareness(restamped)
+
+    @property
+    def may_run(self) -> bool:
+        return self.access is not None and self.access.can(acl.Action.RUN)
 
     def _session_info(self) -> dict:
         return {

@@ -53,6 +53,7 @@ class Socket(Protocol):
 
     client_id: int | None
     ext: bool
+    may_run: bool  # receives the kernel status's message
 
     async def send_frame(self, frame: bytes) -> None: ...
     async def close_with(self, code: int, reason: str) -> None: ...
@@ -466,10 +467,17 @@ class Room:
         await fanout().publish({"type": "awareness", "notebook": self.id, "payload": payload})
 
     async def set_kernel_state(self, payload: dict) -> None:
-        """Kernel status for everyone in the notebook, on every worker (the bridge calls this)."""
+        """Kernel status for everyone in the notebook, on every worker (the bridge calls this);
+        its `message` (why a run failed, what the kernel server answered) only to those who may
+        run (`kernel_frame`)."""
         self.kernel_state = payload
-        await self.broadcast_ext(protocol.kernel(payload))
+        await self._send_kernel_state(payload)
         await fanout().publish({"type": "kernel", "notebook": self.id, "payload": payload})
+
+    async def _send_kernel_state(self, payload: dict) -> None:
+        for socket in list(self.sockets):
+            if socket.ext:
+                await _send(socket, kernel_frame(payload, socket.may_run))
 
     async def send_presence(self, socket: Socket) -> None:
         full = self.presence.full()
@@ -491,7 +499,7 @@ class Room:
             await self._replaced()
         elif kind == "kernel":
             self.kernel_state = event["payload"]
-            await self.broadcast_ext(protocol.kernel(event["payload"]))
+            await self._send_kernel_state(event["payload"])
 
     async def _on_remote_updates(self, first: int, updates: list[bytes]) -> None:
         fresh = []
@@ -528,6 +536,11 @@ class Room:
         for socket in list(self.sockets):
             if socket.ext:
                 await _send(socket, frame)
+
+
+def kernel_frame(payload: dict, may_run: bool) -> bytes:
+    """The KERNEL frame for one socket: without the message for those who may not run."""
+    return protocol.kernel(payload if may_run else {**payload, "message": ""})
 
 
 async def _send(socket: Socket, frame: bytes) -> None:

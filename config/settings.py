@@ -231,11 +231,15 @@ AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 365)  # `manage.py purge_a
 JUPYTER_SERVER_URL = os.environ.get("JUPYTER_SERVER_URL", "")
 JUPYTER_SERVER_TOKEN = os.environ.get("JUPYTER_SERVER_TOKEN", "")
 # Hosts people may register their own kernel servers on (comma-separated; "*.example.com" matches
-# its subdomains; "*" any host, "" none). The worker connects to these, so list only hosts meant
-# to run kernels, never internal services.
+# its subdomains; "*" any host, "" none). Even then only public addresses (kernels.netguard):
+# loopback, private, link-local, metadata... are refused unless KERNEL_SERVER_ALLOW_HOSTS names
+# the host (same patterns, no "*"), e.g. "127.0.0.1,gateway.internal". The default server above
+# is always allowed. A kernel server's REST reply may be up to KERNEL_SERVER_MAX_REPLY_BYTES.
 KERNEL_SERVER_HOSTS = [
     h.strip().lower() for h in os.environ.get("KERNEL_SERVER_HOSTS", "*").split(",") if h.strip()
 ]
+KERNEL_SERVER_ALLOW_HOSTS = [h.lower() for h in envlist("KERNEL_SERVER_ALLOW_HOSTS", "")]
+KERNEL_SERVER_MAX_REPLY_BYTES = envint("KERNEL_SERVER_MAX_REPLY_BYTES", 1 << 20)
 # Kernels (kernels/), in seconds: an idle kernel is shut down; an unanswered input() is
 # interrupted; the worker driving a notebook's kernel renews its lease (kernels.cluster) every
 # KERNEL_LEASE_RENEW and loses it KERNEL_LEASE_TTL after the last renewal; a request forwarded

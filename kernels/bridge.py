@@ -15,7 +15,10 @@ Rules:
 - A lost kernel (died, restarted) fails the running cell with a visible error output and
   clears the queue.
 - Kernel state (`status`, `queue`, `running`, `message`) is broadcast to this worker's sockets
-  (`room.broadcast_ext`) and to other workers (`fanout().publish({"type": "kernel", ...})`).
+  (`room.set_kernel_state`) and to other workers (`fanout().publish({"type": "kernel", ...})`).
+  `message` reaches only the people who may run; a failed run's cell says only that it failed
+  (`CELL_NOT_RUN`), and the reason is one of `kernels.jupyter`'s fixed sentences, never what a
+  kernel server sent.
 - Everything the bridge starts runs in a fresh `contextvars.Context` (`_detached`): a task
   created inside a request would otherwise inherit the request's asgiref thread-sensitive
   executor, which is gone once the response is sent, and every later `database_sync_to_async`
@@ -59,6 +62,9 @@ from kernels.jupyter import JupyterClient, KernelChannels, KernelServerError
 from kernels.outputs import OutputWriter
 
 log = logging.getLogger(__name__)
+# In the cell, which everyone who can open the notebook sees; the reason goes to the kernel
+# status, which only the people who may run receive (`collab.rooms.Room.set_kernel_state`).
+CELL_NOT_RUN = "Could not run: the kernel could not be started or reached. The kernel status says why."
 
 FLUSH_INTERVAL = 0.05  # seconds between output flushes into the document
 # A run's "queued"/"running" marks may wait this long to be written together with its first
@@ -393,7 +399,7 @@ class KernelBridge:
             raise KernelServerError(conn.refused)
         self.status = "starting"
         await self._broadcast()
-        self.client = JupyterClient(conn.url, conn.token)
+        self.client = servers.client(conn)
         self._on_default_server = conn.server_id is None
         previous = await database_sync_to_async(leases.remembered)(self.notebook_id)
         resumed = None
@@ -516,10 +522,10 @@ class KernelBridge:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("running cell %s of %s failed", job.cell_id, self.notebook_id)
-                self.message = message = f"Could not run: {exc}"
+                log.warning("running cell %s of %s failed", job.cell_id, self.notebook_id, exc_info=True)
+                self.message = f"Could not run: {_reason(exc)}"
                 with contextlib.suppress(Exception):
-                    await self._edit(lambda doc, cid=job.cell_id, text=message: self._fail_cell(cid, text))
+                    await self._edit(lambda doc, cid=job.cell_id: self._fail_cell(cid, CELL_NOT_RUN))
                 self._finish(job, "error")
                 await self._drop_queue()
             finally:
@@ -770,6 +776,15 @@ class KernelBridge:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a run failed, for the people who may run (the kernel status): a `KernelServerError`
+    is one of a fixed set of sentences; anything else may hold what a server sent, so it is
+    only logged."""
+    if isinstance(exc, KernelServerError):
+        return str(exc)
+    return "the kernel server's reply could not be used."
 
 
 async def _detached(coro: Any) -> Any:

@@ -11,7 +11,13 @@ Rules:
   so callers must store `session_id` if they want to resume after a process restart.
 - After a restart, shell requests are held until iopub reaches this socket again (`restart`).
 - No size limit on incoming frames: outputs are capped when written into the document
-  (`kernels.outputs`), not by dropping the connection.
+  (`kernels.outputs`), not by dropping the connection. REST replies are read up to
+  `max_reply_bytes` and must be JSON of the expected shape.
+- Errors are a fixed set of sentences (`KernelServerError`): the status code and the step that
+  failed, never the server's reply, never a transport error's text (which would tell an open
+  port from a closed one, or echo an address); they may be shown to the people who may run.
+- `pinned=True` (servers people register): every connection goes to an address
+  `kernels.netguard` has just checked, with the URL's Host header and TLS server name.
 """
 
 from __future__ import annotations
@@ -32,11 +38,26 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from kernels import netguard
 from kernels.execution import Event, ExecutionTracker, KernelLost, message_type
 
 PROTOCOL_VERSION = "5.3"
 PROBE_INTERVAL = 0.2  # seconds between kernel_info probes after a restart
 PROBE_GIVE_UP = 30.0  # seconds after which held requests go out anyway
+MAX_REPLY_BYTES = 1 << 20  # a REST reply larger than this is an error
+
+# (method, path; for one kernel its last part after the id) -> (the step in error messages, the
+# JSON type its reply must have; None: no reply expected)
+_STEPS: dict[tuple[str, str], tuple[str, type | None]] = {
+    ("GET", "/api"): ("checking the server", dict),
+    ("GET", "/api/kernelspecs"): ("listing kernelspecs", dict),
+    ("GET", "/api/kernels"): ("listing kernels", list),
+    ("POST", "/api/kernels"): ("starting a kernel", dict),
+    ("GET", "kernel"): ("looking up the kernel", dict),
+    ("POST", "interrupt"): ("interrupting the kernel", None),
+    ("POST", "restart"): ("restarting the kernel", dict),
+    ("DELETE", "kernel"): ("shutting down the kernel", None),
+}
 
 
 class KernelServerError(Exception):
@@ -50,11 +71,24 @@ class KernelGone(KernelServerError):
 class JupyterClient:
     """REST calls to one Jupyter Server / Kernel Gateway. Use as `async with JupyterClient(...)`."""
 
-    def __init__(self, base_url: str, token: str = "", *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str = "",
+        *,
+        timeout: float = 30.0,
+        pinned: bool = False,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.headers = {"Authorization": f"token {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
+        self.pinned = pinned
+        self.max_reply_bytes = max_reply_bytes
+        transport = netguard.pinned_transport(self.base_url) if pinned else None
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+        )
 
     async def __aenter__(self) -> JupyterClient:
         return self
@@ -66,15 +100,31 @@ class JupyterClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        step, expected = _step(method, path)
         try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise KernelServerError(f"{method} {path}: {exc!r}") from exc
-        if response.status_code == 404 and path.startswith("/api/kernels/"):
-            raise KernelGone(f"no such kernel ({method} {path})")
-        if response.status_code >= 400:
-            raise KernelServerError(f"{method} {path}: HTTP {response.status_code} {response.text}")
-        return response.json() if response.content else None
+            async with self._http.stream(method, path, **kwargs) as response:
+                status = response.status_code
+                if status == 404 and path.startswith("/api/kernels/"):
+                    raise KernelGone("The kernel is gone from its server.")
+                if not 200 <= status < 300:
+                    raise KernelServerError(f"The kernel server answered {status} when {step}.")
+                body = await self._read(response, step)
+        except netguard.Refused as exc:
+            raise KernelServerError(str(exc)) from None
+        except httpx.HTTPError:
+            raise KernelServerError(f"The kernel server could not be reached when {step}.") from None
+        return _parse(body, step, expected)
+
+    async def _read(self, response: httpx.Response, step: str) -> bytes:
+        """The body, or an error once it grows past `max_reply_bytes` (read no further)."""
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_reply_bytes:
+                limit = f"{self.max_reply_bytes:,} bytes"
+                raise KernelServerError(f"The kernel server sent a reply larger than {limit} when {step}.")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def status(self) -> dict[str, Any]:
         return dict(await self._request("GET", "/api"))
@@ -99,27 +149,50 @@ class JupyterClient:
     async def get_kernel(self, kernel_id: str) -> dict[str, Any] | None:
         """The kernel's model, or None if the server does not know it."""
         try:
-            return dict(await self._request("GET", f"/api/kernels/{quote(kernel_id)}"))
+            return dict(await self._request("GET", f"/api/kernels/{quote(kernel_id, safe='')}"))
         except KernelGone:
             return None
 
     async def interrupt_kernel(self, kernel_id: str) -> None:
-        await self._request("POST", f"/api/kernels/{quote(kernel_id)}/interrupt")
+        await self._request("POST", f"/api/kernels/{quote(kernel_id, safe='')}/interrupt")
 
     async def restart_kernel(self, kernel_id: str) -> dict[str, Any]:
-        return dict(await self._request("POST", f"/api/kernels/{quote(kernel_id)}/restart"))
+        return dict(await self._request("POST", f"/api/kernels/{quote(kernel_id, safe='')}/restart"))
 
     async def shutdown_kernel(self, kernel_id: str) -> None:
         with contextlib.suppress(KernelGone):
-            await self._request("DELETE", f"/api/kernels/{quote(kernel_id)}")
+            await self._request("DELETE", f"/api/kernels/{quote(kernel_id, safe='')}")
 
     def channels_url(self, kernel_id: str, session_id: str) -> str:
         ws_base = "ws" + self.base_url.removeprefix("http")
-        return f"{ws_base}/api/kernels/{quote(kernel_id)}/channels?session_id={quote(session_id)}"
+        return f"{ws_base}/api/kernels/{quote(kernel_id, safe='')}/channels?session_id={quote(session_id)}"
 
     def channels(self, kernel_id: str, session_id: str | None = None) -> KernelChannels:
         """A (not yet open) channel connection; pass a stored `session_id` to resume."""
         return KernelChannels(self, kernel_id, session_id or uuid.uuid4().hex)
+
+
+def _step(method: str, path: str) -> tuple[str, type | None]:
+    where = path
+    if path.startswith("/api/kernels/"):
+        rest = path.removeprefix("/api/kernels/").split("/")
+        where = rest[1] if len(rest) > 1 else "kernel"
+    return _STEPS.get((method, where), ("talking to the kernel server", None))
+
+
+def _parse(body: bytes, step: str, expected: type | None) -> Any:
+    """The reply's JSON (None when empty), of the `expected` type."""
+    if not body.strip():
+        if expected is None:
+            return None
+        raise KernelServerError(f"The kernel server sent an empty reply when {step}.")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise KernelServerError(f"The kernel server sent a reply that is not JSON when {step}.") from None
+    if expected is not None and not isinstance(data, expected):
+        raise KernelServerError(f"The kernel server sent a reply of the wrong shape when {step}.")
+    return data
 
 
 def _restarted_by_server(msg: dict[str, Any]) -> bool:
@@ -195,13 +268,29 @@ class KernelChannels:
                 open_timeout=30,
                 ping_interval=20,
                 ping_timeout=60,
+                **await self._pinned_target(),
             )
         except websockets.InvalidStatus as exc:
-            if exc.response.status_code == 404:
-                raise KernelGone(f"no such kernel {self.kernel_id}") from exc
-            raise KernelServerError(f"websocket refused: {exc}") from exc
-        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-            raise KernelServerError(f"websocket failed: {exc!r}") from exc
+            status = exc.response.status_code
+            if status == 404:
+                raise KernelGone("The kernel is gone from its server.") from None
+            raise KernelServerError(
+                f"The kernel server answered {status} when connecting to the kernel."
+            ) from None
+        except netguard.Refused as exc:
+            raise KernelServerError(str(exc)) from None
+        except (OSError, websockets.WebSocketException, TimeoutError):
+            raise KernelServerError(
+                "The kernel server could not be reached when connecting to the kernel."
+            ) from None
+
+    async def _pinned_target(self) -> dict[str, Any]:
+        """For a pinned client: connect to the address just checked (the URL still gives the
+        Host header and the TLS server name), never through a proxy."""
+        if not self.client.pinned:
+            return {}
+        address = await netguard.pinned_address(self.client.base_url)
+        return {"host": address, "port": netguard.origin(self.client.base_url)[2], "proxy": None}
 
     async def close(self) -> None:
         """Close for good; the server then buffers output for this session id."""
@@ -285,7 +374,7 @@ class KernelChannels:
 
     async def _send_now(self, channel: str, msg: dict[str, Any]) -> str:
         if self._ws is None:
-            raise KernelServerError("channels are not open")
+            raise KernelServerError("The connection to the kernel is not open.")
         await self._ws.send(json.dumps({**msg, "channel": channel}))
         return str(msg["header"]["msg_id"])
 
@@ -367,7 +456,7 @@ class KernelChannels:
             await asyncio.sleep(self.reconnect_delay * attempt)
             try:
                 if await self.client.get_kernel(self.kernel_id) is None:
-                    raise KernelGone(f"no such kernel {self.kernel_id}")
+                    raise KernelGone("The kernel is gone from its server.")
                 await self.open()
                 return
             except KernelGone:

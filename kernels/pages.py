@@ -6,7 +6,10 @@ Rules:
   (`KernelServer.set_token`), never rendered back, never in a message or an audit event.
   The URL is shown to nobody but its owner, and only as the host name.
 - Kernelspecs are listed live from the chosen server (`JupyterClient.kernelspecs()`); a server
-  that cannot be reached gets a plain message, not the error (it could echo the server's reply).
+  that fails gets one of `kernels.jupyter`'s fixed sentences (status code and step), never
+  anything the server sent.
+- A server's URL is checked and normalised before it is stored (`kernels.netguard`); name and
+  token have length limits with a clear message.
 - A choice takes effect the next time the kernel starts (say so; do not restart anyone's kernel).
 """
 
@@ -22,13 +25,16 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from audit import log as audit
-from kernels.jupyter import JupyterClient, KernelServerError
+from kernels import netguard, servers
+from kernels.jupyter import KernelServerError
 from kernels.models import KernelServer, NotebookKernel
-from kernels.servers import host_refusal, server_connection
+from kernels.servers import Connection, host_refusal, server_connection
 from notebooks.access import Action
 from notebooks.views.common import get_access
 
 SPEC_TIMEOUT = 5.0  # seconds to wait for a kernel server to list its kernelspecs
+MAX_NAME = 100  # KernelServer.name's column
+MAX_TOKEN = 4096
 
 
 class SettingsError(Exception):
@@ -71,20 +77,29 @@ def list_kernelspecs(server: KernelServer | None) -> tuple[list[dict[str, str]],
     if conn.refused:
         return [], conn.refused
     try:
-        data = async_to_sync(_kernelspecs)(conn.url, conn.token)
-    except KernelServerError:
-        return [], "The server did not answer or refused the token, so its kernels cannot be listed."
+        data = async_to_sync(_kernelspecs)(conn)
+    except KernelServerError as exc:
+        return [], f"Its kernels cannot be listed. {exc}"
     default = data.get("default", "")
+    kernelspecs = data.get("kernelspecs")
+    if not isinstance(kernelspecs, dict):
+        return [], "Its kernels cannot be listed. The kernel server sent a reply of the wrong shape."
     specs = [
-        {"name": name, "display_name": str((spec.get("spec") or {}).get("display_name") or name)}
-        for name, spec in sorted((data.get("kernelspecs") or {}).items())
+        {"name": str(name)[:200], "display_name": _display_name(name, spec)}
+        for name, spec in sorted(kernelspecs.items())
     ]
     specs.sort(key=lambda s: s["name"] != default)
     return specs, ""
 
 
-async def _kernelspecs(url: str, token: str) -> dict[str, Any]:
-    async with JupyterClient(url, token, timeout=SPEC_TIMEOUT) as client:
+def _display_name(name: str, spec: Any) -> str:
+    inner = spec.get("spec") if isinstance(spec, dict) else None
+    shown = inner.get("display_name") if isinstance(inner, dict) else None
+    return str(shown or name)[:200]
+
+
+async def _kernelspecs(conn: Connection) -> dict[str, Any]:
+    async with servers.client(conn, timeout=SPEC_TIMEOUT) as client:
         return await client.kernelspecs()
 
 
@@ -94,12 +109,17 @@ def _act(request: HttpRequest, notebook) -> None:
     owner = notebook.owner
     if action == "add_server":
         name, url, token = post.get("name", "").strip(), post.get("url", "").strip(), post.get("token", "")
-        parts = urlsplit(url)
-        if not name or parts.scheme not in ("http", "https") or not parts.hostname:
+        if not name or not url:
             raise SettingsError("Give the server a name and an http:// or https:// address.")
+        if len(name) > MAX_NAME or len(token) > MAX_TOKEN:
+            raise SettingsError(f"A name may have up to {MAX_NAME} characters, a token up to {MAX_TOKEN}.")
+        try:
+            url = netguard.clean_url(url)
+        except netguard.Refused as exc:
+            raise SettingsError(str(exc)) from None
         if refusal := host_refusal(url):
             raise SettingsError(refusal)
-        server = KernelServer(owner=owner, name=name[:100], url=url.rstrip("/"))
+        server = KernelServer(owner=owner, name=name, url=url)
         server.set_token(token.strip())
         try:
             server.save()

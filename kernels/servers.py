@@ -8,9 +8,12 @@ Rules:
   is ignored: nobody's kernel runs on someone else's server with their token.
 - Tokens are decrypted only here, in the worker, just before use; they are never returned to a
   browser (`Connection` is not JSON-serialisable on purpose: no `to_dict`).
-- People register servers only on hosts `settings.KERNEL_SERVER_HOSTS` allows (`host_refusal`);
-  a registered server whose host is no longer allowed is refused when a kernel would start.
-- Synchronous (ORM): call through `database_sync_to_async` from the event loop.
+- People register servers only on hosts `settings.KERNEL_SERVER_HOSTS` allows and only on public
+  addresses (`host_refusal`, `kernels.netguard`: no loopback, private, link-local, metadata...
+  unless `KERNEL_SERVER_ALLOW_HOSTS` names the host); a registered server whose host is no longer
+  allowed is refused when a kernel would start, and every connection to it is checked again and
+  pinned to the checked address (`client`).
+- Synchronous (ORM, DNS): call through `database_sync_to_async` from the event loop.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from kernels import netguard
 from kernels.crypto import TokenUnreadable
+from kernels.jupyter import JupyterClient
 from kernels.models import KernelServer, NotebookKernel
 
 
@@ -33,15 +38,34 @@ class Connection:
     server_id: int | None = None  # None: the deployment's default server
     refused: str = ""  # why no kernel may start there (see `host_refusal`)
 
+    @property
+    def registered(self) -> bool:
+        """A server a person registered: every connection to it is checked and pinned."""
+        return self.server_id is not None
+
+
+def client(conn: Connection, *, timeout: float = 30.0) -> JupyterClient:
+    """A client for `conn`; a registered server's connections go only to checked addresses."""
+    return JupyterClient(
+        conn.url,
+        conn.token,
+        timeout=timeout,
+        pinned=conn.registered,
+        max_reply_bytes=settings.KERNEL_SERVER_MAX_REPLY_BYTES,
+    )
+
 
 def host_refusal(url: str) -> str:
-    """Why people may not run kernels on the server at `url` ("" if they may)."""
+    """Why people may not run kernels on the server at `url` ("" if they may). Resolves its host."""
+    try:
+        url = netguard.clean_url(url)
+    except netguard.Refused as exc:
+        return str(exc)
     host = (urlsplit(url).hostname or "").lower()
-    for pattern in settings.KERNEL_SERVER_HOSTS:
-        if pattern == "*" or host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
-            return ""
-    allowed = ", ".join(settings.KERNEL_SERVER_HOSTS) or "none"
-    return f"This site does not run kernels on {host or 'that address'} (allowed hosts: {allowed})."
+    if not any(netguard.matches(host, pattern) for pattern in settings.KERNEL_SERVER_HOSTS):
+        allowed = ", ".join(settings.KERNEL_SERVER_HOSTS) or "none"
+        return f"This site does not run kernels on {host} (allowed hosts: {allowed})."
+    return netguard.url_refusal(url)
 
 
 def default_connection(kernelspec: str = "") -> Connection:

@@ -3,7 +3,8 @@
 Principals: owner, editor, runner, viewer (grants); link guests with each role; a guest whose
 link expired, whose link was revoked, who holds a link to another notebook; a stranger
 (Charlie) and an anonymous visitor. Surfaces: the notebook page, download, websocket connect,
-websocket update, awareness, kernel actions, sharing actions.
+websocket update, awareness, kernel actions, the kernel status's message, kernel settings,
+sharing actions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.utils import timezone
 
+from collab.rooms import get_room
+from kernels.models import KernelServer
 from notebooks import actions, sharing
 from notebooks.access import Action, access_notebook, principal_from_session
 from notebooks.models import Grant, NotebookUpdate, Role, ShareLink
@@ -177,4 +180,33 @@ async def test_awareness(notebook, kind):
     assert me["role"] == expected_role
     if kind.startswith("link-"):
         assert me["name"] == f"Guest via {expected_role} link"
+    await ws.comm.disconnect()
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_kernel_settings(notebook, kind):
+    client = principal(kind, notebook)
+    expect_http(kind, ALLOWED_SHARE, client.get(f"/n/{notebook.pk}/kernel/settings"))
+    # a public address given as such: nothing is resolved or contacted when it is stored
+    server = {"action": "add_server", "name": "Box", "url": "http://8.8.8.8:8888", "token": "t"}
+    response = client.post(f"/n/{notebook.pk}/kernel/settings", server)
+    assert KernelServer.objects.filter(name="Box").exists() == (kind in ALLOWED_SHARE)
+    if kind not in ALLOWED_SHARE:
+        expect_http(kind, ALLOWED_SHARE, response)
+
+
+@pytest.mark.parametrize("kind", sorted(ALLOWED_VIEW))
+async def test_kernel_status_message(notebook, kind):
+    """Everyone in the room sees the kernel's status; why a run failed, only those who may run."""
+    client = await database_sync_to_async(principal)(kind, notebook)
+    cookie = f"sessionid={client.cookies['sessionid'].value}" if "sessionid" in client.cookies else None
+    ws, connected = await connect(notebook.pk, cookie, "ext=1")
+    assert connected
+    await ws.start()
+    await ws.pump()
+    state = {"status": "idle", "queue": [], "running": None, "message": "Could not run: why", "input": None}
+    await (await get_room(str(notebook.pk))).set_kernel_state(state)
+    await ws.pump()
+    assert ws.kernel["status"] == "idle"
+    assert ws.kernel["message"] == ("Could not run: why" if kind in ALLOWED_RUN else "")
     await ws.comm.disconnect()

@@ -119,3 +119,28 @@ def kernel_gateway() -> Iterator[tuple[str, str]]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+class StubDns:
+    """Stands in for `kernels.netguard.resolve`: names resolve only to what a test sets
+    (`names`), every lookup is recorded (`calls`), and no query leaves the machine."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, list[str]] = {"localhost": ["127.0.0.1"]}
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append((host, port))
+        if host not in self.names:
+            raise OSError(f"{host}: no such name in this test")
+        return list(self.names[host])
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> StubDns:
+    """Kernel tests never resolve names for real (see `StubDns`)."""
+    from kernels import netguard
+
+    stub = StubDns()
+    monkeypatch.setattr(netguard, "resolve", stub)
+    return stub

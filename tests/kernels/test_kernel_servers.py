@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from django.test import Client
 
-from kernels.bridge import BRIDGES, get_bridge
+from kernels.bridge import BRIDGES, CELL_NOT_RUN, get_bridge
 from kernels.jupyter import JupyterClient
 from kernels.local_server import LocalJupyterServer
 from kernels.models import KernelServer, NotebookKernel
@@ -33,6 +33,7 @@ def second_server() -> Iterator[LocalJupyterServer]:
 async def kernel_settings(settings, jupyter_server: LocalJupyterServer) -> AsyncIterator[None]:
     settings.JUPYTER_SERVER_URL = jupyter_server.url
     settings.JUPYTER_SERVER_TOKEN = jupyter_server.token
+    settings.KERNEL_SERVER_ALLOW_HOSTS = ["127.0.0.1"]  # the second server is on loopback
     yield
     for bridge in list(BRIDGES.values()):
         await bridge.shutdown()
@@ -99,8 +100,9 @@ def test_only_the_owner_may_see_or_change_kernel_settings(notebook, alice, bob, 
     assert "Bob&#x27;s" not in owner.get(settings_url(notebook)).content.decode()
 
 
-def test_servers_are_registered_only_on_allowed_hosts(notebook, alice, second_server, settings):
+def test_servers_are_registered_only_on_allowed_hosts(notebook, alice, second_server, settings, dns):
     settings.KERNEL_SERVER_HOSTS = ["*.kernels.example.com", "jupyter.example.org"]
+    dns.names.update({"gpu.kernels.example.com": ["8.8.8.8"], "jupyter.example.org": ["1.1.1.1"]})
     owner = client_for(alice)
     for url in (second_server.url, "http://169.254.169.254/", "https://kernels.example.com.evil.net/"):
         add_server(owner, notebook, url, "t")
@@ -121,12 +123,13 @@ def test_servers_are_registered_only_on_allowed_hosts(notebook, alice, second_se
 
 
 async def test_a_refused_server_fails_the_run_with_the_reason(notebook, alice, second_server, settings):
+    """The reason is in the kernel status, for those who may run; the cell only says it failed."""
     owner = await sync_to_async(client_for)(alice)
     await sync_to_async(add_server)(owner, notebook, second_server.url, second_server.token)
     server = await database_sync_to_async(KernelServer.objects.get)(owner=alice)
     await sync_to_async(owner.post)(settings_url(notebook), {"action": "choose", "server_id": str(server.pk)})
     settings.KERNEL_SERVER_HOSTS = ["jupyter.example.org"]
-    a = await joined(notebook.pk, alice)
+    a = await joined(notebook.pk, alice, query="ext=1")
     a.text().insert(0, "print(1)")
     await a.flush()
     await a.pump()
@@ -135,7 +138,8 @@ async def test_a_refused_server_fails_the_run_with_the_reason(notebook, alice, s
     await get_bridge(notebook.pk).wait_idle()
     await a.pump()
     [error] = outputs(a)
-    assert "does not run kernels on 127.0.0.1" in error["evalue"]
+    assert error["evalue"] == CELL_NOT_RUN
+    assert "does not run kernels on 127.0.0.1" in a.kernel["message"]
     await close_all(a)
 
 
@@ -173,3 +177,29 @@ async def test_the_kernel_starts_on_the_chosen_server_with_the_chosen_kernelspec
         assert str(second_server.port) not in state
         assert bridge.kernel_id not in state
         await close_all(a)
+
+
+async def test_a_server_registered_by_name_runs_on_the_address_checked_for_it(
+    notebook, alice, second_server, settings, dns
+):
+    """REST and the kernel websocket both connect to the address the name was checked to have,
+    with the name in the Host header (`kernels.netguard`)."""
+    settings.KERNEL_SERVER_ALLOW_HOSTS = ["localhost"]
+    owner = await sync_to_async(client_for)(alice)
+    url = f"http://localhost:{second_server.port}"
+    await sync_to_async(add_server)(owner, notebook, url, second_server.token)
+    server = await database_sync_to_async(KernelServer.objects.get)(owner=alice)
+    await sync_to_async(owner.post)(settings_url(notebook), {"action": "choose", "server_id": str(server.pk)})
+    dns.calls.clear()
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "print(6 * 7)")
+    await a.flush()
+    await a.pump()
+    status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [a.cells[0]["id"]]})
+    assert status == 202
+    await get_bridge(notebook.pk).wait_idle()
+    await a.pump()
+    assert outputs(a) == [{"output_type": "stream", "name": "stdout", "text": "42\n"}]
+    # checked when the kernel starts, then for the REST connection and for the websocket
+    assert dns.calls.count(("localhost", second_server.port)) >= 3
+    await close_all(a)
