@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
+# Jupyter Enterprise Gateway needs jupyter_server<2 and jupyter_client<7: a virtualenv of its own
+# (tests/kernels/test_enterprise_gateway.py starts it from there).
+venv_from_lock .venv-gateway requirements-gateway.lock
 
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)

@@ -7,8 +7,10 @@ browser would; None when Node or yjs is missing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -89,7 +91,6 @@ def kernel_gateway() -> Iterator[tuple[str, str]]:
     if importlib.util.find_spec("kernel_gateway") is None:
         pytest.skip("jupyter-kernel-gateway is not installed (pip install jupyter-kernel-gateway)")
     token, port = secrets.token_hex(16), free_port()
-    url = f"http://127.0.0.1:{port}"
     argv = [
         sys.executable,
         "-m",
@@ -100,7 +101,56 @@ def kernel_gateway() -> Iterator[tuple[str, str]]:
         f"--KernelGatewayApp.auth_token={token}",
         "--JupyterApp.answer_yes=True",
     ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with _serving("Kernel Gateway", argv, port, token) as url:
+        yield url, token
+
+
+GATEWAY_VENV = REPO / ".venv-gateway"
+
+
+@pytest.fixture(scope="session")
+def enterprise_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A real Jupyter Enterprise Gateway from `.venv-gateway` (its pins conflict with the app's;
+    test.sh installs it from requirements-gateway.lock), launching kernels with its local process
+    proxy from a kernelspec that runs this environment's ipykernel."""
+    program = GATEWAY_VENV / "bin" / "jupyter-enterprisegateway"
+    if not program.exists():
+        pytest.fail(
+            f"Enterprise Gateway is not installed in {GATEWAY_VENV}: run ./test.sh, which installs "
+            "requirements-gateway.lock there",
+            pytrace=False,
+        )
+    home = tmp_path_factory.mktemp("enterprise-gateway")
+    spec = home / "share" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kernel = {"argv": argv, "display_name": "Python 3", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    token, port = secrets.token_hex(16), free_port()
+    env = {
+        **os.environ,
+        "JUPYTER_PATH": str(home / "share"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "EG_AUTH_TOKEN": token,  # in the environment, not on a command line others can read
+        # It refuses kernels for root by default (the app sends no KERNEL_USERNAME), and tests
+        # may run as root.
+        "EG_UNAUTHORIZED_USERS": "",
+    }
+    argv = [str(program), "--ip=127.0.0.1", f"--port={port}", "--port_retries=0"]
+    with _serving("Enterprise Gateway", argv, port, token, env=env, cwd=home) as url:
+        yield url, token
+    # Each kernel's connection file goes when the kernel is shut down.
+    assert not list((home / "runtime").glob("kernel-*.json")), "Enterprise Gateway left kernels running"
+
+
+@contextlib.contextmanager
+def _serving(name: str, argv: list[str], port: int, token: str, **popen: Any) -> Iterator[str]:
+    """Run a kernel server until it answers on 127.0.0.1:`port`; its URL. Stopping it (SIGTERM)
+    makes it shut down its kernels. `popen`: more arguments for `subprocess.Popen`."""
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
@@ -111,8 +161,8 @@ def kernel_gateway() -> Iterator[tuple[str, str]]:
             except httpx.HTTPError:
                 time.sleep(0.1)
         else:
-            pytest.fail("Kernel Gateway did not start")
-        yield url, token
+            pytest.fail(f"{name} did not start")
+        yield url
     finally:
         proc.terminate()
         try:

@@ -9,7 +9,12 @@ from kernels.jupyter import JupyterClient
 
 
 async def test_it_runs_code_on_a_kernel_gateway(kernel_gateway: tuple[str, str]) -> None:
-    url, token = kernel_gateway
+    await runs_a_kernel_start_to_end(*kernel_gateway)
+
+
+async def runs_a_kernel_start_to_end(url: str, token: str) -> None:
+    """Through `JupyterClient`: kernelspecs, start, code with output and an error, interrupt,
+    restart, shutdown. Shared by the tests of every kind of kernel server."""
     async with JupyterClient(url, token) as client:
         assert "python3" in (await client.kernelspecs())["kernelspecs"]
         kernel = await client.start_kernel()
