@@ -14,6 +14,7 @@ for arg in "$@"; do
   esac
 done
 
+umask 077  # var/ (secret key, SQLite database, kernel homes) is for the app's user alone
 .venv/bin/python manage.py migrate --no-input -v0
 if [ "$demo" = 1 ]; then .venv/bin/python manage.py seed_demo; fi
 

@@ -10,9 +10,11 @@ Rules:
   makes the server replay what it buffered while no socket was open (a new id gets nothing),
   so callers must store `session_id` if they want to resume after a process restart.
 - After a restart, shell requests are held until iopub reaches this socket again (`restart`).
-- No size limit on incoming frames: outputs are capped when written into the document
-  (`kernels.outputs`), not by dropping the connection. REST replies are read up to
-  `max_reply_bytes` and must be JSON of the expected shape.
+- Outputs are capped when written into the document (`kernels.outputs`); a frame over
+  `MAX_FRAME_BYTES` (far above any output worth keeping) closes the connection instead, which
+  reopens with the same session id (that frame is lost, the run goes on), so one hostile message
+  cannot grow the worker by its size. REST replies are read up to `max_reply_bytes` and must
+  be JSON of the expected shape.
 - Errors are a fixed set of sentences (`KernelServerError`): the status code and the step that
   failed, never the server's reply, never a transport error's text (which would tell an open
   port from a closed one, or echo an address); they may be shown to the people who may run.
@@ -58,6 +60,10 @@ _STEPS: dict[tuple[str, str], tuple[str, type | None]] = {
     ("POST", "restart"): ("restarting the kernel", dict),
     ("DELETE", "kernel"): ("shutting down the kernel", None),
 }
+
+
+# The local server's kernels send at most 32 MiB per message (kernels.sandbox); JSON may grow it.
+MAX_FRAME_BYTES = 256 * 1024 * 1024
 
 
 class KernelServerError(Exception):
@@ -263,7 +269,7 @@ class KernelChannels:
             self._ws = await websockets.connect(
                 url,
                 additional_headers=self.client.headers,
-                max_size=None,
+                max_size=MAX_FRAME_BYTES,
                 compression=None,
                 open_timeout=30,
                 ping_interval=20,

@@ -60,6 +60,7 @@ class Sandbox:
     max_file_mb: int = 1024
     network: bool = False
     uid_base: int = 200000
+    max_message_mb: int = 32
     read_only: tuple[str, ...] = field(default=())
 
     def check(self) -> None:
@@ -76,18 +77,35 @@ class Sandbox:
                 "Jupyter Server to run as root; run it as root (python -m kernels.local_server), "
                 "point JUPYTER_SERVER_URL at a kernel service, or set KERNEL_SANDBOX=off."
             )
+        protect_symlinks()
 
     def argv(self) -> list[str]:
         args = [
             "--ServerApp.kernel_manager_class=kernels.sandbox.SandboxKernelManager",
             "--KernelProvisionerFactory.default_provisioner_name=notebook-sandbox",
             "--KernelManager.transport=ipc",
+            f"--SandboxKernelManager.max_message_mb={self.max_message_mb}",
         ]
         for name, value in asdict(self).items():
             if name == "read_only":
-                value = "[" + ",".join(repr(p) for p in value) + "]"
-            args.append(f"--SandboxProvisioner.{name}={value}")
+                args += [f"--SandboxProvisioner.read_only={path}" for path in value]
+            elif name != "max_message_mb":
+                args.append(f"--SandboxProvisioner.{name}={value}")
         return args
+
+
+def protect_symlinks() -> None:
+    """Turn fs.protected_symlinks on (Debian's default) where a host has it off: it keeps the
+    server, which runs as root, from following a kernel's symlinks in the kernel's directory."""
+    knob = Path("/proc/sys/fs/protected_symlinks")
+    try:
+        if knob.read_text().strip() != "1":
+            knob.write_text("1")
+    except OSError as exc:
+        raise SandboxUnavailable(
+            f"The kernel sandbox needs fs.protected_symlinks=1 and could not set it ({exc}); "
+            "set it with sysctl, or set KERNEL_SANDBOX=off."
+        ) from exc
 
 
 def free_port() -> int:
@@ -138,6 +156,10 @@ class LocalJupyterServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:

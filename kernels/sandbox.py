@@ -31,13 +31,17 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import Any
 
+import zmq
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets import Bool, Int, List, Unicode
+
+from kernels.cgroups import KernelCgroup
 
 HOME = "/home/notebook"
 # A notebook's home is named after it (the app passes the notebook's id as the kernel's path).
@@ -47,7 +51,15 @@ _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
 class SandboxKernelManager(AsyncMappingKernelManager):
-    """Gives each notebook (the kernel's `path`) a home directory under the server's root."""
+    """Gives each notebook (the kernel's `path`) a home directory under the server's root, and
+    bounds what a kernel may send: a larger ZMQ message drops the connection (it reconnects)
+    instead of growing this process and the app's workers by its size."""
+
+    max_message_mb = Int(32, config=True, help="Largest message a kernel may send (MiB).")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.context.setsockopt(zmq.MAXMSGSIZE, self.max_message_mb * 1024 * 1024)
 
     def cwd_for_path(self, path: Any, **kwargs: Any) -> str:
         name = str(path or "").strip("/")
@@ -76,6 +88,7 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
     _run_dir: Path | None = None
     _scratch: bool = False
     _uid: int = 0
+    _cgroup: KernelCgroup | None = None
 
     # launch -------------------------------------------------------------------------------
 
@@ -87,19 +100,27 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
         if runtime.name != f"sandbox-{self.kernel_id}":
             runtime = runtime / f"sandbox-{self.kernel_id}"
         self._run_dir = runtime
-        self._run_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chown(self._run_dir, self._uid, self._uid)
+        _sticky_dir(self._run_dir)
         km.connection_file = str(self._run_dir / "kernel.json")
         km.ip = str(self._run_dir / "kernel-ipc")
+        if not _root_file(km.connection_file):  # never reuse what is not ours (see _sticky_dir)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(km.connection_file)
+            km._connection_file_written = False
         kwargs["cwd"] = str(self._home)
         kwargs = await super().pre_launch(**kwargs)
-        os.chown(km.connection_file, self._uid, self._uid)  # the kernel reads its own key only
+        _readable(km.connection_file)
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         spec_env = dict(self.kernel_spec.env or {}) if self.kernel_spec else {}
         env = kernel_env(spec_env)
         kwargs["env"] = {"PATH": env["PATH"]}  # bubblewrap's own; the kernel's is set inside
+        if self._cgroup is None and _cgroups_usable():
+            self._cgroup = KernelCgroup(f"{self.kernel_id}", self.memory_mb * 1024 * 1024, self.max_processes)
+            self._cgroup.create()
+        if self._cgroup is not None:
+            kwargs["preexec_fn"] = self._cgroup.enter
         return await super().launch_kernel(self.wrap(cmd, env), **kwargs)
 
     def wrap(self, cmd: list[str], env: dict[str, str]) -> list[str]:
@@ -134,6 +155,9 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
 
     async def cleanup(self, restart: bool = False) -> None:
         await super().cleanup(restart)
+        if self._cgroup is not None:
+            self._cgroup.remove()  # what the kernel left behind dies with it
+            self._cgroup = None
         if restart:
             return  # the same connection file (and scratch home) serve the restarted kernel
         if self._run_dir is not None:
@@ -163,6 +187,47 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
         """The Python the kernel runs on (virtualenv and its base) plus configured extras."""
         paths = [sys.prefix, sys.base_prefix, *self.read_only]
         return sorted({p for p in paths if p and not p.startswith(("/usr/", "/etc/"))})
+
+
+def _sticky_dir(path: Path) -> None:
+    """The kernel's runtime directory: root's, world-writable and sticky, so the kernel can
+    create its sockets but cannot replace the connection file, and the server (root) does not
+    follow a symlink the kernel puts there (fs.protected_symlinks, which
+    `kernels.local_server.Sandbox.check` turns on): a
+    kernel cannot make the server open, chown or connect to anything outside it."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
+        raise RuntimeError(f"{path} is not a directory of the server's")
+    os.chmod(path, 0o1777)  # noqa: S103 (sticky, and only this kernel's sandbox sees it)
+
+
+def _root_file(path: str) -> bool:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == 0 and info.st_nlink == 1
+
+
+def _readable(path: str) -> None:
+    """Let the kernel read its connection file (jupyter_client writes it 0600), through a
+    descriptor opened without following symlinks."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
+
+
+_CGROUPS: list[bool] = []
+
+
+def _cgroups_usable() -> bool:
+    if not _CGROUPS:
+        _CGROUPS.append(KernelCgroup.available())
+    return _CGROUPS[0]
 
 
 def _uid_for(home: Path, root: Path, base: int, count: int) -> int:

@@ -4,10 +4,12 @@ setting and what the sandbox refuses to start without. # no Django"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from kernels import local_server
@@ -128,3 +130,142 @@ def test_the_token_is_not_on_any_command_line(jupyter_server):
             except OSError:
                 continue
             assert jupyter_server.token.encode() not in cmdline
+
+
+@pytest.fixture(scope="module")
+def small() -> Iterator[LocalJupyterServer]:
+    """A server whose kernels get 512 MiB in all."""
+    with LocalJupyterServer(sandbox=Sandbox(memory_mb=512)) as server:
+        yield server
+
+
+async def start(server: LocalJupyterServer, client: JupyterClient) -> str:
+    return str((await client.start_kernel("python3", path="attacker"))["id"])
+
+
+async def test_a_kernel_cannot_make_the_server_touch_a_file_through_its_connection_file(
+    client, jupyter_server, tmp_path
+):
+    canary = tmp_path / "canary"
+    canary.write_text("root only")
+    canary.chmod(0o600)
+    kernel = await start(jupyter_server, client)
+    try:
+        async with client.channels(kernel) as channels:
+            code = (
+                "import os, sys\n"
+                "cf = sys.argv[-1]\n"
+                "try:\n"
+                "    os.remove(cf)\n"
+                f"    os.symlink({str(canary)!r}, cf)\n"
+                "    print('swapped')\n"
+                "except OSError as exc:\n"
+                "    print(type(exc).__name__)\n"
+            )
+            out, _ = await run(channels, code)
+            assert out == "PermissionError\n"
+        await client.restart_kernel(kernel)
+        async with client.channels(kernel) as channels:
+            out, _ = await run(channels, "print(6 * 7)")
+            assert out == "42\n"
+    finally:
+        await client.shutdown_kernel(kernel)
+    info = canary.stat()
+    assert (info.st_uid, oct(info.st_mode)[-3:], canary.read_text()) == (0, "600", "root only")
+
+
+async def test_the_server_does_not_follow_a_kernels_symlink_to_a_socket_of_the_host(
+    client, jupyter_server, tmp_path
+):
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    host.bind(str(tmp_path / "host.sock"))
+    host.listen()
+    host.setblocking(False)
+    kernel = await start(jupyter_server, client)
+    try:
+        async with client.channels(kernel) as channels:
+            code = (
+                "import json, os, sys\n"
+                "info = json.load(open(sys.argv[-1]))\n"
+                "for name in ('iopub_port', 'shell_port'):\n"
+                "    path = f\"{info['ip']}-{info[name]}\"\n"
+                "    os.remove(path)\n"
+                f"    os.symlink({str(tmp_path / 'host.sock')!r}, path)\n"
+                "print('planted')\n"
+            )
+            out, _ = await run(channels, code)
+            assert out == "planted\n"
+        # A new connection makes the server open new sockets to the kernel's paths.
+        channels = client.channels(kernel)
+        with contextlib.suppress(Exception):  # the kernel broke its own channels
+            async with asyncio.timeout(5):
+                await channels.open()
+                await run(channels, "1", timeout=3)
+        await channels.close()
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):  # nothing ever connected to the host's socket
+            await asyncio.wait_for(loop.sock_accept(host), 1.0)
+    finally:
+        host.close()
+        await client.shutdown_kernel(kernel)
+
+
+async def test_a_huge_message_from_a_kernel_does_not_grow_the_server(client, jupyter_server):
+    server = psutil.Process(jupyter_server.pid)
+    before, peak = server.memory_info().rss, [0]
+
+    async def sample() -> None:
+        while True:
+            peak[0] = max(peak[0], server.memory_info().rss)
+            await asyncio.sleep(0.01)
+
+    sampler = asyncio.create_task(sample())
+    kernel = await start(jupyter_server, client)
+    code = (
+        "k = get_ipython().kernel\n"
+        "big = 'x' * (200 << 20)\n"
+        "for _ in range(3):\n"
+        "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': big},"
+        " parent=k.get_parent('shell'))\n"
+        "del big\n"
+    )
+    try:
+        async with client.channels(kernel) as channels:
+            await channels.execute(code)
+            # ZMQ drops a message over the limit and, with it, this connection's output channel:
+            # the kernel silenced itself. The server answers the next connection as before.
+            with contextlib.suppress(TimeoutError):
+                await run(channels, "print(1)", timeout=10)
+        async with client.channels(kernel) as channels:
+            out, _ = await run(channels, "print(6 * 7)")
+            assert out == "42\n"
+    finally:
+        sampler.cancel()
+        await client.shutdown_kernel(kernel)
+    assert peak[0] - before < 150 * 1024 * 1024
+
+
+async def test_the_memory_limit_holds_for_a_kernel_and_its_children_together(small):
+    code = (
+        "import os\n"
+        "pids = []\n"
+        "for _ in range(3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        block = bytearray(300 << 20)\n"
+        "        for i in range(0, len(block), 4096):\n"
+        "            block[i] = 1\n"
+        "        os._exit(0)\n"
+        "    pids.append(pid)\n"
+        "codes = [os.waitpid(pid, 0)[1] for pid in pids]\n"
+        "print('finished', sum(code == 0 for code in codes))\n"
+    )
+    async with JupyterClient(small.url, small.token) as client:
+        kernel = await start(small, client)
+        try:
+            async with client.channels(kernel) as channels:
+                out, _ = await run(channels, code, timeout=60)
+        finally:
+            await client.shutdown_kernel(kernel)
+    # 900 MiB touched against 512 MiB: the group's OOM killer stops a child (or the kernel)
+    assert out != "finished 3\n", out

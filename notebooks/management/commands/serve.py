@@ -40,6 +40,7 @@ class Command(BaseCommand):
         parser.add_argument("port", nargs="?", type=int, default=8000)
 
     def handle(self, host: str, port: int, **options):
+        os.umask(0o077)  # the database, emails and kernel homes it creates are the app's alone
         url = f"http://{host}:{port}/"
         verification = settings.ACCOUNT_EMAIL_VERIFICATION
         self.stdout.write(
