@@ -2,7 +2,9 @@
 (Nagle on, no sandbox), with TCP_NODELAY on its kernel websocket, and with TCP_NODELAY plus the
 kernel sandbox (kernels.sandbox: bubblewrap, own uid, IPC sockets, limits), as `serve` runs it.
 
-Start: POST /api/kernels -> the kernel answers a first execute (ready for the first cell).
+Start: POST /api/kernels -> the kernel answers a first execute (ready for the first cell), for
+one notebook whose kernel is started again and again (its home exists; a notebook's very first
+kernel also creates IPython's profile in the new home).
 Execute: send execute_request -> (execute_reply and iopub idle).
 
     .venv/bin/python bench/kernel_roundtrip.py [--runs 50] [--starts 10]
@@ -50,7 +52,7 @@ async def measure_starts(server: LocalJupyterServer, starts: int) -> list[float]
     async with JupyterClient(server.url, server.token) as client:
         for i in range(starts + 1):
             start = time.perf_counter()
-            kernel = await client.start_kernel(path=f"bench-{i}")
+            kernel = await client.start_kernel(path="bench")  # one notebook, its kernel again
             try:
                 async with client.channels(kernel["id"]) as channels:
                     events = channels.events()
