@@ -10,23 +10,32 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit import log as audit
-from notebooks.access import Access, hash_token, link_is_valid
+from notebooks import access as acl
+from notebooks.access import Access, Refused, hash_token, link_is_valid
 from notebooks.actions import notify_after_commit
 from notebooks.models import Grant, Invitation, LinkJoin, Role, ShareLink
 
 INVITATION_DAYS = 14
-LINK_GUESSES_PER_IP = 20
-INVITATIONS_PER_HOUR = (
-    200  # a class roster fits; a spam run does not  # wrong tokens per 10 minutes before the IP is refused
-)
+LINK_GUESSES_PER_IP = 20  # wrong tokens per 10 minutes before the IP is refused
+INVITATIONS_PER_HOUR = 200  # a class roster fits; a spam run does not
 
 
-class ShareError(ValueError):
-    """A sharing request that cannot be done; the message says why."""
+class ShareError(Refused):
+    """A sharing request that cannot be done; the message says why, the code which rule."""
+
+
+def _get(queryset, pk, what: str):
+    """One row of this notebook by id, or a ShareError naming what was not found."""
+    try:
+        return queryset.get(pk=int(str(pk)))
+    except (TypeError, ValueError):
+        raise ShareError(f"“{str(pk)[:40]}” is not a valid {what} id.", "bad_id") from None
+    except queryset.model.DoesNotExist:
+        raise ShareError(f"There is no such {what} on this notebook.", "not_found") from None
 
 
 def _actor(access: Access) -> dict:
@@ -47,8 +56,10 @@ def create_link(
     request=None,
 ) -> tuple[ShareLink, str]:
     """A new link; the token is returned once and only its hash is stored."""
-    if role is Role.OWNER:
-        raise ShareError("A link can give at most the right to edit and run.")
+    acl.check_may_share(access)
+    acl.check_link_role(access, role)
+    if max_uses is not None and max_uses < 1:
+        raise ShareError("The use limit must be at least 1 person.", "bad_max_uses")
     token = secrets.token_urlsafe(24)  # 192 random bits
     with transaction.atomic():
         link = ShareLink.objects.create(
@@ -74,8 +85,10 @@ def create_link(
 
 
 def revoke_link(access: Access, link_id: int, request=None) -> None:
+    acl.check_may_share(access)
     with transaction.atomic():
-        link = ShareLink.objects.select_for_update().get(pk=link_id, notebook=access.notebook)
+        link = _get(ShareLink.objects.select_for_update().filter(notebook=access.notebook), link_id, "link")
+        acl.check_may_manage(access, link.created_by_id)
         if link.revoked_at is None:
             link.revoked_at = timezone.now()
             link.save(update_fields=["revoked_at"])
@@ -101,8 +114,8 @@ def _count_guess(request) -> None:
 
 
 def open_link(request, token: str) -> ShareLink:
-    """Join a share link: remember it in the session (and for a signed-in user, in the
-    database); raise ShareError with the reason if it cannot be used."""
+    """Join a share link: a `LinkJoin` for the signed-in user, or for the session's guest key;
+    raise ShareError with the reason (code "login_required" when signing in would help)."""
     if _too_many_guesses(request):
         raise ShareError("Too many invalid links were tried from your address; wait a few minutes.")
     link = ShareLink.objects.select_related("notebook").filter(token_hash=hash_token(token)).first()
@@ -120,29 +133,36 @@ def open_link(request, token: str) -> ShareLink:
             reason="link revoked or expired",
             link_label=link.label,
         )
-        raise ShareError("This link was revoked or has expired. Ask the owner for a new one.")
+        raise ShareError("This link was revoked or has expired. Ask the owner for a new one.", "link_invalid")
+    if acl.link_role(link.notebook, link) is None:
+        reason = "This link no longer works: whoever made it lost access. Ask the owner for a new one."
+        raise ShareError(reason, "link_invalid")
     user = request.user if request.user.is_authenticated else None
     if link.require_login and user is None:
-        raise ShareError("Sign in to open this link.")
+        raise ShareError("Sign in to open this link.", "login_required")
     if not request.session.get("guest_key") and user is None:
         request.session["guest_key"] = secrets.token_hex(8)
     guest_key = "" if user else request.session["guest_key"]
     with transaction.atomic():
         join = LinkJoin.objects.filter(link=link, user=user, guest_key=guest_key).first()
         if join is None:
-            if link.max_uses is not None and link.use_count >= link.max_uses:
-                raise ShareError("This link has been used as many times as its owner allowed.")
+            _take_a_use(link)
             LinkJoin.objects.create(link=link, user=user, guest_key=guest_key)
-            ShareLink.objects.filter(pk=link.pk).update(use_count=F("use_count") + 1)
             audit.record(
                 "link.used", notebook=link.notebook, request=request, actor=user, link=link, role=link.role
             )
         else:
             join.save(update_fields=["last_seen_at"])
-    link_ids = set(request.session.get("link_ids", []))
-    link_ids.add(link.pk)
-    request.session["link_ids"] = sorted(link_ids)
     return link
+
+
+def _take_a_use(link: ShareLink) -> None:
+    """Count one more person in, in one conditional UPDATE: the row lock it takes (PostgreSQL)
+    or the write transaction (SQLite, immediate mode) makes concurrent opens on any worker
+    queue, and each re-reads the count, so a limit of N admits exactly N."""
+    room = Q(max_uses__isnull=True) | Q(use_count__lt=F("max_uses"))
+    if not ShareLink.objects.filter(room, pk=link.pk).update(use_count=F("use_count") + 1):
+        raise ShareError("This link has been used as many times as its owner allowed.", "used_up")
 
 
 def note_if_expired(link: ShareLink, request=None) -> None:
@@ -167,10 +187,8 @@ def note_if_expired(link: ShareLink, request=None) -> None:
 
 def invite(access: Access, emails: list[str], role: Role, request=None) -> list[str]:
     """Give existing users the role at once; send everyone else a pending invitation."""
-    from accounts.models import User
-
-    if role is Role.OWNER and not access.role.is_owner():
-        raise ShareError("Only an owner can add owners.")
+    acl.check_may_share(access)
+    acl.check_role_within_own(access, role)
     emails = list(dict.fromkeys(e.strip().lower() for e in emails if e.strip()))
     invalid = [e for e in emails if not _valid_email(e)]
     if invalid:
@@ -178,7 +196,7 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
     _check_send_rate(access, len(emails))
     done = []
     for email in emails:
-        user = User.objects.filter(email__iexact=email).first()
+        user = _verified_user(email)
         if user is not None and user.pk == access.notebook.owner_id:
             continue
         with transaction.atomic():
@@ -231,6 +249,15 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
     return done
 
 
+def _verified_user(email: str):
+    """The account that has verified this address. An account that only typed it in gets a
+    pending invitation instead, which binds once the address is verified."""
+    from allauth.account.models import EmailAddress
+
+    address = EmailAddress.objects.filter(email__iexact=email, verified=True).select_related("user").first()
+    return address.user if address is not None else None
+
+
 def _valid_email(email: str) -> bool:
     from django.core.exceptions import ValidationError
     from django.core.validators import validate_email
@@ -247,8 +274,10 @@ def _mail(to: str, subject: str, body: str) -> None:
 
 
 def change_role(access: Access, grant_id: int, role: Role, request=None) -> None:
+    acl.check_may_share(access)
     with transaction.atomic():
-        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=access.notebook)
+        grant = _get(_grants(access), grant_id, "person")
+        acl.check_may_change_grant(access, grant, role)
         old, grant.role = grant.role, role
         grant.save(update_fields=["role"])
         audit.record(
@@ -263,9 +292,15 @@ def change_role(access: Access, grant_id: int, role: Role, request=None) -> None
         notify_after_commit(access.notebook.pk)
 
 
+def _grants(access: Access):
+    return Grant.objects.select_related("user").filter(notebook=access.notebook)
+
+
 def remove_grant(access: Access, grant_id: int, request=None) -> None:
+    acl.check_may_share(access)
     with transaction.atomic():
-        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=access.notebook)
+        grant = _get(_grants(access), grant_id, "person")
+        acl.check_may_change_grant(access, grant)
         grant.delete()
         audit.record(
             "grant.removed",
@@ -278,11 +313,14 @@ def remove_grant(access: Access, grant_id: int, request=None) -> None:
 
 
 def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
+    acl.check_may_share(access)
+    pending = Invitation.objects.filter(
+        notebook=access.notebook, accepted_at__isnull=True, withdrawn_at__isnull=True
+    )
+    acl.check_may_manage(access, _get(pending, invitation_id, "invitation").invited_by_id)
     _check_send_rate(access, 1)
     with transaction.atomic():
-        invitation = Invitation.objects.get(
-            pk=invitation_id, notebook=access.notebook, accepted_at__isnull=True, withdrawn_at__isnull=True
-        )
+        invitation = _get(pending, invitation_id, "invitation")
         invitation.sent_at = timezone.now()
         invitation.expires_at = timezone.now() + timedelta(days=INVITATION_DAYS)
         invitation.save(update_fields=["sent_at", "expires_at"])
@@ -312,8 +350,10 @@ def _check_send_rate(access: Access, count: int) -> None:
 
 
 def withdraw_invitation(access: Access, invitation_id: int, request=None) -> None:
+    acl.check_may_share(access)
     with transaction.atomic():
-        invitation = Invitation.objects.get(pk=invitation_id, notebook=access.notebook)
+        invitation = _get(Invitation.objects.filter(notebook=access.notebook), invitation_id, "invitation")
+        acl.check_may_manage(access, invitation.invited_by_id)
         invitation.withdrawn_at = timezone.now()
         invitation.save(update_fields=["withdrawn_at"])
         audit.record(
@@ -327,11 +367,10 @@ def withdraw_invitation(access: Access, invitation_id: int, request=None) -> Non
 
 def transfer_ownership(access: Access, grant_id: int, request=None) -> None:
     """Make someone who already has access the owner; the former owner keeps edit-and-run."""
-    if not access.role.is_owner() or access.notebook.owner_id != access.principal.user.pk:
-        raise ShareError("Only the owner can hand the notebook over.")
+    acl.check_may_transfer(access)
     notebook = access.notebook
     with transaction.atomic():
-        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=notebook)
+        grant = _get(Grant.objects.select_related("user").filter(notebook=notebook), grant_id, "person")
         new_owner, former = grant.user, notebook.owner
         grant.delete()
         notebook.owner = new_owner
@@ -348,8 +387,7 @@ def transfer_ownership(access: Access, grant_id: int, request=None) -> None:
 
 
 def set_editors_can_share(access: Access, allowed: bool, request=None) -> None:
-    if not access.role.is_owner():
-        raise ShareError("Only an owner can change who may share.")
+    acl.check_may_change_settings(access)
     with transaction.atomic():
         access.notebook.editors_can_share = allowed
         access.notebook.save(update_fields=["editors_can_share"])
@@ -362,13 +400,18 @@ def set_editors_can_share(access: Access, allowed: bool, request=None) -> None:
         )
 
 
-def leave(user, notebook, request=None) -> None:
-    """Give up one's own access (grant and links joined) to a notebook one does not own."""
-    if notebook.owner_id == user.pk:
-        raise ShareError("You own this notebook: hand it over before leaving it.")
+def leave(access: Access, request=None) -> None:
+    """Give up one's own access (grant and every link joined, also as a guest in this session)
+    to a notebook one does not own."""
+    user, notebook = access.principal.user, access.notebook
+    if access.is_the_owner:
+        raise ShareError("You own this notebook: hand it over before leaving it.", "owner_cannot_leave")
+    joined = Q(user=user)
+    if access.principal.guest_key:
+        joined |= Q(user__isnull=True, guest_key=access.principal.guest_key)
     with transaction.atomic():
         Grant.objects.filter(notebook=notebook, user=user).delete()
-        LinkJoin.objects.filter(link__notebook=notebook, user=user).delete()
+        LinkJoin.objects.filter(joined, link__notebook=notebook).delete()
         audit.record(
             "grant.removed", notebook=notebook, actor=user, request=request, email=user.email, left=True
         )
