@@ -12,6 +12,7 @@ from allauth.account.models import EmailAddress
 from django.core import mail
 from django.test import Client
 
+from accounts.models import User
 from audit.models import AuditEvent
 from kernels.models import KernelServer
 from notebooks import access as acl
@@ -289,3 +290,27 @@ def test_admin_login_takes_no_passwords(alice):
     assert response["Location"].startswith("/accounts/login/")
     assert "_auth_user_id" not in client.session
     assert not mail.outbox
+
+
+def _sign_up(email: str) -> tuple[Client, object]:
+    client = Client()
+    form = {
+        "display_name": "M",
+        "email": email,
+        "password1": "a long passphrase 42",
+        "password2": "a long passphrase 42",
+    }
+    return client, client.post("/accounts/signup/", form)
+
+
+@pytest.mark.parametrize("mode", ["mandatory", "optional", "none"])
+def test_sign_up_does_not_tell_whether_an_address_is_registered(alice, settings, mode):
+    settings.ACCOUNT_EMAIL_VERIFICATION = mode
+    _, taken = _sign_up("alice@example.com")
+    _, fresh = _sign_up("fresh@example.com")
+    assert taken.status_code == fresh.status_code == 302
+    assert taken["Location"] == fresh["Location"]
+    assert User.objects.filter(email__iexact="alice@example.com").count() == 1
+    assert [m.subject for m in mail.outbox if m.to == ["alice@example.com"]] == [
+        "[testserver] Account Already Exists"
+    ]
