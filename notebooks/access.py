@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from django.db.models import Q
 
 from accounts.models import colour_for
-from notebooks.models import Grant, LinkJoin, Notebook, Role, ShareLink
+from notebooks.models import Grant, LinkJoin, Notebook, Removal, Role, ShareLink
 
 
 class Action(enum.Enum):
@@ -179,6 +179,8 @@ def link_role(notebook: Notebook, link: ShareLink) -> Role | None:
 
 def _link_access(principal: Principal, notebook: Notebook) -> tuple[Role, ShareLink] | None:
     """The best role any still-valid link this principal joined gives on this notebook."""
+    if principal.user is not None and is_removed(notebook, principal.user):
+        return None
     joined = Q(pk__in=[])
     if principal.user is not None:
         joined |= Q(user=principal.user)
@@ -237,7 +239,19 @@ def access_trashed(principal: Principal, notebook_id) -> Notebook:
     return notebook
 
 
+def is_removed(notebook: Notebook, user) -> bool:
+    return Removal.objects.filter(notebook=notebook, user=user).exists()
+
+
 # sharing rules: each raises Refused with a code, or returns quietly
+
+
+def check_not_removed(notebook: Notebook, user) -> None:
+    """Someone an owner removed does not come back through a link."""
+    if user is not None and is_removed(notebook, user):
+        raise Refused(
+            "The owner removed you from this notebook; ask them to share it with you again.", "removed"
+        )
 
 
 def check_may_share(access: Access) -> None:

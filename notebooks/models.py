@@ -180,3 +180,18 @@ class LinkJoin(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["link", "user", "guest_key"], name="unique_link_join")]
+
+
+class Removal(models.Model):
+    """Someone an owner removed from a notebook: the links they joined no longer let them back
+    in. Sharing with them again (a grant or an invitation) lifts it."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="removals")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notebook", "user"], name="unique_removal")]

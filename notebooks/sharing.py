@@ -17,7 +17,7 @@ from audit import log as audit
 from notebooks import access as acl
 from notebooks.access import Access, Refused, hash_token, link_is_valid
 from notebooks.actions import notify_after_commit
-from notebooks.models import Grant, Invitation, LinkJoin, Role, ShareLink
+from notebooks.models import Grant, Invitation, LinkJoin, Removal, Role, ShareLink
 
 INVITATION_DAYS = 14
 LINK_GUESSES_PER_IP = 20  # wrong tokens per 10 minutes before the IP is refused
@@ -138,6 +138,7 @@ def open_link(request, token: str) -> ShareLink:
         reason = "This link no longer works: whoever made it lost access. Ask the owner for a new one."
         raise ShareError(reason, "link_invalid")
     user = request.user if request.user.is_authenticated else None
+    acl.check_not_removed(link.notebook, user)
     if link.require_login and user is None:
         raise ShareError("Sign in to open this link.", "login_required")
     if not request.session.get("guest_key") and user is None:
@@ -201,6 +202,7 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
             continue
         with transaction.atomic():
             if user is not None:
+                Removal.objects.filter(notebook=access.notebook, user=user).delete()
                 Grant.objects.update_or_create(
                     notebook=access.notebook,
                     user=user,
@@ -302,6 +304,8 @@ def remove_grant(access: Access, grant_id: int, request=None) -> None:
         grant = _get(_grants(access), grant_id, "person")
         acl.check_may_change_grant(access, grant)
         grant.delete()
+        if grant.user_id != access.principal.user.pk:
+            _close_other_paths(access, grant.user)
         audit.record(
             "grant.removed",
             notebook=access.notebook,
@@ -310,6 +314,24 @@ def remove_grant(access: Access, grant_id: int, request=None) -> None:
             **_actor(access),
         )
         notify_after_commit(access.notebook.pk)
+
+
+def _close_other_paths(access: Access, user) -> None:
+    """Removing a person removes every path: pending invitations to their addresses, the links
+    they joined, and a `Removal` that keeps those links from letting them back in."""
+    from allauth.account.models import EmailAddress
+
+    emails = {
+        user.email.lower(),
+        *(e.lower() for e in EmailAddress.objects.filter(user=user).values_list("email", flat=True)),
+    }
+    Invitation.objects.filter(
+        notebook=access.notebook, email__in=emails, accepted_at__isnull=True, withdrawn_at__isnull=True
+    ).update(withdrawn_at=timezone.now())
+    LinkJoin.objects.filter(link__notebook=access.notebook, user=user).delete()
+    Removal.objects.update_or_create(
+        notebook=access.notebook, user=user, defaults={"removed_by": access.principal.user}
+    )
 
 
 def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
@@ -447,6 +469,7 @@ def bind_invitations(user, request=None) -> int:
             if not created and Role(invitation.role).rank > Role(grant.role).rank:
                 grant.role = invitation.role
                 grant.save(update_fields=["role"])
+            Removal.objects.filter(notebook=invitation.notebook, user=user).delete()
             invitation.accepted_at, invitation.accepted_by = now, user
             invitation.save(update_fields=["accepted_at", "accepted_by"])
             audit.record(

@@ -266,5 +266,8 @@ def test_removal_closes_the_path(notebook, kind):
         assert client.get(f"/n/{notebook.pk}/").status_code == 302
     else:
         grant = Grant.objects.get(notebook=notebook)
+        _, token = sharing.create_link(_owner_access(notebook), label="way back", role=Role.EDITOR)
         owner.post(f"/n/{notebook.pk}/share", {"action": "remove_grant", "grant_id": grant.pk})
+        assert client.get(f"/n/{notebook.pk}/").status_code == 403
+        assert client.get(f"/s/{token}").status_code == 404  # no way back in through a link
         assert client.get(f"/n/{notebook.pk}/").status_code == 403

@@ -46,7 +46,7 @@ def open_pending_link(request):
 def _open(request, token: str):
     try:
         link = sharing.open_link(request, token)
-    except ShareError as e:
+    except acl.Refused as e:
         if e.code == "login_required":
             request.session[PENDING_LINK] = token
             return redirect_to_login(reverse("open_pending_link"))

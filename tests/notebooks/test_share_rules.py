@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import logging
 import re
+from datetime import timedelta
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.core import mail
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEvent
@@ -314,3 +316,35 @@ def test_sign_up_does_not_tell_whether_an_address_is_registered(alice, settings,
     assert [m.subject for m in mail.outbox if m.to == ["alice@example.com"]] == [
         "[testserver] Account Already Exists"
     ]
+
+
+async def test_removing_a_person_closes_every_path(notebook, bob):
+    from channels.db import database_sync_to_async as db
+
+    from tests.collab.test_consumer import close_all, joined
+
+    owner = await db(access_of)(notebook.owner, notebook)
+    grant = await db(Grant.objects.create)(notebook=notebook, user=bob, role=Role.EDITOR)
+    _, token = await db(sharing.create_link)(owner, label="s", role=Role.EDITOR)
+    client = await db(signed_in)(bob)
+    await db(client.get)(f"/s/{token}")
+    await db(Invitation.objects.create)(
+        notebook=notebook,
+        email="bob@example.com",
+        role=Role.RUNNER,
+        token_hash="b" * 64,
+        expires_at=timezone.now() + timedelta(days=1),
+    )
+    ws = await joined(notebook.pk, bob)
+    await db(sharing.remove_grant)(owner, grant.pk)
+    await ws.wait_closed()
+    assert ws.closed["code"] == 4403
+    assert (await db(client.get)(f"/n/{notebook.pk}/")).status_code == 403
+    again = await db(client.get)(f"/s/{token}")
+    assert again.status_code == 404
+    assert "removed you" in again.content.decode()
+    assert (await db(client.get)(f"/n/{notebook.pk}/")).status_code == 403
+    assert not await db(Invitation.objects.filter(withdrawn_at__isnull=True).exists)()
+    await db(sharing.invite)(owner, ["bob@example.com"], Role.VIEWER)  # shared again: welcome back
+    assert (await db(client.get)(f"/n/{notebook.pk}/")).status_code == 200
+    await close_all(ws)
