@@ -254,6 +254,12 @@ def check_not_removed(notebook: Notebook, user) -> None:
         )
 
 
+def check_may_readd(access: Access, user) -> None:
+    """Only an owner lets back someone an owner removed."""
+    if not access.role.is_owner() and is_removed(access.notebook, user):
+        raise Refused(f"An owner removed {user.email}; only an owner can share with them again.", "removed")
+
+
 def check_may_share(access: Access) -> None:
     if access.is_guest:
         raise Refused("People who came through a share link cannot share the notebook.", "guest")

@@ -113,12 +113,14 @@ def _count_guess(request) -> None:
     cache.incr(key)
 
 
-def open_link(request, token: str) -> ShareLink:
-    """Join a share link: a `LinkJoin` for the signed-in user, or for the session's guest key;
+def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:
+    """Join a share link (by its token, or the token's hash kept in the session while its
+    holder signs in): a `LinkJoin` for the signed-in user, or for the session's guest key;
     raise ShareError with the reason (code "login_required" when signing in would help)."""
     if _too_many_guesses(request):
         raise ShareError("Too many invalid links were tried from your address; wait a few minutes.")
-    link = ShareLink.objects.select_related("notebook").filter(token_hash=hash_token(token)).first()
+    token_hash = token_hash or hash_token(token)
+    link = ShareLink.objects.select_related("notebook").filter(token_hash=token_hash).first()
     if link is None:
         _count_guess(request)
         audit.record("access.denied", request=request, actor=request.user, reason="unknown link token")
@@ -194,6 +196,7 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
     invalid = [e for e in emails if not _valid_email(e)]
     if invalid:
         raise ShareError(f"Not an email address: {', '.join(invalid[:5])}. Nobody was invited.")
+    _check_invitees(access, emails, role)
     _check_send_rate(access, len(emails))
     done = []
     for email in emails:
@@ -249,6 +252,23 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
                 )
         done.append(email)
     return done
+
+
+def _check_invitees(access: Access, emails: list[str], role: Role) -> None:
+    """Before anything is sent: inviting someone who already has a grant changes it, and
+    inviting someone an owner removed lets them back; only owners may do either."""
+    from allauth.account.models import EmailAddress
+
+    from accounts.models import User
+
+    users = User.objects.filter(
+        Q(email__in=emails) | Q(pk__in=EmailAddress.objects.filter(email__in=emails).values("user_id"))
+    )
+    for user in users.exclude(pk=access.notebook.owner_id):
+        acl.check_may_readd(access, user)
+        grant = Grant.objects.filter(notebook=access.notebook, user=user).first()
+        if grant is not None:
+            acl.check_may_change_grant(access, grant, role)
 
 
 def _verified_user(email: str):

@@ -26,29 +26,29 @@ EXPIRY_CHOICES = {
 }
 
 
-PENDING_LINK = "pending_link_token"
+PENDING_LINK = "pending_link"  # the token's hash, never the token
 
 
 def open_link(request, token):
-    """The first hop: the token is in this URL only. If signing in is needed it waits in the
-    session, and the sign-in page comes back to the token-free `/s/`."""
-    return _open(request, token)
+    """The first hop: the token is in this URL only. If signing in is needed, the token's hash
+    waits in the session, and the sign-in page comes back to the token-free `/s/`."""
+    return _open(request, acl.hash_token(token))
 
 
 def open_pending_link(request):
-    token = request.session.get(PENDING_LINK)
-    if not token:
+    token_hash = request.session.get(PENDING_LINK)
+    if not token_hash:
         reason = "There is no link to open. Open the link you were given again."
         return render(request, "notebooks/link_error.html", {"reason": reason}, status=404)
-    return _open(request, token)
+    return _open(request, token_hash)
 
 
-def _open(request, token: str):
+def _open(request, token_hash: str):
     try:
-        link = sharing.open_link(request, token)
+        link = sharing.open_link(request, token_hash=token_hash)
     except acl.Refused as e:
         if e.code == "login_required":
-            request.session[PENDING_LINK] = token
+            request.session[PENDING_LINK] = token_hash
             return redirect_to_login(reverse("open_pending_link"))
         request.session.pop(PENDING_LINK, None)
         return render(request, "notebooks/link_error.html", {"reason": str(e)}, status=404)

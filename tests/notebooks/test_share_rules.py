@@ -195,6 +195,7 @@ def test_the_link_token_leaves_the_url_after_the_first_hop(notebook, bob):
     client = Client()
     first = client.get(f"/s/{token}")
     assert first["Location"] == "/accounts/login/?next=/s/"
+    assert token not in str(dict(client.session.items()))  # only its hash waits there
     client.force_login(bob)
     opened = client.get("/s/")
     assert opened["Location"] == f"/n/{notebook.pk}/"
@@ -348,3 +349,21 @@ async def test_removing_a_person_closes_every_path(notebook, bob):
     await db(sharing.invite)(owner, ["bob@example.com"], Role.VIEWER)  # shared again: welcome back
     assert (await db(client.get)(f"/n/{notebook.pk}/")).status_code == 200
     await close_all(ws)
+
+
+def test_an_editor_cannot_change_grants_or_let_a_removed_person_back_by_inviting(
+    notebook, sharing_editor, charlie
+):
+    runner = Grant.objects.create(
+        notebook=notebook, user=charlie, role=Role.RUNNER, granted_by=notebook.owner
+    )
+    with pytest.raises(acl.Refused) as refused:
+        sharing.invite(access_of(sharing_editor, notebook), ["charlie@example.com"], Role.VIEWER)
+    assert refused.value.code == "owner_only"
+    assert Grant.objects.get(pk=runner.pk).role == Role.RUNNER
+    sharing.remove_grant(access_of(notebook.owner, notebook), runner.pk)
+    with pytest.raises(acl.Refused) as refused:
+        sharing.invite(access_of(sharing_editor, notebook), ["charlie@example.com"], Role.VIEWER)
+    assert refused.value.code == "removed"
+    assert not Grant.objects.filter(user=charlie).exists()
+    assert not mail.outbox or all(m.to != ["charlie@example.com"] for m in mail.outbox)
