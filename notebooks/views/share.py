@@ -84,9 +84,13 @@ def share(request, notebook_id):
     notebook = access.notebook
     context = {
         "notebook": notebook,
-        "grants": notebook.grants.select_related("user").order_by("user__email"),
+        "grants": _with_effective_roles(
+            notebook, notebook.grants.select_related("user").order_by("user__email")
+        ),
         "invitations": notebook.invitations.filter(accepted_at__isnull=True, withdrawn_at__isnull=True),
-        "links": notebook.links.prefetch_related("joins__user").order_by("-created_at"),
+        "links": _with_effective_roles(
+            notebook, notebook.links.prefetch_related("joins__user").order_by("-created_at")
+        ),
         "roles": [r for r in Role if r is not Role.OWNER and r.rank <= access.role.rank],
         "new_token": request.session.pop("new_link_token", None),
         "now": timezone.now(),
@@ -95,6 +99,16 @@ def share(request, notebook_id):
         "is_the_owner": access.is_the_owner,
     }
     return render(request, "notebooks/share.html", context)
+
+
+def _with_effective_roles(notebook, rows) -> list:
+    """Each grant or link with `effective`: its role as capped by whoever made it (None: dead)."""
+    rows = list(rows)
+    for row in rows:
+        made_by_link = hasattr(row, "token_hash")
+        row.effective = acl.link_role(notebook, row) if made_by_link else acl.grant_role(notebook, row)
+        row.capped = row.effective is None or row.effective != row.role
+    return rows
 
 
 def _role(value: str) -> Role:

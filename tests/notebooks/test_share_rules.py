@@ -367,3 +367,15 @@ def test_an_editor_cannot_change_grants_or_let_a_removed_person_back_by_inviting
     assert refused.value.code == "removed"
     assert not Grant.objects.filter(user=charlie).exists()
     assert not mail.outbox or all(m.to != ["charlie@example.com"] for m in mail.outbox)
+
+
+def test_the_share_page_shows_what_a_cap_leaves(notebook, sharing_editor, charlie):
+    sharing.invite(access_of(sharing_editor, notebook), ["charlie@example.com"], Role.EDITOR)
+    sharing.create_link(access_of(sharing_editor, notebook), label="bobs", role=Role.EDITOR)
+    grant = Grant.objects.get(user=sharing_editor)
+    sharing.change_role(access_of(notebook.owner, notebook), grant.pk, Role.VIEWER)
+    page = signed_in(notebook.owner).get(f"/n/{notebook.pk}/share").content.decode()
+    assert "limited to “can view”" in page
+    sharing.remove_grant(access_of(notebook.owner, notebook), grant.pk)
+    page = signed_in(notebook.owner).get(f"/n/{notebook.pk}/share").content.decode()
+    assert "no longer works" in page
