@@ -1,5 +1,6 @@
 """A link's use limit holds under a crowd: 30 people open a 3-use link at the same moment, on two
-daphne workers sharing one database (SQLite or PostgreSQL), and exactly 3 get in."""
+daphne workers sharing one database (SQLite or PostgreSQL), and exactly 3 get in. The workers'
+access logs never show the token."""
 
 from __future__ import annotations
 
@@ -55,3 +56,6 @@ def test_thirty_people_at_once_on_two_workers_get_exactly_three_uses(stack):
         "print(json.dumps({'uses': link.use_count, 'joins': LinkJoin.objects.count()}))"
     )
     assert stored == {"uses": LIMIT, "joins": LIMIT}
+    for port in ports:  # daphne's access log shows the path without the token
+        assert token not in stack.log(port)
+        assert "/s/[token]" in stack.log(port)
