@@ -293,6 +293,13 @@ def test_admin_login_takes_no_passwords(alice):
     assert response["Location"].startswith("/accounts/login/")
     assert "_auth_user_id" not in client.session
     assert not mail.outbox
+    client.force_login(alice)  # as after allauth's (throttled) login
+    assert client.get("/admin/login/?next=/admin/")["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+
+
+def test_admin_login_refuses_signed_in_people_who_are_not_staff(bob):
+    assert signed_in(bob).get("/admin/login/").status_code == 403
 
 
 def _sign_up(email: str) -> tuple[Client, object]:
