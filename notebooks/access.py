@@ -126,6 +126,11 @@ class Access:
     def actor_label(self) -> str:
         return self.identity["name"]
 
+    @property
+    def audit_actor(self) -> dict:
+        """Who did it, as `audit.log.record()` takes it."""
+        return {"actor": self.principal.user, "link": self.link, "label": self.actor_label}
+
 
 def _allows(role: Role, action: Action, notebook: Notebook) -> bool:
     if action is Action.VIEW:
@@ -241,6 +246,16 @@ def access_trashed(principal: Principal, notebook_id) -> Notebook:
 
 def is_removed(notebook: Notebook, user) -> bool:
     return Removal.objects.filter(notebook=notebook, user=user).exists()
+
+
+def get_or_refuse(queryset, pk, what: str):
+    """One row (of a queryset already limited to the notebook) by id, or Refused naming what."""
+    try:
+        return queryset.get(pk=int(str(pk)))
+    except (TypeError, ValueError):
+        raise Refused(f"“{str(pk)[:40]}” is not a valid {what} id.", "bad_id") from None
+    except queryset.model.DoesNotExist:
+        raise Refused(f"There is no such {what} on this notebook.", "not_found") from None
 
 
 # sharing rules: each raises Refused with a code, or returns quietly

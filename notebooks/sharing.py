@@ -1,188 +1,38 @@
-"""Sharing: grants, email invitations and share links. Every change is audited in the same
-transaction and, once committed, re-checked on every live socket of the notebook."""
+"""Sharing: grants, email invitations, transfer and leaving (share links live in
+`notebooks.links`, re-exported here). Every change is audited in the same transaction and, once
+committed, re-checked on every live socket of the notebook."""
 
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from audit import log as audit
 from notebooks import access as acl
-from notebooks.access import Access, Refused, hash_token, link_is_valid
+from notebooks.access import Access, Refused, hash_token
 from notebooks.actions import notify_after_commit
-from notebooks.models import Grant, Invitation, LinkJoin, Removal, Role, ShareLink
+from notebooks.links import (  # noqa: F401  (the sharing API: callers use sharing.create_link ...)
+    LINK_GUESSES_PER_IP,
+    create_link,
+    note_if_expired,
+    open_link,
+    revoke_link,
+)
+from notebooks.models import Grant, Invitation, LinkJoin, Removal, Role
 
 INVITATION_DAYS = 14
-LINK_GUESSES_PER_IP = 20  # wrong tokens per 10 minutes before the IP is refused
 INVITATIONS_PER_HOUR = 200  # a class roster fits; a spam run does not
 
 
 class ShareError(Refused):
     """A sharing request that cannot be done; the message says why, the code which rule."""
-
-
-def _get(queryset, pk, what: str):
-    """One row of this notebook by id, or a ShareError naming what was not found."""
-    try:
-        return queryset.get(pk=int(str(pk)))
-    except (TypeError, ValueError):
-        raise ShareError(f"“{str(pk)[:40]}” is not a valid {what} id.", "bad_id") from None
-    except queryset.model.DoesNotExist:
-        raise ShareError(f"There is no such {what} on this notebook.", "not_found") from None
-
-
-def _actor(access: Access) -> dict:
-    return {"actor": access.principal.user, "link": access.link, "label": access.actor_label}
-
-
-# share links
-
-
-def create_link(
-    access: Access,
-    *,
-    label: str,
-    role: Role,
-    require_login: bool = True,
-    expires_at: datetime | None = None,
-    max_uses: int | None = None,
-    request=None,
-) -> tuple[ShareLink, str]:
-    """A new link; the token is returned once and only its hash is stored."""
-    acl.check_may_share(access)
-    acl.check_link_role(access, role)
-    if max_uses is not None and max_uses < 1:
-        raise ShareError("The use limit must be at least 1 person.", "bad_max_uses")
-    token = secrets.token_urlsafe(24)  # 192 random bits
-    with transaction.atomic():
-        link = ShareLink.objects.create(
-            notebook=access.notebook,
-            token_hash=hash_token(token),
-            label=label.strip()[:80] or "Link",
-            role=role,
-            require_login=require_login,
-            expires_at=expires_at,
-            max_uses=max_uses,
-            created_by=access.principal.user,
-        )
-        audit.record(
-            "link.created",
-            notebook=access.notebook,
-            request=request,
-            link_label=link.label,
-            role=role.value,
-            require_login=require_login,
-            **_actor(access),
-        )
-    return link, token
-
-
-def revoke_link(access: Access, link_id: int, request=None) -> None:
-    acl.check_may_share(access)
-    with transaction.atomic():
-        link = _get(ShareLink.objects.select_for_update().filter(notebook=access.notebook), link_id, "link")
-        acl.check_may_manage(access, link.created_by_id)
-        if link.revoked_at is None:
-            link.revoked_at = timezone.now()
-            link.save(update_fields=["revoked_at"])
-            audit.record(
-                "link.revoked",
-                notebook=access.notebook,
-                request=request,
-                link_label=link.label,
-                **_actor(access),
-            )
-        notify_after_commit(access.notebook.pk)
-
-
-def _too_many_guesses(request) -> bool:
-    key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
-    return cache.get(key, 0) >= LINK_GUESSES_PER_IP
-
-
-def _count_guess(request) -> None:
-    key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
-    cache.add(key, 0, 600)
-    cache.incr(key)
-
-
-def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:
-    """Join a share link (by its token, or the token's hash kept in the session while its
-    holder signs in): a `LinkJoin` for the signed-in user, or for the session's guest key;
-    raise ShareError with the reason (code "login_required" when signing in would help)."""
-    if _too_many_guesses(request):
-        raise ShareError("Too many invalid links were tried from your address; wait a few minutes.")
-    token_hash = token_hash or hash_token(token)
-    link = ShareLink.objects.select_related("notebook").filter(token_hash=token_hash).first()
-    if link is None:
-        _count_guess(request)
-        audit.record("access.denied", request=request, actor=request.user, reason="unknown link token")
-        raise ShareError("This link does not exist.")
-    if not link_is_valid(link) or link.notebook.in_trash:
-        note_if_expired(link, request)
-        audit.record(
-            "access.denied",
-            notebook=link.notebook,
-            request=request,
-            actor=request.user,
-            reason="link revoked or expired",
-            link_label=link.label,
-        )
-        raise ShareError("This link was revoked or has expired. Ask the owner for a new one.", "link_invalid")
-    if acl.link_role(link.notebook, link) is None:
-        reason = "This link no longer works: whoever made it lost access. Ask the owner for a new one."
-        raise ShareError(reason, "link_invalid")
-    user = request.user if request.user.is_authenticated else None
-    acl.check_not_removed(link.notebook, user)
-    if link.require_login and user is None:
-        raise ShareError("Sign in to open this link.", "login_required")
-    if not request.session.get("guest_key") and user is None:
-        request.session["guest_key"] = secrets.token_hex(8)
-    guest_key = "" if user else request.session["guest_key"]
-    with transaction.atomic():
-        join = LinkJoin.objects.filter(link=link, user=user, guest_key=guest_key).first()
-        if join is None:
-            _take_a_use(link)
-            LinkJoin.objects.create(link=link, user=user, guest_key=guest_key)
-            audit.record(
-                "link.used", notebook=link.notebook, request=request, actor=user, link=link, role=link.role
-            )
-        else:
-            join.save(update_fields=["last_seen_at"])
-    return link
-
-
-def _take_a_use(link: ShareLink) -> None:
-    """Count one more person in, in one conditional UPDATE: the row lock it takes (PostgreSQL)
-    or the write transaction (SQLite, immediate mode) makes concurrent opens on any worker
-    queue, and each re-reads the count, so a limit of N admits exactly N."""
-    room = Q(max_uses__isnull=True) | Q(use_count__lt=F("max_uses"))
-    if not ShareLink.objects.filter(room, pk=link.pk).update(use_count=F("use_count") + 1):
-        raise ShareError("This link has been used as many times as its owner allowed.", "used_up")
-
-
-def note_if_expired(link: ShareLink, request=None) -> None:
-    """Record `link.expired` once, when an expired link is first noticed."""
-    from audit.models import AuditEvent
-
-    expired = link.revoked_at is None and link.expires_at is not None and link.expires_at <= timezone.now()
-    if expired and not AuditEvent.objects.filter(action="link.expired", link_id=link.pk).exists():
-        audit.record(
-            "link.expired",
-            notebook=link.notebook,
-            link=link,
-            request=request,
-            label=f"Link {link.label}",
-            link_label=link.label,
-            expired_at=link.expires_at.isoformat(),
-        )
 
 
 # grants and invitations
@@ -217,7 +67,7 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
                     request=request,
                     email=email,
                     role=role.value,
-                    **_actor(access),
+                    **access.audit_actor,
                 )
                 notify_after_commit(access.notebook.pk)
                 _mail(
@@ -242,7 +92,7 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
                     request=request,
                     email=email,
                     role=role.value,
-                    **_actor(access),
+                    **access.audit_actor,
                 )
                 _mail(
                     email,
@@ -298,7 +148,7 @@ def _mail(to: str, subject: str, body: str) -> None:
 def change_role(access: Access, grant_id: int, role: Role, request=None) -> None:
     acl.check_may_share(access)
     with transaction.atomic():
-        grant = _get(_grants(access), grant_id, "person")
+        grant = acl.get_or_refuse(_grants(access), grant_id, "person")
         acl.check_may_change_grant(access, grant, role)
         old, grant.role = grant.role, role
         grant.save(update_fields=["role"])
@@ -309,7 +159,7 @@ def change_role(access: Access, grant_id: int, role: Role, request=None) -> None
             email=grant.user.email,
             old=old,
             new=role.value,
-            **_actor(access),
+            **access.audit_actor,
         )
         notify_after_commit(access.notebook.pk)
 
@@ -321,7 +171,7 @@ def _grants(access: Access):
 def remove_grant(access: Access, grant_id: int, request=None) -> None:
     acl.check_may_share(access)
     with transaction.atomic():
-        grant = _get(_grants(access), grant_id, "person")
+        grant = acl.get_or_refuse(_grants(access), grant_id, "person")
         acl.check_may_change_grant(access, grant)
         grant.delete()
         if grant.user_id != access.principal.user.pk:
@@ -331,7 +181,7 @@ def remove_grant(access: Access, grant_id: int, request=None) -> None:
             notebook=access.notebook,
             request=request,
             email=grant.user.email,
-            **_actor(access),
+            **access.audit_actor,
         )
         notify_after_commit(access.notebook.pk)
 
@@ -359,10 +209,10 @@ def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
     pending = Invitation.objects.filter(
         notebook=access.notebook, accepted_at__isnull=True, withdrawn_at__isnull=True
     )
-    acl.check_may_manage(access, _get(pending, invitation_id, "invitation").invited_by_id)
+    acl.check_may_manage(access, acl.get_or_refuse(pending, invitation_id, "invitation").invited_by_id)
     _check_send_rate(access, 1)
     with transaction.atomic():
-        invitation = _get(pending, invitation_id, "invitation")
+        invitation = acl.get_or_refuse(pending, invitation_id, "invitation")
         invitation.sent_at = timezone.now()
         invitation.expires_at = timezone.now() + timedelta(days=INVITATION_DAYS)
         invitation.save(update_fields=["sent_at", "expires_at"])
@@ -373,7 +223,7 @@ def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
             email=invitation.email,
             role=invitation.role,
             resent=True,
-            **_actor(access),
+            **access.audit_actor,
         )
         _mail(
             invitation.email,
@@ -394,7 +244,9 @@ def _check_send_rate(access: Access, count: int) -> None:
 def withdraw_invitation(access: Access, invitation_id: int, request=None) -> None:
     acl.check_may_share(access)
     with transaction.atomic():
-        invitation = _get(Invitation.objects.filter(notebook=access.notebook), invitation_id, "invitation")
+        invitation = acl.get_or_refuse(
+            Invitation.objects.filter(notebook=access.notebook), invitation_id, "invitation"
+        )
         acl.check_may_manage(access, invitation.invited_by_id)
         invitation.withdrawn_at = timezone.now()
         invitation.save(update_fields=["withdrawn_at"])
@@ -403,7 +255,7 @@ def withdraw_invitation(access: Access, invitation_id: int, request=None) -> Non
             notebook=access.notebook,
             request=request,
             email=invitation.email,
-            **_actor(access),
+            **access.audit_actor,
         )
 
 
@@ -412,7 +264,9 @@ def transfer_ownership(access: Access, grant_id: int, request=None) -> None:
     acl.check_may_transfer(access)
     notebook = access.notebook
     with transaction.atomic():
-        grant = _get(Grant.objects.select_related("user").filter(notebook=notebook), grant_id, "person")
+        grant = acl.get_or_refuse(
+            Grant.objects.select_related("user").filter(notebook=notebook), grant_id, "person"
+        )
         new_owner, former = grant.user, notebook.owner
         grant.delete()
         notebook.owner = new_owner
@@ -423,7 +277,11 @@ def transfer_ownership(access: Access, grant_id: int, request=None) -> None:
             defaults={"role": Role.RUNNER, "via": Grant.Via.TRANSFER, "granted_by": former},
         )
         audit.record(
-            "notebook.transferred", notebook=notebook, request=request, to=new_owner.email, **_actor(access)
+            "notebook.transferred",
+            notebook=notebook,
+            request=request,
+            to=new_owner.email,
+            **access.audit_actor,
         )
         notify_after_commit(notebook.pk)
 
@@ -438,7 +296,7 @@ def set_editors_can_share(access: Access, allowed: bool, request=None) -> None:
             notebook=access.notebook,
             request=request,
             editors_can_share=allowed,
-            **_actor(access),
+            **access.audit_actor,
         )
 
 
