@@ -305,6 +305,14 @@ def check_may_change_grant(access: Access, grant: Grant, role: Role | None = Non
         check_role_within_own(access, role)
 
 
+def check_may_remove_person(access: Access, user) -> None:
+    """Removing someone from every path they have is for owners, and never of oneself (leave)."""
+    if not access.role.is_owner():
+        raise Refused("Only an owner can remove people.", "owner_only")
+    if access.principal.user is not None and user.pk == access.principal.user.pk:
+        raise Refused("To give up your own access, leave the notebook.", "use_leave")
+
+
 def check_may_manage(access: Access, made_by_id) -> None:
     """A link or invitation is revoked, resent or withdrawn by an owner or by whoever made it."""
     if access.role.is_owner():

@@ -176,14 +176,31 @@ def remove_grant(access: Access, grant_id: int, request=None) -> None:
         grant.delete()
         if grant.user_id != access.principal.user.pk:
             _close_other_paths(access, grant.user)
-        audit.record(
-            "grant.removed",
-            notebook=access.notebook,
-            request=request,
-            email=grant.user.email,
-            **access.audit_actor,
-        )
-        notify_after_commit(access.notebook.pk)
+        _removed(access, grant.user, request)
+
+
+def remove_person(access: Access, user_id, request=None) -> None:
+    """Remove someone however they came in (a grant, links they joined): an owner's button
+    next to a link's people, so one person goes without revoking the link for everyone."""
+    from accounts.models import User
+
+    acl.check_may_share(access)
+    joined = LinkJoin.objects.filter(link__notebook=access.notebook).values("user_id")
+    granted = Grant.objects.filter(notebook=access.notebook).values("user_id")
+    people = User.objects.filter(Q(pk__in=joined) | Q(pk__in=granted)).exclude(pk=access.notebook.owner_id)
+    with transaction.atomic():
+        user = acl.get_or_refuse(people, user_id, "person")
+        acl.check_may_remove_person(access, user)
+        Grant.objects.filter(notebook=access.notebook, user=user).delete()
+        _close_other_paths(access, user)
+        _removed(access, user, request)
+
+
+def _removed(access: Access, user, request) -> None:
+    audit.record(
+        "grant.removed", notebook=access.notebook, request=request, email=user.email, **access.audit_actor
+    )
+    notify_after_commit(access.notebook.pk)
 
 
 def _close_other_paths(access: Access, user) -> None:

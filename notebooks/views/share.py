@@ -162,6 +162,9 @@ def _act(request, access) -> None:
         messages.success(request, "The link is revoked; people using it were disconnected.")
     elif action == "change_role":
         sharing.change_role(access, post.get("grant_id"), role, request)
+    elif action == "remove_person":
+        sharing.remove_person(access, post.get("user_id"), request)
+        messages.success(request, "Removed; links they joined no longer let them in.")
     elif action == "remove_grant":
         sharing.remove_grant(access, post.get("grant_id"), request)
     elif action == "transfer":

@@ -386,3 +386,30 @@ def test_the_share_page_shows_what_a_cap_leaves(notebook, sharing_editor, charli
     sharing.remove_grant(access_of(notebook.owner, notebook), grant.pk)
     page = signed_in(notebook.owner).get(f"/n/{notebook.pk}/share").content.decode()
     assert "no longer works" in page
+
+
+def test_the_owner_removes_someone_who_came_through_a_link_without_revoking_it(notebook, bob, charlie):
+    _, token = sharing.create_link(access_of(notebook.owner, notebook), label="class", role=Role.EDITOR)
+    client = signed_in(bob)
+    client.get(f"/s/{token}")
+    page = signed_in(notebook.owner).get(f"/n/{notebook.pk}/share").content.decode()
+    assert 'data-testid="remove-person"' in page
+    owner = signed_in(notebook.owner)
+    owner.post(f"/n/{notebook.pk}/share", {"action": "remove_person", "user_id": bob.pk})
+    assert client.get(f"/n/{notebook.pk}/").status_code == 403
+    assert client.get(f"/s/{token}").status_code == 404
+    other = signed_in(charlie)
+    other.get(f"/s/{token}")
+    assert other.get(f"/n/{notebook.pk}/").status_code == 200  # the link still works for others
+    assert AuditEvent.objects.filter(action="grant.removed", details__email="bob@example.com").exists()
+
+
+def test_only_an_owner_removes_a_person(notebook, sharing_editor, charlie):
+    _, token = sharing.create_link(access_of(notebook.owner, notebook), label="class", role=Role.EDITOR)
+    signed_in(charlie).get(f"/s/{token}")
+    with pytest.raises(acl.Refused) as refused:
+        sharing.remove_person(access_of(sharing_editor, notebook), charlie.pk)
+    assert refused.value.code == "owner_only"
+    with pytest.raises(acl.Refused) as refused:
+        sharing.remove_person(access_of(notebook.owner, notebook), 999999)
+    assert refused.value.code == "not_found"
