@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from accounts.views import profile
+from accounts.views import admin_login, profile
+
+admin.site.login = admin_login  # passwords go through allauth's throttled login only
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -1,7 +1,8 @@
 """The owner's kernel settings page: register kernel servers, pick the server and kernelspec.
 
 Rules:
-- Owner only (`Action.OWN`): runners and editors get 403.
+- The notebook's owner only (`Action.KERNEL_SERVERS`): co-owners, runners and editors get 403,
+  since the servers listed and chosen here are the owner's own.
 - A server's token is write-only: typed once into a password field, stored encrypted
   (`KernelServer.set_token`), never rendered back, never in a message or an audit event.
   The URL is shown to nobody but its owner, and only as the host name.
@@ -42,7 +43,7 @@ class SettingsError(Exception):
 
 
 def kernel_settings(request: HttpRequest, notebook_id) -> HttpResponse:
-    access = get_access(request, notebook_id, Action.OWN)
+    access = get_access(request, notebook_id, Action.KERNEL_SERVERS)
     notebook = access.notebook
     if request.method == "POST":
         try:

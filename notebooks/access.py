@@ -4,19 +4,26 @@ Pages, downloads, the websocket (on connect and on every update), kernel actions
 the audit log all ask `access_notebook()` (or `resolve()` when they already hold the notebook).
 It either returns an `Access` or raises `NoAccess`, whose `code` says what the caller should
 do: 4401 sign in (or the link is no longer valid), 4403 no access, 4404 no such notebook.
+
+Sharing asks the `check_*` functions below, which raise `Refused` with a `code` naming the rule
+(callers branch on the code, never on the message). The rules:
+- nobody grants, mints or changes a role above their own; only owners change or remove other
+  people's grants; people who came through a link (guests) never share;
+- a grant or link is capped by the current role of the person who made it, and dies with their
+  access (a link whose maker is unknown is dead);
+- the owner's kernel servers are the owner's: a co-owner does not see or choose them.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.db.models import Q
-from django.utils import timezone
 
 from accounts.models import colour_for
-from notebooks.models import Grant, LinkJoin, Notebook, Role, ShareLink
+from notebooks.models import Grant, LinkJoin, Notebook, Removal, Role, ShareLink
 
 
 class Action(enum.Enum):
@@ -24,7 +31,12 @@ class Action(enum.Enum):
     EDIT = "edit"
     RUN = "run"
     SHARE = "share"
-    OWN = "own"  # delete, restore, transfer, audit log, kernel settings
+    OWN = "own"  # delete, restore, audit log
+    KERNEL_SERVERS = "kernel_servers"  # the notebook's owner only: their own kernel servers
+
+
+# How many "made by" hops a grant or link is followed back to the owner; deeper chains are dead.
+MAX_SHARE_CHAIN = 8
 
 
 class NoAccess(Exception):
@@ -34,13 +46,20 @@ class NoAccess(Exception):
         self.reason = reason
 
 
+class Refused(ValueError):
+    """A sharing request the rules refuse. `code` names the rule; the message is for people."""
+
+    def __init__(self, message: str, code: str = "invalid"):
+        super().__init__(message)
+        self.code = code
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is asking: a signed-in user, or an anonymous guest who opened share links."""
 
     user: object | None = None  # accounts.User
-    guest_key: str = ""
-    link_ids: tuple[int, ...] = field(default=())
+    guest_key: str = ""  # the session's guest identity; a signed-in user keeps the links it joined
 
     @property
     def is_authenticated(self) -> bool:
@@ -52,12 +71,12 @@ class Principal:
 
 
 def principal_from_session(user, session) -> Principal:
-    """Build the principal from a request's (or websocket scope's) user and session."""
-    link_ids = tuple(int(i) for i in session.get("link_ids", [])) if session is not None else ()
-    if user is not None and user.is_authenticated:
-        return Principal(user=user, link_ids=link_ids)
+    """Build the principal from a request's (or websocket scope's) user and session. Which links
+    it joined is read from `LinkJoin` rows, never from the session, so leaving really leaves."""
     guest_key = session.get("guest_key", "") if session is not None else ""
-    return Principal(guest_key=guest_key, link_ids=link_ids)
+    if user is not None and user.is_authenticated:
+        return Principal(user=user, guest_key=guest_key)
+    return Principal(guest_key=guest_key)
 
 
 def hash_token(token: str) -> str:
@@ -73,7 +92,21 @@ class Access:
     link: ShareLink | None = None
 
     def can(self, action: Action) -> bool:
+        if action is Action.KERNEL_SERVERS:
+            return self.is_the_owner
+        if action is Action.SHARE and self.is_guest:
+            return False
         return _allows(self.role, action, self.notebook)
+
+    @property
+    def is_the_owner(self) -> bool:
+        """The notebook's owner itself, not a co-owner by grant."""
+        return self.via == "owner"
+
+    @property
+    def is_guest(self) -> bool:
+        """Came through a share link (signed in or not): guests never share."""
+        return self.via == "link" or self.principal.user is None
 
     @property
     def identity(self) -> dict:
@@ -93,6 +126,11 @@ class Access:
     def actor_label(self) -> str:
         return self.identity["name"]
 
+    @property
+    def audit_actor(self) -> dict:
+        """Who did it, as `audit.log.record()` takes it."""
+        return {"actor": self.principal.user, "link": self.link, "label": self.actor_label}
+
 
 def _allows(role: Role, action: Action, notebook: Notebook) -> bool:
     if action is Action.VIEW:
@@ -107,24 +145,61 @@ def _allows(role: Role, action: Action, notebook: Notebook) -> bool:
 
 
 def link_is_valid(link: ShareLink, now=None) -> bool:
-    now = now or timezone.now()
-    return link.revoked_at is None and (link.expires_at is None or link.expires_at > now)
+    return link.is_usable(now)
+
+
+def _capped(role: Role, cap: Role | None) -> Role | None:
+    if cap is None:
+        return None
+    return role if role.rank <= cap.rank else cap
+
+
+def sharer_role(notebook: Notebook, user_id, depth: int = 0) -> Role | None:
+    """A sharer's own role through ownership or a grant (links never let anyone share): what
+    the grants and links they made are capped at. None: they have no access any more."""
+    if user_id is None:
+        return None
+    if user_id == notebook.owner_id:
+        return Role.OWNER
+    if depth >= MAX_SHARE_CHAIN:
+        return None
+    grant = Grant.objects.filter(notebook=notebook, user_id=user_id).first()
+    return grant_role(notebook, grant, depth + 1) if grant is not None else None
+
+
+def grant_role(notebook: Notebook, grant: Grant, depth: int = 0) -> Role | None:
+    """A grant's role, capped by its granter's. A grant from the owner, from nobody recorded
+    (made before granters were kept) or to the granter themself (a former owner) is not capped."""
+    role = Role(grant.role)
+    granter = grant.granted_by_id
+    if granter is None or granter in (grant.user_id, notebook.owner_id):
+        return role
+    return _capped(role, sharer_role(notebook, granter, depth))
+
+
+def link_role(notebook: Notebook, link: ShareLink) -> Role | None:
+    """A link's role, capped by its maker's; a link whose maker is unknown or gone is dead."""
+    return _capped(Role(link.role), sharer_role(notebook, link.created_by_id))
 
 
 def _link_access(principal: Principal, notebook: Notebook) -> tuple[Role, ShareLink] | None:
-    """The best role any still-valid link gives this principal on this notebook."""
-    joined = Q(id__in=principal.link_ids)
-    if principal.user is not None:
-        joined |= Q(id__in=LinkJoin.objects.filter(user=principal.user).values("link_id"))
-    now = timezone.now()
-    links = ShareLink.objects.filter(joined, notebook=notebook, revoked_at__isnull=True).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    )
-    links = [link for link in links if link.require_login is False or principal.user is not None]
-    if not links:
+    """The best role any still-valid link this principal joined gives on this notebook."""
+    if principal.user is not None and is_removed(notebook, principal.user):
         return None
-    best = max(links, key=lambda link: Role(link.role).rank)
-    return Role(best.role), best
+    joined = Q(pk__in=[])
+    if principal.user is not None:
+        joined |= Q(user=principal.user)
+    if principal.guest_key:
+        joined |= Q(user__isnull=True, guest_key=principal.guest_key)
+    join_links = LinkJoin.objects.filter(joined, link__notebook=notebook).values("link_id")
+    best: tuple[Role, ShareLink] | None = None
+    for link in ShareLink.objects.usable().filter(notebook=notebook, id__in=join_links):
+        if link.require_login and principal.user is None:
+            continue
+        role = link_role(notebook, link)
+        if role is not None and (best is None or role.rank > best[0].rank):
+            best = (role, link)
+    return best
 
 
 def resolve(principal: Principal, notebook: Notebook) -> Access | None:
@@ -137,8 +212,9 @@ def resolve(principal: Principal, notebook: Notebook) -> Access | None:
     best: Access | None = None
     if user is not None:
         grant = Grant.objects.filter(notebook=notebook, user=user).first()
-        if grant is not None:
-            best = Access(notebook, principal, Role(grant.role), grant.via)
+        role = grant_role(notebook, grant) if grant is not None else None
+        if role is not None:
+            best = Access(notebook, principal, role, grant.via)
     via_link = _link_access(principal, notebook)
     if via_link is not None and (best is None or via_link[0].rank > best.role.rank):
         best = Access(notebook, principal, via_link[0], "link", via_link[1])
@@ -166,3 +242,90 @@ def access_trashed(principal: Principal, notebook_id) -> Notebook:
     if notebook is None or principal.user is None or notebook.owner_id != principal.user.pk:
         raise NoAccess(4404, "There is no such notebook in your trash.")
     return notebook
+
+
+def is_removed(notebook: Notebook, user) -> bool:
+    return Removal.objects.filter(notebook=notebook, user=user).exists()
+
+
+def get_or_refuse(queryset, pk, what: str):
+    """One row (of a queryset already limited to the notebook) by id, or Refused naming what."""
+    try:
+        return queryset.get(pk=int(str(pk)))
+    except (TypeError, ValueError):
+        raise Refused(f"“{str(pk)[:40]}” is not a valid {what} id.", "bad_id") from None
+    except queryset.model.DoesNotExist:
+        raise Refused(f"There is no such {what} on this notebook.", "not_found") from None
+
+
+# sharing rules: each raises Refused with a code, or returns quietly
+
+
+def check_not_removed(notebook: Notebook, user) -> None:
+    """Someone an owner removed does not come back through a link."""
+    if user is not None and is_removed(notebook, user):
+        raise Refused(
+            "The owner removed you from this notebook; ask them to share it with you again.", "removed"
+        )
+
+
+def check_may_readd(access: Access, user) -> None:
+    """Only an owner lets back someone an owner removed."""
+    if not access.role.is_owner() and is_removed(access.notebook, user):
+        raise Refused(f"An owner removed {user.email}; only an owner can share with them again.", "removed")
+
+
+def check_may_share(access: Access) -> None:
+    if access.is_guest:
+        raise Refused("People who came through a share link cannot share the notebook.", "guest")
+    if not access.can(Action.SHARE):
+        raise Refused("Only the owner can share this notebook.", "may_not_share")
+
+
+def check_role_within_own(access: Access, role: Role) -> None:
+    """Nobody grants, mints or changes a role above their own."""
+    if role.rank > access.role.rank:
+        raise Refused(
+            f"You cannot give a role above your own ({access.role.label.lower()}).", "above_own_role"
+        )
+
+
+def check_link_role(access: Access, role: Role) -> None:
+    if role is Role.OWNER:
+        raise Refused("A link can give at most the right to edit and run.", "link_owner_role")
+    check_role_within_own(access, role)
+
+
+def check_may_change_grant(access: Access, grant: Grant, role: Role | None = None) -> None:
+    """Owners change or remove anyone's grant; others only lower or drop their own."""
+    mine = access.principal.user is not None and grant.user_id == access.principal.user.pk
+    if not mine and not access.role.is_owner():
+        raise Refused("Only an owner can change or remove other people's access.", "owner_only")
+    if role is not None:
+        check_role_within_own(access, role)
+
+
+def check_may_remove_person(access: Access, user) -> None:
+    """Removing someone from every path they have is for owners, and never of oneself (leave)."""
+    if not access.role.is_owner():
+        raise Refused("Only an owner can remove people.", "owner_only")
+    if access.principal.user is not None and user.pk == access.principal.user.pk:
+        raise Refused("To give up your own access, leave the notebook.", "use_leave")
+
+
+def check_may_manage(access: Access, made_by_id) -> None:
+    """A link or invitation is revoked, resent or withdrawn by an owner or by whoever made it."""
+    if access.role.is_owner():
+        return
+    if access.principal.user is None or made_by_id != access.principal.user.pk:
+        raise Refused("Only an owner or the person who made it can change this.", "owner_only")
+
+
+def check_may_transfer(access: Access) -> None:
+    if not access.is_the_owner:
+        raise Refused("Only the owner can hand the notebook over.", "not_the_owner")
+
+
+def check_may_change_settings(access: Access) -> None:
+    if not access.role.is_owner():
+        raise Refused("Only an owner can change who may share.", "owner_only")

@@ -78,6 +78,7 @@ def export_ipynb(access: Access, request=None) -> bytes:
 
 def rename(access: Access, title: str, request=None) -> None:
     notebook = access.notebook
+    title = "".join(c if c.isprintable() else " " for c in title)  # no line breaks in a title
     old, notebook.title = notebook.title, title.strip()[:200] or "Untitled"
     with transaction.atomic():
         notebook.save(update_fields=["title"])

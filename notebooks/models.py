@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -133,6 +134,15 @@ class Invitation(models.Model):
     withdrawn_at = models.DateTimeField(null=True, blank=True)
 
 
+class ShareLinkQuerySet(models.QuerySet):
+    def usable(self, now=None) -> ShareLinkQuerySet:
+        """Links that still open: not revoked, not expired."""
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
 class ShareLink(models.Model):
     """A link that reaches one notebook with one role. Only the token's hash is stored."""
 
@@ -150,6 +160,12 @@ class ShareLink(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ShareLinkQuerySet.as_manager()
+
+    def is_usable(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
 
 class LinkJoin(models.Model):
     """Someone who opened a share link: a signed-in user or a guest (by session key)."""
@@ -164,3 +180,18 @@ class LinkJoin(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["link", "user", "guest_key"], name="unique_link_join")]
+
+
+class Removal(models.Model):
+    """Someone an owner removed from a notebook: the links they joined no longer let them back
+    in. Sharing with them again (a grant or an invitation) lifts it."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="removals")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notebook", "user"], name="unique_removal")]

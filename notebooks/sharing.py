@@ -1,165 +1,38 @@
-"""Sharing: grants, email invitations and share links. Every change is audited in the same
-transaction and, once committed, re-checked on every live socket of the notebook."""
+"""Sharing: grants, email invitations, transfer and leaving (share links live in
+`notebooks.links`, re-exported here). Every change is audited in the same transaction and, once
+committed, re-checked on every live socket of the notebook."""
 
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Q
 from django.utils import timezone
 
 from audit import log as audit
-from notebooks.access import Access, hash_token, link_is_valid
+from notebooks import access as acl
+from notebooks.access import Access, Refused, hash_token
 from notebooks.actions import notify_after_commit
-from notebooks.models import Grant, Invitation, LinkJoin, Role, ShareLink
+from notebooks.links import (  # noqa: F401  (the sharing API: callers use sharing.create_link ...)
+    LINK_GUESSES_PER_IP,
+    create_link,
+    note_if_expired,
+    open_link,
+    revoke_link,
+)
+from notebooks.models import Grant, Invitation, LinkJoin, Removal, Role
 
 INVITATION_DAYS = 14
-LINK_GUESSES_PER_IP = 20
-INVITATIONS_PER_HOUR = (
-    200  # a class roster fits; a spam run does not  # wrong tokens per 10 minutes before the IP is refused
-)
+INVITATIONS_PER_HOUR = 200  # a class roster fits; a spam run does not
 
 
-class ShareError(ValueError):
-    """A sharing request that cannot be done; the message says why."""
-
-
-def _actor(access: Access) -> dict:
-    return {"actor": access.principal.user, "link": access.link, "label": access.actor_label}
-
-
-# share links
-
-
-def create_link(
-    access: Access,
-    *,
-    label: str,
-    role: Role,
-    require_login: bool = True,
-    expires_at: datetime | None = None,
-    max_uses: int | None = None,
-    request=None,
-) -> tuple[ShareLink, str]:
-    """A new link; the token is returned once and only its hash is stored."""
-    if role is Role.OWNER:
-        raise ShareError("A link can give at most the right to edit and run.")
-    token = secrets.token_urlsafe(24)  # 192 random bits
-    with transaction.atomic():
-        link = ShareLink.objects.create(
-            notebook=access.notebook,
-            token_hash=hash_token(token),
-            label=label.strip()[:80] or "Link",
-            role=role,
-            require_login=require_login,
-            expires_at=expires_at,
-            max_uses=max_uses,
-            created_by=access.principal.user,
-        )
-        audit.record(
-            "link.created",
-            notebook=access.notebook,
-            request=request,
-            link_label=link.label,
-            role=role.value,
-            require_login=require_login,
-            **_actor(access),
-        )
-    return link, token
-
-
-def revoke_link(access: Access, link_id: int, request=None) -> None:
-    with transaction.atomic():
-        link = ShareLink.objects.select_for_update().get(pk=link_id, notebook=access.notebook)
-        if link.revoked_at is None:
-            link.revoked_at = timezone.now()
-            link.save(update_fields=["revoked_at"])
-            audit.record(
-                "link.revoked",
-                notebook=access.notebook,
-                request=request,
-                link_label=link.label,
-                **_actor(access),
-            )
-        notify_after_commit(access.notebook.pk)
-
-
-def _too_many_guesses(request) -> bool:
-    key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
-    return cache.get(key, 0) >= LINK_GUESSES_PER_IP
-
-
-def _count_guess(request) -> None:
-    key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
-    cache.add(key, 0, 600)
-    cache.incr(key)
-
-
-def open_link(request, token: str) -> ShareLink:
-    """Join a share link: remember it in the session (and for a signed-in user, in the
-    database); raise ShareError with the reason if it cannot be used."""
-    if _too_many_guesses(request):
-        raise ShareError("Too many invalid links were tried from your address; wait a few minutes.")
-    link = ShareLink.objects.select_related("notebook").filter(token_hash=hash_token(token)).first()
-    if link is None:
-        _count_guess(request)
-        audit.record("access.denied", request=request, actor=request.user, reason="unknown link token")
-        raise ShareError("This link does not exist.")
-    if not link_is_valid(link) or link.notebook.in_trash:
-        note_if_expired(link, request)
-        audit.record(
-            "access.denied",
-            notebook=link.notebook,
-            request=request,
-            actor=request.user,
-            reason="link revoked or expired",
-            link_label=link.label,
-        )
-        raise ShareError("This link was revoked or has expired. Ask the owner for a new one.")
-    user = request.user if request.user.is_authenticated else None
-    if link.require_login and user is None:
-        raise ShareError("Sign in to open this link.")
-    if not request.session.get("guest_key") and user is None:
-        request.session["guest_key"] = secrets.token_hex(8)
-    guest_key = "" if user else request.session["guest_key"]
-    with transaction.atomic():
-        join = LinkJoin.objects.filter(link=link, user=user, guest_key=guest_key).first()
-        if join is None:
-            if link.max_uses is not None and link.use_count >= link.max_uses:
-                raise ShareError("This link has been used as many times as its owner allowed.")
-            LinkJoin.objects.create(link=link, user=user, guest_key=guest_key)
-            ShareLink.objects.filter(pk=link.pk).update(use_count=F("use_count") + 1)
-            audit.record(
-                "link.used", notebook=link.notebook, request=request, actor=user, link=link, role=link.role
-            )
-        else:
-            join.save(update_fields=["last_seen_at"])
-    link_ids = set(request.session.get("link_ids", []))
-    link_ids.add(link.pk)
-    request.session["link_ids"] = sorted(link_ids)
-    return link
-
-
-def note_if_expired(link: ShareLink, request=None) -> None:
-    """Record `link.expired` once, when an expired link is first noticed."""
-    from audit.models import AuditEvent
-
-    expired = link.revoked_at is None and link.expires_at is not None and link.expires_at <= timezone.now()
-    if expired and not AuditEvent.objects.filter(action="link.expired", link_id=link.pk).exists():
-        audit.record(
-            "link.expired",
-            notebook=link.notebook,
-            link=link,
-            request=request,
-            label=f"Link {link.label}",
-            link_label=link.label,
-            expired_at=link.expires_at.isoformat(),
-        )
+class ShareError(Refused):
+    """A sharing request that cannot be done; the message says why, the code which rule."""
 
 
 # grants and invitations
@@ -167,22 +40,22 @@ def note_if_expired(link: ShareLink, request=None) -> None:
 
 def invite(access: Access, emails: list[str], role: Role, request=None) -> list[str]:
     """Give existing users the role at once; send everyone else a pending invitation."""
-    from accounts.models import User
-
-    if role is Role.OWNER and not access.role.is_owner():
-        raise ShareError("Only an owner can add owners.")
+    acl.check_may_share(access)
+    acl.check_role_within_own(access, role)
     emails = list(dict.fromkeys(e.strip().lower() for e in emails if e.strip()))
     invalid = [e for e in emails if not _valid_email(e)]
     if invalid:
         raise ShareError(f"Not an email address: {', '.join(invalid[:5])}. Nobody was invited.")
+    _check_invitees(access, emails, role)
     _check_send_rate(access, len(emails))
     done = []
     for email in emails:
-        user = User.objects.filter(email__iexact=email).first()
+        user = _verified_user(email)
         if user is not None and user.pk == access.notebook.owner_id:
             continue
         with transaction.atomic():
             if user is not None:
+                Removal.objects.filter(notebook=access.notebook, user=user).delete()
                 Grant.objects.update_or_create(
                     notebook=access.notebook,
                     user=user,
@@ -194,7 +67,7 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
                     request=request,
                     email=email,
                     role=role.value,
-                    **_actor(access),
+                    **access.audit_actor,
                 )
                 notify_after_commit(access.notebook.pk)
                 _mail(
@@ -219,7 +92,7 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
                     request=request,
                     email=email,
                     role=role.value,
-                    **_actor(access),
+                    **access.audit_actor,
                 )
                 _mail(
                     email,
@@ -229,6 +102,32 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
                 )
         done.append(email)
     return done
+
+
+def _check_invitees(access: Access, emails: list[str], role: Role) -> None:
+    """Before anything is sent: inviting someone who already has a grant changes it, and
+    inviting someone an owner removed lets them back; only owners may do either."""
+    from allauth.account.models import EmailAddress
+
+    from accounts.models import User
+
+    users = User.objects.filter(
+        Q(email__in=emails) | Q(pk__in=EmailAddress.objects.filter(email__in=emails).values("user_id"))
+    )
+    for user in users.exclude(pk=access.notebook.owner_id):
+        acl.check_may_readd(access, user)
+        grant = Grant.objects.filter(notebook=access.notebook, user=user).first()
+        if grant is not None:
+            acl.check_may_change_grant(access, grant, role)
+
+
+def _verified_user(email: str):
+    """The account that has verified this address. An account that only typed it in gets a
+    pending invitation instead, which binds once the address is verified."""
+    from allauth.account.models import EmailAddress
+
+    address = EmailAddress.objects.filter(email__iexact=email, verified=True).select_related("user").first()
+    return address.user if address is not None else None
 
 
 def _valid_email(email: str) -> bool:
@@ -247,8 +146,10 @@ def _mail(to: str, subject: str, body: str) -> None:
 
 
 def change_role(access: Access, grant_id: int, role: Role, request=None) -> None:
+    acl.check_may_share(access)
     with transaction.atomic():
-        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=access.notebook)
+        grant = acl.get_or_refuse(_grants(access), grant_id, "person")
+        acl.check_may_change_grant(access, grant, role)
         old, grant.role = grant.role, role
         grant.save(update_fields=["role"])
         audit.record(
@@ -258,31 +159,77 @@ def change_role(access: Access, grant_id: int, role: Role, request=None) -> None
             email=grant.user.email,
             old=old,
             new=role.value,
-            **_actor(access),
+            **access.audit_actor,
         )
         notify_after_commit(access.notebook.pk)
+
+
+def _grants(access: Access):
+    return Grant.objects.select_related("user").filter(notebook=access.notebook)
 
 
 def remove_grant(access: Access, grant_id: int, request=None) -> None:
+    acl.check_may_share(access)
     with transaction.atomic():
-        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=access.notebook)
+        grant = acl.get_or_refuse(_grants(access), grant_id, "person")
+        acl.check_may_change_grant(access, grant)
         grant.delete()
-        audit.record(
-            "grant.removed",
-            notebook=access.notebook,
-            request=request,
-            email=grant.user.email,
-            **_actor(access),
-        )
-        notify_after_commit(access.notebook.pk)
+        if grant.user_id != access.principal.user.pk:
+            _close_other_paths(access, grant.user)
+        _removed(access, grant.user, request)
+
+
+def remove_person(access: Access, user_id, request=None) -> None:
+    """Remove someone however they came in (a grant, links they joined): an owner's button
+    next to a link's people, so one person goes without revoking the link for everyone."""
+    from accounts.models import User
+
+    acl.check_may_share(access)
+    joined = LinkJoin.objects.filter(link__notebook=access.notebook).values("user_id")
+    granted = Grant.objects.filter(notebook=access.notebook).values("user_id")
+    people = User.objects.filter(Q(pk__in=joined) | Q(pk__in=granted)).exclude(pk=access.notebook.owner_id)
+    with transaction.atomic():
+        user = acl.get_or_refuse(people, user_id, "person")
+        acl.check_may_remove_person(access, user)
+        Grant.objects.filter(notebook=access.notebook, user=user).delete()
+        _close_other_paths(access, user)
+        _removed(access, user, request)
+
+
+def _removed(access: Access, user, request) -> None:
+    audit.record(
+        "grant.removed", notebook=access.notebook, request=request, email=user.email, **access.audit_actor
+    )
+    notify_after_commit(access.notebook.pk)
+
+
+def _close_other_paths(access: Access, user) -> None:
+    """Removing a person removes every path: pending invitations to their addresses, the links
+    they joined, and a `Removal` that keeps those links from letting them back in."""
+    from allauth.account.models import EmailAddress
+
+    emails = {
+        user.email.lower(),
+        *(e.lower() for e in EmailAddress.objects.filter(user=user).values_list("email", flat=True)),
+    }
+    Invitation.objects.filter(
+        notebook=access.notebook, email__in=emails, accepted_at__isnull=True, withdrawn_at__isnull=True
+    ).update(withdrawn_at=timezone.now())
+    LinkJoin.objects.filter(link__notebook=access.notebook, user=user).delete()
+    Removal.objects.update_or_create(
+        notebook=access.notebook, user=user, defaults={"removed_by": access.principal.user}
+    )
 
 
 def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
+    acl.check_may_share(access)
+    pending = Invitation.objects.filter(
+        notebook=access.notebook, accepted_at__isnull=True, withdrawn_at__isnull=True
+    )
+    acl.check_may_manage(access, acl.get_or_refuse(pending, invitation_id, "invitation").invited_by_id)
     _check_send_rate(access, 1)
     with transaction.atomic():
-        invitation = Invitation.objects.get(
-            pk=invitation_id, notebook=access.notebook, accepted_at__isnull=True, withdrawn_at__isnull=True
-        )
+        invitation = acl.get_or_refuse(pending, invitation_id, "invitation")
         invitation.sent_at = timezone.now()
         invitation.expires_at = timezone.now() + timedelta(days=INVITATION_DAYS)
         invitation.save(update_fields=["sent_at", "expires_at"])
@@ -293,7 +240,7 @@ def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
             email=invitation.email,
             role=invitation.role,
             resent=True,
-            **_actor(access),
+            **access.audit_actor,
         )
         _mail(
             invitation.email,
@@ -312,8 +259,12 @@ def _check_send_rate(access: Access, count: int) -> None:
 
 
 def withdraw_invitation(access: Access, invitation_id: int, request=None) -> None:
+    acl.check_may_share(access)
     with transaction.atomic():
-        invitation = Invitation.objects.get(pk=invitation_id, notebook=access.notebook)
+        invitation = acl.get_or_refuse(
+            Invitation.objects.filter(notebook=access.notebook), invitation_id, "invitation"
+        )
+        acl.check_may_manage(access, invitation.invited_by_id)
         invitation.withdrawn_at = timezone.now()
         invitation.save(update_fields=["withdrawn_at"])
         audit.record(
@@ -321,17 +272,18 @@ def withdraw_invitation(access: Access, invitation_id: int, request=None) -> Non
             notebook=access.notebook,
             request=request,
             email=invitation.email,
-            **_actor(access),
+            **access.audit_actor,
         )
 
 
 def transfer_ownership(access: Access, grant_id: int, request=None) -> None:
     """Make someone who already has access the owner; the former owner keeps edit-and-run."""
-    if not access.role.is_owner() or access.notebook.owner_id != access.principal.user.pk:
-        raise ShareError("Only the owner can hand the notebook over.")
+    acl.check_may_transfer(access)
     notebook = access.notebook
     with transaction.atomic():
-        grant = Grant.objects.select_related("user").get(pk=grant_id, notebook=notebook)
+        grant = acl.get_or_refuse(
+            Grant.objects.select_related("user").filter(notebook=notebook), grant_id, "person"
+        )
         new_owner, former = grant.user, notebook.owner
         grant.delete()
         notebook.owner = new_owner
@@ -342,14 +294,17 @@ def transfer_ownership(access: Access, grant_id: int, request=None) -> None:
             defaults={"role": Role.RUNNER, "via": Grant.Via.TRANSFER, "granted_by": former},
         )
         audit.record(
-            "notebook.transferred", notebook=notebook, request=request, to=new_owner.email, **_actor(access)
+            "notebook.transferred",
+            notebook=notebook,
+            request=request,
+            to=new_owner.email,
+            **access.audit_actor,
         )
         notify_after_commit(notebook.pk)
 
 
 def set_editors_can_share(access: Access, allowed: bool, request=None) -> None:
-    if not access.role.is_owner():
-        raise ShareError("Only an owner can change who may share.")
+    acl.check_may_change_settings(access)
     with transaction.atomic():
         access.notebook.editors_can_share = allowed
         access.notebook.save(update_fields=["editors_can_share"])
@@ -358,17 +313,22 @@ def set_editors_can_share(access: Access, allowed: bool, request=None) -> None:
             notebook=access.notebook,
             request=request,
             editors_can_share=allowed,
-            **_actor(access),
+            **access.audit_actor,
         )
 
 
-def leave(user, notebook, request=None) -> None:
-    """Give up one's own access (grant and links joined) to a notebook one does not own."""
-    if notebook.owner_id == user.pk:
-        raise ShareError("You own this notebook: hand it over before leaving it.")
+def leave(access: Access, request=None) -> None:
+    """Give up one's own access (grant and every link joined, also as a guest in this session)
+    to a notebook one does not own."""
+    user, notebook = access.principal.user, access.notebook
+    if access.is_the_owner:
+        raise ShareError("You own this notebook: hand it over before leaving it.", "owner_cannot_leave")
+    joined = Q(user=user)
+    if access.principal.guest_key:
+        joined |= Q(user__isnull=True, guest_key=access.principal.guest_key)
     with transaction.atomic():
         Grant.objects.filter(notebook=notebook, user=user).delete()
-        LinkJoin.objects.filter(link__notebook=notebook, user=user).delete()
+        LinkJoin.objects.filter(joined, link__notebook=notebook).delete()
         audit.record(
             "grant.removed", notebook=notebook, actor=user, request=request, email=user.email, left=True
         )
@@ -404,6 +364,7 @@ def bind_invitations(user, request=None) -> int:
             if not created and Role(invitation.role).rank > Role(grant.role).rank:
                 grant.role = invitation.role
                 grant.save(update_fields=["role"])
+            Removal.objects.filter(notebook=invitation.notebook, user=user).delete()
             invitation.accepted_at, invitation.accepted_by = now, user
             invitation.save(update_fields=["accepted_at", "accepted_by"])
             audit.record(

@@ -22,6 +22,7 @@ urlpatterns = [
 from notebooks.views import share  # noqa: E402
 
 urlpatterns += [
+    path("s/", share.open_pending_link, name="open_pending_link"),
     path("s/<str:token>", share.open_link, name="open_link"),
     path("n/<uuid:notebook_id>/share", share.share, name="share"),
     path("n/<uuid:notebook_id>/leave", share.leave, name="leave"),

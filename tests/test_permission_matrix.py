@@ -16,11 +16,12 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from collab.rooms import get_room
 from kernels.models import KernelServer
 from notebooks import actions, sharing
 from notebooks.access import Action, access_notebook, principal_from_session
-from notebooks.models import Grant, NotebookUpdate, Role, ShareLink
+from notebooks.models import Grant, Invitation, NotebookUpdate, Role, ShareLink
 from tests.collab.test_consumer import connect
 from tests.conftest import make_user
 
@@ -210,3 +211,95 @@ async def test_kernel_status_message(notebook, kind):
     assert ws.kernel["status"] == "idle"
     assert ws.kernel["message"] == ("Could not run: why" if kind in ALLOWED_RUN else "")
     await ws.comm.disconnect()
+
+
+# sharing when the owner lets people who can edit share: ceilings, guests, leaving, removal
+
+ALLOWED_SHARE_WHEN_ON = {"owner", "editor", "runner"}  # never guests: links do not let anyone share
+ROLE_OF = {
+    "owner": Role.OWNER,
+    "editor": Role.EDITOR,
+    "runner": Role.RUNNER,
+    "viewer": Role.VIEWER,
+    "link-viewer": Role.VIEWER,
+    "link-editor": Role.EDITOR,
+    "link-runner": Role.RUNNER,
+}
+
+
+def _editors_share(notebook):
+    notebook.editors_can_share = True
+    notebook.save(update_fields=["editors_can_share"])
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_sharing_page_when_editors_may_share(notebook, kind):
+    _editors_share(notebook)
+    client = principal(kind, notebook)
+    response = client.get(f"/n/{notebook.pk}/share")
+    expect_http(kind, ALLOWED_SHARE_WHEN_ON, response)
+    if kind not in ALLOWED_SHARE_WHEN_ON:
+        assert notebook.owner.email not in response.content.decode()
+    client.post(f"/n/{notebook.pk}/share", {"action": "create_link", "label": "x", "role": "viewer"})
+    assert ShareLink.objects.filter(label="x").exists() == (kind in ALLOWED_SHARE_WHEN_ON)
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_nobody_shares_above_their_own_role(notebook, kind):
+    _editors_share(notebook)
+    co_owner = make_user("coowner@example.com", "Co Owner")
+    co_grant = Grant.objects.create(notebook=notebook, user=co_owner, role=Role.OWNER)
+    client = principal(kind, notebook)
+    own = ROLE_OF.get(kind, Role.VIEWER)
+    above = list(Role)[min(own.rank + 1, Role.OWNER.rank)]
+    mine = Grant.objects.filter(notebook=notebook, user__email=f"{kind}@example.com").first()
+    if mine is not None:
+        post = {"action": "change_role", "grant_id": mine.pk, "role": "owner"}
+        client.post(f"/n/{notebook.pk}/share", post)
+        assert Grant.objects.get(pk=mine.pk).role == own
+    client.post(f"/n/{notebook.pk}/share", {"action": "create_link", "label": "up", "role": above.value})
+    client.post(
+        f"/n/{notebook.pk}/share", {"action": "invite", "emails": "new@example.com", "role": above.value}
+    )
+    client.post(f"/n/{notebook.pk}/share", {"action": "remove_grant", "grant_id": co_grant.pk})
+    if kind == "owner":  # the owner holds the top role: a runner link, and removing a co-owner, are fine
+        assert not Grant.objects.filter(pk=co_grant.pk).exists()
+    else:
+        assert Grant.objects.filter(pk=co_grant.pk, role=Role.OWNER).exists()
+        assert not ShareLink.objects.filter(label="up", role=above).exists()
+        assert not Invitation.objects.filter(email="new@example.com", role=above).exists()
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_leave(notebook, kind):
+    client = principal(kind, notebook)
+    response = client.post(f"/n/{notebook.pk}/leave")
+    if kind == "owner":
+        assert client.get(f"/n/{notebook.pk}/").status_code == 200
+    elif kind in ("editor", "runner", "viewer"):
+        assert response.status_code == 302
+        assert client.get(f"/n/{notebook.pk}/").status_code == 403
+    elif kind == "stranger":
+        assert response.status_code == 403
+    else:  # leaving needs an account; anonymous visitors are sent to sign in, and nothing is said
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+    assert not AuditEvent.objects.filter(action="grant.removed", actor__email="charlie@example.com").exists()
+
+
+@pytest.mark.parametrize("kind", sorted(ALLOWED_VIEW - {"owner"}))
+def test_removal_closes_the_path(notebook, kind):
+    client = principal(kind, notebook)
+    owner = Client()
+    owner.force_login(notebook.owner)
+    if kind.startswith("link-"):
+        link = ShareLink.objects.get(notebook=notebook)
+        owner.post(f"/n/{notebook.pk}/share", {"action": "revoke_link", "link_id": link.pk})
+        assert client.get(f"/n/{notebook.pk}/").status_code == 302
+    else:
+        grant = Grant.objects.get(notebook=notebook)
+        _, token = sharing.create_link(_owner_access(notebook), label="way back", role=Role.EDITOR)
+        owner.post(f"/n/{notebook.pk}/share", {"action": "remove_grant", "grant_id": grant.pk})
+        assert client.get(f"/n/{notebook.pk}/").status_code == 403
+        assert client.get(f"/s/{token}").status_code == 404  # no way back in through a link
+        assert client.get(f"/n/{notebook.pk}/").status_code == 403

@@ -6,9 +6,11 @@ from django.db.models import Q
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from notebooks import access as acl
 from notebooks import actions
-from notebooks.models import LinkJoin, Notebook
+from notebooks.models import LinkJoin, Notebook, ShareLink
 from notebooks.nbio import NotebookFileError
+from notebooks.views.common import principal
 
 
 def home(request):
@@ -30,8 +32,9 @@ def my_notebooks(request):
 
 @login_required
 def shared_with_me(request):
-    via_link = LinkJoin.objects.filter(user=request.user).values("link__notebook_id")
-    notebooks = (
+    usable = ShareLink.objects.usable().values("pk")
+    via_link = LinkJoin.objects.filter(user=request.user, link__in=usable).values("link__notebook_id")
+    candidates = (
         Notebook.objects.alive()
         .filter(Q(grants__user=request.user) | Q(id__in=via_link))
         .exclude(owner=request.user)
@@ -39,6 +42,8 @@ def shared_with_me(request):
         .distinct()
         .order_by("-updated_at")
     )
+    who = principal(request)
+    notebooks = [nb for nb in candidates if acl.resolve(who, nb) is not None]  # caps and makers
     return render(request, "notebooks/list.html", {"notebooks": notebooks, "tab": "shared"})
 
 

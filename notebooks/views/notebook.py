@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import unicodedata
+from urllib.parse import quote
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from notebooks import access as acl
@@ -44,16 +48,28 @@ def download(request, notebook_id):
     access = get_access(request, notebook_id)
     data = actions.export_ipynb(access, request)
     response = HttpResponse(data, content_type="application/x-ipynb+json")
-    filename = access.notebook.title.replace('"', "'") + ".ipynb"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Content-Disposition"] = attachment(access.notebook.title + ".ipynb")
     return response
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition header for any title: control characters (a CR/LF would make the
+    header invalid) become spaces; an ASCII `filename` fallback next to `filename*` in UTF-8."""
+    name = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in filename).strip() or "notebook"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    ascii_name = ascii_name.replace("\\", "_").replace('"', "'").strip()
+    if ascii_name.removesuffix(".ipynb").strip() == "":
+        ascii_name = "notebook.ipynb"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @require_POST
 def rename(request, notebook_id):
     access = get_access(request, notebook_id, acl.Action.EDIT)
     actions.rename(access, request.POST.get("title", ""), request)
-    return redirect(request.POST.get("next") or "my_notebooks")
+    target = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure())
+    return redirect(target if target and safe else "my_notebooks")
 
 
 @login_required

@@ -4,14 +4,16 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, redirect, render
+from django.contrib.auth.views import redirect_to_login
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from notebooks import access as acl
 from notebooks import sharing
-from notebooks.models import Notebook, Role
+from notebooks.models import Role
 from notebooks.sharing import ShareError
 from notebooks.views.common import get_access
 
@@ -24,26 +26,46 @@ EXPIRY_CHOICES = {
 }
 
 
+PENDING_LINK = "pending_link"  # the token's hash, never the token
+
+
 def open_link(request, token):
+    """The first hop: the token is in this URL only. If signing in is needed, the token's hash
+    waits in the session, and the sign-in page comes back to the token-free `/s/`."""
+    return _open(request, acl.hash_token(token))
+
+
+def open_pending_link(request):
+    token_hash = request.session.get(PENDING_LINK)
+    if not token_hash:
+        reason = "There is no link to open. Open the link you were given again."
+        return render(request, "notebooks/link_error.html", {"reason": reason}, status=404)
+    return _open(request, token_hash)
+
+
+def _open(request, token_hash: str):
     try:
-        link = sharing.open_link(request, token)
-    except ShareError as e:
-        if "sign in" in str(e).lower():
-            return redirect(f"/accounts/login/?next=/s/{token}")
+        link = sharing.open_link(request, token_hash=token_hash)
+    except acl.Refused as e:
+        if e.code == "login_required":
+            request.session[PENDING_LINK] = token_hash
+            return redirect_to_login(reverse("open_pending_link"))
+        request.session.pop(PENDING_LINK, None)
         return render(request, "notebooks/link_error.html", {"reason": str(e)}, status=404)
+    request.session.pop(PENDING_LINK, None)
     return redirect(link.notebook)
 
 
 @login_required
 @require_POST
 def leave(request, notebook_id):
-    notebook = get_object_or_404(Notebook.objects.alive(), pk=notebook_id)
+    access = get_access(request, notebook_id)
     try:
-        sharing.leave(request.user, notebook, request)
+        sharing.leave(access, request)
     except ShareError as e:
         messages.error(request, str(e))
-        return redirect(notebook)
-    messages.success(request, f"You left “{notebook.title}”.")
+        return redirect(access.notebook)
+    messages.success(request, f"You left “{access.notebook.title}”.")
     return redirect("shared_with_me")
 
 
@@ -54,7 +76,7 @@ def share(request, notebook_id):
     if request.method == "POST":
         try:
             _act(request, access)
-        except ShareError as e:
+        except acl.Refused as e:
             messages.error(request, str(e))
         if access.notebook.owner_id != request.user.pk and not access.can(acl.Action.SHARE):
             return redirect(access.notebook)
@@ -62,29 +84,69 @@ def share(request, notebook_id):
     notebook = access.notebook
     context = {
         "notebook": notebook,
-        "grants": notebook.grants.select_related("user").order_by("user__email"),
+        "grants": _with_effective_roles(
+            notebook, notebook.grants.select_related("user").order_by("user__email")
+        ),
         "invitations": notebook.invitations.filter(accepted_at__isnull=True, withdrawn_at__isnull=True),
-        "links": notebook.links.prefetch_related("joins__user").order_by("-created_at"),
-        "roles": [r for r in Role if r is not Role.OWNER],
+        "links": _with_effective_roles(
+            notebook, notebook.links.prefetch_related("joins__user").order_by("-created_at")
+        ),
+        "roles": [r for r in Role if r is not Role.OWNER and r.rank <= access.role.rank],
         "new_token": request.session.pop("new_link_token", None),
         "now": timezone.now(),
         "embed": embed,
         "is_owner": access.can(acl.Action.OWN),
+        "is_the_owner": access.is_the_owner,
     }
     return render(request, "notebooks/share.html", context)
+
+
+def _with_effective_roles(notebook, rows) -> list:
+    """Each grant or link with `effective`: its role as capped by whoever made it (None: dead)."""
+    rows = list(rows)
+    for row in rows:
+        made_by_link = hasattr(row, "token_hash")
+        row.effective = acl.link_role(notebook, row) if made_by_link else acl.grant_role(notebook, row)
+        row.capped = row.effective is None or row.effective != row.role
+    return rows
+
+
+def _role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise ShareError(f"“{value[:40]}” is not a role.", "bad_role") from None
+
+
+def _max_uses(value: str) -> int | None:
+    if not value:
+        return None
+    try:
+        max_uses = int(value)
+    except ValueError:
+        raise ShareError("The use limit must be a whole number of people.", "bad_max_uses") from None
+    if max_uses < 1:
+        raise ShareError("The use limit must be at least 1 person.", "bad_max_uses")
+    return max_uses
+
+
+def _expiry(value: str) -> timedelta | None:
+    if value not in EXPIRY_CHOICES:
+        raise ShareError(f"“{value[:40]}” is not one of the expiry choices.", "bad_expiry")
+    return EXPIRY_CHOICES[value]
 
 
 def _act(request, access) -> None:
     post = request.POST
     action = post.get("action")
-    role = Role(post.get("role", Role.VIEWER))
+    role = _role(post.get("role", Role.VIEWER))
     if action == "invite":
         emails = post.get("emails", "").replace(",", "\n").replace(";", "\n").split()
         done = sharing.invite(access, emails, role, request)
         messages.success(request, f"Shared with {len(done)} address(es).")
     elif action == "create_link":
-        expiry = EXPIRY_CHOICES.get(post.get("expires", ""))
-        max_uses = int(post["max_uses"]) if post.get("max_uses") else None
+        expiry = _expiry(post.get("expires", ""))
+        max_uses = _max_uses(post.get("max_uses", ""))
         _, token = sharing.create_link(
             access,
             label=post.get("label", ""),
@@ -96,21 +158,24 @@ def _act(request, access) -> None:
         )
         request.session["new_link_token"] = token
     elif action == "revoke_link":
-        sharing.revoke_link(access, int(post["link_id"]), request)
+        sharing.revoke_link(access, post.get("link_id"), request)
         messages.success(request, "The link is revoked; people using it were disconnected.")
     elif action == "change_role":
-        sharing.change_role(access, int(post["grant_id"]), role, request)
+        sharing.change_role(access, post.get("grant_id"), role, request)
+    elif action == "remove_person":
+        sharing.remove_person(access, post.get("user_id"), request)
+        messages.success(request, "Removed; links they joined no longer let them in.")
     elif action == "remove_grant":
-        sharing.remove_grant(access, int(post["grant_id"]), request)
+        sharing.remove_grant(access, post.get("grant_id"), request)
     elif action == "transfer":
-        sharing.transfer_ownership(access, int(post["grant_id"]), request)
+        sharing.transfer_ownership(access, post.get("grant_id"), request)
         messages.success(request, "The notebook has a new owner; you keep edit-and-run access.")
     elif action == "settings":
         sharing.set_editors_can_share(access, post.get("editors_can_share") == "on", request)
     elif action == "resend":
-        sharing.resend_invitation(access, int(post["invitation_id"]), request)
+        sharing.resend_invitation(access, post.get("invitation_id"), request)
         messages.success(request, "The invitation was sent again.")
     elif action == "withdraw":
-        sharing.withdraw_invitation(access, int(post["invitation_id"]), request)
+        sharing.withdraw_invitation(access, post.get("invitation_id"), request)
     else:
         raise ShareError("Unknown sharing action.")

@@ -120,7 +120,7 @@ def test_it_downloads_what_was_uploaded(client, alice, name):
     upload(client, (name, data))
     notebook = Notebook.objects.get(owner=alice)
     response = client.get(f"/n/{notebook.pk}/download")
-    assert response["Content-Disposition"] == f'attachment; filename="{name.removesuffix(".ipynb")}.ipynb"'
+    assert response["Content-Disposition"].startswith(f'attachment; filename="{name}";')
     downloaded = json.loads(response.content)
     expected = nbio.normalise(nbio.read_ipynb(data, 10**8))
     ids = [cell.get("id") for cell in json.loads(data).get("cells", [{}])]
