@@ -9,7 +9,12 @@ Rules:
   beyond a hole are kept in `_ahead`, and a hole is repaired from the database;
 - a client's update that breaks the notebook schema is put right by a server change queued
   right behind it, so both share one batch and one relayed update (`collab.schema`);
-- a room is unloaded `ROOM_UNLOAD_DELAY` seconds after its last socket (or holder) leaves.
+- a room is unloaded `ROOM_UNLOAD_DELAY` seconds after its last socket (or holder) leaves;
+- a failed write is retried for `PERSIST_RETRY_FOR` seconds; after that the room fails: its
+  sockets are closed with 4503 (their clients still hold the edits and send them again when
+  they reconnect), and the room is forgotten so that the next join loads it afresh;
+- closing never hangs and always forgets the room, whatever the database or Redis do; the
+  Doc's observers hold the room only weakly, so an unloaded room and its Doc are freed.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -39,6 +45,19 @@ _loading: dict[str, asyncio.Lock] = {}
 
 def conf(name: str):
     return settings.COLLAB[name]
+
+
+SAVE_FAILED = 4503
+SAVE_FAILED_REASON = (
+    "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."  # noqa: E501
+)
+_background: set[asyncio.Task] = set()  # tasks nobody awaits, kept until they finish
+
+
+def detach(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 class RoomError(Exception):
@@ -67,16 +86,33 @@ async def get_room(notebook_id: str) -> Room:
     if room is not None:
         return room
     lock = _loading.setdefault(notebook_id, asyncio.Lock())
-    async with lock:
-        room = ROOMS.get(notebook_id)
-        if room is None:
-            loaded = await database_sync_to_async(persistence.load)(notebook_id)
-            if loaded is None:
-                raise RoomError(4404, "This notebook does not exist or was deleted.")
-            room = Room(notebook_id, loaded)
-            await room.start()
-            ROOMS[notebook_id] = room
+    try:
+        async with lock:
+            room = ROOMS.get(notebook_id)
+            if room is None:
+                loaded = await database_sync_to_async(persistence.load)(notebook_id)
+                if loaded is None:
+                    raise RoomError(4404, "This notebook does not exist or was deleted.")
+                room = Room(notebook_id, loaded)
+                await room.start()
+                ROOMS[notebook_id] = room
+    finally:
+        if _loading.get(notebook_id) is lock and not lock.locked():
+            del _loading[notebook_id]
     return room
+
+
+def _weakly(method):
+    """A callback for pycrdt that does not keep the room alive: pycrdt holds its callbacks
+    in Rust, out of reach of Python's cycle collector."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args):
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+
+    return call
 
 
 class Room:
@@ -88,9 +124,10 @@ class Room:
         self.size = len(loaded.state)
         self._touched: set[str] = set()
         self._cells = self.doc.get("cells", type=Array)
-        self._cells_subscription = self._cells.observe_deep(self._on_cells_changed)
+        self._cells_subscription = self._cells.observe_deep(_weakly(self._on_cells_changed))
         self._structure = schema.Touched()  # what the update being applied changed, see collab.schema
-        self._meta_subscription = self.doc.get("meta", type=Map).observe_deep(self._on_meta_changed)
+        self._meta = self.doc.get("meta", type=Map)
+        self._meta_subscription = self._meta.observe_deep(_weakly(self._on_meta_changed))
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
         self._ahead: set[int] = set()
@@ -118,11 +155,24 @@ class Room:
 
     async def start(self) -> None:
         await fanout().subscribe(self.id, self)
-        self._tasks = [
-            asyncio.create_task(self._writer(), name=f"room-writer-{self.id}"),
-            asyncio.create_task(self._relayer(), name=f"room-relayer-{self.id}"),
-            asyncio.create_task(self._watch(), name=f"room-watch-{self.id}"),
-        ]
+        for work, name in ((self._writer, "writer"), (self._relayer, "relayer"), (self._watch, "watch")):
+            self._spawn(work(), f"room-{name}-{self.id}")
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """Every background task's failure is logged once and fails the room, instead of
+        leaving it half alive."""
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if task.cancelled() or task.exception() is None or self.closing:
+            return
+        log.error("%s failed; closing the room", task.get_name(), exc_info=task.exception())
+        detach(self._fail(task.exception()))
 
     def add(self, socket: Socket) -> None:
         if len(self.sockets) >= conf("MAX_SOCKETS_PER_ROOM"):
@@ -164,20 +214,35 @@ class Room:
         await self.close()
 
     async def close(self) -> None:
-        """Write what is pending, stop the tasks and forget the room."""
+        """Write what is pending, stop the tasks and forget the room. Never hangs: a write
+        that cannot be made within `PERSIST_RETRY_FOR` fails the room's sockets instead."""
         if self.closing:
             await self.gone.wait()
             return
         self.closing = True
-        with contextlib.suppress(Exception):
-            await self.flushed()
-            await asyncio.wait_for(self._committed.join(), 5)  # other workers hear of them
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flushed(), conf("PERSIST_RETRY_FOR") + 5)
+                await asyncio.wait_for(self._committed.join(), 5)  # other workers hear of them
+        finally:
+            await self._forget()
+
+    async def _forget(self) -> None:
         self.closed = True
         self._cancel_unload()
-        for task in self._tasks:
-            if task is not asyncio.current_task():  # the writer closes the room on failure
-                task.cancel()
-        await fanout().unsubscribe(self.id, self)
+        if self._repair_handle is not None:
+            self._repair_handle.cancel()
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:  # the writer closes the room on failure
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        self._cells.unobserve(self._cells_subscription)
+        self._meta.unobserve(self._meta_subscription)
+        try:
+            await asyncio.wait_for(fanout().unsubscribe(self.id, self), 2)
+        except Exception as exc:  # the channel layer is down: its groups are gone with it
+            log.info("leaving the fan-out group of %s failed: %r", self.id, exc)
         if ROOMS.get(self.id) is self:
             del ROOMS[self.id]
         self.gone.set()
@@ -301,24 +366,49 @@ class Room:
             done, self._pending_done = self._pending_done, None
             self._inflight_done = done
             try:
-                first = await database_sync_to_async(persistence.append)(
-                    self.id, [p for p, _ in batch], self.epoch
-                )
+                first = await self._append(batch)
             except persistence.Replaced as exc:
                 done.set_exception(exc)
                 done.exception()  # mark retrieved
                 await self._replaced()
                 return
             except Exception as exc:
-                log.exception("saving updates of %s failed; closing the room", self.id)
+                log.error("saving updates of %s failed (%r); closing the room", self.id, exc)
                 done.set_exception(exc)
                 done.exception()
-                await self._fail()
+                await self._fail(exc)
                 return
             for seq in range(first, first + len(batch)):
                 self._mark(seq)
             done.set_result(None)
             self._committed.put_nowait((first, batch, durable_state))
+
+    async def _append(self, batch: list[tuple[Pending, Socket | None]]) -> int:
+        """Write one batch, retrying for `PERSIST_RETRY_FOR` seconds (the database restarting,
+        a connection cut). A retry after a commit whose answer was lost writes the updates a
+        second time under new numbers: harmless, Yjs ignores what a document already holds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + conf("PERSIST_RETRY_FOR")
+        delay, failures = 0.05, 0
+        while True:
+            try:
+                first = await database_sync_to_async(persistence.append)(
+                    self.id, [p for p, _ in batch], self.epoch
+                )
+            except (persistence.Replaced, LookupError):
+                raise
+            except Exception as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                if not failures:
+                    log.warning("saving updates of %s failed (%r); retrying", self.id, exc)
+                failures += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if failures:
+                log.warning("saving updates of %s works again after %d retries", self.id, failures)
+            return first
 
     async def _relayer(self) -> None:
         """Hand committed batches to the local sockets and the other workers, in order."""
@@ -356,12 +446,18 @@ class Room:
             self._pending_done.set_exception(exc)
             self._pending_done.exception()  # mark retrieved
 
-    async def _fail(self) -> None:
-        self._abandon_pending(RuntimeError("the room failed"))
+    async def _fail(self, exc: BaseException | None = None) -> None:
+        """Nothing more can be saved: tell every socket (its client still holds its unsaved
+        edits and sends them again on reconnecting) and forget the room."""
+        self._abandon_pending(RuntimeError(f"the room failed: {exc!r}"))
         for socket in list(self.sockets):
-            await socket.close_with(1011, "The server could not save changes; reconnecting.")
+            try:
+                await socket.close_with(SAVE_FAILED, SAVE_FAILED_REASON)
+            except Exception:
+                log.debug("closing a socket failed", exc_info=True)
         self.sockets.clear()
-        await self.close()
+        if not self.closing:
+            await self.close()
 
     # sequence bookkeeping and repair
 
@@ -389,21 +485,27 @@ class Room:
         if self.closed:
             return
         rows, last = await database_sync_to_async(persistence.updates_after)(self.id, self.seq)
-        new = [data for seq, data in rows if seq not in self._ahead]
-        for data in new:
+        # Apply every row, also those numbered in `_ahead`: the first row may be a snapshot
+        # that carries, under the number of one of ours, the very updates missing below it.
+        # Yjs ignores what the Doc already holds; the diff is what is new.
+        before = self.doc.get_state()
+        for _, data in rows:
             self.doc.apply_update(data)
-            self.size += len(data)
+        new = self.doc.get_update(before) if rows else b""
         # The rows were everything after our watermark up to `last`, read in one transaction.
         self.seq = max(self.seq, last)
         self._ahead = {seq for seq in self._ahead if seq > self.seq}
-        if new:
-            await self._send_local(protocol.sync_update(merge_updates(*new)))
+        if new and new != protocol.EMPTY_UPDATE and self.doc.get_state() != before:
+            self.size += len(new)
+            await self._send_local(protocol.sync_update(new))
 
     async def _watch(self) -> None:
         """Periodic safety net: catch up with updates whose fan-out message never came, and
-        re-check access so that expiry takes effect without anyone acting."""
+        re-check access so that expiry takes effect without anyone acting. A failure is
+        logged once, and once more when the check works again."""
         interval = conf("RESYNC_INTERVAL")
         last_access_check = time.monotonic()
+        failing = False
         while True:
             await asyncio.sleep(interval)
             try:
@@ -417,8 +519,14 @@ class Room:
                     await self._recheck_access()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("room watch of %s failed", self.id)
+            except Exception as exc:
+                if not failing:
+                    log.warning("room watch of %s failed (%r); retrying every %s s", self.id, exc, interval)
+                failing = True
+            else:
+                if failing:
+                    log.warning("room watch of %s works again", self.id)
+                failing = False
 
     def _start_compaction(self) -> None:
         if self._compacting:
@@ -435,7 +543,7 @@ class Room:
             finally:
                 self._compacting = False
 
-        self._tasks.append(asyncio.create_task(run()))
+        self._spawn(run(), f"room-compaction-{self.id}")
 
     # presence
 

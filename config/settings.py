@@ -236,6 +236,7 @@ KERNEL_FORWARD_TIMEOUT = envfloat("KERNEL_FORWARD_TIMEOUT", 10.0)
 # Real-time engine (collab/). Delays in seconds, sizes in bytes.
 COLLAB = {
     "PERSIST_BATCH_WINDOW": envfloat("COLLAB_PERSIST_BATCH_WINDOW", 0.003),
+    "PERSIST_RETRY_FOR": envfloat("COLLAB_PERSIST_RETRY_FOR", 20.0),
     "ROOM_UNLOAD_DELAY": envfloat("COLLAB_ROOM_UNLOAD_DELAY", 30.0),
     "GAP_REPAIR_DELAY": envfloat("COLLAB_GAP_REPAIR_DELAY", 0.2),
     "RESYNC_INTERVAL": envfloat("COLLAB_RESYNC_INTERVAL", 2.0),

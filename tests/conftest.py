@@ -44,6 +44,7 @@ def _fast_settings(settings, tmp_path):
     settings.COLLAB = {
         **settings.COLLAB,
         "PERSIST_BATCH_WINDOW": 0.001,
+        "PERSIST_RETRY_FOR": 0.5,
         "ROOM_UNLOAD_DELAY": 0.05,
         "GAP_REPAIR_DELAY": 0.05,
         "RESYNC_INTERVAL": 0.2,

@@ -154,7 +154,7 @@ async def test_a_room_whose_database_write_fails_closes_its_sockets_and_unloads(
             break
         await asyncio.sleep(0.05)
     assert room.closed
-    assert closed == [1011]
+    assert closed == [4503]
     assert str(notebook.pk) not in ROOMS
 
 
