@@ -165,3 +165,25 @@ async def test_a_large_change_goes_through_daphne_and_an_oversized_one_gets_4413
     assert client.ws.close_code == 4413
     assert client.ws.close_reason == "That change is larger than the server accepts."
     await other.ws.close()
+
+
+async def test_clients_of_a_killed_worker_reconnect_to_the_survivor_and_lose_nothing(stack):
+    from tests.collab.test_faults_workers import all_saved, eventually, type_for
+    from tests.faults import Typist
+
+    alice = stack.user_with_notebook("kill-reconnect@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    typists = [Typist([a_port, b_port], nid, cookie, f"a{k}") for k in range(2)]
+    observer = Typist([b_port], nid, cookie, "b")
+    for t in [*typists, observer]:
+        await t.start()
+    await type_for([*typists, observer], 1.0, every=0.01)
+    stack.kill_worker(a_port)  # SIGKILL in the middle of the burst; the typists move to B
+    await type_for([*typists, observer], 1.5, every=0.01)
+    stored = await all_saved(stack, nid, [*typists, observer])
+    await eventually(
+        lambda: all(t.client.source() == stored for t in [*typists, observer]), 15, "clients to converge"
+    )
+    for t in [*typists, observer]:
+        await t.stop()
