@@ -9,7 +9,8 @@ Rules:
 - A `KernelChannels` keeps one session id for its whole life. Reconnecting with the same id
   makes the server replay what it buffered while no socket was open (a new id gets nothing),
   so callers must store `session_id` if they want to resume after a process restart.
-- After a restart, shell requests are held until iopub reaches this socket again (`restart`).
+- After a restart, and on every new connection, shell requests are held until iopub reaches
+  this socket (`_hold_until_iopub`): a request sent earlier may lose its busy/idle statuses.
 - No size limit on incoming frames: outputs are capped when written into the document
   (`kernels.outputs`), not by dropping the connection.
 """
@@ -35,7 +36,8 @@ from websockets.asyncio.client import ClientConnection
 from kernels.execution import Event, ExecutionTracker, KernelLost, message_type
 
 PROTOCOL_VERSION = "5.3"
-PROBE_INTERVAL = 0.2  # seconds between kernel_info probes after a restart
+PROBE_INTERVAL = 0.2  # seconds before the first kernel_info probe is repeated (then doubling)
+PROBE_MAX_INTERVAL = 2.0  # a busy kernel answers probes only after its run: do not pile them up
 PROBE_GIVE_UP = 30.0  # seconds after which held requests go out anyway
 
 
@@ -167,6 +169,7 @@ class KernelChannels:
         self._held: list[dict[str, Any]] | None = None
         self._probe_id = ""
         self._probing_since = 0.0
+        self._probe_interval = PROBE_INTERVAL
 
     async def __aenter__(self) -> KernelChannels:
         await self.open()
@@ -197,6 +200,10 @@ class KernelChannels:
             raise KernelServerError(f"websocket refused: {exc}") from exc
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:
             raise KernelServerError(f"websocket failed: {exc!r}") from exc
+        # The server subscribes this socket to iopub as it opens, and skips its own check
+        # ("nudge") when it believes the kernel busy: a run sent at once could lose its busy
+        # and idle statuses and never finish. Hold shell requests until iopub answers.
+        await self._hold_until_iopub()
 
     async def close(self) -> None:
         """Close for good; the server then buffers output for this session id."""
@@ -219,7 +226,10 @@ class KernelChannels:
         asked for, so the pending executions are reported lost here."""
         await self.client.restart_kernel(self.kernel_id)
         await self._hold_until_iopub()
-        return self.tracker.abandon("restarting")
+        lost = self.tracker.abandon("restarting")
+        if lost is not None and self._held:  # never sent: must not run on the new kernel
+            self._held = [m for m in self._held if m["header"]["msg_id"] not in lost.msg_ids]
+        return lost
 
     async def _hold_until_iopub(self) -> None:
         """After a restart (asked for, or the server's own after a crash) the server's iopub
@@ -232,6 +242,7 @@ class KernelChannels:
         if self._held is None:
             self._held = []
         self._probing_since = time.monotonic()
+        self._probe_interval = PROBE_INTERVAL
         await self._probe()
 
     async def _probe(self) -> None:
@@ -247,6 +258,7 @@ class KernelChannels:
         if time.monotonic() - self._probing_since > PROBE_GIVE_UP:
             await self._release_held()  # the kernel does not answer: let its requests fail as they may
         else:
+            self._probe_interval = min(self._probe_interval * 2, PROBE_MAX_INTERVAL)
             await self._probe()
 
     async def _release_held(self) -> None:
@@ -328,7 +340,7 @@ class KernelChannels:
                         frame = await ws.recv()
                     else:
                         try:
-                            frame = await asyncio.wait_for(ws.recv(), PROBE_INTERVAL)
+                            frame = await asyncio.wait_for(ws.recv(), self._probe_interval)
                         except TimeoutError:
                             await self._probe_again()
                             continue
