@@ -4,7 +4,8 @@ database_sync_to_async.
 
 Close codes: 4400 malformed frame, 4401 not signed in / link no longer valid, 4403 no access,
 4404 no such notebook, 4409 document replaced (reload), 4413 too large / too many sockets,
-4503 the server cannot reach its database right now (reconnect; unsaved edits are sent again).
+4429 the client does not read what is sent to it (collab.daphne_patches), 4503 the server cannot
+reach its database right now (reconnect; unsaved edits are sent again).
 """
 
 from __future__ import annotations

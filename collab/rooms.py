@@ -49,7 +49,7 @@ def conf(name: str):
 
 SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
-    "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."  # noqa: E501
+    "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
 )
 _background: set[asyncio.Task] = set()  # tasks nobody awaits, kept until they finish
 

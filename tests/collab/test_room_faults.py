@@ -110,7 +110,7 @@ async def test_a_write_that_keeps_failing_closes_sockets_with_a_reason_and_the_r
 
 
 def test_the_close_reason_patch_never_raises_for_a_code_autobahn_refuses():
-    from collab import daphne_close_reason
+    from collab import daphne_patches
 
     sent = []
 
@@ -123,7 +123,7 @@ def test_the_close_reason_patch_never_raises_for_a_code_autobahn_refuses():
                 raise ValueError("invalid close code")
             sent.append((code, reason))
 
-    daphne_close_reason._handle_reply(Proto(), {"type": "websocket.close", "code": 1011, "reason": "x" * 300})
+    daphne_patches._handle_reply(Proto(), {"type": "websocket.close", "code": 1011, "reason": "x" * 300})
     [(code, reason)] = sent
     assert 3000 <= code <= 4999
     assert len(reason.encode()) <= 123
