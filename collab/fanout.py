@@ -6,8 +6,8 @@ channel-layer message per worker, not one per socket. Delivery is not guaranteed
 (channels-redis drops messages for a full channel); rooms detect gaps by sequence number.
 
 Redis may go away and come back empty: group membership lives in Redis, so after any failure
-the reader joins every room's group again before it reads on, and the rooms catch up from
-the database. While it is down, publishing fails fast and quietly (rooms' periodic check
+a recovery task joins every room's group again as soon as the layer answers, and the rooms
+catch up from the database. While it is down, publishing fails fast and quietly (rooms' periodic check
 carries the edits); "fan-out down" and "fan-out restored" are logged once each.
 """
 
@@ -74,6 +74,7 @@ class Fanout:
         self.handlers: dict[str, Any] = {}  # notebook id -> room
         self._reader: asyncio.Task | None = None
         self.down = False  # the channel layer failed and its groups are not known to be joined
+        self._recovery: asyncio.Future | None = None
 
     async def _ensure_started(self) -> None:
         if self.channel is None:
@@ -107,13 +108,22 @@ class Fanout:
     def _went_down(self, exc: BaseException) -> None:
         if not self.down:
             log.warning("fan-out down (%r); rooms catch up from the database until it is back", exc)
+            self._recovery = asyncio.ensure_future(self._recover())
         self.down = True
 
-    async def _rejoin(self) -> None:
+    async def _recover(self) -> None:
         """Join every room's group again (Redis may have restarted empty), then let the rooms
         fetch what they missed meanwhile."""
-        for notebook_id in list(self.handlers):
-            await self.layer.group_add(group_name(notebook_id), self.channel)
+        delay = 0.1
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                for notebook_id in list(self.handlers):
+                    await self.layer.group_add(group_name(notebook_id), self.channel)
+            except Exception:
+                delay = min(delay * 2, 1.0)
+                continue
+            break
         self.down = False
         log.warning("fan-out restored; %d rooms rejoined", len(self.handlers))
         from collab.rooms import detach
@@ -125,8 +135,6 @@ class Fanout:
         delay = 0.1
         while True:
             try:
-                if self.down:
-                    await self._rejoin()
                 event = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise

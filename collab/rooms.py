@@ -148,6 +148,7 @@ class Room:
         self._unload_handle: asyncio.TimerHandle | None = None
         self._repair_handle: asyncio.TimerHandle | None = None
         self._compacting = False
+        self._active_at = -1e9  # loop time of the last edit written or received here
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}
 
@@ -337,6 +338,7 @@ class Room:
         else:
             self._due = min(self._due, due)
         self._pending.append((pending, socket))
+        self._active_at = now
         self._wake.set()
 
     async def flushed(self) -> None:
@@ -499,6 +501,15 @@ class Room:
             self.size += len(new)
             await self._send_local(protocol.sync_update(new))
 
+    def _should_poll(self) -> bool:
+        """Ask the database for the notebook's counter only when it can matter: while the
+        fan-out is down, while a gap is open, or while edits flow in a room someone uses (a
+        lost last message would otherwise go unnoticed). An idle room costs no query."""
+        if fanout().down or self._ahead:
+            return True
+        recent = asyncio.get_running_loop().time() - self._active_at < conf("RESYNC_ACTIVE_FOR")
+        return recent and bool(self.sockets or self.holders)
+
     async def _watch(self) -> None:
         """Periodic safety net: catch up with updates whose fan-out message never came, and
         re-check access so that expiry takes effect without anyone acting. A failure is
@@ -509,12 +520,13 @@ class Room:
         while True:
             await asyncio.sleep(interval)
             try:
-                latest = await database_sync_to_async(_notebook_seq)(self.id)
-                if latest is None:
-                    await self.on_fanout({"type": "access", "notebook": self.id})
-                elif latest > self.seq:
-                    await self.repair()
-                if time.monotonic() - last_access_check > conf("ACCESS_RECHECK_INTERVAL"):
+                if self._should_poll():
+                    latest = await database_sync_to_async(_notebook_seq)(self.id)
+                    if latest is None:
+                        await self.on_fanout({"type": "access", "notebook": self.id})
+                    elif latest > self.seq:
+                        await self.repair()
+                if self.sockets and time.monotonic() - last_access_check > conf("ACCESS_RECHECK_INTERVAL"):
                     last_access_check = time.monotonic()
                     await self._recheck_access()
             except asyncio.CancelledError:
@@ -611,6 +623,7 @@ class Room:
             fresh.append(data)
             self._mark(seq)
         if fresh:
+            self._active_at = asyncio.get_running_loop().time()
             await self._send_local(
                 protocol.sync_update(fresh[0] if len(fresh) == 1 else merge_updates(*fresh))
             )

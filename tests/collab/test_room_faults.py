@@ -228,3 +228,20 @@ async def test_an_unloaded_room_and_its_document_are_freed(notebook):
     alive = [r for r in refs if r[0]() is not None or r[1]() is not None]
     assert alive == []
     assert str(notebook.pk) not in rooms._loading
+
+
+async def test_an_idle_room_asks_the_database_nothing(notebook, monkeypatch, settings):
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_ACTIVE_FOR": 0.3}
+    asked = []
+    real = rooms._notebook_seq
+    monkeypatch.setattr(rooms, "_notebook_seq", lambda nid: asked.append(nid) or real(nid))
+    room = await get_room(str(notebook.pk))
+    room.add(socket := FakeSocket())
+    room.receive_update(typed(room, "a"), socket)
+    await room.flushed()
+    await eventually(lambda: asked, what="the room to check while edits flow")
+    await asyncio.sleep(0.4)  # RESYNC_ACTIVE_FOR has passed: the room is idle from here on
+    before = len(asked)
+    await asyncio.sleep(1.0)  # five RESYNC_INTERVALs
+    assert len(asked) == before
+    await room.remove(socket)
