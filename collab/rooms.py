@@ -547,9 +547,9 @@ class Room:
 
         async def run() -> None:
             try:
-                _, self.snapshot_seq = await database_sync_to_async(persistence.compact)(
-                    self.id, conf("KEEP_RECENT_UPDATES")
-                )
+                # Its own thread and connection: the writes' thread never waits for it.
+                compact = database_sync_to_async(persistence.compact, thread_sensitive=False)
+                _, self.snapshot_seq = await compact(self.id, conf("KEEP_RECENT_UPDATES"))
             except Exception:
                 log.exception("compaction of %s failed", self.id)
             finally:

@@ -245,3 +245,31 @@ async def test_an_idle_room_asks_the_database_nothing(notebook, monkeypatch, set
     await asyncio.sleep(1.0)  # five RESYNC_INTERVALs
     assert len(asked) == before
     await room.remove(socket)
+
+
+async def test_writes_do_not_wait_for_a_compaction(notebook, monkeypatch, settings):
+    import threading
+
+    settings.COLLAB = {**settings.COLLAB, "COMPACT_AFTER_UPDATES": 0, "KEEP_RECENT_UPDATES": 0}
+    folding, release = threading.Event(), threading.Event()
+    real_fold = persistence.fold
+
+    def slow_fold(*args):
+        folding.set()
+        release.wait(10)  # a compaction of a big notebook takes a while
+        return real_fold(*args)
+
+    monkeypatch.setattr(persistence, "fold", slow_fold)
+    room = await get_room(str(notebook.pk))
+    try:
+        room.receive_update(typed(room, "a"), None)
+        await room.flushed()
+        await room._committed.join()  # relayed: the compaction has started
+        await eventually(folding.is_set, what="the compaction to start folding")
+        room.receive_update(typed(room, "b"), None)
+        await asyncio.wait_for(room.flushed(), 3)  # written while the compaction folds
+    finally:
+        release.set()
+    await eventually(lambda: not room._compacting, what="the compaction to end")
+    assert await database_sync_to_async(stored_source)(notebook.pk) == source(room)
+    await room.close()
