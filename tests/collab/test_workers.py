@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -187,3 +188,47 @@ async def test_clients_of_a_killed_worker_reconnect_to_the_survivor_and_lose_not
     )
     for t in [*typists, observer]:
         await t.stop()
+
+
+async def test_each_edit_reaches_an_observer_once_with_writers_on_both_workers(stack):
+    import collections
+    import re
+
+    from tests.faults import Typist
+
+    alice = stack.user_with_notebook("once@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    ports = (a_port, b_port)
+    typists = [Typist([port], nid, cookie, f"{who}{k}") for k, port in enumerate(ports) for who in "xy"]
+    seen = [collections.Counter(), collections.Counter()]
+
+    async def observe(port: int, counter: collections.Counter) -> None:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/notebooks/{nid}",
+            additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
+            max_size=None,
+        ) as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for frame in ws:
+                    counter.update(re.findall(rb"<[xy][01]\d+>", frame))
+
+    observers = [asyncio.create_task(observe(p, c)) for p, c in zip((a_port, b_port), seen, strict=True)]
+    for t in typists:
+        await t.start()
+    for _ in range(150):
+        for t in typists:
+            await t.type()
+        await asyncio.sleep(0.01)
+    wanted = sum(t.typed for t in typists)
+    for _ in range(200):
+        if all(len(c) == wanted for c in seen):
+            break
+        await asyncio.sleep(0.05)
+    for t in typists:
+        await t.stop()
+    for task in observers:
+        task.cancel()
+    for counter in seen:
+        assert len(counter) == wanted
+        assert [tok for tok, n in counter.items() if n > 1] == []
