@@ -167,9 +167,12 @@ class KernelChannels:
         self._closed = False
         # After a restart: shell requests wait here until iopub reaches us again (see restart)
         self._held: list[dict[str, Any]] | None = None
-        self._probe_id = ""
+        self._probe_ids: set[str] = set()  # probes sent on this connection
         self._probing_since = 0.0
         self._probe_interval = PROBE_INTERVAL
+        # Set when the kernel answers a probe sent on this connection: it has then handled every
+        # shell request sent before (a run a previous connection left in flight included).
+        self.iopub_answered = asyncio.Event()
 
     async def __aenter__(self) -> KernelChannels:
         await self.open()
@@ -200,6 +203,8 @@ class KernelChannels:
             raise KernelServerError(f"websocket refused: {exc}") from exc
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:
             raise KernelServerError(f"websocket failed: {exc!r}") from exc
+        self._probe_ids.clear()
+        self.iopub_answered.clear()
         # The server subscribes this socket to iopub as it opens, and skips its own check
         # ("nudge") when it believes the kernel busy: a run sent at once could lose its busy
         # and idle statuses and never finish. Hold shell requests until iopub answers.
@@ -247,12 +252,12 @@ class KernelChannels:
 
     async def _probe(self) -> None:
         msg = self.make_message("kernel_info_request", {})
-        self._probe_id = str(msg["header"]["msg_id"])
+        self._probe_ids.add(str(msg["header"]["msg_id"]))
         await self._send_now("shell", msg)
 
     def _answers_probe(self, msg: dict[str, Any]) -> bool:
         parent = (msg.get("parent_header") or {}).get("msg_id")
-        return msg.get("channel") == "iopub" and parent == self._probe_id
+        return msg.get("channel") == "iopub" and parent in self._probe_ids
 
     async def _probe_again(self) -> None:
         if time.monotonic() - self._probing_since > PROBE_GIVE_UP:
@@ -345,8 +350,10 @@ class KernelChannels:
                             await self._probe_again()
                             continue
                     msg = decode_frame(frame)
-                    if self._held is not None and self._answers_probe(msg):
-                        await self._release_held()
+                    if self._answers_probe(msg):
+                        self.iopub_answered.set()
+                        if self._held is not None:
+                            await self._release_held()
                     elif _restarted_by_server(msg):
                         await self._hold_until_iopub()
                     yield msg
