@@ -273,3 +273,14 @@ async def test_writes_do_not_wait_for_a_compaction(notebook, monkeypatch, settin
     await eventually(lambda: not room._compacting, what="the compaction to end")
     assert await database_sync_to_async(stored_source)(notebook.pk) == source(room)
     await room.close()
+
+
+async def test_a_sharing_change_is_not_refused_while_the_channel_layer_is_down(notebook, monkeypatch):
+    from collab.fanout import notify
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(fanout().layer, "group_send", down)
+    await asyncio.wait_for(notify(notebook.pk, "access"), 5)
+    assert fanout().down
