@@ -1,4 +1,5 @@
-"""Rooms: one authoritative pycrdt Doc per notebook per worker process.
+"""Rooms: one authoritative pycrdt Doc per notebook per worker process. The write pipeline is
+in `collab.writes`, sequence bookkeeping and gap repair in `collab.repair`.
 
 Runs in the event loop; never blocks: database work goes through `database_sync_to_async`.
 Rules:
@@ -28,23 +29,20 @@ from collections.abc import Callable
 from typing import Protocol
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from pycrdt import Array, Doc, Map, merge_updates
 
 from collab import persistence, protocol, schema
 from collab.awareness import Presence
+from collab.conf import conf
 from collab.fanout import fanout
 from collab.persistence import Pending
+from collab.repair import GapRepair
+from collab.writes import WritePipeline
 
 log = logging.getLogger(__name__)
 
 ROOMS: dict[str, Room] = {}
-BIG_BATCH = 64  # with this many updates waiting, write at once instead of waiting the window
 _loading: dict[str, asyncio.Lock] = {}
-
-
-def conf(name: str):
-    return settings.COLLAB[name]
 
 
 SAVE_FAILED = 4503
@@ -115,7 +113,7 @@ def _weakly(method):
     return call
 
 
-class Room:
+class Room(WritePipeline, GapRepair):
     def __init__(self, notebook_id: str, loaded: persistence.Loaded):
         self.id = notebook_id
         self.epoch = loaded.epoch
@@ -328,90 +326,6 @@ class Room:
             self.size += len(update)
             self._queue(Pending(update, user_id, None), None, within)
 
-    def _queue(self, pending: Pending, socket: Socket | None, within: float | None = None) -> None:
-        """Queue for the writer; it writes once the earliest deadline of what waits is due."""
-        now = asyncio.get_running_loop().time()
-        due = now + (conf("PERSIST_BATCH_WINDOW") if within is None else within)
-        if not self._pending:
-            self._pending_done = asyncio.get_running_loop().create_future()
-            self._due = due
-        else:
-            self._due = min(self._due, due)
-        self._pending.append((pending, socket))
-        self._active_at = now
-        self._wake.set()
-
-    async def flushed(self) -> None:
-        """Wait until everything applied so far is in the database."""
-        for fut in (self._inflight_done, self._pending_done if self._pending else None):
-            if fut is not None and not fut.done():
-                await asyncio.shield(fut)
-
-    async def _writer(self) -> None:
-        """Write batches one after the other; relaying a committed batch happens in
-        `_relayer`, so the next write does not wait for sockets or Redis."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            # Wait for the batch's deadline; a change queued meanwhile may bring it closer.
-            while len(self._pending) < BIG_BATCH and (delay := self._due - loop.time()) > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                self._wake.clear()
-            if not self._pending:
-                continue
-            batch, self._pending = self._pending, []
-            # Everything this Doc holds now is durable once this batch commits (older
-            # batches and other workers' updates already are): that is what "saved" means.
-            durable_state = self.doc.get_state()
-            done, self._pending_done = self._pending_done, None
-            self._inflight_done = done
-            try:
-                first = await self._append(batch)
-            except persistence.Replaced as exc:
-                done.set_exception(exc)
-                done.exception()  # mark retrieved
-                await self._replaced()
-                return
-            except Exception as exc:
-                log.error("saving updates of %s failed (%r); closing the room", self.id, exc)
-                done.set_exception(exc)
-                done.exception()
-                await self._fail(exc)
-                return
-            for seq in range(first, first + len(batch)):
-                self._mark(seq)
-            done.set_result(None)
-            self._committed.put_nowait((first, batch, durable_state))
-
-    async def _append(self, batch: list[tuple[Pending, Socket | None]]) -> int:
-        """Write one batch, retrying for `PERSIST_RETRY_FOR` seconds (the database restarting,
-        a connection cut). A retry after a commit whose answer was lost writes the updates a
-        second time under new numbers: harmless, Yjs ignores what a document already holds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + conf("PERSIST_RETRY_FOR")
-        delay, failures = 0.05, 0
-        while True:
-            try:
-                first = await database_sync_to_async(persistence.append)(
-                    self.id, [p for p, _ in batch], self.epoch
-                )
-            except (persistence.Replaced, LookupError):
-                raise
-            except Exception as exc:
-                if loop.time() + delay > deadline:
-                    raise
-                if not failures:
-                    log.warning("saving updates of %s failed (%r); retrying", self.id, exc)
-                failures += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            if failures:
-                log.warning("saving updates of %s works again after %d retries", self.id, failures)
-            return first
-
     async def _relayer(self) -> None:
         """Hand committed batches to the local sockets and the other workers, in order."""
         while True:
@@ -441,13 +355,6 @@ class Room:
         if backlog > conf("COMPACT_AFTER_UPDATES") + conf("KEEP_RECENT_UPDATES"):
             self._start_compaction()
 
-    def _abandon_pending(self, exc: Exception) -> None:
-        """The writer has stopped: nothing queued will be written; release its waiters."""
-        self._pending.clear()
-        if self._pending_done is not None and not self._pending_done.done():
-            self._pending_done.set_exception(exc)
-            self._pending_done.exception()  # mark retrieved
-
     async def _fail(self, exc: BaseException | None = None) -> None:
         """Nothing more can be saved: tell every socket (its client still holds its unsaved
         edits and sends them again on reconnecting) and forget the room."""
@@ -460,102 +367,6 @@ class Room:
         self.sockets.clear()
         if not self.closing:
             await self.close()
-
-    # sequence bookkeeping and repair
-
-    def _mark(self, seq: int) -> None:
-        if seq <= self.seq:
-            return
-        if seq == self.seq + 1:
-            self.seq = seq
-            while self.seq + 1 in self._ahead:
-                self._ahead.remove(self.seq + 1)
-                self.seq += 1
-        else:
-            self._ahead.add(seq)
-            self._schedule_repair()
-
-    def _schedule_repair(self) -> None:
-        if self._repair_handle is None:
-            self._repair_handle = asyncio.get_running_loop().call_later(
-                conf("GAP_REPAIR_DELAY"), lambda: asyncio.ensure_future(self.repair())
-            )
-
-    async def repair(self) -> None:
-        """Fetch from the database every update this Doc may have missed."""
-        self._repair_handle = None
-        if self.closed:
-            return
-        rows, last = await database_sync_to_async(persistence.updates_after)(self.id, self.seq)
-        # Apply every row, also those numbered in `_ahead`: the first row may be a snapshot
-        # that carries, under the number of one of ours, the very updates missing below it.
-        # Yjs ignores what the Doc already holds; the diff is what is new.
-        before = self.doc.get_state()
-        for _, data in rows:
-            self.doc.apply_update(data)
-        new = self.doc.get_update(before) if rows else b""
-        # The rows were everything after our watermark up to `last`, read in one transaction.
-        self.seq = max(self.seq, last)
-        self._ahead = {seq for seq in self._ahead if seq > self.seq}
-        if new and new != protocol.EMPTY_UPDATE and self.doc.get_state() != before:
-            self.size += len(new)
-            await self._send_local(protocol.sync_update(new))
-
-    def _should_poll(self) -> bool:
-        """Ask the database for the notebook's counter only when it can matter: while the
-        fan-out is down, while a gap is open, or while edits flow in a room someone uses (a
-        lost last message would otherwise go unnoticed). An idle room costs no query."""
-        if fanout().down or self._ahead:
-            return True
-        recent = asyncio.get_running_loop().time() - self._active_at < conf("RESYNC_ACTIVE_FOR")
-        return recent and bool(self.sockets or self.holders)
-
-    async def _watch(self) -> None:
-        """Periodic safety net: catch up with updates whose fan-out message never came, and
-        re-check access so that expiry takes effect without anyone acting. A failure is
-        logged once, and once more when the check works again."""
-        interval = conf("RESYNC_INTERVAL")
-        last_access_check = time.monotonic()
-        failing = False
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                if self._should_poll():
-                    latest = await database_sync_to_async(_notebook_seq)(self.id)
-                    if latest is None:
-                        await self.on_fanout({"type": "access", "notebook": self.id})
-                    elif latest > self.seq:
-                        await self.repair()
-                if self.sockets and time.monotonic() - last_access_check > conf("ACCESS_RECHECK_INTERVAL"):
-                    last_access_check = time.monotonic()
-                    await self._recheck_access()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not failing:
-                    log.warning("room watch of %s failed (%r); retrying every %s s", self.id, exc, interval)
-                failing = True
-            else:
-                if failing:
-                    log.warning("room watch of %s works again", self.id)
-                failing = False
-
-    def _start_compaction(self) -> None:
-        if self._compacting:
-            return
-        self._compacting = True
-
-        async def run() -> None:
-            try:
-                # Its own thread and connection: the writes' thread never waits for it.
-                compact = database_sync_to_async(persistence.compact, thread_sensitive=False)
-                _, self.snapshot_seq = await compact(self.id, conf("KEEP_RECENT_UPDATES"))
-            except Exception:
-                log.exception("compaction of %s failed", self.id)
-            finally:
-                self._compacting = False
-
-        self._spawn(run(), f"room-compaction-{self.id}")
 
     # presence
 
@@ -613,21 +424,6 @@ class Room:
             self.kernel_state = event["payload"]
             await self.broadcast_ext(protocol.kernel(event["payload"]))
 
-    async def _on_remote_updates(self, first: int, updates: list[bytes]) -> None:
-        fresh = []
-        for seq, data in enumerate(updates, start=first):
-            if seq <= self.seq or seq in self._ahead:
-                continue
-            self.doc.apply_update(data)
-            self.size += len(data)
-            fresh.append(data)
-            self._mark(seq)
-        if fresh:
-            self._active_at = asyncio.get_running_loop().time()
-            await self._send_local(
-                protocol.sync_update(fresh[0] if len(fresh) == 1 else merge_updates(*fresh))
-            )
-
     async def _recheck_access(self) -> None:
         for socket in list(self.sockets):
             await socket.recheck_access()
@@ -656,11 +452,3 @@ async def _send(socket: Socket, frame: bytes) -> None:
         await socket.send_frame(frame)
     except Exception:  # a socket that is going away must not stop the others
         log.debug("send failed", exc_info=True)
-
-
-def _notebook_seq(notebook_id: str) -> int | None:
-    from notebooks.models import Notebook
-
-    return (
-        Notebook.objects.filter(pk=notebook_id, deleted_at__isnull=True).values_list("seq", flat=True).first()
-    )

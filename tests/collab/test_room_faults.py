@@ -12,7 +12,7 @@ import pytest
 from channels.db import database_sync_to_async
 from pycrdt import Array
 
-from collab import persistence, rooms
+from collab import persistence, repair, rooms
 from collab.fanout import fanout
 from collab.persistence import Pending
 from collab.rooms import ROOMS, Room, get_room
@@ -233,8 +233,8 @@ async def test_an_unloaded_room_and_its_document_are_freed(notebook):
 async def test_an_idle_room_asks_the_database_nothing(notebook, monkeypatch, settings):
     settings.COLLAB = {**settings.COLLAB, "RESYNC_ACTIVE_FOR": 0.3}
     asked = []
-    real = rooms._notebook_seq
-    monkeypatch.setattr(rooms, "_notebook_seq", lambda nid: asked.append(nid) or real(nid))
+    real = repair._notebook_seq
+    monkeypatch.setattr(repair, "_notebook_seq", lambda nid: asked.append(nid) or real(nid))
     room = await get_room(str(notebook.pk))
     room.add(socket := FakeSocket())
     room.receive_update(typed(room, "a"), socket)
