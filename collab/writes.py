@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
+from django.db import connection
 
 from collab import persistence
 from collab.conf import conf
@@ -129,7 +130,7 @@ class WritePipeline:
         async def run() -> None:
             try:
                 # Its own thread and connection: the writes' thread never waits for it.
-                compact = database_sync_to_async(persistence.compact, thread_sensitive=False)
+                compact = database_sync_to_async(_compact, thread_sensitive=False)
                 _, self.snapshot_seq = await compact(self.id, conf("KEEP_RECENT_UPDATES"))
             except Exception:
                 log.exception("compaction of %s failed", self.id)
@@ -137,3 +138,12 @@ class WritePipeline:
                 self._compacting = False
 
         self._spawn(run(), f"room-compaction-{self.id}")
+
+
+def _compact(notebook_id: str, keep_recent: int) -> tuple[int, int]:
+    """Compaction in a pool thread: its connection is that thread's own, and nothing else
+    would ever close it."""
+    try:
+        return persistence.compact(notebook_id, keep_recent)
+    finally:
+        connection.close()
