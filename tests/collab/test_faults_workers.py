@@ -104,12 +104,18 @@ async def test_a_database_outage_loses_no_edit_and_notebooks_open_again(pg_stack
 async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
     alice = stack.user_with_notebook("redis-restart@example.com")
     nid, cookie = alice["notebook_id"], alice["cookie"]
-    a, b = stack.start_worker(), stack.start_worker()
+    bob = stack.user_with_notebook("redis-unload@example.com")
+    other, other_cookie = bob["notebook_id"], bob["cookie"]
+    quick_unload = {"COLLAB_ROOM_UNLOAD_DELAY": "0.2"}
+    a, b = stack.start_worker(**quick_unload), stack.start_worker(**quick_unload)
     writer, reader = Typist([a], nid, cookie, "w"), Typist([b], nid, cookie, "r")
     await writer.start()
     await reader.start()
+    visitors = [await open_client(port, other, other_cookie) for port in (a, b)]
     await type_for([writer, reader], 0.5)
     stack.kill_redis()
+    for visitor in visitors:  # their rooms unload while Redis is down
+        await visitor.ws.close()
     await type_for([writer, reader], 2.0)
     # While Redis is down, edits still cross workers (from the database) within seconds.
     await eventually(lambda: writer.tokens()[-1] in reader.client.source(), 10, "edits to cross while down")
@@ -127,5 +133,8 @@ async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
     await eventually(
         lambda: writer.client.source() == reader.client.source() == stored, 10, "clients to converge"
     )
+    for port in (a, b):  # the notebooks whose rooms unloaded during the outage open again
+        visitor = await asyncio.wait_for(open_client(port, other, other_cookie), 10)
+        await visitor.ws.close()
     for t in (writer, reader):
         await t.stop()
