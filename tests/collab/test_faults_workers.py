@@ -71,20 +71,25 @@ def stack():
     stack.close()
 
 
-@pytest.mark.parametrize("fault", ["refused for 10 s", "connections cut once"])
+@pytest.mark.parametrize("fault", ["refused for 10 s", "connections cut once", "refused past the retries"])
 async def test_a_database_outage_loses_no_edit_and_notebooks_open_again(pg_stack, fault):
     stack, proxy = pg_stack
-    alice = stack.user_with_notebook(f"db-{fault[:3]}@example.com")
+    alice = stack.user_with_notebook(f"db-{fault.replace(' ', '-')}@example.com")
     nid, cookie = alice["notebook_id"], alice["cookie"]
     via_proxy = {"DATABASE_URL": proxy.url_for(stack.database_url), "DB_CONN_MAX_AGE": "60"}
+    if fault == "refused past the retries":  # the writers give up: their clients are told
+        via_proxy["COLLAB_PERSIST_RETRY_FOR"] = "2"
     ports = [stack.start_worker(**via_proxy), stack.start_worker(**via_proxy)]
     typists = [Typist([port], nid, cookie, f"{k}{'ab'[i]}") for k in range(2) for i, port in enumerate(ports)]
     for t in typists:
         await t.start()
     await type_for(typists, 1.0)
-    if fault.startswith("refused"):
+    if fault == "refused for 10 s":
         proxy.refuse(10)
         await type_for(typists, 10.0)
+    elif fault == "refused past the retries":
+        proxy.refuse(6)
+        await type_for(typists, 6.0)
     else:
         proxy.cut()
         await type_for(typists, 2.0)
@@ -96,6 +101,8 @@ async def test_a_database_outage_loses_no_edit_and_notebooks_open_again(pg_stack
     stored = await all_saved(stack, nid, typists)
     for t in typists:
         assert all(code == 4503 for code, _ in t.closes), t.closes
+    if fault == "refused past the retries":
+        assert all(t.closes for t in typists)  # every typist was told, and sent its edits again
     await eventually(lambda: all(t.client.source() == stored for t in typists), 15, "clients to converge")
     for t in typists:
         await t.stop()
