@@ -4,9 +4,10 @@ A mixin of `collab.rooms.Room`. Rules:
 - `seq` is the highest sequence number up to which the Doc holds every update; numbers seen
   beyond a hole are kept in `_ahead`, and a hole is repaired from the database after
   `GAP_REPAIR_DELAY`;
-- repair applies every row it reads (a compacted snapshot may stand for missing updates under
-  the number of one of the room's own) and relays only the Doc's diff, so nothing reaches a
-  client twice;
+- repair applies every row it reads, a compacted snapshot included (it may stand for missing
+  updates under the number of one of the room's own); it relays the rows it lacked by number,
+  never a diff of the Doc, which would also carry updates the Doc held pending behind the gap
+  and had already relayed: nothing reaches a client twice;
 - the periodic check asks the database only while it can matter (`_should_poll`).
 """
 
@@ -46,24 +47,35 @@ class GapRepair:
             )
 
     async def repair(self) -> None:
-        """Fetch from the database every update this Doc may have missed."""
+        """Fetch from the database every update this Doc may have missed, and relay to the
+        local sockets exactly those (a fan-out message may have brought some meanwhile)."""
         self._repair_handle = None
         if self.closed:
             return
-        rows, last = await database_sync_to_async(persistence.updates_after)(self.id, self.seq)
-        # Apply every row, also those numbered in `_ahead`: the first row may be a snapshot
-        # that carries, under the number of one of ours, the very updates missing below it.
-        # Yjs ignores what the Doc already holds; the diff is what is new.
-        before = self.doc.get_state()
-        for _, data in rows:
-            self.doc.apply_update(data)
-        new = self.doc.get_update(before) if rows else b""
+        after = self.seq
+        rows, last = await database_sync_to_async(persistence.updates_after)(self.id, after)
+        relay: list[bytes] = []
+        for i, (seq, data) in enumerate(rows):
+            if i == 0 and seq > after + 1:
+                # A snapshot standing for after+1..seq: it may carry, under the number of one
+                # of our own updates, the very ones missing here. Relay only what it adds.
+                before = self.doc.get_state()
+                self.doc.apply_update(data)
+                if self.doc.get_state() != before:
+                    relay.append(self.doc.get_update(before))
+            else:
+                # Every row is applied (Yjs ignores what the Doc holds); only those it did not
+                # hold by number are relayed: the others reached the sockets already.
+                self.doc.apply_update(data)
+                if seq > self.seq and seq not in self._ahead:
+                    relay.append(data)
         # The rows were everything after our watermark up to `last`, read in one transaction.
         self.seq = max(self.seq, last)
         self._ahead = {seq for seq in self._ahead if seq > self.seq}
-        if new and new != protocol.EMPTY_UPDATE and self.doc.get_state() != before:
-            self.size += len(new)
-            await self._send_local(protocol.sync_update(new))
+        if relay:
+            self.size += sum(map(len, relay))
+            merged = relay[0] if len(relay) == 1 else merge_updates(*relay)
+            await self._send_local(protocol.sync_update(merged))
 
     def _should_poll(self) -> bool:
         """Ask the database for the notebook's counter only when it can matter: while the
