@@ -14,6 +14,7 @@ A mixin of `collab.rooms.Room`. Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -54,6 +55,14 @@ class GapRepair:
             return
         after = self.seq
         rows, last = await database_sync_to_async(persistence.updates_after)(self.id, after)
+        # Our own batch may have committed before that read while its numbers are not known
+        # here yet: wait for them, or its rows would look missing and reach the sockets twice.
+        inflight = self._inflight_done
+        if inflight is not None and not inflight.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(inflight)
+        if self.closed:
+            return
         relay: list[bytes] = []
         for i, (seq, data) in enumerate(rows):
             if i == 0 and seq > after + 1:
