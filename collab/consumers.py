@@ -3,7 +3,9 @@ hands frames to the notebook's Room. Runs in the event loop; ORM work goes throu
 database_sync_to_async.
 
 Close codes: 4400 malformed frame, 4401 not signed in / link no longer valid, 4403 no access,
-4404 no such notebook, 4409 document replaced (reload), 4413 too large / too many sockets.
+4404 no such notebook, 4409 document replaced (reload), 4413 too large / too many sockets,
+4429 the client does not read what is sent to it (collab.daphne_patches), 4503 the server cannot
+reach its database right now (reconnect; unsaved edits are sent again).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         except RoomError as e:
             await self.close_with(e.code, e.reason)
             return
+        except Exception as e:  # the database is unreachable: say so, the client retries
+            log.warning("opening notebook %s failed: %r", self.notebook_id, e)
+            await self.close_with(4503, "The server cannot open this notebook right now. Reconnecting.")
+            return
         self.room = room
         await self.send_frame(protocol.sync_step1(room.doc.get_state()))
         await room.send_presence(self)
@@ -69,7 +75,10 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             if room.kernel_state:
                 await self.send_frame(kernel_frame(room.kernel_state, self.may_run))
             await cluster.node().start()  # this worker may now take over orphaned kernels
-        await database_sync_to_async(self._joined)()
+        try:
+            await database_sync_to_async(self._joined)()
+        except Exception as e:  # the join is live; only its audit record is missing
+            log.warning("recording a join failed: %r", e)
 
     async def dispatch(self, message) -> None:
         # Channels closes stale database connections before every handler, a hop through
@@ -84,9 +93,12 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         if self.room is not None:
             room, self.room = self.room, None
             await room.remove(self)
-            await database_sync_to_async(self._audit)(
-                "session.left", **self.stats, cells=sorted(self.cells_touched)
-            )
+            try:
+                await database_sync_to_async(self._audit)(
+                    "session.left", **self.stats, cells=sorted(self.cells_touched)
+                )
+            except Exception as e:
+                log.warning("recording the end of a session failed: %r", e)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if self.room is None:

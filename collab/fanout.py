@@ -4,6 +4,11 @@ Each process has ONE channel; it joins the group `nb.<id>` of every notebook tha
 here, and one reader task hands incoming messages to the rooms. A keystroke therefore costs one
 channel-layer message per worker, not one per socket. Delivery is not guaranteed
 (channels-redis drops messages for a full channel); rooms detect gaps by sequence number.
+
+Redis may go away and come back empty: group membership lives in Redis, so after any failure
+a recovery task joins every room's group again as soon as the layer answers, and the rooms
+catch up from the database. While it is down, publishing fails fast and quietly (rooms' periodic check
+carries the edits); "fan-out down" and "fan-out restored" are logged once each.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ class Fanout:
         self.channel: str | None = None
         self.handlers: dict[str, Any] = {}  # notebook id -> room
         self._reader: asyncio.Task | None = None
+        self.down = False  # the channel layer failed and its groups are not known to be joined
+        self._recovery: asyncio.Future | None = None
 
     async def _ensure_started(self) -> None:
         if self.channel is None:
@@ -75,34 +82,68 @@ class Fanout:
             self._reader = asyncio.create_task(self._read(), name="collab-fanout")
 
     async def subscribe(self, notebook_id: str, room) -> None:
+        """Never fails: with the layer down the room works alone and joins its group when
+        the layer is back."""
         await self._ensure_started()
         self.handlers[notebook_id] = room
-        await self.layer.group_add(group_name(notebook_id), self.channel)
+        try:
+            await self.layer.group_add(group_name(notebook_id), self.channel)
+        except Exception as exc:
+            self._went_down(exc)
 
     async def unsubscribe(self, notebook_id: str, room) -> None:
         if self.handlers.get(notebook_id) is not room:
             return  # a newer room of this notebook has taken over
         del self.handlers[notebook_id]
-        if self.channel is not None:
+        if self.channel is not None and not self.down:
             await self.layer.group_discard(group_name(notebook_id), self.channel)
 
     async def publish(self, event: dict) -> None:
         event["origin"] = WORKER_ID
         try:
             await self.layer.group_send(group_name(event["notebook"]), event)
-        except Exception:  # a lost message is repaired from the database
-            log.exception("fan-out of %s failed", event["type"])
+        except Exception as exc:  # a lost message is repaired from the database
+            self._went_down(exc)
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self.down:
+            log.warning("fan-out down (%r); rooms catch up from the database until it is back", exc)
+            self._recovery = asyncio.ensure_future(self._recover())
+        self.down = True
+
+    async def _recover(self) -> None:
+        """Join every room's group again (Redis may have restarted empty), then let the rooms
+        fetch what they missed meanwhile."""
+        delay = 0.1
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                for notebook_id in list(self.handlers):
+                    await self.layer.group_add(group_name(notebook_id), self.channel)
+            except Exception:
+                delay = min(delay * 2, 1.0)
+                continue
+            break
+        self.down = False
+        log.warning("fan-out restored; %d rooms rejoined", len(self.handlers))
+        from collab.rooms import detach
+
+        for room in list(self.handlers.values()):
+            detach(room.repair())
 
     async def _read(self) -> None:
+        delay = 0.1
         while True:
             try:
                 event = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("fan-out receive failed")
-                await asyncio.sleep(0.5)
+            except Exception as exc:
+                self._went_down(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
                 continue
+            delay = 0.1
             if event.get("origin") == WORKER_ID:
                 continue
             room = self.handlers.get(event.get("notebook"))
@@ -130,6 +171,6 @@ async def notify(notebook_id, kind: Literal["access", "replaced"]) -> None:
     room = ROOMS.get(str(notebook_id))
     if room is not None:
         await room.on_fanout({"type": kind, "notebook": str(notebook_id), "origin": "local"})
-    await get_channel_layer().group_send(
-        group_name(str(notebook_id)), {"type": kind, "notebook": str(notebook_id), "origin": WORKER_ID}
-    )
+    # With the layer down, other workers' rooms still re-check every ACCESS_RECHECK_INTERVAL;
+    # the change itself is committed and must not fail for it.
+    await fanout().publish({"type": kind, "notebook": str(notebook_id)})

@@ -4,7 +4,8 @@ Synchronous ORM code; the room calls it through `database_sync_to_async`. Rules:
 - `append()` assigns sequence numbers inside one transaction, so workers writing to the same
   notebook never collide and a reader can tell a gap from the numbers alone.
 - the document is `snapshot` (state up to `snapshot_seq`) + the rows after it; `compact()`
-  folds old rows into a new snapshot and checks that nothing changed before it commits.
+  folds old rows into a new snapshot and checks that nothing changed before it commits; it
+  folds outside any lock, so the room runs it in its own thread and writes never wait for it.
 """
 
 from __future__ import annotations
@@ -132,32 +133,44 @@ def updates_after(notebook_id, after_seq: int) -> tuple[list[tuple[int, bytes]],
 
 def compact(notebook_id, keep_recent: int) -> tuple[int, int]:
     """Fold all but the newest `keep_recent` updates into the snapshot; return
-    (rows removed, the snapshot's seq)."""
+    (rows removed, the snapshot's seq).
+
+    The folding (merging, and checking that the document stays the same) happens outside any
+    lock; only the final swap locks the notebook row, briefly, so appends to the notebook do
+    not wait for a compaction. Rows up to the fold point never change, so the swap only has to
+    check that nobody moved the snapshot meanwhile (another compaction, a replacement)."""
     with transaction.atomic():
-        # Lock the row: two workers compacting at once must not move the snapshot backwards
-        # over rows the other has already deleted.
-        nb = (
-            Notebook.objects.select_for_update()
-            .filter(pk=notebook_id)
-            .values("snapshot", "snapshot_seq", "seq")
-            .first()
-        )
+        nb = Notebook.objects.filter(pk=notebook_id).values("snapshot", "snapshot_seq", "seq").first()
         if nb is None:
             return 0, 0
-        upto = nb["seq"] - keep_recent
-        if upto <= nb["snapshot_seq"]:
-            return 0, nb["snapshot_seq"]
-        rows = NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__gt=nb["snapshot_seq"])
-        old = [bytes(d) for d in rows.filter(seq__lte=upto).order_by("seq").values_list("data", flat=True)]
-        recent = [bytes(d) for d in rows.filter(seq__gt=upto).order_by("seq").values_list("data", flat=True)]
-        before = _merge([bytes(nb["snapshot"]), *old, *recent])
-        snapshot = _doc_update(_merge([bytes(nb["snapshot"]), *old]))
-        after = _merge([snapshot, *recent])
-        if not _same_document(before, after):
-            raise RuntimeError(f"compaction of {notebook_id} would change the document; left as is")
+        base_seq, upto = nb["snapshot_seq"], nb["seq"] - keep_recent
+        if upto <= base_seq:
+            return 0, base_seq
+        old = list(
+            NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__gt=base_seq, seq__lte=upto)
+            .order_by("seq")
+            .values_list("data", flat=True)
+        )
+    snapshot = fold(bytes(nb["snapshot"]), [bytes(d) for d in old])
+    with transaction.atomic():
+        current = (
+            Notebook.objects.select_for_update().filter(pk=notebook_id).values_list("snapshot_seq", flat=True)
+        ).first()
+        if current != base_seq:  # compacted or replaced meanwhile: leave it to that one
+            return 0, current or 0
         Notebook.objects.filter(pk=notebook_id).update(snapshot=snapshot, snapshot_seq=upto)
         removed, _ = NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__lte=upto).delete()
     return removed, upto
+
+
+def fold(snapshot: bytes, updates: list[bytes]) -> bytes:
+    """The snapshot and the updates after it as one new snapshot, checked to be the same
+    document (pycrdt-store's squash once wrote an empty one)."""
+    before = _merge([snapshot, *updates])
+    after = _doc_update(before)
+    if not _same_document(before, after):
+        raise RuntimeError("compaction would change the document; left as is")
+    return after
 
 
 def _doc_update(update: bytes) -> bytes:

@@ -1,4 +1,5 @@
-"""Rooms: one authoritative pycrdt Doc per notebook per worker process.
+"""Rooms: one authoritative pycrdt Doc per notebook per worker process. The write pipeline is
+in `collab.writes`, sequence bookkeeping and gap repair in `collab.repair`.
 
 Runs in the event loop; never blocks: database work goes through `database_sync_to_async`.
 Rules:
@@ -9,7 +10,12 @@ Rules:
   beyond a hole are kept in `_ahead`, and a hole is repaired from the database;
 - a client's update that breaks the notebook schema is put right by a server change queued
   right behind it, so both share one batch and one relayed update (`collab.schema`);
-- a room is unloaded `ROOM_UNLOAD_DELAY` seconds after its last socket (or holder) leaves.
+- a room is unloaded `ROOM_UNLOAD_DELAY` seconds after its last socket (or holder) leaves;
+- a failed write is retried for `PERSIST_RETRY_FOR` seconds; after that the room fails: its
+  sockets are closed with 4503 (their clients still hold the edits and send them again when
+  they reconnect), and the room is forgotten so that the next join loads it afresh;
+- closing never hangs and always forgets the room, whatever the database or Redis do; the
+  Doc's observers hold the room only weakly, so an unloaded room and its Doc are freed.
 """
 
 from __future__ import annotations
@@ -18,27 +24,38 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from pycrdt import Array, Doc, Map, merge_updates
 
 from collab import persistence, protocol, schema
 from collab.awareness import Presence
+from collab.conf import conf
 from collab.fanout import fanout
 from collab.persistence import Pending
+from collab.repair import GapRepair
+from collab.writes import WritePipeline
 
 log = logging.getLogger(__name__)
 
 ROOMS: dict[str, Room] = {}
-BIG_BATCH = 64  # with this many updates waiting, write at once instead of waiting the window
 _loading: dict[str, asyncio.Lock] = {}
 
 
-def conf(name: str):
-    return settings.COLLAB[name]
+SAVE_FAILED = 4503
+SAVE_FAILED_REASON = (
+    "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
+)
+_background: set[asyncio.Task] = set()  # tasks nobody awaits, kept until they finish
+
+
+def detach(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 class RoomError(Exception):
@@ -68,19 +85,36 @@ async def get_room(notebook_id: str) -> Room:
     if room is not None:
         return room
     lock = _loading.setdefault(notebook_id, asyncio.Lock())
-    async with lock:
-        room = ROOMS.get(notebook_id)
-        if room is None:
-            loaded = await database_sync_to_async(persistence.load)(notebook_id)
-            if loaded is None:
-                raise RoomError(4404, "This notebook does not exist or was deleted.")
-            room = Room(notebook_id, loaded)
-            await room.start()
-            ROOMS[notebook_id] = room
+    try:
+        async with lock:
+            room = ROOMS.get(notebook_id)
+            if room is None:
+                loaded = await database_sync_to_async(persistence.load)(notebook_id)
+                if loaded is None:
+                    raise RoomError(4404, "This notebook does not exist or was deleted.")
+                room = Room(notebook_id, loaded)
+                await room.start()
+                ROOMS[notebook_id] = room
+    finally:
+        if _loading.get(notebook_id) is lock and not lock.locked():
+            del _loading[notebook_id]
     return room
 
 
-class Room:
+def _weakly(method):
+    """A callback for pycrdt that does not keep the room alive: pycrdt holds its callbacks
+    in Rust, out of reach of Python's cycle collector."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args):
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+
+    return call
+
+
+class Room(WritePipeline, GapRepair):
     def __init__(self, notebook_id: str, loaded: persistence.Loaded):
         self.id = notebook_id
         self.epoch = loaded.epoch
@@ -89,9 +123,10 @@ class Room:
         self.size = len(loaded.state)
         self._touched: set[str] = set()
         self._cells = self.doc.get("cells", type=Array)
-        self._cells_subscription = self._cells.observe_deep(self._on_cells_changed)
+        self._cells_subscription = self._cells.observe_deep(_weakly(self._on_cells_changed))
         self._structure = schema.Touched()  # what the update being applied changed, see collab.schema
-        self._meta_subscription = self.doc.get("meta", type=Map).observe_deep(self._on_meta_changed)
+        self._meta = self.doc.get("meta", type=Map)
+        self._meta_subscription = self._meta.observe_deep(_weakly(self._on_meta_changed))
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
         self._ahead: set[int] = set()
@@ -112,6 +147,7 @@ class Room:
         self._unload_handle: asyncio.TimerHandle | None = None
         self._repair_handle: asyncio.TimerHandle | None = None
         self._compacting = False
+        self._active_at = -1e9  # loop time of the last edit written or received here
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}
 
@@ -119,11 +155,24 @@ class Room:
 
     async def start(self) -> None:
         await fanout().subscribe(self.id, self)
-        self._tasks = [
-            asyncio.create_task(self._writer(), name=f"room-writer-{self.id}"),
-            asyncio.create_task(self._relayer(), name=f"room-relayer-{self.id}"),
-            asyncio.create_task(self._watch(), name=f"room-watch-{self.id}"),
-        ]
+        for work, name in ((self._writer, "writer"), (self._relayer, "relayer"), (self._watch, "watch")):
+            self._spawn(work(), f"room-{name}-{self.id}")
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """Every background task's failure is logged once and fails the room, instead of
+        leaving it half alive."""
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if task.cancelled() or task.exception() is None or self.closing:
+            return
+        log.error("%s failed; closing the room", task.get_name(), exc_info=task.exception())
+        detach(self._fail(task.exception()))
 
     def add(self, socket: Socket) -> None:
         if len(self.sockets) >= conf("MAX_SOCKETS_PER_ROOM"):
@@ -165,20 +214,35 @@ class Room:
         await self.close()
 
     async def close(self) -> None:
-        """Write what is pending, stop the tasks and forget the room."""
+        """Write what is pending, stop the tasks and forget the room. Never hangs: a write
+        that cannot be made within `PERSIST_RETRY_FOR` fails the room's sockets instead."""
         if self.closing:
             await self.gone.wait()
             return
         self.closing = True
-        with contextlib.suppress(Exception):
-            await self.flushed()
-            await asyncio.wait_for(self._committed.join(), 5)  # other workers hear of them
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flushed(), conf("PERSIST_RETRY_FOR") + 5)
+                await asyncio.wait_for(self._committed.join(), 5)  # other workers hear of them
+        finally:
+            await self._forget()
+
+    async def _forget(self) -> None:
         self.closed = True
         self._cancel_unload()
-        for task in self._tasks:
-            if task is not asyncio.current_task():  # the writer closes the room on failure
-                task.cancel()
-        await fanout().unsubscribe(self.id, self)
+        if self._repair_handle is not None:
+            self._repair_handle.cancel()
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:  # the writer closes the room on failure
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        self._cells.unobserve(self._cells_subscription)
+        self._meta.unobserve(self._meta_subscription)
+        try:
+            await asyncio.wait_for(fanout().unsubscribe(self.id, self), 2)
+        except Exception as exc:  # the channel layer is down: its groups are gone with it
+            log.info("leaving the fan-out group of %s failed: %r", self.id, exc)
         if ROOMS.get(self.id) is self:
             del ROOMS[self.id]
         self.gone.set()
@@ -263,64 +327,6 @@ class Room:
             self.size += len(update)
             self._queue(Pending(update, user_id, None), None, within)
 
-    def _queue(self, pending: Pending, socket: Socket | None, within: float | None = None) -> None:
-        """Queue for the writer; it writes once the earliest deadline of what waits is due."""
-        now = asyncio.get_running_loop().time()
-        due = now + (conf("PERSIST_BATCH_WINDOW") if within is None else within)
-        if not self._pending:
-            self._pending_done = asyncio.get_running_loop().create_future()
-            self._due = due
-        else:
-            self._due = min(self._due, due)
-        self._pending.append((pending, socket))
-        self._wake.set()
-
-    async def flushed(self) -> None:
-        """Wait until everything applied so far is in the database."""
-        for fut in (self._inflight_done, self._pending_done if self._pending else None):
-            if fut is not None and not fut.done():
-                await asyncio.shield(fut)
-
-    async def _writer(self) -> None:
-        """Write batches one after the other; relaying a committed batch happens in
-        `_relayer`, so the next write does not wait for sockets or Redis."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            # Wait for the batch's deadline; a change queued meanwhile may bring it closer.
-            while len(self._pending) < BIG_BATCH and (delay := self._due - loop.time()) > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                self._wake.clear()
-            if not self._pending:
-                continue
-            batch, self._pending = self._pending, []
-            # Everything this Doc holds now is durable once this batch commits (older
-            # batches and other workers' updates already are): that is what "saved" means.
-            durable_state = self.doc.get_state()
-            done, self._pending_done = self._pending_done, None
-            self._inflight_done = done
-            try:
-                first = await database_sync_to_async(persistence.append)(
-                    self.id, [p for p, _ in batch], self.epoch
-                )
-            except persistence.Replaced as exc:
-                done.set_exception(exc)
-                done.exception()  # mark retrieved
-                await self._replaced()
-                return
-            except Exception as exc:
-                log.exception("saving updates of %s failed; closing the room", self.id)
-                done.set_exception(exc)
-                done.exception()
-                await self._fail()
-                return
-            for seq in range(first, first + len(batch)):
-                self._mark(seq)
-            done.set_result(None)
-            self._committed.put_nowait((first, batch, durable_state))
-
     async def _relayer(self) -> None:
         """Hand committed batches to the local sockets and the other workers, in order."""
         while True:
@@ -350,93 +356,18 @@ class Room:
         if backlog > conf("COMPACT_AFTER_UPDATES") + conf("KEEP_RECENT_UPDATES"):
             self._start_compaction()
 
-    def _abandon_pending(self, exc: Exception) -> None:
-        """The writer has stopped: nothing queued will be written; release its waiters."""
-        self._pending.clear()
-        if self._pending_done is not None and not self._pending_done.done():
-            self._pending_done.set_exception(exc)
-            self._pending_done.exception()  # mark retrieved
-
-    async def _fail(self) -> None:
-        self._abandon_pending(RuntimeError("the room failed"))
+    async def _fail(self, exc: BaseException | None = None) -> None:
+        """Nothing more can be saved: tell every socket (its client still holds its unsaved
+        edits and sends them again on reconnecting) and forget the room."""
+        self._abandon_pending(RuntimeError(f"the room failed: {exc!r}"))
         for socket in list(self.sockets):
-            await socket.close_with(1011, "The server could not save changes; reconnecting.")
+            try:
+                await socket.close_with(SAVE_FAILED, SAVE_FAILED_REASON)
+            except Exception:
+                log.debug("closing a socket failed", exc_info=True)
         self.sockets.clear()
-        await self.close()
-
-    # sequence bookkeeping and repair
-
-    def _mark(self, seq: int) -> None:
-        if seq <= self.seq:
-            return
-        if seq == self.seq + 1:
-            self.seq = seq
-            while self.seq + 1 in self._ahead:
-                self._ahead.remove(self.seq + 1)
-                self.seq += 1
-        else:
-            self._ahead.add(seq)
-            self._schedule_repair()
-
-    def _schedule_repair(self) -> None:
-        if self._repair_handle is None:
-            self._repair_handle = asyncio.get_running_loop().call_later(
-                conf("GAP_REPAIR_DELAY"), lambda: asyncio.ensure_future(self.repair())
-            )
-
-    async def repair(self) -> None:
-        """Fetch from the database every update this Doc may have missed."""
-        self._repair_handle = None
-        if self.closed:
-            return
-        rows, last = await database_sync_to_async(persistence.updates_after)(self.id, self.seq)
-        new = [data for seq, data in rows if seq not in self._ahead]
-        for data in new:
-            self.doc.apply_update(data)
-            self.size += len(data)
-        # The rows were everything after our watermark up to `last`, read in one transaction.
-        self.seq = max(self.seq, last)
-        self._ahead = {seq for seq in self._ahead if seq > self.seq}
-        if new:
-            await self._send_local(protocol.sync_update(merge_updates(*new)))
-
-    async def _watch(self) -> None:
-        """Periodic safety net: catch up with updates whose fan-out message never came, and
-        re-check access so that expiry takes effect without anyone acting."""
-        interval = conf("RESYNC_INTERVAL")
-        last_access_check = time.monotonic()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                latest = await database_sync_to_async(_notebook_seq)(self.id)
-                if latest is None:
-                    await self.on_fanout({"type": "access", "notebook": self.id})
-                elif latest > self.seq:
-                    await self.repair()
-                if time.monotonic() - last_access_check > conf("ACCESS_RECHECK_INTERVAL"):
-                    last_access_check = time.monotonic()
-                    await self._recheck_access()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("room watch of %s failed", self.id)
-
-    def _start_compaction(self) -> None:
-        if self._compacting:
-            return
-        self._compacting = True
-
-        async def run() -> None:
-            try:
-                _, self.snapshot_seq = await database_sync_to_async(persistence.compact)(
-                    self.id, conf("KEEP_RECENT_UPDATES")
-                )
-            except Exception:
-                log.exception("compaction of %s failed", self.id)
-            finally:
-                self._compacting = False
-
-        self._tasks.append(asyncio.create_task(run()))
+        if not self.closing:
+            await self.close()
 
     # presence
 
@@ -501,20 +432,6 @@ class Room:
             self.kernel_state = event["payload"]
             await self._send_kernel_state(event["payload"])
 
-    async def _on_remote_updates(self, first: int, updates: list[bytes]) -> None:
-        fresh = []
-        for seq, data in enumerate(updates, start=first):
-            if seq <= self.seq or seq in self._ahead:
-                continue
-            self.doc.apply_update(data)
-            self.size += len(data)
-            fresh.append(data)
-            self._mark(seq)
-        if fresh:
-            await self._send_local(
-                protocol.sync_update(fresh[0] if len(fresh) == 1 else merge_updates(*fresh))
-            )
-
     async def _recheck_access(self) -> None:
         for socket in list(self.sockets):
             await socket.recheck_access()
@@ -548,11 +465,3 @@ async def _send(socket: Socket, frame: bytes) -> None:
         await socket.send_frame(frame)
     except Exception:  # a socket that is going away must not stop the others
         log.debug("send failed", exc_info=True)
-
-
-def _notebook_seq(notebook_id: str) -> int | None:
-    from notebooks.models import Notebook
-
-    return (
-        Notebook.objects.filter(pk=notebook_id, deleted_at__isnull=True).values_list("seq", flat=True).first()
-    )

@@ -12,12 +12,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
-from collab import daphne_close_reason  # noqa: E402
+from collab import daphne_patches  # noqa: E402
 from collab.routing import websocket_urlpatterns  # noqa: E402
 from config import logredact  # noqa: E402
 from kernels import cluster  # noqa: E402
 
-daphne_close_reason.install()
+daphne_patches.install()
 logredact.install()
 
 

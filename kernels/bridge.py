@@ -444,8 +444,9 @@ class KernelBridge:
             return None
         self._cells[str(run["msg_id"])] = str(run["cell_id"])  # buffered output lands in its cell
         self.channels.tracker.expect_outputs(str(run["msg_id"]))
-        if model.get("execution_state") != "busy":  # it ended; what the dead worker missed is lost
-            return None
+        # Resumed whatever the server says of the kernel's state (it may lag): the server
+        # replays the run's end if it came while no worker listened; `_settle_resumed` tells
+        # a run whose end really went to the dead worker.
         user = await database_sync_to_async(load_user)(run.get("user_id"))
         job = Job(str(run["cell_id"]), user, {}, str(run.get("who", "")), msg_id=str(run["msg_id"]))
         job.code = str(run.get("code", ""))
@@ -454,7 +455,25 @@ class KernelBridge:
         self.channels.tracker.track(job.msg_id)
         self._jobs[job.msg_id] = job
         self._cells[job.msg_id] = job.cell_id
+        self._spawn(self._settle_resumed(job, self.channels))
         return job
+
+    async def _settle_resumed(self, job: Job, channels: KernelChannels) -> None:
+        """The kernel answers the probe sent on reconnecting only after the run it was busy
+        with (shell requests are handled in order), and the replayed end of that run comes
+        before the answer. So a resumed run still unfinished once the probe is answered ended
+        while the dead worker listened: say so in its cell, unless that worker saved its end."""
+        await channels.iopub_answered.wait()
+        if self.channels is not channels or self._jobs.get(job.msg_id) is not job:
+            return
+        del self._jobs[job.msg_id]
+        room = await self._ensure_room()
+        if dict(execution_states(room.doc)).get(job.cell_id) != "running":
+            self._finish(job, "ok")  # the dead worker wrote its end: nothing was lost
+            return
+        message = "The server process running this cell stopped before its end was saved; run it again."
+        await self._edit(lambda doc: self._fail_cell(job.cell_id, message))
+        self._finish(job, "lost")
 
     async def adopt(self) -> bool:
         """Take over the kernel of a worker that died holding this notebook's lease (the

@@ -9,7 +9,8 @@ Rules:
 - A `KernelChannels` keeps one session id for its whole life. Reconnecting with the same id
   makes the server replay what it buffered while no socket was open (a new id gets nothing),
   so callers must store `session_id` if they want to resume after a process restart.
-- After a restart, shell requests are held until iopub reaches this socket again (`restart`).
+- After a restart, and on every new connection, shell requests are held until iopub reaches
+  this socket (`_hold_until_iopub`): a request sent earlier may lose its busy/idle statuses.
 - Outputs are capped when written into the document (`kernels.outputs`); a frame over
   `MAX_FRAME_BYTES` (far above any output worth keeping) closes the connection instead, which
   reopens with the same session id (that frame is lost, the run goes on), so one hostile message
@@ -44,7 +45,8 @@ from kernels import netguard
 from kernels.execution import Event, ExecutionTracker, KernelLost, message_type
 
 PROTOCOL_VERSION = "5.3"
-PROBE_INTERVAL = 0.2  # seconds between kernel_info probes after a restart
+PROBE_INTERVAL = 0.2  # seconds before the first kernel_info probe is repeated (then doubling)
+PROBE_MAX_INTERVAL = 2.0  # a busy kernel answers probes only after its run: do not pile them up
 PROBE_GIVE_UP = 30.0  # seconds after which held requests go out anyway
 MAX_REPLY_BYTES = 1 << 20  # a REST reply larger than this is an error
 
@@ -249,8 +251,12 @@ class KernelChannels:
         self._closed = False
         # After a restart: shell requests wait here until iopub reaches us again (see restart)
         self._held: list[dict[str, Any]] | None = None
-        self._probe_id = ""
+        self._probe_ids: set[str] = set()  # probes sent on this connection
         self._probing_since = 0.0
+        self._probe_interval = PROBE_INTERVAL
+        # Set when the kernel answers a probe sent on this connection: it has then handled every
+        # shell request sent before (a run a previous connection left in flight included).
+        self.iopub_answered = asyncio.Event()
 
     async def __aenter__(self) -> KernelChannels:
         await self.open()
@@ -289,6 +295,12 @@ class KernelChannels:
             raise KernelServerError(
                 "The kernel server could not be reached when connecting to the kernel."
             ) from None
+        self._probe_ids.clear()
+        self.iopub_answered.clear()
+        # The server subscribes this socket to iopub as it opens, and skips its own check
+        # ("nudge") when it believes the kernel busy: a run sent at once could lose its busy
+        # and idle statuses and never finish. Hold shell requests until iopub answers.
+        await self._hold_until_iopub()
 
     async def _pinned_target(self) -> dict[str, Any]:
         """For a pinned client: connect to the address just checked (the URL still gives the
@@ -319,7 +331,10 @@ class KernelChannels:
         asked for, so the pending executions are reported lost here."""
         await self.client.restart_kernel(self.kernel_id)
         await self._hold_until_iopub()
-        return self.tracker.abandon("restarting")
+        lost = self.tracker.abandon("restarting")
+        if lost is not None and self._held:  # never sent: must not run on the new kernel
+            self._held = [m for m in self._held if m["header"]["msg_id"] not in lost.msg_ids]
+        return lost
 
     async def _hold_until_iopub(self) -> None:
         """After a restart (asked for, or the server's own after a crash) the server's iopub
@@ -332,21 +347,23 @@ class KernelChannels:
         if self._held is None:
             self._held = []
         self._probing_since = time.monotonic()
+        self._probe_interval = PROBE_INTERVAL
         await self._probe()
 
     async def _probe(self) -> None:
         msg = self.make_message("kernel_info_request", {})
-        self._probe_id = str(msg["header"]["msg_id"])
+        self._probe_ids.add(str(msg["header"]["msg_id"]))
         await self._send_now("shell", msg)
 
     def _answers_probe(self, msg: dict[str, Any]) -> bool:
         parent = (msg.get("parent_header") or {}).get("msg_id")
-        return msg.get("channel") == "iopub" and parent == self._probe_id
+        return msg.get("channel") == "iopub" and parent in self._probe_ids
 
     async def _probe_again(self) -> None:
         if time.monotonic() - self._probing_since > PROBE_GIVE_UP:
             await self._release_held()  # the kernel does not answer: let its requests fail as they may
         else:
+            self._probe_interval = min(self._probe_interval * 2, PROBE_MAX_INTERVAL)
             await self._probe()
 
     async def _release_held(self) -> None:
@@ -428,13 +445,15 @@ class KernelChannels:
                         frame = await ws.recv()
                     else:
                         try:
-                            frame = await asyncio.wait_for(ws.recv(), PROBE_INTERVAL)
+                            frame = await asyncio.wait_for(ws.recv(), self._probe_interval)
                         except TimeoutError:
                             await self._probe_again()
                             continue
                     msg = decode_frame(frame)
-                    if self._held is not None and self._answers_probe(msg):
-                        await self._release_held()
+                    if self._answers_probe(msg):
+                        self.iopub_answered.set()
+                        if self._held is not None:
+                            await self._release_held()
                     elif _restarted_by_server(msg):
                         await self._hold_until_iopub()
                     yield msg

@@ -12,6 +12,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.core.cache import cache
 
 from accounts.models import User
+from collab import fanout
 from notebooks import actions
 
 # The notebook corpus lives beside the checkout (../shared/corpus/nbformat) unless CORPUS_DIR says.
@@ -44,11 +45,14 @@ def _fast_settings(settings, tmp_path):
     settings.COLLAB = {
         **settings.COLLAB,
         "PERSIST_BATCH_WINDOW": 0.001,
+        "PERSIST_RETRY_FOR": 0.5,
         "ROOM_UNLOAD_DELAY": 0.05,
         "GAP_REPAIR_DELAY": 0.05,
         "RESYNC_INTERVAL": 0.2,
+        "RESYNC_ACTIVE_FOR": 5.0,
         "ACCESS_RECHECK_INTERVAL": 0.5,
     }
+    fanout._fanout = None  # each test has its own event loop, so its own fan-out reader
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     cache.clear()  # rate-limit counters
     settings.ACCOUNT_RATE_LIMITS = False

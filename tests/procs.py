@@ -65,26 +65,23 @@ class Stack:
             self.env["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + self._pg_db))
         else:
             self.env["SQLITE_PATH"] = str(self.tmp / "db.sqlite3")
+        self.redis: subprocess.Popen | None = None
         if redis:
             self.redis_port = free_port()
-            proc = self._spawn(
-                [
-                    "redis-server",
-                    "--port",
-                    str(self.redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.tmp),
-                ],
-            )
-            wait_for_port(self.redis_port, proc)
+            self.start_redis()
             self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
         self.manage("migrate", "--no-input", "-v0")
+
+    def start_redis(self) -> None:
+        """Start (or start again, empty, on the same port) the stack's redis-server."""
+        port, where = str(self.redis_port), str(self.tmp)
+        args = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--dir", where]
+        self.redis = self._spawn([*args, "--appendonly", "no"])
+        wait_for_port(self.redis_port, self.redis)
+
+    def kill_redis(self) -> None:
+        self.redis.send_signal(signal.SIGKILL)
+        self.redis.wait(10)
 
     def _pg_admin(self, sql: str) -> None:
         import psycopg
@@ -92,9 +89,10 @@ class Stack:
         with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
             conn.execute(sql)
 
-    def _spawn(self, args: list[str], log: str | None = None) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log: str | None = None, env: dict | None = None) -> subprocess.Popen:
         out = open(self.tmp / log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        env = {**self.env, **(env or {})}
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
@@ -107,11 +105,17 @@ class Stack:
         """Run Python in a Django shell against the stack's database; it prints one JSON line."""
         return json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
 
-    def start_worker(self) -> int:
+    @property
+    def database_url(self) -> str | None:
+        return self.env.get("DATABASE_URL")
+
+    def start_worker(self, **env: str) -> int:
+        """Start a daphne worker; `env` overrides the stack's environment for it alone."""
         port = free_port()
         proc = self._spawn(
             [PYTHON, "-m", "daphne", *daphne_args("127.0.0.1", port)],
             log=f"daphne-{port}.log",
+            env=env,
         )
         wait_for_port(port, proc)
         self.workers[port] = proc

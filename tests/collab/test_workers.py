@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -165,3 +166,75 @@ async def test_a_large_change_goes_through_daphne_and_an_oversized_one_gets_4413
     assert client.ws.close_code == 4413
     assert client.ws.close_reason == "That change is larger than the server accepts."
     await other.ws.close()
+
+
+async def test_clients_of_a_killed_worker_reconnect_to_the_survivor_and_lose_nothing(stack):
+    from tests.collab.test_faults_workers import all_saved, eventually, type_for
+    from tests.faults import Typist
+
+    alice = stack.user_with_notebook("kill-reconnect@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    typists = [Typist([a_port, b_port], nid, cookie, f"a{k}") for k in range(2)]
+    observer = Typist([b_port], nid, cookie, "b")
+    for t in [*typists, observer]:
+        await t.start()
+    await type_for([*typists, observer], 1.0, every=0.01)
+    stack.kill_worker(a_port)  # SIGKILL in the middle of the burst; the typists move to B
+    await type_for([*typists, observer], 1.5, every=0.01)
+    stored = await all_saved(stack, nid, [*typists, observer])
+    await eventually(
+        lambda: all(t.client.source() == stored for t in [*typists, observer]), 15, "clients to converge"
+    )
+    for t in [*typists, observer]:
+        await t.stop()
+
+
+async def test_edits_rarely_reach_an_observer_twice_with_writers_on_both_workers(stack):
+    import collections
+    import re
+
+    from tests.faults import Typist
+
+    alice = stack.user_with_notebook("once@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    # Without compaction: a snapshot that folds past a room's open gap is relayed as a diff of
+    # the room's document, which may repeat updates it held pending behind the gap.
+    no_compaction = {"COLLAB_COMPACT_AFTER_UPDATES": "100000"}
+    a_port, b_port = stack.start_worker(**no_compaction), stack.start_worker(**no_compaction)
+    ports = (a_port, b_port)
+    typists = [Typist([port], nid, cookie, f"{who}{k}") for k, port in enumerate(ports) for who in "xy"]
+    seen = [collections.Counter(), collections.Counter()]
+
+    async def observe(port: int, counter: collections.Counter) -> None:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/notebooks/{nid}",
+            additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
+            max_size=None,
+        ) as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for frame in ws:
+                    counter.update(re.findall(rb"<[xy][01]\d+>", frame))
+
+    observers = [asyncio.create_task(observe(p, c)) for p, c in zip((a_port, b_port), seen, strict=True)]
+    for t in typists:
+        await t.start()
+    for _ in range(150):
+        for t in typists:
+            await t.type()
+        await asyncio.sleep(0.01)
+    wanted = sum(t.typed for t in typists)
+    for _ in range(200):
+        if all(len(c) == wanted for c in seen):
+            break
+        await asyncio.sleep(0.05)
+    for t in typists:
+        await t.stop()
+    for task in observers:
+        task.cancel()
+    for counter in seen:
+        assert len(counter) == wanted
+        # Before gap repair relayed rows by number, 12-16% of deliveries were repeats on
+        # PostgreSQL; about 1% remain (an open question, see docs/architecture.md).
+        repeats = sum(n - 1 for n in counter.values())
+        assert repeats <= 0.03 * wanted, repeats

@@ -21,6 +21,7 @@ CELLS = [
     ("slow", "import time\nfor i in range(300):\n    time.sleep(0.1)"),
     ("ask", 'print("got", input("Value? "))'),
     ("count", "import time\nfor i in range(50):\n    print(f'line {i}', flush=True)\n    time.sleep(0.1)"),
+    ("short", "import time\nfor i in range(15):\n    print(f'step {i}', flush=True)\n    time.sleep(0.1)"),
 ]
 
 
@@ -170,3 +171,25 @@ def test_a_worker_that_only_served_a_page_takes_over_when_the_driver_dies(stack,
     [after] = stack.django(lease())
     assert after["kernel_id"] == before["kernel_id"]
     assert after["worker"] not in (before["worker"], None)
+
+
+def test_a_run_that_ends_while_no_worker_drives_it_keeps_its_output_and_gets_no_error(stack):
+    # After the tests above, one worker drives the kernel. A new worker D joins; the driver dies
+    # while a short run goes on, the run ends before D's takeover (the server buffers its end),
+    # and D's takeover replays it: the cell must show the whole output and no error.
+    d_port = stack.start_worker()
+    d = Browserish(d_port, stack.alice["cookie"], stack.alice["notebook_id"])
+    assert d.post("run", {"cell_ids": ["short"]}).status_code == 202
+    wait_for(lambda: "step 2" in texts(d.cell("short")), what="the run to be under way")
+    for port in [p for p in stack.workers if p != d_port]:
+        stack.kill_worker(port)
+    wait_for(
+        lambda: "step 14" in texts(d.cell("short")) or "error" in json.dumps(d.cell("short")["outputs"]),
+        timeout=30,
+        what="D to take the run over and show its end",
+    )
+    wait_for(lambda: d.status()["running"] is None, timeout=10, what="the run to be over")
+    cell = d.cell("short")
+    assert "step 14" in texts(cell), json.dumps(cell)
+    assert "run it again" not in json.dumps(cell["outputs"])
+    assert not any(o.get("output_type") == "error" for o in cell["outputs"])

@@ -74,6 +74,15 @@ class Cell:
                     return event
         raise AssertionError("unreachable")
 
+    async def started(self, msg_id: str, timeout: float = 10) -> None:
+        """Handle events until the kernel has begun `msg_id` (its first output, execute_input)."""
+        async with asyncio.timeout(timeout):
+            async for event in self.events:
+                if isinstance(event, Output) and event.msg_id == msg_id:
+                    with self.doc.transaction(origin="kernel"):
+                        self.writer.apply("c1", event.msg)
+                    return
+
     def notebook_cell(self) -> dict[str, Any]:
         notebook = YNotebook(self.doc).get()
         nbformat.validate(nbformat.from_dict(notebook))
@@ -186,7 +195,7 @@ async def test_it_caps_a_20_mb_output(cell: Cell) -> None:
 
 async def test_it_interrupts_a_sleep(cell: Cell, client: JupyterClient, shared_kernel: str) -> None:
     msg_id = await cell.channels.execute("import time; time.sleep(60)")
-    await asyncio.sleep(0.5)
+    await cell.started(msg_id)
     await client.interrupt_kernel(shared_kernel)
     finished = await cell.wait(msg_id, timeout=10)
     assert isinstance(finished, Finished)
@@ -233,7 +242,7 @@ async def test_it_replays_what_was_buffered_after_reconnecting(
     await channels.open()
     cell = Cell(channels)
     msg_id = await channels.execute("import time; time.sleep(0.5); print('while you were away 👋')")
-    await asyncio.sleep(0.1)
+    await cell.started(msg_id)
     await cell.events.aclose()
     await channels.close()  # the print happens while no socket is open
     await asyncio.sleep(1.5)

@@ -1,0 +1,149 @@
+"""A room's sequence bookkeeping and gap repair. Runs in the event loop; never blocks.
+
+A mixin of `collab.rooms.Room`. Rules:
+- `seq` is the highest sequence number up to which the Doc holds every update; numbers seen
+  beyond a hole are kept in `_ahead`, and a hole is repaired from the database after
+  `GAP_REPAIR_DELAY`;
+- repair applies every row it reads, a compacted snapshot included (it may stand for missing
+  updates under the number of one of the room's own); it relays the rows it lacked by number,
+  never a diff of the Doc, which would also carry updates the Doc held pending behind the gap
+  and had already relayed: nothing reaches a client twice;
+- the periodic check asks the database only while it can matter (`_should_poll`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from pycrdt import merge_updates
+
+from collab import persistence, protocol
+from collab.conf import conf
+from collab.fanout import fanout
+
+log = logging.getLogger("collab.rooms")
+
+
+class GapRepair:
+    def _mark(self, seq: int) -> None:
+        if seq <= self.seq:
+            return
+        if seq == self.seq + 1:
+            self.seq = seq
+            while self.seq + 1 in self._ahead:
+                self._ahead.remove(self.seq + 1)
+                self.seq += 1
+        else:
+            self._ahead.add(seq)
+            self._schedule_repair()
+
+    def _schedule_repair(self) -> None:
+        if self._repair_handle is None:
+            self._repair_handle = asyncio.get_running_loop().call_later(
+                conf("GAP_REPAIR_DELAY"), lambda: asyncio.ensure_future(self.repair())
+            )
+
+    async def repair(self) -> None:
+        """Fetch from the database every update this Doc may have missed, and relay to the
+        local sockets exactly those (a fan-out message may have brought some meanwhile)."""
+        self._repair_handle = None
+        if self.closed:
+            return
+        after = self.seq
+        rows, last = await database_sync_to_async(persistence.updates_after)(self.id, after)
+        # Our own batch may have committed before that read while its numbers are not known
+        # here yet: wait for them, or its rows would look missing and reach the sockets twice.
+        inflight = self._inflight_done
+        if inflight is not None and not inflight.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(inflight)
+        if self.closed:
+            return
+        relay: list[bytes] = []
+        for i, (seq, data) in enumerate(rows):
+            if i == 0 and seq > after + 1:
+                # A snapshot standing for after+1..seq: it may carry, under the number of one
+                # of our own updates, the very ones missing here. Relay only what it adds.
+                before = self.doc.get_state()
+                self.doc.apply_update(data)
+                if self.doc.get_state() != before:
+                    relay.append(self.doc.get_update(before))
+            else:
+                # Every row is applied (Yjs ignores what the Doc holds); only those it did not
+                # hold by number are relayed: the others reached the sockets already.
+                self.doc.apply_update(data)
+                if seq > self.seq and seq not in self._ahead:
+                    relay.append(data)
+        # The rows were everything after our watermark up to `last`, read in one transaction.
+        self.seq = max(self.seq, last)
+        self._ahead = {seq for seq in self._ahead if seq > self.seq}
+        if relay:
+            self.size += sum(map(len, relay))
+            merged = relay[0] if len(relay) == 1 else merge_updates(*relay)
+            await self._send_local(protocol.sync_update(merged))
+
+    def _should_poll(self) -> bool:
+        """Ask the database for the notebook's counter only when it can matter: while the
+        fan-out is down, while a gap is open, or while edits flow in a room someone uses (a
+        lost last message would otherwise go unnoticed). An idle room costs no query."""
+        if fanout().down or self._ahead:
+            return True
+        recent = asyncio.get_running_loop().time() - self._active_at < conf("RESYNC_ACTIVE_FOR")
+        return recent and bool(self.sockets or self.holders)
+
+    async def _watch(self) -> None:
+        """Periodic safety net: catch up with updates whose fan-out message never came, and
+        re-check access so that expiry takes effect without anyone acting. A failure is
+        logged once, and once more when the check works again."""
+        interval = conf("RESYNC_INTERVAL")
+        last_access_check = time.monotonic()
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self._should_poll():
+                    latest = await database_sync_to_async(_notebook_seq)(self.id)
+                    if latest is None:
+                        await self.on_fanout({"type": "access", "notebook": self.id})
+                    elif latest > self.seq:
+                        await self.repair()
+                if self.sockets and time.monotonic() - last_access_check > conf("ACCESS_RECHECK_INTERVAL"):
+                    last_access_check = time.monotonic()
+                    await self._recheck_access()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:
+                    log.warning("room watch of %s failed (%r); retrying every %s s", self.id, exc, interval)
+                failing = True
+            else:
+                if failing:
+                    log.warning("room watch of %s works again", self.id)
+                failing = False
+
+    async def _on_remote_updates(self, first: int, updates: list[bytes]) -> None:
+        fresh = []
+        for seq, data in enumerate(updates, start=first):
+            if seq <= self.seq or seq in self._ahead:
+                continue
+            self.doc.apply_update(data)
+            self.size += len(data)
+            fresh.append(data)
+            self._mark(seq)
+        if fresh:
+            self._active_at = asyncio.get_running_loop().time()
+            await self._send_local(
+                protocol.sync_update(fresh[0] if len(fresh) == 1 else merge_updates(*fresh))
+            )
+
+
+def _notebook_seq(notebook_id: str) -> int | None:
+    from notebooks.models import Notebook
+
+    return (
+        Notebook.objects.filter(pk=notebook_id, deleted_at__isnull=True).values_list("seq", flat=True).first()
+    )

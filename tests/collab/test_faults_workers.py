@@ -1,0 +1,147 @@
+"""Faults with real processes: two daphne workers, their own redis-server and the database
+behind a proxy that can refuse or cut connections. Every edit typed must end up saved (a
+client told to reconnect sends it again), and notebooks must open again within seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.collab.test_workers import open_client, stored_source
+from tests.faults import TcpProxy, Typist
+from tests.procs import Stack
+
+pytestmark = pytest.mark.processes
+
+
+async def eventually(check, timeout: float, what: str, every: float = 0.05):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def type_for(typists: list[Typist], seconds: float, every: float = 0.05) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        for t in typists:
+            await t.type()
+        await asyncio.sleep(every)
+
+
+async def all_saved(stack: Stack, notebook_id: str, typists: list[Typist], timeout: float = 40) -> str:
+    """Wait until the database holds every token typed; return its text."""
+    wanted = [token for t in typists for token in t.tokens()]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        stored = await asyncio.to_thread(stored_source, stack, notebook_id)
+        missing = [token for token in wanted if token not in stored]
+        if not missing:
+            return stored
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{len(missing)} of {len(wanted)} edits were never saved: {missing[:5]}")
+        await asyncio.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def pg_stack():
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        pytest.skip("the database outage tests need PostgreSQL: set DATABASE_URL=postgres://...")
+    stack = Stack(redis=True)
+    parts = urlsplit(stack.database_url)
+    proxy = TcpProxy(parts.hostname, parts.port or 5432)
+    yield stack, proxy
+    proxy.close()
+    stack.close()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    stack = Stack(redis=True)
+    yield stack
+    stack.close()
+
+
+@pytest.mark.parametrize("fault", ["refused for 10 s", "connections cut once", "refused past the retries"])
+async def test_a_database_outage_loses_no_edit_and_notebooks_open_again(pg_stack, fault):
+    stack, proxy = pg_stack
+    alice = stack.user_with_notebook(f"db-{fault.replace(' ', '-')}@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    via_proxy = {"DATABASE_URL": proxy.url_for(stack.database_url), "DB_CONN_MAX_AGE": "60"}
+    if fault == "refused past the retries":  # the writers give up: their clients are told
+        via_proxy["COLLAB_PERSIST_RETRY_FOR"] = "2"
+    ports = [stack.start_worker(**via_proxy), stack.start_worker(**via_proxy)]
+    typists = [Typist([port], nid, cookie, f"{k}{'ab'[i]}") for k in range(2) for i, port in enumerate(ports)]
+    for t in typists:
+        await t.start()
+    await type_for(typists, 1.0)
+    if fault == "refused for 10 s":
+        proxy.refuse(10)
+        await type_for(typists, 10.0)
+    elif fault == "refused past the retries":
+        proxy.refuse(6)
+        await type_for(typists, 6.0)
+    else:
+        proxy.cut()
+        await type_for(typists, 2.0)
+    # The database is back: a notebook opens on either worker within seconds.
+    for port in ports:
+        joiner = await asyncio.wait_for(open_client(port, nid, cookie), 10)
+        await joiner.ws.close()
+    await type_for(typists, 1.0)
+    stored = await all_saved(stack, nid, typists)
+    for t in typists:
+        assert all(code == 4503 for code, _ in t.closes), t.closes
+    if fault == "refused past the retries":
+        assert all(t.closes for t in typists)  # every typist was told, and sent its edits again
+    await eventually(lambda: all(t.client.source() == stored for t in typists), 15, "clients to converge")
+    for t in typists:
+        await t.stop()
+
+
+async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
+    alice = stack.user_with_notebook("redis-restart@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    bob = stack.user_with_notebook("redis-unload@example.com")
+    other, other_cookie = bob["notebook_id"], bob["cookie"]
+    quick_unload = {"COLLAB_ROOM_UNLOAD_DELAY": "0.2"}
+    a, b = stack.start_worker(**quick_unload), stack.start_worker(**quick_unload)
+    writer, reader = Typist([a], nid, cookie, "w"), Typist([b], nid, cookie, "r")
+    await writer.start()
+    await reader.start()
+    visitors = [await open_client(port, other, other_cookie) for port in (a, b)]
+    await type_for([writer, reader], 0.5)
+    stack.kill_redis()
+    for visitor in visitors:  # their rooms unload while Redis is down
+        await visitor.ws.close()
+    await type_for([writer, reader], 2.0)
+    # While Redis is down, edits still cross workers (from the database) within seconds.
+    await eventually(lambda: writer.tokens()[-1] in reader.client.source(), 10, "edits to cross while down")
+    stack.start_redis()
+    loop = asyncio.get_running_loop()
+    back, latencies = loop.time(), []
+    while len(latencies) < 5 or statistics.median(latencies[-5:]) >= 0.05:
+        assert loop.time() - back < 10, f"fan-out still slow 10 s after Redis returned: {latencies[-5:]}"
+        await writer.type()
+        token, sent = writer.tokens()[-1], loop.time()
+        await eventually(lambda t=token: t in reader.client.source(), 5, "a probe to arrive", 0.002)
+        latencies.append(loop.time() - sent)
+        await asyncio.sleep(0.1)
+    stored = await all_saved(stack, nid, [writer, reader])
+    await eventually(
+        lambda: writer.client.source() == reader.client.source() == stored, 10, "clients to converge"
+    )
+    for port in (a, b):  # the notebooks whose rooms unloaded during the outage open again
+        visitor = await asyncio.wait_for(open_client(port, other, other_cookie), 10)
+        await visitor.ws.close()
+    for t in (writer, reader):
+        await t.stop()

@@ -1,0 +1,286 @@
+"""A room's faults, driven in one process: a failing database write, a channel layer that is
+down while a room unloads, gap repair racing compaction, and rooms that must be freed."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import weakref
+
+import pytest
+from channels.db import database_sync_to_async
+from pycrdt import Array
+
+from collab import persistence, repair, rooms
+from collab.fanout import fanout
+from collab.persistence import Pending
+from collab.rooms import ROOMS, Room, get_room
+from notebooks import ydoc
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class FakeSocket:
+    client_id = None
+    ext = False
+
+    def __init__(self):
+        self.closed: list[tuple[int, str]] = []
+
+    async def send_frame(self, frame):
+        pass
+
+    async def close_with(self, code, reason):
+        self.closed.append((code, reason))
+
+    async def recheck_access(self):
+        pass
+
+
+def typed(room: Room, text: str) -> bytes:
+    """An update typing `text` at the start of the first cell, made against the room's Doc."""
+    doc = ydoc.doc_from_updates(room.doc.get_update())
+    before = doc.get_state()
+    doc.get("cells", type=Array)[0]["source"].insert(0, text)
+    return doc.get_update(before)
+
+
+async def eventually(check, timeout: float = 10.0, what: str = "the condition"):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def stored_source(notebook_id) -> str:
+    loaded = persistence.load(notebook_id)
+    return str(ydoc.doc_from_updates(loaded.state).get("cells", type=Array)[0]["source"])
+
+
+async def test_a_failed_write_is_retried_until_it_is_durable(notebook, monkeypatch, settings):
+    settings.COLLAB = {**settings.COLLAB, "PERSIST_RETRY_FOR": 5.0}
+    room = await get_room(str(notebook.pk))
+    socket = FakeSocket()
+    room.add(socket)
+    real, failures = persistence.append, []
+
+    def flaky(*args, **kwargs):
+        if len(failures) < 3:
+            failures.append(1)
+            raise OSError("connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(persistence, "append", flaky)
+    room.receive_update(typed(room, "kept "), socket)
+    await asyncio.wait_for(room.flushed(), 5)
+    assert len(failures) == 3
+    assert socket.closed == []
+    assert await database_sync_to_async(stored_source)(notebook.pk) == "kept "
+    await room.close()
+
+
+async def test_a_write_that_keeps_failing_closes_sockets_with_a_reason_and_the_room_reopens(
+    notebook, monkeypatch, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "PERSIST_RETRY_FOR": 0.3}
+    room = await get_room(str(notebook.pk))
+    socket = FakeSocket()
+    room.add(socket)
+    real = persistence.append
+
+    def broken(*args, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(persistence, "append", broken)
+    room.receive_update(typed(room, "x"), socket)
+    await eventually(lambda: room.closed, what="the room to close")
+    [(code, reason)] = socket.closed
+    assert 3000 <= code <= 4999
+    assert "not saved" in reason
+    assert str(notebook.pk) not in ROOMS
+    assert room.gone.is_set()
+    monkeypatch.setattr(persistence, "append", real)
+    fresh = await asyncio.wait_for(get_room(str(notebook.pk)), 5)
+    assert fresh is not room
+    fresh.receive_update(typed(fresh, "y"), None)
+    await asyncio.wait_for(fresh.flushed(), 5)
+    await fresh.close()
+
+
+def test_the_close_reason_patch_never_raises_for_a_code_autobahn_refuses():
+    from collab import daphne_patches
+
+    sent = []
+
+    class Proto:
+        STATE_CONNECTING = 0
+        state = 1
+
+        def sendClose(self, code=None, reason=None):
+            if not (code == 1000 or 3000 <= code <= 4999):
+                raise ValueError("invalid close code")
+            sent.append((code, reason))
+
+    daphne_patches._handle_reply(Proto(), {"type": "websocket.close", "code": 1011, "reason": "x" * 300})
+    [(code, reason)] = sent
+    assert 3000 <= code <= 4999
+    assert len(reason.encode()) <= 123
+
+
+async def test_a_room_unloads_while_the_channel_layer_is_down(notebook, monkeypatch):
+    room = await get_room(str(notebook.pk))
+    layer = fanout().layer
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(layer, "group_discard", down)
+    monkeypatch.setattr(layer, "group_add", down)
+    await asyncio.wait_for(room.close(), 5)
+    assert room.gone.is_set()
+    assert str(notebook.pk) not in ROOMS
+    fresh = await asyncio.wait_for(get_room(str(notebook.pk)), 5)  # a join while still down
+    assert fresh is not room
+    await asyncio.wait_for(fresh.close(), 5)
+
+
+async def test_gap_repair_keeps_the_snapshot_when_its_seq_is_the_rooms_own(notebook):
+    nid = str(notebook.pk)
+    room = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    other = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    # Another worker writes 1..3; their fan-out messages are lost.
+    for i in range(3):
+        update = edit(other, f"o{i} ")
+        seq = await database_sync_to_async(persistence.append)(nid, [Pending(update, None, None)])
+        other._mark(seq)
+    # This room writes 4 (ahead of its gap), then compaction folds everything into the snapshot.
+    own = edit(room, "mine ")
+    seq = await database_sync_to_async(persistence.append)(nid, [Pending(own, None, None)])
+    room._mark(seq)
+    assert room._ahead == {4}
+    await database_sync_to_async(persistence.compact)(nid, 0)
+    await room.repair()
+    assert room.seq == 4
+    assert source(room) == await database_sync_to_async(stored_source)(nid)
+
+
+def edit(room: Room, text: str) -> bytes:
+    before = room.doc.get_state()
+    text_type = room.doc.get("cells", type=Array)[0]["source"]
+    text_type.insert(len(str(text_type).encode()), text)
+    return room.doc.get_update(before)
+
+
+def source(room: Room) -> str:
+    return str(room.doc.get("cells", type=Array)[0]["source"])
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_gap_repair_with_compaction_at_any_moment_keeps_rooms_equal_to_the_database(notebook, seed):
+    """Two workers' rooms append, deliver or lose fan-out messages, compact and repair in a
+    random order; after a final repair each holds exactly what the database holds."""
+    nid = str(notebook.pk)
+    rng = random.Random(seed)
+    a = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    b = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    pair = {a: b, b: a}
+    for step in range(60):
+        room = rng.choice([a, b])
+        action = rng.random()
+        if action < 0.55:
+            updates = [edit(room, f"{'ab'[room is b]}{step}.{k} ") for k in range(rng.randint(1, 3))]
+            first = await database_sync_to_async(persistence.append)(
+                nid, [Pending(u, None, None) for u in updates]
+            )
+            for seq in range(first, first + len(updates)):
+                room._mark(seq)
+            if rng.random() < 0.6:  # the fan-out message arrives
+                await pair[room]._on_remote_updates(first, updates)
+        elif action < 0.75:
+            await database_sync_to_async(persistence.compact)(nid, rng.randint(0, 4))
+        else:
+            await room.repair()
+        if room._repair_handle is not None:
+            room._repair_handle.cancel()
+            room._repair_handle = None
+    expected = await database_sync_to_async(stored_source)(nid)
+    for room in (a, b):
+        await room.repair()
+        assert source(room) == expected
+        assert not room._ahead
+
+
+async def test_an_unloaded_room_and_its_document_are_freed(notebook):
+    refs = []
+    for _ in range(5):
+        room = await get_room(str(notebook.pk))
+        room.add(socket := FakeSocket())
+        room.receive_update(typed(room, "z"), socket)
+        await room.flushed()
+        await room.remove(socket)
+        await eventually(lambda room=room: room.gone.is_set(), what="the room to unload")
+        refs.append((weakref.ref(room), weakref.ref(room.doc)))
+        del room
+    await asyncio.sleep(0)
+    gc.collect()
+    alive = [r for r in refs if r[0]() is not None or r[1]() is not None]
+    assert alive == []
+    assert str(notebook.pk) not in rooms._loading
+
+
+async def test_an_idle_room_asks_the_database_nothing(notebook, monkeypatch, settings):
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_ACTIVE_FOR": 0.3}
+    asked = []
+    real = repair._notebook_seq
+    monkeypatch.setattr(repair, "_notebook_seq", lambda nid: asked.append(nid) or real(nid))
+    room = await get_room(str(notebook.pk))
+    room.add(socket := FakeSocket())
+    room.receive_update(typed(room, "a"), socket)
+    await room.flushed()
+    await eventually(lambda: asked, what="the room to check while edits flow")
+    await asyncio.sleep(0.4)  # RESYNC_ACTIVE_FOR has passed: the room is idle from here on
+    before = len(asked)
+    await asyncio.sleep(1.0)  # five RESYNC_INTERVALs
+    assert len(asked) == before
+    await room.remove(socket)
+
+
+async def test_writes_do_not_wait_for_a_compaction(notebook, monkeypatch, settings):
+    import threading
+
+    settings.COLLAB = {**settings.COLLAB, "COMPACT_AFTER_UPDATES": 0, "KEEP_RECENT_UPDATES": 0}
+    folding, release = threading.Event(), threading.Event()
+    real_fold = persistence.fold
+
+    def slow_fold(*args):
+        folding.set()
+        release.wait(10)  # a compaction of a big notebook takes a while
+        return real_fold(*args)
+
+    monkeypatch.setattr(persistence, "fold", slow_fold)
+    room = await get_room(str(notebook.pk))
+    try:
+        room.receive_update(typed(room, "a"), None)
+        await room.flushed()
+        await room._committed.join()  # relayed: the compaction has started
+        await eventually(folding.is_set, what="the compaction to start folding")
+        room.receive_update(typed(room, "b"), None)
+        await asyncio.wait_for(room.flushed(), 3)  # written while the compaction folds
+    finally:
+        release.set()
+    await eventually(lambda: not room._compacting, what="the compaction to end")
+    assert await database_sync_to_async(stored_source)(notebook.pk) == source(room)
+    await room.close()
+
+
+async def test_a_sharing_change_is_not_refused_while_the_channel_layer_is_down(notebook, monkeypatch):
+    from collab.fanout import notify
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(fanout().layer, "group_send", down)
+    await asyncio.wait_for(notify(notebook.pk, "access"), 5)
+    assert fanout().down

@@ -1,0 +1,60 @@
+"""`KernelChannels` against a scripted kernel websocket whose iopub is not subscribed yet for
+the first moments of a connection, as a Jupyter Server's can be (it skips its own "nudge" when
+it believes the kernel busy). A run sent then must still report busy and finish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from websockets.asyncio.server import serve
+
+from kernels.execution import Finished, KernelStatus
+from kernels.jupyter import JupyterClient
+
+DEAF_FOR = 0.5  # seconds after a connection during which iopub messages are lost
+
+
+async def scripted_kernel(ws) -> None:
+    loop = asyncio.get_running_loop()
+    connected = loop.time()
+
+    async def send(channel: str, msg_type: str, parent: dict, content: dict) -> None:
+        if channel == "iopub" and loop.time() - connected < DEAF_FOR:
+            return  # the server's iopub subscription is not connected yet: the message is lost
+        header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type}
+        msg = {"channel": channel, "header": header, "parent_header": parent, "content": content}
+        await ws.send(json.dumps({**msg, "metadata": {}}))
+
+    async for raw in ws:
+        msg = json.loads(raw)
+        if msg["channel"] != "shell":
+            continue
+        request = msg["header"]
+        await send("iopub", "status", request, {"execution_state": "busy"})
+        reply = request["msg_type"].replace("_request", "_reply")
+        await send("shell", reply, request, {"status": "ok", "execution_count": 1})
+        await send("iopub", "status", request, {"execution_state": "idle"})
+
+
+async def test_a_run_sent_before_iopub_is_subscribed_reports_busy_and_finishes():
+    async with serve(scripted_kernel, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with JupyterClient(f"http://127.0.0.1:{port}") as client:
+            channels = client.channels("k1")
+            await channels.open()
+            msg_id = await channels.execute("1 + 1")  # at once, as the bridge does
+            states = []
+
+            async def until_finished():
+                async for event in channels.events():
+                    if isinstance(event, KernelStatus):
+                        states.append(event.state)
+                    if isinstance(event, Finished) and event.msg_id == msg_id:
+                        return event
+
+            finished = await asyncio.wait_for(until_finished(), 5)
+            await channels.close()
+    assert finished.status == "ok"
+    assert "busy" in states
