@@ -28,13 +28,20 @@ async def test_it_replays_what_it_buffered_while_no_socket_was_open(
 ) -> None:
     """A worker that lost its socket (or died) resumes with the same session id."""
     done = tmp_path / "printed"
-    code = f"import sys; print('while you were away 👋'); sys.stdout.flush(); open({str(done)!r}, 'w')"
+    code = (
+        "import sys, time; time.sleep(0.5); print('while you were away 👋'); sys.stdout.flush();"
+        f" open({str(done)!r}, 'w')"
+    )
     async with JupyterClient(*enterprise_gateway) as client:
         kernel = await client.start_kernel()
         try:
             channels = client.channels(kernel["id"])
             await channels.open()
             msg_id = await channels.execute(code)
+            async with asyncio.timeout(20):  # a new connection sends the run once iopub answers
+                async for msg in channels.messages():
+                    if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
+                        break
             await channels.close()
             async with asyncio.timeout(20):
                 while not done.exists():  # printed while no socket was open
