@@ -273,6 +273,9 @@ COLLAB = {
     "MAX_MESSAGE_BYTES": envint("COLLAB_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
     "MAX_DOCUMENT_BYTES": envint("COLLAB_MAX_DOCUMENT_BYTES", 64 * 1024 * 1024),
     "MAX_SOCKETS_PER_ROOM": envint("COLLAB_MAX_SOCKETS_PER_ROOM", 500),
+    # One person's sockets on one worker, all rooms together (tabs, devices, reconnects).
+    "MAX_SOCKETS_PER_PERSON": envint("COLLAB_MAX_SOCKETS_PER_PERSON", 20),
+    "MAX_AWARENESS_BYTES": envint("COLLAB_MAX_AWARENESS_BYTES", 16 * 1024),
     "AWARENESS_MIN_INTERVAL": envfloat("COLLAB_AWARENESS_MIN_INTERVAL", 0.05),
 }
 
