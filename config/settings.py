@@ -224,6 +224,9 @@ NOTEBOOK_MAX_UPLOAD_BYTES = envint("NOTEBOOK_MAX_UPLOAD_BYTES", 50 * 1024 * 1024
 NOTEBOOK_MAX_CELLS = envint("NOTEBOOK_MAX_CELLS", 10_000)  # an import's cost grows with its cells
 NOTEBOOK_MAX_JSON_DEPTH = envint("NOTEBOOK_MAX_JSON_DEPTH", 100)
 DATA_UPLOAD_MAX_MEMORY_SIZE = NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024
+# Any request body, refused with 413 from its headers before it is buffered (config.body_limit);
+# several files uploaded at once share it. The proxy (deploy/nginx.conf) has the same limit.
+REQUEST_MAX_BODY_BYTES = envint("REQUEST_MAX_BODY_BYTES", NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 200
 NOTEBOOK_TRASH_DAYS = envint("NOTEBOOK_TRASH_DAYS", 30)

@@ -49,6 +49,12 @@ def read_upload(data: bytes):
     return nbio.read_ipynb(data, settings.NOTEBOOK_MAX_UPLOAD_BYTES, *limits)
 
 
+def upload_bytes(upload) -> bytes:
+    """An uploaded file's bytes, refused from its size before it is read into memory."""
+    nbio.check_size(upload.size, settings.NOTEBOOK_MAX_UPLOAD_BYTES)
+    return upload.read()
+
+
 def import_ipynb(owner, filename: str, data: bytes, request=None) -> Notebook:
     """Raises NotebookFileError (and creates nothing) if the file is not a usable notebook."""
     nb = read_upload(data)

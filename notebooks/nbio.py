@@ -29,16 +29,20 @@ def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
+def check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise NotebookFileError(
+            f"The file is {_megabytes(size)}; the largest notebook accepted is {_megabytes(max_bytes)}."
+        )
+
+
 def read_ipynb(
     data: bytes, max_bytes: int, max_cells: int = MAX_CELLS, max_depth: int = MAX_DEPTH
 ) -> NotebookNode:
     """Parse, upgrade to v4.5 (every cell gets a unique id) and validate an .ipynb file.
     Its cost is linear in its size: at most `max_cells` cells, JSON nested at most `max_depth`
     levels (deeper nesting would exhaust Python's stack in the parser and validators)."""
-    if len(data) > max_bytes:
-        raise NotebookFileError(
-            f"The file is {_megabytes(len(data))}; the largest notebook accepted is {_megabytes(max_bytes)}."
-        )
+    check_size(len(data), max_bytes)
     if not data.strip():
         raise NotebookFileError("The file is empty.")
     try:
