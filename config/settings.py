@@ -21,7 +21,8 @@ def envbool(name: str, default: str) -> bool:
 
 
 def envint(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    value = os.environ.get(name, "").strip()  # empty, as in a copied .env.example: the default
+    return int(value) if value else default
 
 
 def envfloat(name: str, default: float) -> float:
@@ -82,6 +83,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -92,6 +94,29 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "notebooks.views.common.NeedsLoginMiddleware",
 ]
+
+# Behind https (a TLS-terminating nginx or load balancer): SECURE=true gives Secure cookies, HSTS
+# and the redirect to https, and trusts X-Forwarded-Proto, which only the proxy can set (the
+# workers listen on loopback). `manage.py check --deploy` is clean with SECURE=true, DEBUG=false
+# and a SECRET_KEY of 50+ characters.
+SECURE = envbool("SECURE", "false")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", str(SECURE))
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", str(SECURE))
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", str(SECURE))
+if SECURE:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REFERRER_POLICY = os.environ.get("REFERRER_POLICY", "same-origin")
+X_FRAME_OPTIONS = "DENY"  # the sharing page allows its own origin (the editor frames it)
+# Scripts only from this site's files (no inline script or handler anywhere); styles inline too
+# (CodeMirror writes its own, avatars have a colour); images of outputs are data: URIs.
+CONTENT_SECURITY_POLICY = os.environ.get(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self'; frame-src 'self'; frame-ancestors 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'",
+)
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
