@@ -14,6 +14,7 @@ HELP = {
     "frames_malformed": "Sockets closed with 4400 for a malformed frame.",
     "frames_too_large": "Sockets closed with 4413 for a message, document or socket count too large.",
     "sockets_refused_per_person": "Sockets refused because one person had too many open.",
+    "gap_updates_repaired": "Updates fetched from the database to repair gaps in the sequence.",
     "handler_errors": "Socket handlers that failed unexpectedly (closed with 1011, cleaned up).",
 }
 

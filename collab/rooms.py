@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from pycrdt import Array, Doc, Map, merge_updates
 
-from collab import persistence, protocol, schema
+from collab import metrics, persistence, protocol, schema
 from collab.awareness import Presence
 from collab.fanout import fanout
 from collab.persistence import Pending
@@ -391,6 +391,7 @@ class Room:
             return
         rows, last = await database_sync_to_async(persistence.updates_after)(self.id, self.seq)
         new = [data for seq, data in rows if seq not in self._ahead]
+        metrics.inc("gap_updates_repaired", len(new))
         for data in new:
             self.doc.apply_update(data)
             self.size += len(data)

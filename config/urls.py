@@ -2,8 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.views import profile
+from config.health import healthz, metrics_view
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/profile/", profile, name="profile"),
     path("accounts/", include("allauth.urls")),
