@@ -11,6 +11,7 @@ import os
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
@@ -71,6 +72,8 @@ def loop():
     loop = asyncio.new_event_loop()
     yield loop
     loop.run_until_complete(asyncio.sleep(0.2))  # let the room unload
+    # the ORM thread of this loop keeps a connection: close it, or the test database stays in use
+    loop.run_until_complete(database_sync_to_async(connections.close_all)())
     loop.close()
 
 
