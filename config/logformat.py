@@ -1,6 +1,7 @@
-"""JSON-lines logs (LOG_FORMAT=json): one object per record, with secrets taken out of the
-message and the traceback: share-link tokens in `/s/<token>` paths, cookie values, tokens in
-query strings and Authorization headers."""
+"""Logs without secrets: share-link tokens in `/s/<token>` paths, cookie values, tokens in query
+strings, Authorization headers and passwords in URLs are taken out of every record (the
+`RedactSecrets` filter on the console handler) and of daphne's access log; LOG_FORMAT=json
+writes one JSON object per line, traceback included and redacted too."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ def redact(text: str) -> str:
     return text
 
 
+class RedactSecrets(logging.Filter):
+    """On every handler, whatever the format: a record's message without the secrets above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -35,3 +44,18 @@ class JsonLinesFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
+
+
+def redact_access_log() -> None:
+    """Daphne's access log (a worker's stdout) writes request paths: take share tokens out."""
+    from daphne.access import AccessLogGenerator
+
+    original = AccessLogGenerator.write_entry
+    if getattr(original, "redacting", False):
+        return
+
+    def write_entry(self, host, date, request, *args, **kwargs):
+        return original(self, host, date, redact(request), *args, **kwargs)
+
+    write_entry.redacting = True
+    AccessLogGenerator.write_entry = write_entry

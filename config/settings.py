@@ -317,9 +317,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "config.logformat.JsonLinesFormatter"}},
+    "filters": {"redact": {"()": "config.logformat.RedactSecrets"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
+            "filters": ["redact"],
             **({"formatter": "json"} if LOG_FORMAT == "json" else {}),
         }
     },

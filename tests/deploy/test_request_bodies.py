@@ -121,3 +121,17 @@ def test_a_body_within_the_limit_is_not_parsed_in_memory_by_the_http_layer(worke
     reply, _ = post(port, headers, chunks)
     assert reply.split(b"\r\n")[0] in (b"HTTP/1.1 302 Found", b"HTTP/1.1 403 Forbidden"), reply[:200]
     assert peak_rss_mb(stack, port) - before < 40
+
+
+def test_the_workers_access_log_has_no_share_tokens(worker):
+    stack, port = worker
+    token = "SeCrEtToKeN1234567890abcdef"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET /s/{token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        while s.recv(65536):
+            pass
+    deadline = time.monotonic() + 5
+    while "/s/<token>" not in stack.log(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "/s/<token>" in stack.log(port)
+    assert token not in stack.log(port)
