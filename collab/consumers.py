@@ -158,11 +158,13 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self._command(message.payload)
 
     async def _step1(self, state_vector: bytes) -> None:
+        """A state vector pycrdt cannot decode is the client's error (4400), not the server's."""
+        undecodable = ProtocolError("the state vector of sync step 1 cannot be decoded")
         try:
-            self.room.doc.get_update(state_vector)  # decodes it; the room answers after a flush
-        except ValueError:
-            raise ProtocolError("the state vector of sync step 1 cannot be decoded") from None
-        await self.room.handle_step1(self, state_vector)
+            protocol.parse_state_vector(state_vector)  # cheap; pycrdt's own check follows
+            await self.room.handle_step1(self, state_vector)
+        except ValueError:  # ProtocolError, or pycrdt's "Cannot decode state"
+            raise undecodable from None
 
     async def _awareness(self, payload: bytes) -> None:
         """One client id per socket (`Presence.claim`), a size cap; the room throttles."""
