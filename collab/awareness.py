@@ -1,6 +1,8 @@
 """Presence state of one room. Runs in the event loop; pure bookkeeping, no I/O.
 
-Rules: a socket speaks only for the one Yjs client id it first used; the server overwrites the
+Rules: a socket speaks only for the one Yjs client id it first claimed, and may claim only an id
+that no other socket (of this worker, or of another one whose state is fresh) holds; the server
+overwrites the
 `user` field with the socket's verified identity; states not renewed within `OUTDATED` seconds
 are not handed to joiners (clients renew every 15 s, like y-protocols).
 """
@@ -18,6 +20,27 @@ OUTDATED = 30.0
 class Presence:
     def __init__(self) -> None:
         self.states: dict[int, tuple[int, str, float]] = {}  # client -> (clock, json, seen)
+        self.owners: dict[int, object] = {}  # client -> the local socket that claimed it
+
+    def claim(self, payload: bytes, owner: object) -> int | None:
+        """The client id a socket's first awareness update speaks for, if it is free: not
+        claimed by another local socket, and not fresh in another worker's states."""
+        entries = parse_awareness(payload)
+        if not entries:
+            return None
+        client = entries[0][0]
+        holder = self.owners.get(client)
+        if holder is not None and holder is not owner:
+            return None
+        fresh_elsewhere = client in self.states and time.monotonic() - self.states[client][2] < OUTDATED
+        if holder is None and fresh_elsewhere:
+            return None
+        self.owners[client] = owner
+        return client
+
+    def release(self, client_id: int, owner: object) -> None:
+        if self.owners.get(client_id) is owner:
+            del self.owners[client_id]
 
     def stamp(self, payload: bytes, client_id: int | None, identity: dict) -> tuple[int | None, bytes]:
         """Check and stamp a socket's awareness update; return (its client id, update to relay)."""

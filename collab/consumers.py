@@ -6,6 +6,9 @@ Close codes: 4400 malformed frame, 4401 not signed in / link no longer valid, 44
 4404 no such notebook, 4409 document replaced (reload), 4413 too large / too many sockets,
 4429 the client does not read what is sent to it (collab.daphne_patches), 4503 the server cannot
 reach its database right now (reconnect; unsaved edits are sent again).
+
+Every way a socket ends (a clean close, a close code, a handler that fails, the application
+instance cancelled) runs `_leave`, so a socket never stays in its room or in its person's count.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from audit import log as audit
-from collab import protocol
+from collab import metrics, protocol
 from collab.protocol import MessageType, ProtocolError, SyncType
 from collab.rooms import Room, RoomError, get_room, kernel_frame
 from kernels import cluster
@@ -29,6 +32,9 @@ from notebooks import access as acl
 from notebooks.models import Grant, Notebook
 
 log = logging.getLogger(__name__)
+
+# Sockets of this worker per person (Principal.key), whatever the room.
+SOCKETS_PER_PERSON: dict[str, int] = {}
 
 
 class NotebookConsumer(AsyncWebsocketConsumer):
@@ -39,6 +45,13 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     access: acl.Access | None = None
     client_id: int | None = None
     ext = False
+    counted: str | None = None  # the Principal.key this socket counts against
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._leave()
 
     async def connect(self) -> None:
         self.notebook_id = str(self.scope["url_route"]["kwargs"]["notebook_id"])
@@ -55,6 +68,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             room = await get_room(self.notebook_id)
             if self.epoch and self.epoch != room.epoch:
                 raise RoomError(4409, "This notebook was replaced; reload to see the new version.")
+            self._count_person()
             room.add(self)
         except acl.NoAccess as e:
             await database_sync_to_async(self._audit)("access.denied", reason=e.reason)
@@ -90,15 +104,36 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await super().dispatch(message)
 
     async def disconnect(self, code: int) -> None:
-        if self.room is not None:
-            room, self.room = self.room, None
-            await room.remove(self)
-            try:
-                await database_sync_to_async(self._audit)(
-                    "session.left", **self.stats, cells=sorted(self.cells_touched)
-                )
-            except Exception as e:
-                log.warning("recording the end of a session failed: %r", e)
+        await self._leave()
+
+    def _count_person(self) -> None:
+        key = self.principal.key
+        if SOCKETS_PER_PERSON.get(key, 0) >= settings.COLLAB["MAX_SOCKETS_PER_PERSON"]:
+            metrics.inc("sockets_refused_per_person")
+            raise RoomError(4413, "You have too many notebook connections open; close some tabs.")
+        SOCKETS_PER_PERSON[key] = SOCKETS_PER_PERSON.get(key, 0) + 1
+        self.counted = key
+
+    async def _leave(self) -> None:
+        """Give back this socket's place in its room and in its person's count; idempotent.
+        The synchronous part comes first, so that it happens even if this task is cancelled."""
+        if self.counted is not None:
+            key, self.counted = self.counted, None
+            SOCKETS_PER_PERSON[key] -= 1
+            if SOCKETS_PER_PERSON[key] <= 0:
+                del SOCKETS_PER_PERSON[key]
+        if self.room is None:
+            return
+        room, self.room = self.room, None
+        if self.client_id is not None:
+            room.presence.release(self.client_id, self)
+        room.sockets.discard(self)
+        await room.remove(self)
+        cells = sorted(self.cells_touched)
+        try:
+            await database_sync_to_async(self._audit)("session.left", **self.stats, cells=cells)
+        except Exception as e:
+            log.warning("recording the end of a session failed: %r", e)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if self.room is None:
@@ -115,20 +150,45 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self.close_with(4400, f"Malformed message: {e}.")
         except RoomError as e:
             await self.close_with(e.code, e.reason)
+        except Exception:
+            log.exception("a frame of a socket of notebook %s failed", self.notebook_id)
+            metrics.inc("handler_errors")
+            await self.close_with(1011, "The server failed on a message from this client; reconnect.")
 
     async def _dispatch(self, message: protocol.Message) -> None:
         room = self.room
         if message.type is MessageType.SYNC:
             if message.sync_type is SyncType.STEP1:
-                await room.handle_step1(self, message.payload)
+                await self._step1(message.payload)
             else:
                 await self._update(message.payload)
         elif message.type is MessageType.AWARENESS:
-            await room.receive_awareness(self, message.payload, self.access.identity)
+            await self._awareness(message.payload)
         elif message.type is MessageType.QUERY_AWARENESS:
             await room.send_presence(self)
         elif message.type is MessageType.COMMAND:
             await self._command(message.payload)
+
+    async def _step1(self, state_vector: bytes) -> None:
+        """A state vector pycrdt cannot decode is the client's error (4400), not the server's."""
+        undecodable = ProtocolError("the state vector of sync step 1 cannot be decoded")
+        try:
+            protocol.parse_state_vector(state_vector)  # cheap; pycrdt's own check follows
+            await self.room.handle_step1(self, state_vector)
+        except ValueError:  # ProtocolError, or pycrdt's "Cannot decode state"
+            raise undecodable from None
+
+    async def _awareness(self, payload: bytes) -> None:
+        """One client id per socket (`Presence.claim`), a size cap; the room throttles."""
+        if len(payload) > settings.COLLAB["MAX_AWARENESS_BYTES"]:
+            metrics.inc("awareness_dropped")
+            raise RoomError(4413, "Your presence information is larger than the server accepts.")
+        if self.client_id is None:
+            self.client_id = self.room.presence.claim(payload, self)
+            if self.client_id is None:
+                metrics.inc("awareness_dropped")
+                return  # another socket speaks for that client id
+        await self.room.receive_awareness(self, payload, self.access.identity)
 
     async def _update(self, update: bytes) -> None:
         """Write access is decided here, for every update, against the socket's current role."""
@@ -145,6 +205,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         touched = self.room.receive_update(update, self, getattr(user, "pk", None), getattr(link, "pk", None))
         if touched is not None:
             self.stats["updates"] += 1
+            metrics.inc("updates_received")
             self.cells_touched |= touched
 
     async def _command(self, payload: bytes) -> None:
@@ -192,12 +253,16 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         await self.send(bytes_data=frame)
 
     async def close_with(self, code: int, reason: str) -> None:
-        if code in (4401, 4403, 4404):
-            await self.send(bytes_data=protocol.permission_denied(reason))
-        await self.close(code=code, reason=reason)
-        if self.room is not None:
-            room, self.room = self.room, None
-            await room.remove(self)
+        if code == 4400:
+            metrics.inc("frames_malformed")
+        elif code == 4413:
+            metrics.inc("frames_too_large")
+        try:
+            if code in (4401, 4403, 4404):
+                await self.send(bytes_data=protocol.permission_denied(reason))
+            await self.close(code=code, reason=reason)
+        finally:
+            await self._leave()
 
     async def recheck_access(self) -> None:
         try:

@@ -21,7 +21,7 @@ import time
 from channels.db import database_sync_to_async
 from pycrdt import merge_updates
 
-from collab import persistence, protocol
+from collab import metrics, persistence, protocol
 from collab.conf import conf
 from collab.fanout import fanout
 
@@ -81,6 +81,7 @@ class GapRepair:
         # The rows were everything after our watermark up to `last`, read in one transaction.
         self.seq = max(self.seq, last)
         self._ahead = {seq for seq in self._ahead if seq > self.seq}
+        metrics.inc("gap_updates_repaired", len(relay))
         if relay:
             self.size += sum(map(len, relay))
             merged = relay[0] if len(relay) == 1 else merge_updates(*relay)

@@ -14,11 +14,12 @@ from django.urls import get_resolver  # noqa: E402
 
 from collab import daphne_patches  # noqa: E402
 from collab.routing import websocket_urlpatterns  # noqa: E402
-from config import logredact  # noqa: E402
+from config import body_limit, logformat  # noqa: E402
 from kernels import cluster  # noqa: E402
 
 daphne_patches.install()
-logredact.install()
+body_limit.install()
+logformat.redact_access_log()
 
 
 async def http_app(scope, receive, send):

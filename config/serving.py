@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.conf import settings
 
 
-def daphne_args(host: str, port: int) -> list[str]:
+def daphne_args(host: str, port: int, behind_proxy: bool = False) -> list[str]:
     """Daphne's command-line arguments. Its websocket message limit (1 MiB by default, and
     autobahn applies it to what the server sends too) is raised above the largest document,
     which a joining client receives in one message, and above COLLAB["MAX_MESSAGE_BYTES"], so
-    that the app's own check answers oversized client messages with a readable 4413."""
+    that the app's own check answers oversized client messages with a readable 4413. Behind the
+    proxy (workers on loopback only) the client's address comes from X-Forwarded-For."""
     collab = settings.COLLAB
     limit = str(max(collab["MAX_MESSAGE_BYTES"], collab["MAX_DOCUMENT_BYTES"]) + 1024 * 1024)
     return [
@@ -21,5 +22,6 @@ def daphne_args(host: str, port: int) -> list[str]:
         limit,
         "--websocket-max-frame-size",
         limit,
+        *(["--proxy-headers"] if behind_proxy else []),
         "config.asgi:application",
     ]

@@ -21,7 +21,8 @@ def envbool(name: str, default: str) -> bool:
 
 
 def envint(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    value = os.environ.get(name, "").strip()  # empty, as in a copied .env.example: the default
+    return int(value) if value else default
 
 
 def envfloat(name: str, default: float) -> float:
@@ -82,6 +83,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -92,6 +94,29 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "notebooks.views.common.NeedsLoginMiddleware",
 ]
+
+# Behind https (a TLS-terminating nginx or load balancer): SECURE=true gives Secure cookies, HSTS
+# and the redirect to https, and trusts X-Forwarded-Proto, which only the proxy can set (the
+# workers listen on loopback). `manage.py check --deploy` is clean with SECURE=true, DEBUG=false
+# and a SECRET_KEY of 50+ characters.
+SECURE = envbool("SECURE", "false")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", str(SECURE))
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", str(SECURE))
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", str(SECURE))
+if SECURE:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REFERRER_POLICY = os.environ.get("REFERRER_POLICY", "same-origin")
+X_FRAME_OPTIONS = "DENY"  # the sharing page allows its own origin (the editor frames it)
+# Scripts only from this site's files (no inline script or handler anywhere); styles inline too
+# (CodeMirror writes its own, avatars have a colour); images of outputs are data: URIs.
+CONTENT_SECURITY_POLICY = os.environ.get(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self'; frame-src 'self'; frame-ancestors 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'",
+)
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -221,7 +246,12 @@ STORAGES = {
 
 # Uploads: .ipynb files are read in memory up to the limit and refused above it.
 NOTEBOOK_MAX_UPLOAD_BYTES = envint("NOTEBOOK_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+NOTEBOOK_MAX_CELLS = envint("NOTEBOOK_MAX_CELLS", 10_000)  # an import's cost grows with its cells
+NOTEBOOK_MAX_JSON_DEPTH = envint("NOTEBOOK_MAX_JSON_DEPTH", 100)
 DATA_UPLOAD_MAX_MEMORY_SIZE = NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024
+# Any request body, refused with 413 from its headers before it is buffered (config.body_limit);
+# several files uploaded at once share it. The proxy (deploy/nginx.conf) has the same limit.
+REQUEST_MAX_BODY_BYTES = envint("REQUEST_MAX_BODY_BYTES", NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 200
 NOTEBOOK_TRASH_DAYS = envint("NOTEBOOK_TRASH_DAYS", 30)
@@ -273,15 +303,31 @@ COLLAB = {
     "MAX_MESSAGE_BYTES": envint("COLLAB_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
     "MAX_DOCUMENT_BYTES": envint("COLLAB_MAX_DOCUMENT_BYTES", 64 * 1024 * 1024),
     "MAX_SOCKETS_PER_ROOM": envint("COLLAB_MAX_SOCKETS_PER_ROOM", 500),
+    # One person's sockets on one worker, all rooms together (tabs, devices, reconnects).
+    "MAX_SOCKETS_PER_PERSON": envint("COLLAB_MAX_SOCKETS_PER_PERSON", 20),
+    "MAX_AWARENESS_BYTES": envint("COLLAB_MAX_AWARENESS_BYTES", 16 * 1024),
     "AWARENESS_MIN_INTERVAL": envfloat("COLLAB_AWARENESS_MIN_INTERVAL", 0.05),
     "MAX_SEND_BUFFER": envint("COLLAB_MAX_SEND_BUFFER", 32 * 1024 * 1024),
     "SLOW_CLOSE_GRACE": envfloat("COLLAB_SLOW_CLOSE_GRACE", 2.0),
 }
 
+# /healthz bounds each check; /metrics answers only "Authorization: Bearer METRICS_TOKEN".
+HEALTH_TIMEOUT = envfloat("HEALTH_TIMEOUT", 2.0)
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
+# LOG_FORMAT=json: JSON lines without share tokens, cookies or passwords (config.logformat).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_tokens": {"()": "config.logredact.RedactTokens"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"]}},
+    "formatters": {"json": {"()": "config.logformat.JsonLinesFormatter"}},
+    "filters": {"redact": {"()": "config.logformat.RedactSecrets"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["redact"],
+            **({"formatter": "json"} if LOG_FORMAT == "json" else {}),
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
 }

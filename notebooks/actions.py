@@ -43,9 +43,21 @@ def create_blank(owner, request=None, title: str = "Untitled") -> Notebook:
     return _create(owner, title, nbio.blank_notebook(), request, "notebook.created")
 
 
+def read_upload(data: bytes):
+    """An uploaded .ipynb within the configured size, cell-count and nesting limits."""
+    limits = settings.NOTEBOOK_MAX_CELLS, settings.NOTEBOOK_MAX_JSON_DEPTH
+    return nbio.read_ipynb(data, settings.NOTEBOOK_MAX_UPLOAD_BYTES, *limits)
+
+
+def upload_bytes(upload) -> bytes:
+    """An uploaded file's bytes, refused from its size before it is read into memory."""
+    nbio.check_size(upload.size, settings.NOTEBOOK_MAX_UPLOAD_BYTES)
+    return upload.read()
+
+
 def import_ipynb(owner, filename: str, data: bytes, request=None) -> Notebook:
     """Raises NotebookFileError (and creates nothing) if the file is not a usable notebook."""
-    nb = nbio.read_ipynb(data, settings.NOTEBOOK_MAX_UPLOAD_BYTES)
+    nb = read_upload(data)
     return _create(
         owner,
         title_from_filename(filename),
@@ -131,7 +143,7 @@ def purge(notebook: Notebook, user, request=None) -> None:
 def replace_content(access: Access, filename: str, data: bytes, request=None) -> None:
     """Replace the document with an uploaded file: a new epoch, so open editors reload
     instead of merging their old history into the new one."""
-    nb = nbio.read_ipynb(data, settings.NOTEBOOK_MAX_UPLOAD_BYTES)
+    nb = read_upload(data)
     state = ydoc.notebook_to_update(nb)
     with transaction.atomic():
         persistence.replace(access.notebook.pk, state)

@@ -17,6 +17,8 @@ from nbformat import NotebookNode
 from nbformat.v4 import convert as v4_convert
 
 CURRENT_MINOR = 5  # cell ids exist from 4.5 on
+MAX_CELLS = 10_000
+MAX_DEPTH = 100
 
 
 class NotebookFileError(ValueError):
@@ -27,12 +29,20 @@ def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def read_ipynb(data: bytes, max_bytes: int) -> NotebookNode:
-    """Parse, upgrade to v4.5 (every cell gets a unique id) and validate an .ipynb file."""
-    if len(data) > max_bytes:
+def check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
         raise NotebookFileError(
-            f"The file is {_megabytes(len(data))}; the largest notebook accepted is {_megabytes(max_bytes)}."
+            f"The file is {_megabytes(size)}; the largest notebook accepted is {_megabytes(max_bytes)}."
         )
+
+
+def read_ipynb(
+    data: bytes, max_bytes: int, max_cells: int = MAX_CELLS, max_depth: int = MAX_DEPTH
+) -> NotebookNode:
+    """Parse, upgrade to v4.5 (every cell gets a unique id) and validate an .ipynb file.
+    Its cost is linear in its size: at most `max_cells` cells, JSON nested at most `max_depth`
+    levels (deeper nesting would exhaust Python's stack in the parser and validators)."""
+    check_size(len(data), max_bytes)
     if not data.strip():
         raise NotebookFileError("The file is empty.")
     try:
@@ -41,18 +51,50 @@ def read_ipynb(data: bytes, max_bytes: int) -> NotebookNode:
         raise NotebookFileError(
             f"The file is not UTF-8 text (byte 0x{data[e.start]:02x} at position {e.start})."
         ) from None
+    too_deep = NotebookFileError(f"The file's JSON is nested deeper than {max_depth} levels.")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise NotebookFileError(
             f"The file is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
         ) from None
+    except RecursionError:
+        raise too_deep from None
+    if _deeper_than(raw, max_depth):
+        raise too_deep
     if not isinstance(raw, dict):
         kind = type(raw).__name__.replace("list", "array").replace("dict", "object")
         raise NotebookFileError(f"The file holds a JSON {kind}, not a notebook object.")
     if "nbformat" not in raw:
         raise NotebookFileError("The JSON has no 'nbformat' field, so it is not a Jupyter notebook.")
+    if (count := _count_cells(raw)) > max_cells:
+        raise NotebookFileError(f"The notebook has {count:,} cells; at most {max_cells:,} are accepted.")
     return _upgrade_and_validate(raw)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether parsed JSON nests deeper than `limit`; iterative, so any depth is safe to check."""
+    stack = [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _count_cells(raw: dict) -> int:
+    """Cells of a v4 notebook, or of every worksheet of a v3 one."""
+    cells = raw.get("cells")
+    if isinstance(cells, list):
+        return len(cells)
+    sheets = raw.get("worksheets")
+    if isinstance(sheets, list):
+        return sum(len(s.get("cells") or []) for s in sheets if isinstance(s, dict))
+    return 0
 
 
 def _upgrade_and_validate(raw: dict) -> NotebookNode:

@@ -68,6 +68,22 @@ def cell_to_y(cell: dict[str, Any]) -> Map:
     return Map(cell)
 
 
+def _fill(array: Array, items: list) -> None:
+    """Put `items` into an empty integrated Array in linear time. Inserting at index i walks the
+    i items before it (extend() does that for each item: quadratic, 13 s for 20,000 cells);
+    inserting each at the front, last first, walks none."""
+    for item in reversed(items):
+        array.insert(0, item)
+
+
+def _insert_cells(cells: Array, nb_cells: list) -> None:
+    for cell in reversed(nb_cells):
+        outputs = cell.get("outputs", []) if cell.get("cell_type") == "code" else []
+        cells.insert(0, cell_to_y({**cell, "outputs": []} if outputs else cell))
+        if outputs:
+            _fill(cells[0]["outputs"], [output_to_y(o) for o in outputs])
+
+
 def write_notebook(doc: Doc, nb: NotebookNode | dict) -> None:
     """Fill an empty Doc with a notebook."""
     cells: Array = doc.get("cells", type=Array)
@@ -79,7 +95,7 @@ def write_notebook(doc: Doc, nb: NotebookNode | dict) -> None:
         meta["metadata"] = Map(_floats(copy.deepcopy(dict(nb.get("metadata", {})))))
         for key in nb.keys() - _NOTEBOOK_KEYS:  # top-level keys of future minor versions
             meta[key] = _floats(copy.deepcopy(nb[key]))
-        cells.extend([cell_to_y(c) for c in nb["cells"]])
+        _insert_cells(cells, nb["cells"])
 
 
 def notebook_to_update(nb: NotebookNode | dict) -> bytes:

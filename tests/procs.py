@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from django.conf import settings
+
 from config.serving import daphne_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,11 @@ class Stack:
             "COLLAB_ROOM_UNLOAD_DELAY": "2",
             "COLLAB_RESYNC_INTERVAL": "0.5",
             "PYTHONUNBUFFERED": "1",
+            # The production policy, plus eval for Playwright's evaluate/wait_for_function: inline
+            # scripts and handlers stay refused (tests/deploy/test_csp_browser.py: no eval either).
+            "CONTENT_SECURITY_POLICY": settings.CONTENT_SECURITY_POLICY.replace(
+                "script-src 'self'", "script-src 'self' 'unsafe-eval'"
+            ),
             **env,
         }
         self._pg_db = None

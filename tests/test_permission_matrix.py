@@ -4,7 +4,7 @@ Principals: owner, editor, runner, viewer (grants); link guests with each role; 
 link expired, whose link was revoked, who holds a link to another notebook; a stranger
 (Charlie) and an anonymous visitor. Surfaces: the notebook page, download, websocket connect,
 websocket update, awareness, kernel actions, the kernel status's message, kernel settings,
-sharing actions.
+sharing actions, health and metrics (public / operators only).
 """
 
 from __future__ import annotations
@@ -303,3 +303,19 @@ def test_removal_closes_the_path(notebook, kind):
         assert client.get(f"/n/{notebook.pk}/").status_code == 403
         assert client.get(f"/s/{token}").status_code == 404  # no way back in through a link
         assert client.get(f"/n/{notebook.pk}/").status_code == 403
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_health_is_public_and_tells_nothing_more(notebook, kind):
+    response = principal(kind, notebook).get("/healthz")
+    assert (response.status_code, response.content) == (200, b"ok\n")
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_metrics_answer_only_the_operators_token(notebook, kind, settings):
+    client = principal(kind, notebook)
+    assert client.get("/metrics").status_code == 404  # no METRICS_TOKEN: no metrics at all
+    settings.METRICS_TOKEN = "operator-secret"
+    assert client.get("/metrics").status_code == 404
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 404
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer operator-secret").status_code == 200

@@ -68,7 +68,7 @@ def upload(request):
         messages.error(request, "Choose one or more .ipynb files to upload.")
     for upload in files:
         try:
-            actions.import_ipynb(request.user, upload.name, upload.read(), request)
+            actions.import_ipynb(request.user, upload.name, actions.upload_bytes(upload), request)
         except NotebookFileError as e:
             messages.error(request, f"{upload.name} was not imported: {e}")
         else:

@@ -125,7 +125,7 @@ def replace(request, notebook_id):
     try:
         if upload is None:
             raise NotebookFileError("Choose an .ipynb file.")
-        actions.replace_content(access, upload.name, upload.read(), request)
+        actions.replace_content(access, upload.name, actions.upload_bytes(upload), request)
     except NotebookFileError as e:
         messages.error(request, f"The notebook was not replaced: {e}")
     else:

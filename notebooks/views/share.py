@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import ObjectDoesNotExist
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -78,6 +79,10 @@ def share(request, notebook_id):
             _act(request, access)
         except acl.Refused as e:
             messages.error(request, str(e))
+        except ObjectDoesNotExist:
+            messages.error(request, "That person, invitation or link is no longer there.")
+        except (KeyError, ValueError):  # a form field missing, or not a number or role
+            messages.error(request, "That request was not understood; reload the page and try again.")
         if access.notebook.owner_id != request.user.pk and not access.can(acl.Action.SHARE):
             return redirect(access.notebook)
         return redirect(f"/n/{notebook_id}/share" + ("?embed=1" if embed else ""))

@@ -58,4 +58,4 @@ def test_thirty_people_at_once_on_two_workers_get_exactly_three_uses(stack):
     assert stored == {"uses": LIMIT, "joins": LIMIT}
     for port in ports:  # daphne's access log shows the path without the token
         assert token not in stack.log(port)
-        assert "/s/[token]" in stack.log(port)
+        assert "/s/<token>" in stack.log(port)

@@ -206,9 +206,9 @@ def test_the_link_token_leaves_the_url_after_the_first_hop(notebook, bob):
 def test_the_link_token_stays_out_of_the_logs(notebook):
     from daphne.access import AccessLogGenerator
 
-    from config import logredact
+    from config import logformat
 
-    logredact.install()
+    logformat.redact_access_log()
     stream = io.StringIO()
     details = {
         "client": ["127.0.0.1", 1],
@@ -218,7 +218,7 @@ def test_the_link_token_stays_out_of_the_logs(notebook):
         "size": 0,
     }
     AccessLogGenerator(stream)("http", "complete", details)
-    assert "/s/[token]" in stream.getvalue()
+    assert "/s/<token>" in stream.getvalue()
     assert "SECRETtoken" not in stream.getvalue()
     handler = next(h for h in logging.getLogger().handlers if h.filters)
     out = io.StringIO()
@@ -227,7 +227,7 @@ def test_the_link_token_stays_out_of_the_logs(notebook):
         assert Client().get("/s/SECRETtoken_abc").status_code == 404  # logged as "Not Found: ..."
     finally:
         handler.setStream(old)
-    assert "Not Found: /s/[token]" in out.getvalue()
+    assert "Not Found: /s/<token>" in out.getvalue()
     assert "SECRETtoken" not in out.getvalue()
 
 

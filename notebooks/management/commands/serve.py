@@ -38,8 +38,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("host", nargs="?", default="127.0.0.1")
         parser.add_argument("port", nargs="?", type=int, default=8000)
+        parser.add_argument(
+            "--behind-proxy", action="store_true", help="take the client address from X-Forwarded-For"
+        )
 
-    def handle(self, host: str, port: int, **options):
+    def handle(self, host: str, port: int, behind_proxy: bool = False, **options):
         os.umask(0o077)  # the database, emails and kernel homes it creates are the app's alone
         url = f"http://{host}:{port}/"
         verification = settings.ACCOUNT_EMAIL_VERIFICATION
@@ -62,7 +65,7 @@ class Command(BaseCommand):
             os.environ["JUPYTER_SERVER_URL"] = settings.JUPYTER_SERVER_URL = server.url
             os.environ["JUPYTER_SERVER_TOKEN"] = settings.JUPYTER_SERVER_TOKEN = server.token
         try:
-            CommandLineInterface().run(daphne_args(host, port))
+            CommandLineInterface().run(daphne_args(host, port, behind_proxy))
         finally:
             if server is not None:
                 server.stop()

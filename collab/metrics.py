@@ -1,0 +1,23 @@
+"""Counters of this worker for operators (`/metrics`). Pure bookkeeping in the event loop:
+no I/O, no locks (one event loop per worker). Gauges are read from the live objects when
+the metrics are rendered, counters are bumped where the event happens."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+COUNTERS: Counter[str] = Counter()
+
+HELP = {
+    "updates_received": "Document updates accepted from sockets.",
+    "awareness_dropped": "Awareness messages dropped (another socket's client id, throttled, too large).",
+    "frames_malformed": "Sockets closed with 4400 for a malformed frame.",
+    "frames_too_large": "Sockets closed with 4413 for a message, document or socket count too large.",
+    "sockets_refused_per_person": "Sockets refused because one person had too many open.",
+    "gap_updates_repaired": "Updates fetched from the database to repair gaps in the sequence.",
+    "handler_errors": "Socket handlers that failed unexpectedly (closed with 1011, cleaned up).",
+}
+
+
+def inc(name: str, by: int = 1) -> None:
+    COUNTERS[name] += by

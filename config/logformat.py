@@ -1,0 +1,61 @@
+"""Logs without secrets: share-link tokens in `/s/<token>` paths, cookie values, tokens in query
+strings, Authorization headers and passwords in URLs are taken out of every record (the
+`RedactSecrets` filter on the console handler) and of daphne's access log; LOG_FORMAT=json
+writes one JSON object per line, traceback included and redacted too."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+
+_SECRETS = [
+    (re.compile(r"/s/[A-Za-z0-9_\-]+"), "/s/<token>"),
+    (re.compile(r"(?i)\b(sessionid|csrftoken|messages)=[^;\s,'\"]+"), r"\1=<redacted>"),
+    (re.compile(r"(?i)\b(token|key|password)=[^&\s,'\"]+"), r"\1=<redacted>"),
+    (re.compile(r"(?i)\b(authorization:?\s*['\"]?(?:token|bearer|basic)\s+)[^\s'\",]+"), r"\1<redacted>"),
+    (re.compile(r"(?i)(://[^:/@\s]*:)[^@/\s]+@"), r"\1<redacted>@"),  # passwords in URLs
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """On every handler, whatever the format: a record's message without the secrets above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+class JsonLinesFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def redact_access_log() -> None:
+    """Daphne's access log (a worker's stdout) writes request paths: take share tokens out."""
+    from daphne.access import AccessLogGenerator
+
+    original = AccessLogGenerator.write_entry
+    if getattr(original, "redacting", False):
+        return
+
+    def write_entry(self, host, date, request, *args, **kwargs):
+        return original(self, host, date, redact(request), *args, **kwargs)
+
+    write_entry.redacting = True
+    AccessLogGenerator.write_entry = write_entry

@@ -1,0 +1,16 @@
+// Form behaviour of the server-rendered pages, without inline handlers (the
+// Content-Security-Policy allows scripts from this site's files only):
+// data-autosubmit submits the field's form on change, data-confirm asks before a form is sent,
+// data-copy-previous copies the previous element's text.
+document.addEventListener("change", (event) => {
+  const field = event.target.closest("[data-autosubmit]");
+  if (field && field.form) field.form.submit();
+});
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-copy-previous]");
+  if (button) navigator.clipboard.writeText(button.previousElementSibling.textContent);
+});

@@ -1,0 +1,106 @@
+"""What one person's sockets may cost a room: malformed sync steps, too many sockets, presence
+taken from someone else or too large, a handler that fails. Driven through the real ASGI app."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+
+from collab import consumers, protocol
+from collab.rooms import ROOMS
+from notebooks.models import Role
+from tests.collab.test_consumer import close_all, connect, grant, joined
+from tests.conftest import cookie_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def room_of(notebook):
+    return ROOMS[str(notebook.pk)]
+
+
+@pytest.mark.parametrize("state_vector", [b"\xff", b"", b"\x05\x07garbage"])
+async def test_it_closes_4400_on_an_undecodable_state_vector_and_frees_its_place(
+    notebook, alice, state_vector
+):
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, alice)
+    assert len(room_of(notebook).sockets) == 2
+    await b.comm.send_to(bytes_data=protocol.sync_step1(state_vector))
+    await b.wait_closed()
+    assert b.closed["code"] == 4400
+    assert "state vector" in b.closed["reason"]
+    assert len(room_of(notebook).sockets) == 1
+    assert {f"u:{alice.pk}": 1} == consumers.SOCKETS_PER_PERSON
+    await close_all(a)
+    assert consumers.SOCKETS_PER_PERSON == {}
+
+
+async def test_a_failing_handler_closes_1011_and_frees_the_place(notebook, alice, monkeypatch):
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, alice)
+
+    async def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(room_of(notebook), "handle_step1", broken)
+    await b.comm.send_to(bytes_data=protocol.sync_step1(b"\x00"))
+    await b.wait_closed()
+    assert b.closed["code"] == 1011
+    assert len(room_of(notebook).sockets) == 1
+    await close_all(a)
+
+
+async def test_one_viewer_cannot_fill_a_room_and_lock_the_owner_out(notebook, alice, bob, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_SOCKETS_PER_ROOM": 4, "MAX_SOCKETS_PER_PERSON": 3}
+    await grant(notebook, bob, Role.VIEWER)
+    mine = [await joined(notebook.pk, bob) for _ in range(3)]
+    cookie = await database_sync_to_async(cookie_for)(bob)
+    extra, _ = await connect(notebook.pk, cookie)
+    await extra.wait_closed()
+    assert extra.closed["code"] == 4413
+    assert "too many notebook connections" in extra.closed["reason"]
+    owner = await joined(notebook.pk, alice)
+    assert owner.closed is None
+    await close_all(*mine)
+    again = await joined(notebook.pk, bob)  # closing gives the places back
+    await close_all(owner, again)
+
+
+async def test_a_socket_cannot_claim_or_remove_another_clients_presence(notebook, alice, bob):
+    await grant(notebook, bob, Role.VIEWER)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    await a.set_awareness({"cell": "mine"})
+    await a.pump()
+    await b.pump()
+    assert b.awareness[a.doc.client_id]["user"]["name"] == "Alice Smith"
+    # Bob's socket has not spoken yet: its first message claims Alice's id, then removes it.
+    await b.set_awareness({"cell": "taken"}, client_id=a.doc.client_id, clock=7)
+    entry = (a.doc.client_id, 8, "null")
+    await b.comm.send_to(bytes_data=protocol.awareness(protocol.encode_awareness([entry])))
+    await a.pump()
+    state = room_of(notebook).presence.states[a.doc.client_id]
+    assert json.loads(state[1])["cell"] == "mine"
+    assert json.loads(state[1])["user"]["name"] == "Alice Smith"
+    assert a.closed is None
+    # Bob's own id is still his to use.
+    await b.set_awareness({"cell": "bob"}, clock=1)
+    await a.pump_until(lambda: b.doc.client_id in a.awareness, what="Bob's presence")
+    assert a.awareness[b.doc.client_id]["user"]["name"] == "Bob Jones"
+    await close_all(a, b)
+
+
+async def test_it_closes_4413_on_oversized_presence_and_relays_nothing(notebook, alice, bob, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_AWARENESS_BYTES": 2048}
+    await grant(notebook, bob, Role.VIEWER)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    await b.set_awareness({"blob": "x" * 4096})
+    await b.wait_closed()
+    assert b.closed["code"] == 4413
+    await a.pump()
+    assert b.doc.client_id not in a.awareness
+    await close_all(a)
