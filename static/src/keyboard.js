@@ -73,6 +73,11 @@ export function installCommandKeys (nb) {
       return
     }
     if (!plain) return
+    // A Shift-modified letter is its own command or nothing, never the plain letter's.
+    if (e.shiftKey) {
+      if (key === 'm') { handled(); nb.mergeBelow(cell) } else if (key === 'z') { handled(); nb.redo() }
+      return
+    }
     switch (key) {
       case 'ArrowUp': case 'k': handled(); nb.selectRelative(-1); break
       case 'ArrowDown': case 'j': handled(); nb.selectRelative(1); break
@@ -81,7 +86,7 @@ export function installCommandKeys (nb) {
       case 'm': handled(); nb.setCellType(cell, 'markdown'); break
       case 'y': handled(); nb.setCellType(cell, 'code'); break
       case 'r': handled(); nb.setCellType(cell, 'raw'); break
-      case 'z': handled(); if (e.shiftKey) nb.redo(); else nb.undo(); break
+      case 'z': handled(); nb.undo(); break
       case 'h': handled(); nb.onHelp?.(); break
       case 'd': {
         handled()
@@ -96,7 +101,7 @@ export function installCommandKeys (nb) {
 
 const SHORTCUTS = [
   ['Edit mode', [['Shift-Enter', 'Run cell, go to the next one'], ['Ctrl-Enter', 'Run cell'], ['Alt-Enter', 'Run cell, add one below'], ['Esc', 'Command mode'], ['Ctrl-Z / Ctrl-Y', 'Undo / redo your own changes']]],
-  ['Command mode', [['Enter', 'Edit the cell'], ['↑ ↓ / K J', 'Previous / next cell'], ['A / B', 'Add a cell above / below'], ['D, D', 'Delete the cell'], ['M / Y / R', 'Markdown / code / raw'], ['Z / Shift-Z', 'Undo / redo'], ['H', 'This help']]]
+  ['Command mode', [['Enter', 'Edit the cell'], ['↑ ↓ / K J', 'Previous / next cell'], ['A / B', 'Add a cell above / below'], ['D, D', 'Delete the cell'], ['M / Y / R', 'Markdown / code / raw'], ['Shift-M', 'Merge with the cell below'], ['Z / Shift-Z', 'Undo / redo'], ['H', 'This help']]]
 ]
 
 /** The "keyboard shortcuts" button and its dialog. */

@@ -10,6 +10,7 @@ import { StatusView } from './status.js'
 import { h, icon, iconButton } from './dom.js'
 import { shortcutsHelp } from './keyboard.js'
 import { shareDialog } from './share.js'
+import { OfflineStore } from './offline.js'
 
 function readConfig () {
   const el = document.getElementById('editor-config')
@@ -88,6 +89,7 @@ function boot () {
   const shell = buildShell(app, cfg, status)
   const session = { canEdit: Boolean(cfg.canEdit), canRun: Boolean(cfg.canRun) }
   let notebook = null
+  let offline = null
   const applyAccess = (message) => {
     app.classList.toggle('nb-readonly', !session.canEdit)
     app.classList.toggle('nb-norun', !session.canRun)
@@ -99,7 +101,10 @@ function boot () {
       status.setConnection(state)
       if (state === 'connected') shell.cells.classList.add('is-synced')
     },
-    onSaved: (saved, connected) => status.setSaved(saved, connected),
+    onSaved: (saved, connected, stalled) => {
+      status.setSaved(saved, connected, stalled)
+      offline?.onSaved(saved)
+    },
     onNotice: (reason) => status.setNotice(reason),
     onSession: (s) => {
       session.canEdit = Boolean(s.canEdit)
@@ -116,6 +121,8 @@ function boot () {
       status.readonlyBanner.hidden = true
     }
   })
+  offline = new OfflineStore({ cfg, ydoc, connection, status, canEdit: () => session.canEdit })
+  offline.restore().catch((err) => console.error('Could not read the edits kept in this browser', err))
   const awareness = connection.awareness
   if (cfg.me) awareness.setLocalStateField('user', cfg.me)
   notebook = new NotebookView({ root: shell.cells, model, awareness, connection, cfg, status })
@@ -157,7 +164,13 @@ function boot () {
   shell.undo.addEventListener('click', () => notebook.undo())
   shell.redo.addEventListener('click', () => notebook.redo())
   status.setSaved(true, false)
-  window.__editor = { ydoc, provider: connection.provider, model, notebook, connection }
+  // Closing the tab (or reloading) with changes the server has not acknowledged: let the browser ask.
+  window.addEventListener('beforeunload', (event) => {
+    if (connection.isSaved()) return
+    event.preventDefault()
+    event.returnValue = ''
+  })
+  window.__editor = { ydoc, provider: connection.provider, model, notebook, connection, offline }
 }
 
 boot()

@@ -130,6 +130,29 @@ export class NotebookModel {
     return true
   }
 
+  /**
+   * Appends the sources of the cells `ids[1..]` to the first one (one line break between them)
+   * and deletes them. The first cell keeps its type; its outputs and count no longer match its
+   * source, so they are cleared (as JupyterLab does).
+   */
+  merge (ids) {
+    const indexes = ids.map((id) => this.indexOfId(id)).filter((i) => i >= 0).sort((a, b) => a - b)
+    if (indexes.length < 2) return false
+    const [first, ...rest] = indexes.map((i) => this.cells.get(i))
+    const text = first.get('source')
+    if (!(text instanceof Y.Text)) return false
+    this.transact(() => {
+      for (const cell of rest) text.insert(text.length, '\n' + sourceText(cell))
+      if (first.get('cell_type') === 'code') {
+        const outputs = first.get('outputs')
+        if (outputs instanceof Y.Array && outputs.length) outputs.delete(0, outputs.length)
+        first.set('execution_count', null)
+      }
+      for (const i of indexes.slice(1).reverse()) this.cells.delete(i, 1)
+    })
+    return true
+  }
+
   undo () { return this.undoManager.undo() != null }
   redo () { return this.undoManager.redo() != null }
 }

@@ -6,6 +6,7 @@ import { h, icon } from './dom.js'
 import { installCommandKeys, editorKeymap } from './keyboard.js'
 import { CellDragAndDrop } from './dragdrop.js'
 import { RunTracker } from './runs.js'
+import { LOCAL } from './model.js'
 
 const LAZY_MARGIN = '900px 0px'
 
@@ -24,7 +25,19 @@ export class NotebookView {
     this.viewByEl = new WeakMap()
     this.active = null
     this.mode = 'command'
-    this.runs = new RunTracker({ cfg, connection, status, onChange: () => this._refreshRunStates() })
+    this.runs = new RunTracker({
+      cfg,
+      connection,
+      status,
+      onChange: () => this._refreshRunStates(),
+      inputHost: (id) => this.byId.get(id)?.outputArea ?? null,
+      onInputSent: (id) => {
+        const view = this.byId.get(id)
+        if (view && (!this.active || this.active === view || document.activeElement === document.body || view.el.contains(document.activeElement))) {
+          this.activate(view, { mode: 'command', scroll: false })
+        }
+      }
+    })
     this.toRealize = new Set()
     this.list = h('div', { class: 'nb-cells' })
     this.footer = this._buildFooter()
@@ -100,7 +113,39 @@ export class NotebookView {
     this.root.classList.toggle('is-empty', this.views.length === 0)
     this._refreshRunStates()
     this.onStructureChange?.()
-    if (snapshot && !this.views.includes(prev)) this._restoreActive(snapshot)
+    if (snapshot && !this.views.includes(prev)) {
+      const remote = event.transaction.origin !== LOCAL
+      if (remote && !this.byId.has(snapshot.id) && snapshot.editing) this._editedCellDeleted(snapshot)
+      else this._restoreActive(snapshot)
+    }
+  }
+
+  // Someone else deleted the cell this person is typing in. Their next keys must stay text: keep
+  // edit mode in the cell above (or the one that took its place), and say who did it.
+  _editedCellDeleted ({ id, index, hadFocus }) {
+    this.active = null
+    const above = index > 0 ? this.views[index - 1] : null
+    const target = above ?? this.views[index] ?? null
+    if (target) {
+      if (target.type === 'markdown') target.setEditing(true)
+      this.activate(target, { mode: 'edit', caret: above ? 'end' : 'start', scroll: true, focus: hadFocus })
+    } else {
+      this._publishCell(null)
+    }
+    const name = this.whoWasIn(id, 'deleted') ?? 'Someone'
+    const where = target ? (above ? ' Your typing continues at the end of the cell above.' : ' Your typing continues in the next cell.') : ''
+    this.status.toast(`${name} deleted the cell you were editing.${where}`, 'warn')
+  }
+
+  /** The name of another person whose presence has `key` (a list of cell ids) or `cell` matching `id`. */
+  whoWasIn (id, key = null) {
+    let found = null
+    for (const [clientId, state] of this.awareness.getStates()) {
+      if (clientId === this.awareness.clientID || !state?.user?.name) continue
+      if (key && Array.isArray(state[key]) && state[key].includes(id)) return state.user.name
+      if (state.cell === id) found ??= state.user.name
+    }
+    return found
   }
 
   /** Another client changed a cell's type or id in place: rebuild its view. */
@@ -266,7 +311,22 @@ export class NotebookView {
 
   deleteCell (view) {
     if (!this.canEdit || !view) return
+    const editor = this.whoWasIn(view.id)
+    // Tells the others who deleted it (see _editedCellDeleted), before the deletion reaches them.
+    this.awareness.setLocalStateField('deleted', [view.id])
     this.model.remove(view.id)
+    if (editor) {
+      this.status.toast(`You deleted the cell ${editor} was in.`, 'info', { label: 'Undo', testid: 'undo-delete', run: () => this.undo() })
+    }
+  }
+
+  /** Shift-M: the cell and the one below become one cell. */
+  mergeBelow (view) {
+    if (!this.canEdit || !view) return
+    const next = this.views[this.indexOf(view) + 1]
+    if (!next) return
+    this.model.merge([view.id, next.id])
+    this.activate(this.byId.get(view.id) ?? view, { mode: 'command', scroll: false })
   }
 
   moveCell (view, delta) {
@@ -336,8 +396,19 @@ export class NotebookView {
   }
 
   runCells (views) {
-    if (!this.canRun) return
-    this.runs.run(views.filter((v) => v.type === 'code').map((v) => v.id))
+    const ids = views.filter((v) => v.type === 'code').map((v) => v.id)
+    if (!ids.length) return
+    if (!this.canRun) { this._sayCannotRun(); return }
+    this.runs.run(ids)
+  }
+
+  // Said at the moment of trying, at most every few seconds however often the keys are pressed.
+  _sayCannotRun () {
+    const now = Date.now()
+    if (now - (this._saidCannotRun ?? 0) < 4000) return
+    this._saidCannotRun = now
+    const what = this.canEdit ? 'You can edit this notebook but not run code in it.' : 'You can view this notebook but not run code in it.'
+    this.status.toast(`${what} To run cells, ask the owner to share it with you as “Can edit and run”.`, 'warn')
   }
 
   setKernel (kernel) {

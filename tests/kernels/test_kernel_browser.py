@@ -84,10 +84,22 @@ def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):  # noqa:
     a.wait_for_selector('[data-testid="kernel-input"]:has-text("Name?")', timeout=30_000)
     b.wait_for_function("window.__editor && true")  # Bob is connected but is not asked
     assert b.locator('[data-testid="kernel-input"]').count() == 0
-    a.locator('[data-testid="kernel-input-field"]').fill("Ada")
+    # the box sits under the cell that asks (not floating over the next one), with the keyboard
+    first = a.locator('[data-testid="cell"]').first
+    assert first.locator('[data-testid="kernel-input"]').count() == 1
+    assert a.evaluate("document.activeElement.dataset.testid") == "kernel-input-field"
+    a.keyboard.type("Ada")
     a.keyboard.press("Enter")
     b.wait_for_selector('[data-testid="output"]:has-text("hi Ada")', timeout=30_000)
     a.wait_for_selector('[data-testid="kernel-input"]', state="detached", timeout=10_000)
+    # after Send the keyboard is with the cell again (command mode), not with the page's body
+    cell_id = first.get_attribute("data-cell-id")
+    a.wait_for_function(
+        "(id) => document.activeElement !== document.body"
+        " && document.activeElement.closest('[data-testid=cell]')?.dataset.cellId === id",
+        arg=cell_id,
+        timeout=10_000,
+    )
     assert a.errors == []
     assert b.errors == []
     a.context.close()
