@@ -61,6 +61,8 @@ DEBUG = envbool("DEBUG", "false")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
+# The product's name, in page titles, the top bar, e-mails and the command line.
+SITE_NAME = os.environ.get("SITE_NAME", "Confer Notebooks")
 
 INSTALLED_APPS = [
     "daphne",
@@ -106,6 +108,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.context_processors.site",
             ],
         },
     },
@@ -185,7 +188,7 @@ LOGIN_URL = "/accounts/login/"
 
 # Email: console by default; EMAIL_URL=smtp://user:pass@host:port (smtps:// for TLS) or
 # EMAIL_BACKEND=file with EMAIL_FILE_PATH for a folder of .log files.
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Notebooks <noreply@localhost>")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"{SITE_NAME} <noreply@localhost>")
 _email_url = os.environ.get("EMAIL_URL", "")
 if _email_url:
     from urllib.parse import unquote, urlsplit

@@ -44,7 +44,7 @@ class Command(BaseCommand):
         url = f"http://{host}:{port}/"
         verification = settings.ACCOUNT_EMAIL_VERIFICATION
         self.stdout.write(
-            f"\n  Colab Notebooks is running at {url}\n"
+            f"\n  {settings.SITE_NAME} is running at {url}\n"
             f"  Sign up at {url}accounts/signup/ (email verification: {verification};\n"
             f"  emails, including the verification link, are printed in this terminal"
             f" unless EMAIL_URL is set).\n  Press Ctrl-C to stop.\n\n"
