@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.utils import timezone
 
+from collab import protocol
 from collab.rooms import get_room
 from kernels.models import KernelServer
 from notebooks import actions, sharing
@@ -209,4 +210,26 @@ async def test_kernel_status_message(notebook, kind):
     await ws.pump()
     assert ws.kernel["status"] == "idle"
     assert ws.kernel["message"] == ("Could not run: why" if kind in ALLOWED_RUN else "")
+    await ws.comm.disconnect()
+
+
+@pytest.mark.parametrize("kind", sorted(ALLOWED_VIEW))
+async def test_completion_and_help(notebook, kind):
+    """Tab completion and Shift-Tab help: only those who may run ask the kernel; the answer
+    (here: no kernel is running) goes to the asking socket alone."""
+    client = await database_sync_to_async(principal)(kind, notebook)
+    cookie = f"sessionid={client.cookies['sessionid'].value}" if "sessionid" in client.cookies else None
+    ws, connected = await connect(notebook.pk, cookie, "ext=1")
+    assert connected
+    await ws.start()
+    await ws.pump()
+    await ws.comm.send_to(bytes_data=protocol.command(1, "complete", {"code": "pri", "cursor_pos": 3}))
+    await ws.comm.send_to(bytes_data=protocol.command(2, "inspect", {"code": "len", "cursor_pos": 3}))
+    await ws.pump_until(lambda: len(ws.replies) == 2, what="both replies")
+    for reply in ws.replies.values():
+        if kind in ALLOWED_RUN:
+            assert reply["status"] == 409
+            assert "run a cell to start it" in reply["body"]["error"]
+        else:
+            assert reply["status"] == 403
     await ws.comm.disconnect()

@@ -259,6 +259,7 @@ export class CellView {
       cellType: this.type,
       readOnly: !this.nb.canEdit,
       keys: this.nb.editorKeys(this),
+      extensions: this.type === 'code' ? this.nb.editorExtensions(this) : [],
       onFocus: () => this.nb.onEditorFocus(this),
       onBlur: () => this.nb.onEditorBlur(this)
     })

@@ -2,6 +2,8 @@
 // document-level listener acting on the active cell (Enter edits, A/B add, D D deletes,
 // M/Y/R change type, J/K and arrows move, Z undoes, Shift-Enter / Ctrl-Enter run).
 
+import { dismissAssist } from './assist.js'
+
 const DOUBLE_KEY_MS = 700
 
 /** CodeMirror key bindings for one cell (highest precedence inside the editor). */
@@ -10,7 +12,7 @@ export function editorKeymap (nb, cell) {
     { key: 'Shift-Enter', run: () => { nb.runAndAdvance(); return true } },
     { key: 'Mod-Enter', run: () => { nb.runInPlace(); return true } },
     { key: 'Alt-Enter', run: () => { nb.runCell(cell); nb.addCell(cell, 1); return true } },
-    { key: 'Escape', run: () => { nb.enterCommandMode(); return true } },
+    { key: 'Escape', run: (view) => { if (!dismissAssist(view)) nb.enterCommandMode(); return true } },
     // undo/redo write to the document directly: swallow them when this user may not edit
     { key: 'Mod-z', run: () => !nb.canEdit, preventDefault: true },
     { key: 'Mod-y', run: () => !nb.canEdit, preventDefault: true },
@@ -100,7 +102,7 @@ export function installCommandKeys (nb) {
 }
 
 const SHORTCUTS = [
-  ['Edit mode', [['Shift-Enter', 'Run cell, go to the next one'], ['Ctrl-Enter', 'Run cell'], ['Alt-Enter', 'Run cell, add one below'], ['Esc', 'Command mode'], ['Ctrl-Z / Ctrl-Y', 'Undo / redo your own changes']]],
+  ['Edit mode', [['Shift-Enter', 'Run cell, go to the next one'], ['Ctrl-Enter', 'Run cell'], ['Alt-Enter', 'Run cell, add one below'], ['Tab / Shift-Tab', 'Complete / help from the kernel (after a name; otherwise indent / dedent)'], ['Esc', 'Command mode'], ['Ctrl-Z / Ctrl-Y', 'Undo / redo your own changes']]],
   ['Command mode', [['Enter', 'Edit the cell'], ['↑ ↓ / K J', 'Previous / next cell'], ['A / B', 'Add a cell above / below'], ['D, D', 'Delete the cell'], ['M / Y / R', 'Markdown / code / raw'], ['Shift-M', 'Merge with the cell below'], ['Z / Shift-Z', 'Undo / redo'], ['H', 'This help']]]
 ]
 

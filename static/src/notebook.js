@@ -7,6 +7,7 @@ import { installCommandKeys, editorKeymap } from './keyboard.js'
 import { CellDragAndDrop } from './dragdrop.js'
 import { RunTracker } from './runs.js'
 import { LOCAL } from './model.js'
+import { assistExtensions } from './assist.js'
 
 const LAZY_MARGIN = '900px 0px'
 
@@ -434,6 +435,29 @@ export class NotebookView {
 
   editorKeys (view) {
     return editorKeymap(this, view)
+  }
+
+  editorExtensions () {
+    this._assist ??= assistExtensions(this)
+    return this._assist
+  }
+
+  /**
+   * Completion ('complete') or help ('inspect') from the kernel: the reply's body, or null. Said
+   * out loud (`say`) when the kernel cannot answer; completion stays quiet and Tab just indents.
+   */
+  async assist (op, code, cursorPos, { say = false } = {}) {
+    if (!this.canRun) return null
+    const reply = await this.connection.command(op, { code, cursor_pos: cursorPos })
+    if (reply?.status === 200) return reply.body
+    if (say || reply?.status === 409) {
+      const now = Date.now()
+      if (now - (this._saidAssist ?? 0) > 4000) {
+        this._saidAssist = now
+        this.status.toast(reply?.body?.error || 'The kernel did not answer.', 'info')
+      }
+    }
+    return null
   }
 
   onDragStart (view, event) {

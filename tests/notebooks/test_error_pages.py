@@ -18,7 +18,8 @@ def test_it_shows_charlie_a_styled_403_that_says_how_to_get_access(client, alice
     response = client.get(f"/n/{notebook.pk}/")
     page = response.content.decode()
     assert response.status_code == 403
-    assert "Confer Test" in page and 'class="topbar"' in page
+    assert "Confer Test" in page
+    assert 'class="topbar"' in page
     assert "ask them to share the notebook with you" in page
     assert charlie.email in page
     assert "Alice&#x27;s analysis" not in page  # nothing about a notebook one may not see
@@ -29,7 +30,8 @@ def test_it_shows_a_styled_404(client, alice):
     response = client.get("/n/00000000-0000-4000-8000-000000000000/")
     page = response.content.decode()
     assert response.status_code == 404
-    assert "This page does not exist" in page and 'class="topbar"' in page
+    assert "This page does not exist" in page
+    assert 'class="topbar"' in page
     assert "My notebooks" in page
 
 
@@ -38,4 +40,5 @@ def test_the_500_page_needs_neither_the_session_nor_the_database(settings):
     response = server_error(RequestFactory().get("/n/x/"))
     page = response.content.decode()
     assert response.status_code == 500
-    assert "Something went wrong" in page and "Confer Test" in page
+    assert "Something went wrong" in page
+    assert "Confer Test" in page
