@@ -35,6 +35,14 @@ function buildShell (app, cfg, status) {
     ['Restart the kernel and run all', 'restart-run-all'],
     ['Shut the kernel down', 'kernel-shutdown']
   ])
+  const editMenu = menu('Cell actions', 'edit-menu', [
+    ['Cut cells (X)', 'cut-cells'],
+    ['Copy cells (C)', 'copy-cells'],
+    ['Paste cells below (V)', 'paste-cells'],
+    ['Merge cells (Shift-M)', 'merge-cells'],
+    ['Clear the selected cells’ outputs', 'clear-outputs'],
+    ['Clear all outputs', 'clear-all-outputs']
+  ], { cls: 'nb-edit-only', text: 'Edit' })
   const undo = iconButton('undo', 'Undo (Z / Ctrl-Z)', { class: 'nb-icon-btn nb-edit-only nb-undo', 'data-testid': 'undo' })
   const redo = iconButton('redo', 'Redo (Shift-Z / Ctrl-Y)', { class: 'nb-icon-btn nb-edit-only nb-redo', 'data-testid': 'redo' })
   const help = shortcutsHelp(h)
@@ -45,19 +53,21 @@ function buildShell (app, cfg, status) {
       h('div', { class: 'nb-title-block' }, title, h('div', { class: 'nb-subtitle' }, status.savedEl)),
       h('div', { class: 'nb-header-right' }, status.statusEl)),
     h('div', { class: 'nb-toolbar', role: 'toolbar', 'aria-label': 'Notebook actions' },
-      addCode, addMd, h('span', { class: 'nb-sep nb-edit-only' }), undo, redo,
+      addCode, addMd, editMenu.el, h('span', { class: 'nb-sep nb-edit-only' }), undo, redo,
       h('span', { class: 'nb-sep nb-edit-only nb-run-only' }), runAll, interrupt, restart, runMenu.el, status.kernelEl,
       h('span', { class: 'nb-spacer' }), help.button, download),
     status.banners)
   app.replaceChildren(header, cells, help.dialog)
-  return { header, cells, addCode, addMd, runAll, interrupt, restart, runMenu, undo, redo, help }
+  return { header, cells, addCode, addMd, runAll, interrupt, restart, runMenu, editMenu, undo, redo, help }
 }
 
 /** A small dropdown of buttons; `items` are [label, test id]; `on(testId, handler)` wires one. */
-function menu (label, testId, items) {
+function menu (label, testId, items, { cls = 'nb-run-only', text = null } = {}) {
   const buttons = Object.fromEntries(items.map(([text, id]) => [id, h('button', { type: 'button', role: 'menuitem', 'data-testid': id, text })]))
-  const el = h('details', { class: 'nb-menu nb-run-only', 'data-testid': testId },
-    h('summary', { class: 'nb-btn nb-icon-btn', title: label, 'aria-label': label, html: icon('more') }),
+  const summary = text
+    ? h('summary', { class: 'nb-btn', title: label, 'aria-label': label, text })
+    : h('summary', { class: 'nb-btn nb-icon-btn', title: label, 'aria-label': label, html: icon('more') })
+  const el = h('details', { class: `nb-menu ${cls}`, 'data-testid': testId }, summary,
     h('div', { class: 'nb-menu-items', role: 'menu' }, ...Object.values(buttons)))
   const close = () => { el.open = false }
   document.addEventListener('click', (event) => { if (!el.contains(event.target)) close() })
@@ -145,6 +155,11 @@ function boot () {
   }
   shell.interrupt.addEventListener('click', () => kernelAction('interrupt'))
   const confirmRestart = () => window.confirm('Restart the kernel? Variables and imports will be lost for everyone in this notebook.')
+  notebook.onInterrupt = () => { if (notebook.canRun) kernelAction('interrupt'); else notebook._sayCannotRun() }
+  notebook.onRestart = () => {
+    if (!notebook.canRun) notebook._sayCannotRun()
+    else if (confirmRestart()) kernelAction('restart')
+  }
   shell.restart.addEventListener('click', () => { if (confirmRestart()) kernelAction('restart') })
   shell.runMenu.on('run-above', () => notebook.runAbove(notebook.active))
   shell.runMenu.on('run-below', () => notebook.runBelow(notebook.active))
@@ -161,6 +176,12 @@ function boot () {
       if (state?.status && status.kernelEl.dataset.state === 'unknown') { status.setKernel(state); notebook.setKernel(state) }
     })
   }
+  shell.editMenu.on('cut-cells', () => notebook.copyCells({ cut: true }))
+  shell.editMenu.on('copy-cells', () => notebook.copyCells())
+  shell.editMenu.on('paste-cells', () => notebook.pasteCells())
+  shell.editMenu.on('merge-cells', () => notebook.mergeBelow(notebook.active))
+  shell.editMenu.on('clear-outputs', () => notebook.clearOutputs())
+  shell.editMenu.on('clear-all-outputs', () => notebook.clearOutputs(true))
   shell.undo.addEventListener('click', () => notebook.undo())
   shell.redo.addEventListener('click', () => notebook.redo())
   status.setSaved(true, false)

@@ -10,6 +10,7 @@ import { LOCAL } from './model.js'
 import { assistExtensions } from './assist.js'
 
 const LAZY_MARGIN = '900px 0px'
+const CLIPBOARD_KEY = 'nb-cell-clipboard'
 
 export class NotebookView {
   constructor ({ root, model, awareness, connection, cfg, status }) {
@@ -227,8 +228,9 @@ export class NotebookView {
 
   indexOf (view) { return this.views.indexOf(view) }
 
-  activate (view, { mode = 'command', caret = 'end', scroll = true, focus = true } = {}) {
+  activate (view, { mode = 'command', caret = 'end', scroll = true, focus = true, keepSelection = false } = {}) {
     if (!view) return
+    if (!keepSelection && this.selectionAnchor && this.active !== view) this.clearSelection()
     if (this.active && this.active !== view) {
       this.active.setActive(false)
       if (this.active.type === 'markdown' && this.active.editing) this.active.setEditing(false)
@@ -321,18 +323,118 @@ export class NotebookView {
     }
   }
 
-  /** Shift-M: the cell and the one below become one cell. */
+  /** Shift-M: the selected cells become one; with one selected, it and the one below. */
   mergeBelow (view) {
     if (!this.canEdit || !view) return
-    const next = this.views[this.indexOf(view) + 1]
+    let views = this.selectedViews()
+    if (views.length < 2) {
+      const next = this.views[this.indexOf(view) + 1]
+      if (!next) return
+      views = [view, next]
+    }
+    this.model.merge(views.map((v) => v.id))
+    this.clearSelection()
+    this.activate(this.byId.get(views[0].id) ?? views[0], { mode: 'command', scroll: false })
+  }
+
+  // ---- multi-cell selection (Shift-Up/Down): C, X, D D, Shift-M and clearing act on all of it --
+
+  selectedViews () {
+    const anchor = this.selectionAnchor
+    if (!this.active) return []
+    if (!anchor || !this.views.includes(anchor)) return [this.active]
+    const [a, b] = [this.indexOf(anchor), this.indexOf(this.active)].sort((x, y) => x - y)
+    return this.views.slice(a, b + 1)
+  }
+
+  extendSelection (delta) {
+    if (!this.active) return
+    const next = this.views[this.indexOf(this.active) + delta]
     if (!next) return
-    this.model.merge([view.id, next.id])
-    this.activate(this.byId.get(view.id) ?? view, { mode: 'command', scroll: false })
+    this.selectionAnchor ??= this.active
+    this.activate(next, { mode: 'command', keepSelection: true })
+    this._paintSelection()
+  }
+
+  clearSelection () {
+    if (!this.selectionAnchor) return
+    this.selectionAnchor = null
+    this._paintSelection()
+  }
+
+  _paintSelection () {
+    const selected = new Set(this.selectionAnchor ? this.selectedViews() : [])
+    for (const view of this._painted ?? []) if (!selected.has(view)) view.el.classList.remove('is-selected')
+    for (const view of selected) view.el.classList.add('is-selected')
+    this._painted = selected
+  }
+
+  // ---- cell clipboard: kept in this browser's storage, so it also pastes into other notebooks ----
+
+  copyCells ({ cut = false } = {}) {
+    const views = this.selectedViews()
+    if (!views.length) return
+    const cells = this.model.exportCells(views.map((v) => v.id))
+    try {
+      localStorage.setItem(CLIPBOARD_KEY, JSON.stringify(cells))
+    } catch {
+      this.status.toast('These cells are too large to copy here; download the notebook instead.', 'error')
+      return
+    }
+    if (cut && this.canEdit) {
+      const index = this.indexOf(views[0])
+      this.model.removeMany(views.map((v) => v.id))
+      this.clearSelection()
+      const fallback = this.views[Math.min(index, this.views.length - 1)]
+      if (fallback) this.activate(fallback, { mode: 'command' })
+    }
+    this.status.toast(`${cells.length === 1 ? 'Cell' : `${cells.length} cells`} ${cut ? 'cut' : 'copied'}.`, 'info')
+  }
+
+  pasteCells ({ above = false } = {}) {
+    if (!this.canEdit) return
+    let cells = null
+    try { cells = JSON.parse(localStorage.getItem(CLIPBOARD_KEY) || 'null') } catch { cells = null }
+    if (!Array.isArray(cells) || !cells.length) { this.status.toast('No cells to paste: copy some with C or cut them with X.', 'info'); return }
+    const index = this.active ? this.indexOf(this.active) + (above ? 0 : 1) : this.views.length
+    const ids = this.model.insertCells(index, cells)
+    this.clearSelection()
+    const last = this.byId.get(ids[ids.length - 1])
+    if (last) this.activate(last, { mode: 'command' })
+  }
+
+  deleteSelected () {
+    const views = this.selectedViews()
+    if (views.length > 1 && this.canEdit) {
+      const index = this.indexOf(views[0])
+      this.model.removeMany(views.map((v) => v.id))
+      this.clearSelection()
+      const fallback = this.views[Math.min(index, this.views.length - 1)]
+      if (fallback) this.activate(fallback, { mode: 'command' })
+    } else {
+      this.deleteCell(views[0])
+    }
+  }
+
+  /** Ctrl-Shift-minus: the source after the caret becomes a new cell below, edited at its start. */
+  splitCell (view) {
+    if (!this.canEdit || !view?.editor) return
+    const id = this.model.split(view.id, view.caretOffset() ?? 0)
+    const fresh = id && this.byId.get(id)
+    if (fresh) this.activate(fresh, { mode: 'edit', caret: 'start' })
+  }
+
+  clearOutputs (all = false) {
+    if (!this.canEdit) return
+    const views = all ? this.views : this.selectedViews()
+    this.model.clearOutputs(views.map((v) => v.id))
   }
 
   moveCell (view, delta) {
     if (!this.canEdit || !view) return
     this.model.move(view.id, this.indexOf(view) + delta)
+    const moved = this.byId.get(view.id)
+    if (moved && this.active?.id === view.id) this.scrollIntoView(moved)
   }
 
   setCellType (view, type) {

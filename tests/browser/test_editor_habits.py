@@ -1,0 +1,153 @@
+"""JupyterLab's command-mode habits, driven by the keys a person presses: selecting several cells,
+copy / cut / paste (also into another notebook), merge, split, move, interrupt and restart with
+confirmation, clearing outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.browser.seed import seed
+from tests.browser.test_editor_safety import command_mode_on, count
+from tests.browser.test_notebook_editing import close, ids, open_page, small_notebook, source
+
+pytestmark = [pytest.mark.browser, pytest.mark.processes]
+
+ALICE = "alice@example.com"
+NOTEBOOKS = ["first", "second", "kernel"]
+
+
+@pytest.fixture(scope="module")
+def data(stack, tmp_path_factory):
+    path = tmp_path_factory.mktemp("nb") / "small.ipynb"
+    nb = small_notebook()
+    nb["cells"][20]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "twenty\n"}]
+    nb["cells"][21]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "twenty-one\n"}]
+    path.write_text(json.dumps(nb))
+    made = seed(stack, [ALICE], [{"owner": ALICE, "title": n, "ipynb": str(path)} for n in NOTEBOOKS])
+    return {"alice": made["users"][ALICE], **dict(zip(NOTEBOOKS, made["notebooks"], strict=True))}
+
+
+def test_selected_cells_copy_into_another_notebook_cut_and_paste(browser, stack, data):
+    page = open_page(browser, stack, data["alice"], data["first"])
+    command_mode_on(page, "b2")
+    page.keyboard.press("Shift+ArrowDown")
+    assert page.locator(".cell.is-selected").count() == 2
+    page.keyboard.press("c")
+    # the same browser, another notebook: V pastes them below the selected cell, with new ids
+    other = page.context.new_page()
+    other.errors = []
+    other.goto(f"{stack.base}/n/{data['second']}/")
+    other.wait_for_function("window.__editor && window.__editor.provider.synced")
+    other.wait_for_selector('[data-testid="cell"] .cm-editor')
+    command_mode_on(other, "b0")
+    before = count(other)
+    other.keyboard.press("v")
+    other.wait_for_function(f"window.__editor.ydoc.getArray('cells').length === {before + 2}")
+    pasted = ids(other)[1:3]
+    assert not set(pasted) & {"b2", "b3"}
+    assert [source(other, i) for i in pasted] == ["value_2 = 2", "value_3 = 3"]
+    # X cuts the selected cell; Shift-V puts it back above the next one
+    command_mode_on(other, "b5")
+    other.keyboard.press("x")
+    other.wait_for_function(f"window.__editor.ydoc.getArray('cells').length === {before + 1}")
+    assert "b5" not in ids(other)
+    assert other.evaluate("window.__editor.notebook.active.id") == "b6"
+    other.keyboard.press("Shift+V")
+    other.wait_for_function(f"window.__editor.ydoc.getArray('cells').length === {before + 2}")
+    at = ids(other).index("b6")
+    assert source(other, ids(other)[at - 1]) == "value_5 = 5"
+    close(page, other)
+
+
+def test_merge_delete_move_and_split_with_keys(browser, stack, data):
+    page = open_page(browser, stack, data["alice"], data["first"])
+    # three selected cells merge into the first
+    command_mode_on(page, "b10")
+    page.keyboard.press("Shift+ArrowDown")
+    page.keyboard.press("Shift+J")
+    n = count(page)
+    page.keyboard.press("Shift+M")
+    page.wait_for_function(f"window.__editor.ydoc.getArray('cells').length === {n - 2}")
+    assert source(page, "b10") == "value_10 = 10\nvalue_11 = 11\nvalue_12 = 12"
+    # D, D deletes every selected cell
+    command_mode_on(page, "b14")
+    page.keyboard.press("Shift+ArrowDown")
+    page.keyboard.press("d")
+    page.keyboard.press("d")
+    page.wait_for_function(f"window.__editor.ydoc.getArray('cells').length === {n - 4}")
+    assert "b14" not in ids(page)
+    assert "b15" not in ids(page)
+    # Ctrl-Shift-Down moves the cell in command mode, Ctrl-Shift-Up in edit mode keeps editing
+    command_mode_on(page, "b30")
+    page.keyboard.press("Control+Shift+ArrowDown")
+    page.wait_for_function(
+        "() => { const a = window.__editor.ydoc.getArray('cells').toArray().map((c) => c.get('id'));"
+        " return a.indexOf('b30') === a.indexOf('b31') + 1 }"
+    )
+    page.locator('[data-cell-id="b30"] [data-testid="cell-editor"]').click()
+    page.keyboard.press("Control+Shift+ArrowUp")
+    page.wait_for_function(
+        "() => { const a = window.__editor.ydoc.getArray('cells').toArray().map((c) => c.get('id'));"
+        " return a.indexOf('b30') === a.indexOf('b31') - 1 }"
+    )
+    page.keyboard.type(" # still editing")
+    page.wait_for_function(
+        "window.__editor.ydoc.getArray('cells').toArray().find((c) => c.get('id') === 'b30')"
+        ".get('source').toString() === 'value_30 = 30 # still editing'"
+    )
+    # Ctrl-Shift-minus splits at the caret; the caret goes to the new cell
+    page.locator('[data-cell-id="b33"] [data-testid="cell-editor"]').click()
+    page.keyboard.press("Control+Home")
+    for _ in range(len("value_33")):
+        page.keyboard.press("ArrowRight")
+    n = count(page)
+    page.keyboard.press("Control+Shift+Minus")
+    page.wait_for_function(f"window.__editor.ydoc.getArray('cells').length === {n + 1}")
+    new = ids(page)[ids(page).index("b33") + 1]
+    assert source(page, "b33") == "value_33"
+    assert source(page, new) == " = 33"
+    active = page.evaluate("[window.__editor.notebook.active.id, window.__editor.notebook.mode]")
+    assert active == [new, "edit"]
+    close(page)
+
+
+def test_interrupt_and_restart_keys_and_clearing_outputs(browser, stack, data):
+    page = open_page(browser, stack, data["alice"], data["kernel"])
+    page.evaluate(
+        "window.__actions = []; const runs = window.__editor.notebook.runs;"
+        " runs.kernelAction = async (a) => { window.__actions.push(a); return null }; true"
+    )
+    command_mode_on(page, "b1")
+    page.keyboard.press("i")
+    page.keyboard.press("i")
+    page.wait_for_function("window.__actions.join() === 'interrupt'")
+    dialogs = []
+
+    def answer(dialog):
+        dialogs.append(dialog.message)
+        if len(dialogs) == 1:
+            dialog.dismiss()
+        else:
+            dialog.accept()
+
+    page.on("dialog", answer)
+    page.keyboard.press("0")
+    page.keyboard.press("0")  # asked, and refused: nothing restarts
+    page.keyboard.press("0")
+    page.keyboard.press("0")  # asked again, and accepted
+    page.wait_for_function("window.__actions.join() === 'interrupt,restart'")
+    assert len(dialogs) == 2
+    assert "Restart the kernel?" in dialogs[0]
+    # clearing outputs: the selected cell's from the Edit menu, then all of them
+    assert page.locator('[data-cell-id="b20"] [data-testid="output"]').count() == 1
+    command_mode_on(page, "b20")
+    page.locator('[data-testid="edit-menu"] summary').click()
+    page.locator('[data-testid="clear-outputs"]').click()
+    page.locator('[data-cell-id="b20"] [data-testid="output"]').wait_for(state="detached")
+    assert page.locator('[data-cell-id="b21"] [data-testid="output"]').count() == 1
+    page.locator('[data-testid="edit-menu"] summary').click()
+    page.locator('[data-testid="clear-all-outputs"]').click()
+    page.locator('[data-cell-id="b21"] [data-testid="output"]').wait_for(state="detached")
+    close(page)
