@@ -11,6 +11,7 @@ import { h, icon, iconButton } from './dom.js'
 import { shortcutsHelp } from './keyboard.js'
 import { shareDialog } from './share.js'
 import { OfflineStore } from './offline.js'
+import { renamableTitle } from './title.js'
 
 function readConfig () {
   const el = document.getElementById('editor-config')
@@ -21,6 +22,10 @@ function readConfig () {
 function buildShell (app, cfg, status) {
   const title = h('h1', { class: 'nb-title', 'data-testid': 'notebook-title', title: cfg.title, text: cfg.title || 'Untitled notebook' })
   const back = cfg.urls?.list ? h('a', { class: 'nb-icon-btn nb-back', href: cfg.urls.list, title: 'All notebooks', 'aria-label': 'All notebooks', html: icon('back') }) : null
+  // pages about this notebook that only its owner may open
+  const notebookMenu = cfg.isOwner
+    ? menu('Notebook pages', 'notebook-menu', [['Activity: who did what', 'open-activity'], ['Kernel settings', 'open-kernel-settings']], { cls: '' })
+    : null
   const download = cfg.urls?.download
     ? h('a', { class: 'nb-btn nb-btn--ghost', href: cfg.urls.download, 'data-testid': 'download', title: 'Download as .ipynb' }, h('span', { html: icon('download') }), h('span', { class: 'nb-btn-label', text: 'Download' }))
     : null
@@ -55,10 +60,10 @@ function buildShell (app, cfg, status) {
     h('div', { class: 'nb-toolbar', role: 'toolbar', 'aria-label': 'Notebook actions' },
       addCode, addMd, editMenu.el, h('span', { class: 'nb-sep nb-edit-only' }), undo, redo,
       h('span', { class: 'nb-sep nb-edit-only nb-run-only' }), runAll, interrupt, restart, runMenu.el, status.kernelEl,
-      h('span', { class: 'nb-spacer' }), help.button, download),
+      h('span', { class: 'nb-spacer' }), help.button, download, notebookMenu?.el),
     status.banners)
   app.replaceChildren(header, cells, help.dialog)
-  return { header, cells, addCode, addMd, runAll, interrupt, restart, runMenu, editMenu, undo, redo, help }
+  return { header, title, cells, addCode, addMd, runAll, interrupt, restart, runMenu, editMenu, notebookMenu, undo, redo, help }
 }
 
 /** A small dropdown of buttons; `items` are [label, test id]; `on(testId, handler)` wires one. */
@@ -100,9 +105,11 @@ function boot () {
   const session = { canEdit: Boolean(cfg.canEdit), canRun: Boolean(cfg.canRun) }
   let notebook = null
   let offline = null
+  let title = null
   const applyAccess = (message) => {
     app.classList.toggle('nb-readonly', !session.canEdit)
     app.classList.toggle('nb-norun', !session.canRun)
+    title?.sync()
     status.setReadOnly(!session.canEdit, message)
     notebook?.setAccess(session)
   }
@@ -176,6 +183,9 @@ function boot () {
       if (state?.status && status.kernelEl.dataset.state === 'unknown') { status.setKernel(state); notebook.setKernel(state) }
     })
   }
+  shell.notebookMenu?.on('open-activity', () => { location.href = `/n/${cfg.notebookId}/activity` })
+  shell.notebookMenu?.on('open-kernel-settings', () => { location.href = `/n/${cfg.notebookId}/kernel/settings` })
+  title = renamableTitle(shell.title, cfg, status, () => session.canEdit)
   shell.editMenu.on('cut-cells', () => notebook.copyCells({ cut: true }))
   shell.editMenu.on('copy-cells', () => notebook.copyCells())
   shell.editMenu.on('paste-cells', () => notebook.pasteCells())

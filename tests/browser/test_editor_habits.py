@@ -151,3 +151,30 @@ def test_interrupt_and_restart_keys_and_clearing_outputs(browser, stack, data):
     page.locator('[data-testid="clear-all-outputs"]').click()
     page.locator('[data-cell-id="b21"] [data-testid="output"]').wait_for(state="detached")
     close(page)
+
+
+def test_rename_from_the_title_and_reach_the_notebooks_pages(browser, stack, data):
+    page = open_page(browser, stack, data["alice"], data["kernel"])
+    title = page.locator('[data-testid="notebook-title"]')
+    title.click()
+    page.locator('[data-testid="title-input"]').press("Control+A")
+    page.keyboard.type("Résultats 笔记 ✓", delay=5)  # "a", "d", "m"... are command keys outside the box
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.title.startsWith('Résultats 笔记 ✓ · ')")
+    assert title.inner_text() == "Résultats 笔记 ✓"
+    page.reload()
+    page.wait_for_function("window.__editor && window.__editor.provider.synced")
+    assert page.locator('[data-testid="notebook-title"]').inner_text() == "Résultats 笔记 ✓"
+    # typing in the title box is text, not command-mode keys
+    assert count(page) == len(small_notebook()["cells"])
+    # the owner reaches Activity and kernel settings from the editor
+    page.locator('[data-testid="notebook-menu"] summary').click()
+    page.locator('[data-testid="open-activity"]').click()
+    page.wait_for_url(f"**/n/{data['kernel']}/activity")
+    assert "renamed" in page.content()
+    page.go_back()
+    page.wait_for_function("window.__editor && window.__editor.provider.synced")
+    page.locator('[data-testid="notebook-menu"] summary').click()
+    page.locator('[data-testid="open-kernel-settings"]').click()
+    page.wait_for_url(f"**/n/{data['kernel']}/kernel/settings")
+    close(page)
