@@ -12,6 +12,7 @@ import os
 
 from daphne.cli import CommandLineInterface
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from config.serving import daphne_args
@@ -40,6 +41,8 @@ class Command(BaseCommand):
         parser.add_argument("port", nargs="?", type=int, default=8000)
 
     def handle(self, host: str, port: int, **options):
+        # hashed, gzip-compressed static files (WhiteNoise serves them with a far-future cache)
+        call_command("collectstatic", interactive=False, verbosity=0)
         os.umask(0o077)  # the database, emails and kernel homes it creates are the app's alone
         url = f"http://{host}:{port}/"
         verification = settings.ACCOUNT_EMAIL_VERIFICATION
