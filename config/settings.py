@@ -93,6 +93,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "notebooks.views.common.NeedsLoginMiddleware",
+    "config.timezones.ViewerTimeZoneMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
