@@ -178,3 +178,49 @@ def test_rename_from_the_title_and_reach_the_notebooks_pages(browser, stack, dat
     page.locator('[data-testid="open-kernel-settings"]').click()
     page.wait_for_url(f"**/n/{data['kernel']}/kernel/settings")
     close(page)
+
+
+def test_formulas_render_once_the_formula_code_is_fetched(browser, stack, data):
+    page = open_page(browser, stack, data["alice"], data["second"])
+    # KaTeX is not part of the page until a formula is shown
+    assert not page.evaluate("performance.getEntriesByType('resource').some((r) => r.name.includes('katex'))")
+    page.evaluate(
+        "const m = window.__editor.model; const id = m.insert(0, 'markdown', 'Energy: $E = mc^2$'); true"
+    )
+    page.locator('[data-testid="markdown-rendered"] .katex').first.wait_for()
+    assert page.evaluate("performance.getEntriesByType('resource').some((r) => r.name.includes('katex'))")
+    close(page)
+
+
+def test_two_guests_on_one_link_look_different(browser, stack, data):
+    token = stack.django(
+        "import json\nfrom notebooks import sharing\nfrom notebooks.access import Action, access_notebook,"
+        " principal_from_session\nfrom notebooks.models import Notebook, Role\n"
+        f"nb = Notebook.objects.get(pk={data['second']!r})\n"
+        "access = access_notebook(principal_from_session(nb.owner, None), nb.pk, Action.OWN)\n"
+        "link, token = sharing.create_link(access, label='Seminar', role=Role.EDITOR, require_login=False)\n"
+        "print(json.dumps({'token': token}))"
+    )["token"]
+    guests = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda e, page=page: page.errors.append(str(e)))
+        page.goto(f"{stack.base}/s/{token}")
+        page.wait_for_function("window.__editor && window.__editor.provider.synced")
+        guests.append(page)
+    a = guests[0]
+    a.wait_for_function("document.querySelectorAll('[data-testid=avatar]').length === 2")
+    shown = a.evaluate(
+        "[...document.querySelectorAll('[data-testid=avatar]')].map((el) =>"
+        " [el.title, el.textContent, getComputedStyle(el).getPropertyValue('--avatar-color')])"
+    )
+    (name1, initials1, colour1), (name2, initials2, colour2) = shown
+    assert name1.startswith("Guest ")
+    assert "Seminar" in name1
+    assert name1 != name2
+    assert colour1 != colour2
+    assert initials1 == "G" + name1.split()[1][0]  # "Guest Otter (Seminar)" is GO
+    assert initials2 == "G" + name2.split()[1][0]
+    close(*guests)
