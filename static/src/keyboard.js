@@ -18,6 +18,7 @@ export function editorKeymap (nb, cell) {
     { key: 'Mod-y', run: () => !nb.canEdit, preventDefault: true },
     { key: 'Mod-Shift-z', run: () => !nb.canEdit, preventDefault: true },
     { key: 'Mod-s', run: () => { nb.status.flashSaved(); return true }, preventDefault: true },
+    { key: 'Mod-f', run: () => { nb.openFind(); return true }, preventDefault: true },
     { key: 'Mod-Shift-ArrowUp', run: () => { nb.moveCell(cell, -1); return true } },
     { key: 'Mod-Shift-ArrowDown', run: () => { nb.moveCell(cell, 1); return true } },
     { key: 'Mod-Shift--', run: () => { nb.splitCell(cell); return true }, preventDefault: true },
@@ -68,6 +69,7 @@ export function installCommandKeys (nb) {
     const handled = () => { e.preventDefault(); e.stopPropagation() }
 
     if (mod && key === 's') { handled(); nb.status.flashSaved(); return }
+    if (mod && key === 'f') { handled(); nb.openFind(); return }
     if (mod && key === 'z') { handled(); if (e.shiftKey) nb.redo(); else nb.undo(); return }
     if (mod && key === 'y') { handled(); nb.redo(); return }
     if (plain && key === 'h' && !cell) { handled(); nb.onHelp?.(); return }
@@ -128,7 +130,7 @@ export function installCommandKeys (nb) {
 }
 
 const SHORTCUTS = [
-  ['Edit mode', [['Shift-Enter', 'Run cell, go to the next one'], ['Ctrl-Enter', 'Run cell'], ['Alt-Enter', 'Run cell, add one below'], ['Tab / Shift-Tab', 'Complete / help from the kernel (after a name; otherwise indent / dedent)'], ['Ctrl-Shift-−', 'Split the cell at the caret'], ['Ctrl-Shift-↑ ↓', 'Move the cell'], ['Esc', 'Command mode'], ['Ctrl-Z / Ctrl-Y', 'Undo / redo your own changes']]],
+  ['Edit mode', [['Shift-Enter', 'Run cell, go to the next one'], ['Ctrl-Enter', 'Run cell'], ['Alt-Enter', 'Run cell, add one below'], ['Tab / Shift-Tab', 'Complete / help from the kernel (after a name; otherwise indent / dedent)'], ['Ctrl-Shift-−', 'Split the cell at the caret'], ['Ctrl-F', 'Find and replace in the notebook'], ['Ctrl-Shift-↑ ↓', 'Move the cell'], ['Esc', 'Command mode'], ['Ctrl-Z / Ctrl-Y', 'Undo / redo your own changes']]],
   ['Command mode', [['Enter', 'Edit the cell'], ['↑ ↓ / K J', 'Previous / next cell'], ['A / B', 'Add a cell above / below'], ['Shift-↑ ↓', 'Select several cells'], ['C / X / V', 'Copy / cut / paste cells (Shift-V: above)'], ['D, D', 'Delete the selected cells'], ['M / Y / R', 'Markdown / code / raw'], ['Shift-M', 'Merge the selected cells, or with the one below'], ['Ctrl-Shift-↑ ↓', 'Move the cell'], ['I, I / 0, 0', 'Interrupt / restart the kernel'], ['Z / Shift-Z', 'Undo / redo'], ['H', 'This help']]]
 ]
 

@@ -143,6 +143,7 @@ function boot () {
   const awareness = connection.awareness
   if (cfg.me) awareness.setLocalStateField('user', cfg.me)
   notebook = new NotebookView({ root: shell.cells, model, awareness, connection, cfg, status })
+  shell.header.querySelector('.nb-toolbar').after(notebook.find.el)
   applyAccess('')
   const presence = new PresenceView({ awareness, notebook, me: cfg.me })
   shell.header.querySelector('.nb-header-right').prepend(presence.el, presence.followPill)

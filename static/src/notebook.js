@@ -8,6 +8,7 @@ import { CellDragAndDrop } from './dragdrop.js'
 import { RunTracker } from './runs.js'
 import { LOCAL } from './model.js'
 import { assistExtensions } from './assist.js'
+import { FindBar } from './find.js'
 
 const LAZY_MARGIN = '900px 0px'
 const CLIPBOARD_KEY = 'nb-cell-clipboard'
@@ -47,6 +48,7 @@ export class NotebookView {
     this.observer = new IntersectionObserver((entries) => this._onIntersect(entries), { rootMargin: LAZY_MARGIN })
     this._reset()
     model.cells.observe((event) => this._onCellsChanged(event))
+    this.find = new FindBar(this)
     this.dnd = new CellDragAndDrop(this)
     installCommandKeys(this)
   }
@@ -534,6 +536,8 @@ export class NotebookView {
     this._presenceCells = new Set(byCell.keys())
     for (const id of touched) this.byId.get(id)?.setPresence(byCell.get(id) ?? [])
   }
+
+  openFind () { this.find.open() }
 
   editorKeys (view) {
     return editorKeymap(this, view)

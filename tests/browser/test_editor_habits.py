@@ -15,7 +15,7 @@ from tests.browser.test_notebook_editing import close, ids, open_page, small_not
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 ALICE = "alice@example.com"
-NOTEBOOKS = ["first", "second", "kernel"]
+NOTEBOOKS = ["first", "second", "kernel", "find"]
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +224,32 @@ def test_two_guests_on_one_link_look_different(browser, stack, data):
     assert initials1 == "G" + name1.split()[1][0]  # "Guest Otter (Seminar)" is GO
     assert initials2 == "G" + name2.split()[1][0]
     close(*guests)
+
+
+def test_find_and_replace_across_the_notebook(browser, stack, data):
+    page = open_page(browser, stack, data["alice"], data["find"])
+    page.locator('[data-cell-id="b1"] [data-testid="cell-editor"]').click()
+    page.keyboard.press("Control+F")
+    find = page.locator('[data-testid="find-input"]')
+    find.wait_for()
+    page.keyboard.type("twenty")  # outputs are searched too; "t", "w", "e"... stay in the box
+    counter = page.locator('[data-testid="find-count"]')
+    page.wait_for_function("document.querySelector('[data-testid=find-count]').textContent === '1 of 2'")
+    assert page.evaluate("window.__editor.notebook.active.id") == "b20"
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.__editor.notebook.active.id === 'b21'")
+    # one replacement, then all of them
+    find.fill("= 3")
+    assert counter.inner_text() == "1 of 11"  # b3 and b30..b39
+    page.locator('[data-testid="replace-input"]').fill("= 7")
+    page.locator('[data-testid="replace-one"]').click()
+    page.wait_for_function("document.querySelector('[data-testid=find-count]').textContent === '1 of 10'")
+    assert source(page, "b3") == "value_3 = 7"
+    page.locator('[data-testid="replace-all"]').click()
+    page.wait_for_function("document.querySelector('[data-testid=find-count]').textContent === 'No matches'")
+    assert source(page, "b30") == "value_30 = 70"
+    assert source(page, "b39") == "value_39 = 79"
+    assert count(page) == len(small_notebook()["cells"])
+    page.keyboard.press("Escape")
+    page.locator('[data-testid="find-bar"]').wait_for(state="hidden")
+    close(page)
