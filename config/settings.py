@@ -253,6 +253,8 @@ KERNEL_IDLE_SHUTDOWN = envfloat("KERNEL_IDLE_SHUTDOWN", 3600.0)
 # Tab completion and Shift-Tab help: longest code sent with a request; seconds to wait for the kernel
 KERNEL_ASSIST_MAX_CHARS = envint("KERNEL_ASSIST_MAX_CHARS", 100_000)
 KERNEL_ASSIST_TIMEOUT = envfloat("KERNEL_ASSIST_TIMEOUT", 5.0)
+# Seconds the editor waits for the server to acknowledge a change before it reconnects ("Not saved")
+EDITOR_SAVE_ACK_TIMEOUT = envfloat("EDITOR_SAVE_ACK_TIMEOUT", 5.0)
 KERNEL_INPUT_TIMEOUT = envfloat("KERNEL_INPUT_TIMEOUT", 300.0)
 KERNEL_LEASE_TTL = envfloat("KERNEL_LEASE_TTL", 15.0)
 KERNEL_LEASE_RENEW = envfloat("KERNEL_LEASE_RENEW", 5.0)

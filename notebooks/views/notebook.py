@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -25,6 +26,7 @@ def editor(request, notebook_id):
         "canRun": access.can(acl.Action.RUN),
         "isOwner": access.can(acl.Action.OWN),
         "canShare": access.can(acl.Action.SHARE),
+        "saveAckTimeoutMs": round(settings.EDITOR_SAVE_ACK_TIMEOUT * 1000),
         "urls": {
             "download": f"/n/{notebook.pk}/download",
             "list": "/notebooks/",

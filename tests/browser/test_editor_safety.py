@@ -19,11 +19,22 @@ from tests.browser.test_notebook_editing import (
     type_at_end,
     wait_source,
 )
+from tests.procs import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 NOTEBOOKS = ["delete", "stall", "keys", "output", "norun", "offline", "downgraded"]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """A worker whose editors give up on an unacknowledged change after 2 s (5 s by default)."""
+    stack = Stack(redis=False, EDITOR_SAVE_ACK_TIMEOUT="2")
+    stack.port = stack.start_worker()
+    stack.base = f"http://127.0.0.1:{stack.port}"
+    yield stack
+    stack.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +95,13 @@ STALL = "window.__editor.provider.ws.send = () => {}"
 def test_a_stalled_connection_says_not_saved_and_recovers(browser, stack, data):
     page = open_page(browser, stack, data["alice"], data["stall"])
     page.wait_for_selector('[data-testid="saved"][data-state="saved"]')
+    assert page.evaluate("window.__editor.connection._ackTimeoutMs") == 2000  # EDITOR_SAVE_ACK_TIMEOUT
     page.evaluate(RECORD_SAVED)
     page.evaluate(STALL)
     type_at_end(page, "b1", "  # typed into a stalled socket")
     # the acknowledgement never comes: say so within a few seconds (never "Saving…" forever);
     # the new socket may save it a moment later, so look at everything the indicator said
-    page.wait_for_function("window.__saved.some((t) => t.startsWith('Not saved'))", timeout=15_000)
+    page.wait_for_function("window.__saved.some((t) => t.startsWith('Not saved'))", timeout=10_000)
     # a fresh socket then delivers the edit
     page.wait_for_selector('[data-testid="saved"][data-state="saved"]', timeout=30_000)
     other = open_page(browser, stack, data["bob"], data["stall"])
