@@ -86,6 +86,16 @@ def open_once(page, url: str) -> tuple[float, int, int]:
     page.goto(url, wait_until="commit")
     page.wait_for_function(READY, polling=10)
     ready = page.evaluate("performance.now()")
+    if VERBOSE:
+        marks = page.evaluate(
+            "Object.fromEntries(performance.getEntriesByType('mark')"
+            ".map((m) => [m.name, Math.round(m.startTime)]))"
+        )
+        nav = page.evaluate("performance.getEntriesByType('navigation')[0].toJSON()")
+        print(
+            f"  html {nav['responseEnd']:.0f} ms, DOMContentLoaded {nav['domContentLoadedEventEnd']:.0f} ms,"
+            f" marks {marks}, ready {ready:.0f} ms"
+        )
     page.wait_for_load_state("load")
     cdp.detach()
     return ready, seen["bytes"], seen["requests"]
