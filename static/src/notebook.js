@@ -383,7 +383,8 @@ export class NotebookView {
       this.status.toast('These cells are too large to copy here; download the notebook instead.', 'error')
       return
     }
-    if (cut && this.canEdit) {
+    cut = cut && this.canEdit // a viewer's X copies
+    if (cut) {
       const index = this.indexOf(views[0])
       this.model.removeMany(views.map((v) => v.id))
       this.clearSelection()
