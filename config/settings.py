@@ -62,6 +62,8 @@ DEBUG = envbool("DEBUG", "false")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
+# The product's name, in page titles, the top bar, e-mails and the command line.
+SITE_NAME = os.environ.get("SITE_NAME", "Confer Notebooks")
 
 INSTALLED_APPS = [
     "daphne",
@@ -93,6 +95,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "notebooks.views.common.NeedsLoginMiddleware",
+    "config.timezones.ViewerTimeZoneMiddleware",
 ]
 
 # Behind https (a TLS-terminating nginx or load balancer): SECURE=true gives Secure cookies, HSTS
@@ -131,6 +134,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.context_processors.site",
             ],
         },
     },
@@ -210,7 +214,7 @@ LOGIN_URL = "/accounts/login/"
 
 # Email: console by default; EMAIL_URL=smtp://user:pass@host:port (smtps:// for TLS) or
 # EMAIL_BACKEND=file with EMAIL_FILE_PATH for a folder of .log files.
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Notebooks <noreply@localhost>")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"{SITE_NAME} <noreply@localhost>")
 _email_url = os.environ.get("EMAIL_URL", "")
 if _email_url:
     from urllib.parse import unquote, urlsplit
@@ -235,13 +239,14 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "var" / "staticfiles"))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # hashed + gzip names after collectstatic (far-future cache); plain names before it
+    "staticfiles": {"BACKEND": "config.storage.StaticStorage"},
 }
 
 # Uploads: .ipynb files are read in memory up to the limit and refused above it.
@@ -275,6 +280,11 @@ KERNEL_SERVER_MAX_REPLY_BYTES = envint("KERNEL_SERVER_MAX_REPLY_BYTES", 1 << 20)
 # KERNEL_LEASE_RENEW and loses it KERNEL_LEASE_TTL after the last renewal; a request forwarded
 # to the driving worker fails after KERNEL_FORWARD_TIMEOUT.
 KERNEL_IDLE_SHUTDOWN = envfloat("KERNEL_IDLE_SHUTDOWN", 3600.0)
+# Tab completion and Shift-Tab help: longest code sent with a request; seconds to wait for the kernel
+KERNEL_ASSIST_MAX_CHARS = envint("KERNEL_ASSIST_MAX_CHARS", 100_000)
+KERNEL_ASSIST_TIMEOUT = envfloat("KERNEL_ASSIST_TIMEOUT", 5.0)
+# Seconds the editor waits for the server to acknowledge a change before it reconnects ("Not saved")
+EDITOR_SAVE_ACK_TIMEOUT = envfloat("EDITOR_SAVE_ACK_TIMEOUT", 5.0)
 KERNEL_INPUT_TIMEOUT = envfloat("KERNEL_INPUT_TIMEOUT", 300.0)
 KERNEL_LEASE_TTL = envfloat("KERNEL_LEASE_TTL", 15.0)
 KERNEL_LEASE_RENEW = envfloat("KERNEL_LEASE_RENEW", 5.0)

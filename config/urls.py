@@ -16,3 +16,5 @@ urlpatterns = [
     path("", include("kernels.urls")),
     path("", include("audit.urls")),
 ]
+
+handler500 = "config.views.server_error"

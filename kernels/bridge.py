@@ -56,7 +56,7 @@ from pycrdt import Array, Doc, Map
 
 from collab.fanout import fanout
 from collab.rooms import Room, get_room
-from kernels import leases, servers
+from kernels import assist, leases, servers
 from kernels.execution import Event, Finished, InputRequested, KernelLost, KernelStatus, Output
 from kernels.jupyter import JupyterClient, KernelChannels, KernelServerError
 from kernels.outputs import OutputWriter
@@ -691,6 +691,19 @@ class KernelBridge:
         )
 
     # input() --------------------------------------------------------------------------------
+
+    async def assist(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Completion or inspection from the running kernel (see `kernels.assist`)."""
+        if self.channels is None or self.status not in ("idle", "busy"):
+            raise InputRefused(409, assist.NO_KERNEL_TO_ASK)
+        msg_type, content = assist.request(op, args)
+        try:
+            reply = await self.channels.ask(msg_type, content, settings.KERNEL_ASSIST_TIMEOUT)
+        except TimeoutError:
+            raise InputRefused(504, assist.KERNEL_BUSY) from None
+        except KernelServerError:
+            raise InputRefused(503, assist.NO_KERNEL_TO_ASK) from None
+        return assist.shape(op, reply)
 
     async def answer_input(self, value: str, who: str) -> None:
         """Send `value` as the answer to the pending `input()`; only the person who ran the cell

@@ -47,12 +47,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from collab.rooms import RoomError
-from kernels import leases
+from kernels import assist, leases
+from kernels.assist import NO_KERNEL_TO_ASK
 from kernels.bridge import BRIDGES, InputRefused, get_bridge, load_user
 
 log = logging.getLogger(__name__)
 
-Op = Literal["run", "interrupt", "restart", "shutdown", "status", "input"]
+Op = Literal["run", "interrupt", "restart", "shutdown", "status", "input", "complete", "inspect"]
 
 
 class Who(TypedDict):
@@ -104,6 +105,8 @@ def invalid_args(op: str, args: Any) -> str | None:
         value = args.get("value") if isinstance(args, dict) else None
         if not isinstance(value, str) or len(value) > MAX_INPUT_CHARS:
             return 'Send {"value": "..."}.'
+    elif op in assist.OPS:
+        return assist.invalid_args(args)
     elif op not in ("interrupt", "restart", "shutdown", "status"):
         return f"Unknown kernel operation {op!r}."
     return None
@@ -227,6 +230,8 @@ class Node:
             bridge = BRIDGES.get(notebook_id)
             if bridge is None:
                 return _nobody(op)
+            if op in assist.OPS:
+                return {"status": 200, "body": await bridge.assist(op, args)}
             if op == "input":
                 await bridge.answer_input(str(args["value"]), who["key"])
             elif op in ("interrupt", "restart", "shutdown"):
@@ -324,6 +329,8 @@ class Node:
 def _nobody(op: str) -> Reply:
     if op == "input":
         return {"status": 409, "body": {"error": "No cell is waiting for input."}}
+    if op in assist.OPS:
+        return {"status": 409, "body": {"error": NO_KERNEL_TO_ASK}}
     return {"status": 200, "body": not_started()}
 
 

@@ -252,6 +252,7 @@ class KernelChannels:
         # After a restart: shell requests wait here until iopub reaches us again (see restart)
         self._held: list[dict[str, Any]] | None = None
         self._probe_ids: set[str] = set()  # probes sent on this connection
+        self._asks: dict[str, asyncio.Future[dict[str, Any]]] = {}  # msg_id -> its shell reply's content
         self._probing_since = 0.0
         self._probe_interval = PROBE_INTERVAL
         # Set when the kernel answers a probe sent on this connection: it has then handled every
@@ -428,6 +429,25 @@ class KernelChannels:
         msg = self.make_message("input_reply", {"value": value}, parent)
         return await self.send("stdin", msg)
 
+    async def ask(self, msg_type: str, content: dict[str, Any], within: float) -> dict[str, Any]:
+        """A shell request with one reply (complete, inspect): the reply's content; TimeoutError
+        if the kernel does not answer in time (it answers after the running cell)."""
+        msg = self.make_message(msg_type, content)
+        msg_id = msg["header"]["msg_id"]
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._asks[msg_id] = future
+        try:
+            await self.send("shell", msg)
+            return await asyncio.wait_for(future, within)
+        finally:
+            self._asks.pop(msg_id, None)
+
+    def _answer_ask(self, msg: dict[str, Any]) -> None:
+        parent_id = (msg.get("parent_header") or {}).get("msg_id", "")
+        future = self._asks.get(parent_id) if msg.get("channel") == "shell" else None
+        if future is not None and not future.done():
+            future.set_result(msg.get("content") or {})
+
     async def kernel_info(self) -> str:
         return await self.send("shell", self.make_message("kernel_info_request", {}))
 
@@ -465,6 +485,7 @@ class KernelChannels:
     async def events(self) -> AsyncIterator[Event]:
         """Execution events (see `kernels.execution`) for the messages as they arrive."""
         async for msg in self.messages():
+            self._answer_ask(msg)
             for event in self.tracker.feed(msg):
                 yield event
 

@@ -17,6 +17,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from collab import protocol
 from collab.rooms import get_room
 from kernels.models import KernelServer
 from notebooks import actions, sharing
@@ -319,3 +320,25 @@ def test_metrics_answer_only_the_operators_token(notebook, kind, settings):
     assert client.get("/metrics").status_code == 404
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 404
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer operator-secret").status_code == 200
+
+
+@pytest.mark.parametrize("kind", sorted(ALLOWED_VIEW))
+async def test_completion_and_help(notebook, kind):
+    """Tab completion and Shift-Tab help: only those who may run ask the kernel; the answer
+    (here: no kernel is running) goes to the asking socket alone."""
+    client = await database_sync_to_async(principal)(kind, notebook)
+    cookie = f"sessionid={client.cookies['sessionid'].value}" if "sessionid" in client.cookies else None
+    ws, connected = await connect(notebook.pk, cookie, "ext=1")
+    assert connected
+    await ws.start()
+    await ws.pump()
+    await ws.comm.send_to(bytes_data=protocol.command(1, "complete", {"code": "pri", "cursor_pos": 3}))
+    await ws.comm.send_to(bytes_data=protocol.command(2, "inspect", {"code": "len", "cursor_pos": 3}))
+    await ws.pump_until(lambda: len(ws.replies) == 2, what="both replies")
+    for reply in ws.replies.values():
+        if kind in ALLOWED_RUN:
+            assert reply["status"] == 409
+            assert "run a cell to start it" in reply["body"]["error"]
+        else:
+            assert reply["status"] == 403
+    await ws.comm.disconnect()

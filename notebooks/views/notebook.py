@@ -3,6 +3,7 @@ from __future__ import annotations
 import unicodedata
 from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -29,6 +30,7 @@ def editor(request, notebook_id):
         "canRun": access.can(acl.Action.RUN),
         "isOwner": access.can(acl.Action.OWN),
         "canShare": access.can(acl.Action.SHARE),
+        "saveAckTimeoutMs": round(settings.EDITOR_SAVE_ACK_TIMEOUT * 1000),
         "urls": {
             "download": f"/n/{notebook.pk}/download",
             "list": "/notebooks/",

@@ -32,6 +32,8 @@ const result = await esbuild.build({
   absWorkingDir: root,
   entryPoints: ['static/src/main.js'],
   entryNames: 'editor',
+  chunkNames: 'chunks/[name]-[hash]', // loaded on demand (KaTeX)
+  splitting: true,
   assetNames: 'fonts/[name]-[hash]',
   outdir,
   bundle: true,

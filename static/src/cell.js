@@ -43,7 +43,12 @@ export class CellView {
     this.rendered = h('div', { class: 'md-rendered', 'data-testid': 'markdown-rendered', title: 'Double-click to edit', ondblclick: () => this.nb.editCell(this) })
     this.outputs = h('div', { class: 'cell-outputs', hidden: true })
     this.input = h('div', { class: 'cell-input' }, this.placeholder, this.editorHost, this.rendered)
-    this.body = h('div', { class: 'cell-body' }, this.input, this.type === 'code' ? this.outputs : null)
+    // Collapsing is this viewer's own view of the cell: it never changes the shared document.
+    this.inputCollapsed = h('button', { type: 'button', class: 'cell-collapsed-note', 'data-testid': 'input-collapsed', hidden: true, text: '… input hidden (click to show)', onclick: () => this.toggleInput() })
+    this.inputCollapser = h('button', { type: 'button', class: 'cell-collapser', 'data-testid': 'collapse-input', title: 'Hide or show the input', 'aria-label': 'Hide or show the input', 'aria-expanded': 'true', onclick: (e) => { e.stopPropagation(); this.toggleInput() } })
+    this.gutter.append(this.inputCollapser)
+    this.outputArea = this.type === 'code' ? this._buildOutputArea() : null
+    this.body = h('div', { class: 'cell-body' }, this.inputCollapsed, this.input, this.outputArea)
     this.el = h('div', {
       class: `cell cell--${this.type} is-far`,
       'data-testid': 'cell',
@@ -62,6 +67,43 @@ export class CellView {
     this._syncPlaceholder()
     this._syncPrompt()
     this._syncVisibility()
+  }
+
+  _buildOutputArea () {
+    const button = (testid, label, onclick) => h('button', { type: 'button', class: 'cell-output-tool', 'data-testid': testid, title: label, 'aria-label': label, onclick: (e) => { e.stopPropagation(); onclick() } })
+    this.outputsCollapser = button('collapse-outputs', 'Hide or show the output', () => this.toggleOutputs())
+    this.outputsCollapser.setAttribute('aria-expanded', 'true')
+    this.outputsScroller = button('scroll-outputs', 'Scroll the output in a box, or show it whole', () => this.toggleOutputScrolling())
+    this.outputsCollapsedNote = h('button', { type: 'button', class: 'cell-collapsed-note', 'data-testid': 'outputs-collapsed', hidden: true, text: '… output hidden (click to show)', onclick: () => this.toggleOutputs() })
+    this.outputTools = h('div', { class: 'cell-output-tools', hidden: true }, this.outputsCollapser, this.outputsScroller)
+    return h('div', { class: 'cell-output-area' }, this.outputTools, this.outputs, this.outputsCollapsedNote)
+  }
+
+  toggleOutputs (collapsed = !this.outputsAreCollapsed) {
+    this.outputsAreCollapsed = collapsed
+    this._syncOutputArea()
+  }
+
+  toggleOutputScrolling (scrolled = !this.outputs.classList.contains('is-scrolled')) {
+    this.outputs.classList.toggle('is-scrolled', scrolled)
+  }
+
+  toggleInput (collapsed = !this.inputIsCollapsed) {
+    this.inputIsCollapsed = collapsed
+    this.input.hidden = collapsed
+    this.inputCollapsed.hidden = !collapsed
+    this.inputCollapser.setAttribute('aria-expanded', String(!collapsed))
+    this.el.classList.toggle('is-input-collapsed', collapsed)
+  }
+
+  _syncOutputArea () {
+    if (!this.outputArea) return
+    const has = this.outputs.childElementCount > 0
+    this.outputTools.hidden = !has
+    this.outputs.hidden = !has || Boolean(this.outputsAreCollapsed)
+    this.outputsCollapsedNote.hidden = !has || !this.outputsAreCollapsed
+    this.outputsCollapser.setAttribute('aria-expanded', String(!this.outputsAreCollapsed))
+    this.el.classList.toggle('is-output-collapsed', Boolean(this.outputsAreCollapsed))
   }
 
   /** The toolbar and drag handle, built only for cells that come near the viewport (2,000-cell notebooks). */
@@ -168,6 +210,7 @@ export class CellView {
     if (this.type !== 'code' || !this.outputsDirty) return
     this.outputsDirty = false
     renderOutputs(this.outputs, this.ymap.get('outputs'))
+    this._syncOutputArea()
   }
 
   _renderMarkdownIfNeeded () {
@@ -216,6 +259,7 @@ export class CellView {
       cellType: this.type,
       readOnly: !this.nb.canEdit,
       keys: this.nb.editorKeys(this),
+      extensions: this.type === 'code' ? this.nb.editorExtensions(this) : [],
       onFocus: () => this.nb.onEditorFocus(this),
       onBlur: () => this.nb.onEditorBlur(this)
     })

@@ -47,7 +47,7 @@ const theme = EditorView.theme({
 })
 
 /** The language, read-only state and collaboration binding of one cell editor. */
-export function createCellEditor ({ parent, ytext, awareness, undoManager, cellType, readOnly, keys, onFocus, onBlur }) {
+export function createCellEditor ({ parent, ytext, awareness, undoManager, cellType, readOnly, keys, extensions = [], onFocus, onBlur }) {
   const language = new Compartment()
   const editable = new Compartment()
   const view = new EditorView({
@@ -56,6 +56,7 @@ export function createCellEditor ({ parent, ytext, awareness, undoManager, cellT
       doc: ytext.toString(),
       extensions: [
         Prec.highest(keymap.of(keys)),
+        extensions,
         highlightSpecialChars(),
         drawSelection(),
         dropCursor(),

@@ -13,6 +13,9 @@ export const MSG_KERNEL = 102
 const MSG_COMMAND = 110
 const MSG_COMMAND_REPLY = 111
 const COMMAND_TIMEOUT_MS = 15000
+// The server acknowledges every saved change (SAVED) within milliseconds. When it does not for
+// this long while the socket looks open, frames have stopped flowing: reconnect.
+export const SAVE_ACK_TIMEOUT_MS = 5000
 const MSG_AUTH = 2
 
 // The server decided; reconnecting cannot help (4409 is handled by reloading instead).
@@ -27,6 +30,9 @@ export class Connection {
     this.closed = null
     this._savedWaiters = []
     this._commands = new Map() // id -> { resolve, timer }
+    this.stalled = false // a change went unacknowledged on an open socket; a new one is coming
+    this._ackTimer = null
+    this._ackTimeoutMs = Number(cfg.saveAckTimeoutMs) || SAVE_ACK_TIMEOUT_MS
     this._nextCommand = 1
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
     this.provider = new WebsocketProvider(`${scheme}://${location.host}${cfg.wsPath}`, cfg.notebookId, ydoc, {
@@ -51,7 +57,10 @@ export class Connection {
     const handlers = this.provider.messageHandlers
     handlers[MSG_SAVED] = (_enc, decoder) => {
       const sv = Y.decodeStateVector(decoding.readVarUint8Array(decoder))
-      this.serverClock = Math.max(this.serverClock, sv.get(this.ydoc.clientID) ?? 0)
+      const clock = sv.get(this.ydoc.clientID) ?? 0
+      if (clock > this.serverClock) this._clearAckTimer() // progress: the watch starts again below
+      this.serverClock = Math.max(this.serverClock, clock)
+      this.serverState = sv
       this._emitSaved()
     }
     handlers[MSG_SESSION] = (_enc, decoder) => {
@@ -103,11 +112,17 @@ export class Connection {
     return this.serverClock >= this.localClock()
   }
 
+  /** Whether the server has saved everything in the state vector `sv` (a Map, any clients). */
+  covers (sv) {
+    for (const [client, clock] of sv) if ((this.serverState?.get(client) ?? 0) < clock) return false
+    return true
+  }
+
   /** Resolves once the server has committed every local change (or after `timeoutMs`). */
-  whenSaved (timeoutMs = 3000) {
-    if (this.isSaved()) return Promise.resolve(true)
+  whenSaved (timeoutMs = 3000, done = () => this.isSaved()) {
+    if (done()) return Promise.resolve(true)
     return new Promise((resolve) => {
-      const waiter = { resolve }
+      const waiter = { resolve, done }
       waiter.timer = setTimeout(() => {
         this._savedWaiters = this._savedWaiters.filter((w) => w !== waiter)
         resolve(false)
@@ -118,11 +133,35 @@ export class Connection {
 
   _emitSaved () {
     const saved = this.isSaved()
-    if (saved && this._savedWaiters.length) {
-      for (const w of this._savedWaiters) { clearTimeout(w.timer); w.resolve(true) }
-      this._savedWaiters = []
+    if (saved) {
+      this.stalled = false
+      this._clearAckTimer()
+    } else if (this.provider.wsconnected && !this._ackTimer && !this.closed) {
+      this._ackTimer = setTimeout(() => this._onAckTimeout(), this._ackTimeoutMs)
     }
-    this.cb.onSaved(saved, this.provider.wsconnected)
+    if (this._savedWaiters.length) {
+      const ready = this._savedWaiters.filter((w) => w.done())
+      this._savedWaiters = this._savedWaiters.filter((w) => !ready.includes(w))
+      for (const w of ready) { clearTimeout(w.timer); w.resolve(true) }
+    }
+    this.cb.onSaved(saved, this.provider.wsconnected, this.stalled)
+  }
+
+  _clearAckTimer () {
+    clearTimeout(this._ackTimer)
+    this._ackTimer = null
+  }
+
+  // The socket is open but our changes are not being acknowledged (a proxy or network that holds
+  // frames, a worker that stopped reading): say "Not saved" and replace the socket; the new
+  // one's sync handshake sends every change the server lacks.
+  _onAckTimeout () {
+    this._ackTimer = null
+    if (this.closed || this.isSaved() || !this.provider.wsconnected) return
+    this.stalled = true
+    this.cb.onSaved(false, true, true)
+    this.provider.disconnect()
+    this.provider.connect()
   }
 
   _onStatus (status) {

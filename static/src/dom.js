@@ -44,7 +44,8 @@ export function iconButton (iconName, label, attrs = {}) {
 }
 
 export function initials (name) {
-  const parts = String(name || '?').trim().split(/\s+/).filter(Boolean)
+  // "Guest Otter (via Seminar link)": the part in brackets is not the person's name
+  const parts = String(name || '?').replace(/\s*\([^)]*\)\s*$/, '').trim().split(/\s+/).filter(Boolean)
   if (!parts.length) return '?'
   const first = parts[0][0]
   const last = parts.length > 1 ? parts[parts.length - 1][0] : ''

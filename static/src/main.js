@@ -10,6 +10,8 @@ import { StatusView } from './status.js'
 import { h, icon, iconButton } from './dom.js'
 import { shortcutsHelp } from './keyboard.js'
 import { shareDialog } from './share.js'
+import { OfflineStore } from './offline.js'
+import { renamableTitle } from './title.js'
 
 function readConfig () {
   const el = document.getElementById('editor-config')
@@ -20,6 +22,10 @@ function readConfig () {
 function buildShell (app, cfg, status) {
   const title = h('h1', { class: 'nb-title', 'data-testid': 'notebook-title', title: cfg.title, text: cfg.title || 'Untitled notebook' })
   const back = cfg.urls?.list ? h('a', { class: 'nb-icon-btn nb-back', href: cfg.urls.list, title: 'All notebooks', 'aria-label': 'All notebooks', html: icon('back') }) : null
+  // pages about this notebook that only its owner may open
+  const notebookMenu = cfg.isOwner
+    ? menu('Notebook pages', 'notebook-menu', [['Activity: who did what', 'open-activity'], ['Kernel settings', 'open-kernel-settings']], { cls: '' })
+    : null
   const download = cfg.urls?.download
     ? h('a', { class: 'nb-btn nb-btn--ghost', href: cfg.urls.download, 'data-testid': 'download', title: 'Download as .ipynb' }, h('span', { html: icon('download') }), h('span', { class: 'nb-btn-label', text: 'Download' }))
     : null
@@ -34,6 +40,14 @@ function buildShell (app, cfg, status) {
     ['Restart the kernel and run all', 'restart-run-all'],
     ['Shut the kernel down', 'kernel-shutdown']
   ])
+  const editMenu = menu('Cell actions', 'edit-menu', [
+    ['Cut cells (X)', 'cut-cells'],
+    ['Copy cells (C)', 'copy-cells'],
+    ['Paste cells below (V)', 'paste-cells'],
+    ['Merge cells (Shift-M)', 'merge-cells'],
+    ['Clear the selected cells’ outputs', 'clear-outputs'],
+    ['Clear all outputs', 'clear-all-outputs']
+  ], { cls: 'nb-edit-only', text: 'Edit' })
   const undo = iconButton('undo', 'Undo (Z / Ctrl-Z)', { class: 'nb-icon-btn nb-edit-only nb-undo', 'data-testid': 'undo' })
   const redo = iconButton('redo', 'Redo (Shift-Z / Ctrl-Y)', { class: 'nb-icon-btn nb-edit-only nb-redo', 'data-testid': 'redo' })
   const help = shortcutsHelp(h)
@@ -44,19 +58,21 @@ function buildShell (app, cfg, status) {
       h('div', { class: 'nb-title-block' }, title, h('div', { class: 'nb-subtitle' }, status.savedEl)),
       h('div', { class: 'nb-header-right' }, status.statusEl)),
     h('div', { class: 'nb-toolbar', role: 'toolbar', 'aria-label': 'Notebook actions' },
-      addCode, addMd, h('span', { class: 'nb-sep nb-edit-only' }), undo, redo,
+      addCode, addMd, editMenu.el, h('span', { class: 'nb-sep nb-edit-only' }), undo, redo,
       h('span', { class: 'nb-sep nb-edit-only nb-run-only' }), runAll, interrupt, restart, runMenu.el, status.kernelEl,
-      h('span', { class: 'nb-spacer' }), help.button, download),
+      h('span', { class: 'nb-spacer' }), help.button, download, notebookMenu?.el),
     status.banners)
   app.replaceChildren(header, cells, help.dialog)
-  return { header, cells, addCode, addMd, runAll, interrupt, restart, runMenu, undo, redo, help }
+  return { header, title, cells, addCode, addMd, runAll, interrupt, restart, runMenu, editMenu, notebookMenu, undo, redo, help }
 }
 
 /** A small dropdown of buttons; `items` are [label, test id]; `on(testId, handler)` wires one. */
-function menu (label, testId, items) {
+function menu (label, testId, items, { cls = 'nb-run-only', text = null } = {}) {
   const buttons = Object.fromEntries(items.map(([text, id]) => [id, h('button', { type: 'button', role: 'menuitem', 'data-testid': id, text })]))
-  const el = h('details', { class: 'nb-menu nb-run-only', 'data-testid': testId },
-    h('summary', { class: 'nb-btn nb-icon-btn', title: label, 'aria-label': label, html: icon('more') }),
+  const summary = text
+    ? h('summary', { class: 'nb-btn', title: label, 'aria-label': label, text })
+    : h('summary', { class: 'nb-btn nb-icon-btn', title: label, 'aria-label': label, html: icon('more') })
+  const el = h('details', { class: `nb-menu ${cls}`, 'data-testid': testId }, summary,
     h('div', { class: 'nb-menu-items', role: 'menu' }, ...Object.values(buttons)))
   const close = () => { el.open = false }
   document.addEventListener('click', (event) => { if (!el.contains(event.target)) close() })
@@ -88,9 +104,12 @@ function boot () {
   const shell = buildShell(app, cfg, status)
   const session = { canEdit: Boolean(cfg.canEdit), canRun: Boolean(cfg.canRun) }
   let notebook = null
+  let offline = null
+  let title = null
   const applyAccess = (message) => {
     app.classList.toggle('nb-readonly', !session.canEdit)
     app.classList.toggle('nb-norun', !session.canRun)
+    title?.sync()
     status.setReadOnly(!session.canEdit, message)
     notebook?.setAccess(session)
   }
@@ -99,7 +118,10 @@ function boot () {
       status.setConnection(state)
       if (state === 'connected') shell.cells.classList.add('is-synced')
     },
-    onSaved: (saved, connected) => status.setSaved(saved, connected),
+    onSaved: (saved, connected, stalled) => {
+      status.setSaved(saved, connected, stalled)
+      offline?.onSaved(saved)
+    },
     onNotice: (reason) => status.setNotice(reason),
     onSession: (s) => {
       session.canEdit = Boolean(s.canEdit)
@@ -116,9 +138,12 @@ function boot () {
       status.readonlyBanner.hidden = true
     }
   })
+  offline = new OfflineStore({ cfg, ydoc, connection, status, canEdit: () => session.canEdit })
+  offline.restore().catch((err) => console.error('Could not read the edits kept in this browser', err))
   const awareness = connection.awareness
   if (cfg.me) awareness.setLocalStateField('user', cfg.me)
   notebook = new NotebookView({ root: shell.cells, model, awareness, connection, cfg, status })
+  shell.header.querySelector('.nb-toolbar').after(notebook.find.el)
   applyAccess('')
   const presence = new PresenceView({ awareness, notebook, me: cfg.me })
   shell.header.querySelector('.nb-header-right').prepend(presence.el, presence.followPill)
@@ -138,6 +163,11 @@ function boot () {
   }
   shell.interrupt.addEventListener('click', () => kernelAction('interrupt'))
   const confirmRestart = () => window.confirm('Restart the kernel? Variables and imports will be lost for everyone in this notebook.')
+  notebook.onInterrupt = () => { if (notebook.canRun) kernelAction('interrupt'); else notebook._sayCannotRun() }
+  notebook.onRestart = () => {
+    if (!notebook.canRun) notebook._sayCannotRun()
+    else if (confirmRestart()) kernelAction('restart')
+  }
   shell.restart.addEventListener('click', () => { if (confirmRestart()) kernelAction('restart') })
   shell.runMenu.on('run-above', () => notebook.runAbove(notebook.active))
   shell.runMenu.on('run-below', () => notebook.runBelow(notebook.active))
@@ -154,10 +184,25 @@ function boot () {
       if (state?.status && status.kernelEl.dataset.state === 'unknown') { status.setKernel(state); notebook.setKernel(state) }
     })
   }
+  shell.notebookMenu?.on('open-activity', () => { location.href = `/n/${cfg.notebookId}/activity` })
+  shell.notebookMenu?.on('open-kernel-settings', () => { location.href = `/n/${cfg.notebookId}/kernel/settings` })
+  title = renamableTitle(shell.title, cfg, status, () => session.canEdit)
+  shell.editMenu.on('cut-cells', () => notebook.copyCells({ cut: true }))
+  shell.editMenu.on('copy-cells', () => notebook.copyCells())
+  shell.editMenu.on('paste-cells', () => notebook.pasteCells())
+  shell.editMenu.on('merge-cells', () => notebook.mergeBelow(notebook.active))
+  shell.editMenu.on('clear-outputs', () => notebook.clearOutputs())
+  shell.editMenu.on('clear-all-outputs', () => notebook.clearOutputs(true))
   shell.undo.addEventListener('click', () => notebook.undo())
   shell.redo.addEventListener('click', () => notebook.redo())
   status.setSaved(true, false)
-  window.__editor = { ydoc, provider: connection.provider, model, notebook, connection }
+  // Closing the tab (or reloading) with changes the server has not acknowledged: let the browser ask.
+  window.addEventListener('beforeunload', (event) => {
+    if (connection.isSaved()) return
+    event.preventDefault()
+    event.returnValue = ''
+  })
+  window.__editor = { ydoc, provider: connection.provider, model, notebook, connection, offline }
 }
 
 boot()

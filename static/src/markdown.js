@@ -4,7 +4,6 @@
 // emitted as an empty-looking <span class="nb-math"> holding the escaped TeX, and typeset by
 // KaTeX only after sanitising. KaTeX runs with trust: false, so \href, \url and \html* are off.
 import MarkdownIt from 'markdown-it'
-import katex from 'katex'
 import { sanitizeMarkdownHtml } from './sanitize.js'
 
 function mathInline (state, silent) {
@@ -69,9 +68,32 @@ md.renderer.rules.math = (tokens, idx) => {
   return `<${tag} class="nb-math${display ? ' nb-math-display' : ''}">${md.utils.escapeHtml(tokens[idx].content)}</${tag}>`
 }
 
+// KaTeX is a quarter of the editor's code and most notebooks have no formula: it is fetched
+// the first time one is shown; until then (a few ms) the formula's source stands in.
+let katex = null
+let loading = null
+const waiting = new Set()
+
+function loadKatex () {
+  loading ??= import('katex').then((module) => {
+    katex = module.default
+    for (const el of waiting) if (el.isConnected) typeset(el)
+    waiting.clear()
+  }).catch((err) => console.error('Could not load the formula renderer', err))
+  return loading
+}
+
 function typeset (root) {
-  for (const el of root.querySelectorAll('.nb-math')) {
+  const pending = root.querySelectorAll('.nb-math:not([data-typeset])')
+  if (!pending.length) return
+  if (!katex) {
+    waiting.add(root)
+    loadKatex()
+    return
+  }
+  for (const el of pending) {
     const tex = el.textContent
+    el.dataset.typeset = ''
     try {
       katex.render(tex, el, { displayMode: el.classList.contains('nb-math-display'), throwOnError: false, trust: false, strict: 'ignore', maxExpand: 500 })
     } catch {
@@ -95,7 +117,7 @@ function resolveAttachments (root, attachments) {
 /** Renders markdown into `el` (replacing its content). */
 export function renderMarkdown (el, source, { attachments = null } = {}) {
   const fragment = sanitizeMarkdownHtml(md.render(source))
-  typeset(fragment)
   resolveAttachments(fragment, attachments)
   el.replaceChildren(fragment)
+  typeset(el)
 }

@@ -130,6 +130,100 @@ export class NotebookModel {
     return true
   }
 
+  /**
+   * Appends the sources of the cells `ids[1..]` to the first one (one line break between them)
+   * and deletes them. The first cell keeps its type; its outputs and count no longer match its
+   * source, so they are cleared (as JupyterLab does).
+   */
+  merge (ids) {
+    const indexes = ids.map((id) => this.indexOfId(id)).filter((i) => i >= 0).sort((a, b) => a - b)
+    if (indexes.length < 2) return false
+    const [first, ...rest] = indexes.map((i) => this.cells.get(i))
+    const text = first.get('source')
+    if (!(text instanceof Y.Text)) return false
+    this.transact(() => {
+      for (const cell of rest) text.insert(text.length, '\n' + sourceText(cell))
+      if (first.get('cell_type') === 'code') {
+        const outputs = first.get('outputs')
+        if (outputs instanceof Y.Array && outputs.length) outputs.delete(0, outputs.length)
+        first.set('execution_count', null)
+      }
+      for (const i of indexes.slice(1).reverse()) this.cells.delete(i, 1)
+    })
+    return true
+  }
+
+  /** Plain nbformat cells (no ids) of `ids`, in document order: what C and X put on the clipboard. */
+  exportCells (ids) {
+    return this.cells.toArray().filter((c) => ids.includes(c.get('id'))).map((c) => {
+      const cell = { cell_type: c.get('cell_type'), source: sourceText(c), metadata: toPlain(c.get('metadata')) ?? {} }
+      if (cell.cell_type === 'code') {
+        cell.outputs = toPlain(c.get('outputs')) ?? []
+        cell.execution_count = c.get('execution_count') ?? null
+      } else if (c.has('attachments')) {
+        cell.attachments = toPlain(c.get('attachments'))
+      }
+      return cell
+    })
+  }
+
+  /** Inserts plain cells (from the clipboard) at `index` with new ids; returns the ids. */
+  insertCells (index, cells) {
+    const ids = []
+    const made = cells.filter((c) => c && CELL_TYPES.includes(c.cell_type)).map((c) => {
+      const id = newCellId()
+      ids.push(id)
+      const cell = makeCell(c.cell_type, typeof c.source === 'string' ? c.source : Array.isArray(c.source) ? c.source.join('') : '', {
+        id,
+        metadata: c.metadata && typeof c.metadata === 'object' && !Array.isArray(c.metadata) ? new Y.Map(Object.entries(c.metadata)) : null
+      })
+      if (c.cell_type === 'code' && Array.isArray(c.outputs)) {
+        cell.set('outputs', Y.Array.from(c.outputs.filter((o) => o && typeof o === 'object').map((o) => new Y.Map(Object.entries(o)))))
+        cell.set('execution_count', Number.isInteger(c.execution_count) ? c.execution_count : null)
+      }
+      return cell
+    })
+    if (made.length) this.transact(() => this.cells.insert(Math.max(0, Math.min(index, this.cells.length)), made))
+    return ids
+  }
+
+  removeMany (ids) {
+    const indexes = ids.map((id) => this.indexOfId(id)).filter((i) => i >= 0).sort((a, b) => b - a)
+    if (indexes.length) this.transact(() => { for (const i of indexes) this.cells.delete(i, 1) })
+    return indexes.length
+  }
+
+  /** Splits a cell's source at `offset` (UTF-16, as the editor counts): the rest becomes a new cell below. */
+  split (id, offset) {
+    const index = this.indexOfId(id)
+    if (index < 0) return null
+    const cell = this.cells.get(index)
+    const text = cell.get('source')
+    if (!(text instanceof Y.Text)) return null
+    const all = text.toString()
+    const at = Math.max(0, Math.min(offset, all.length))
+    const after = all.slice(at).replace(/^\n/, '')
+    const newId = newCellId()
+    this.transact(() => {
+      text.delete(at, all.length - at)
+      if (text.toString().endsWith('\n')) text.delete(text.length - 1, 1)
+      this.cells.insert(index + 1, [makeCell(cell.get('cell_type'), after, { id: newId })])
+    })
+    return newId
+  }
+
+  clearOutputs (ids) {
+    const cells = this.cells.toArray().filter((c) => ids.includes(c.get('id')) && c.get('cell_type') === 'code')
+    if (!cells.length) return
+    this.transact(() => {
+      for (const c of cells) {
+        const outputs = c.get('outputs')
+        if (outputs instanceof Y.Array && outputs.length) outputs.delete(0, outputs.length)
+        if (c.get('execution_count') != null) c.set('execution_count', null)
+      }
+    })
+  }
+
   undo () { return this.undoManager.undo() != null }
   redo () { return this.undoManager.redo() != null }
 }

@@ -6,8 +6,12 @@ import { h, icon } from './dom.js'
 import { installCommandKeys, editorKeymap } from './keyboard.js'
 import { CellDragAndDrop } from './dragdrop.js'
 import { RunTracker } from './runs.js'
+import { LOCAL } from './model.js'
+import { assistExtensions } from './assist.js'
+import { FindBar } from './find.js'
 
 const LAZY_MARGIN = '900px 0px'
+const CLIPBOARD_KEY = 'nb-cell-clipboard'
 
 export class NotebookView {
   constructor ({ root, model, awareness, connection, cfg, status }) {
@@ -24,7 +28,19 @@ export class NotebookView {
     this.viewByEl = new WeakMap()
     this.active = null
     this.mode = 'command'
-    this.runs = new RunTracker({ cfg, connection, status, onChange: () => this._refreshRunStates() })
+    this.runs = new RunTracker({
+      cfg,
+      connection,
+      status,
+      onChange: () => this._refreshRunStates(),
+      inputHost: (id) => this.byId.get(id)?.outputArea ?? null,
+      onInputSent: (id) => {
+        const view = this.byId.get(id)
+        if (view && (!this.active || this.active === view || document.activeElement === document.body || view.el.contains(document.activeElement))) {
+          this.activate(view, { mode: 'command', scroll: false })
+        }
+      }
+    })
     this.toRealize = new Set()
     this.list = h('div', { class: 'nb-cells' })
     this.footer = this._buildFooter()
@@ -32,6 +48,7 @@ export class NotebookView {
     this.observer = new IntersectionObserver((entries) => this._onIntersect(entries), { rootMargin: LAZY_MARGIN })
     this._reset()
     model.cells.observe((event) => this._onCellsChanged(event))
+    this.find = new FindBar(this)
     this.dnd = new CellDragAndDrop(this)
     installCommandKeys(this)
   }
@@ -100,7 +117,39 @@ export class NotebookView {
     this.root.classList.toggle('is-empty', this.views.length === 0)
     this._refreshRunStates()
     this.onStructureChange?.()
-    if (snapshot && !this.views.includes(prev)) this._restoreActive(snapshot)
+    if (snapshot && !this.views.includes(prev)) {
+      const remote = event.transaction.origin !== LOCAL
+      if (remote && !this.byId.has(snapshot.id) && snapshot.editing) this._editedCellDeleted(snapshot)
+      else this._restoreActive(snapshot)
+    }
+  }
+
+  // Someone else deleted the cell this person is typing in. Their next keys must stay text: keep
+  // edit mode in the cell above (or the one that took its place), and say who did it.
+  _editedCellDeleted ({ id, index, hadFocus }) {
+    this.active = null
+    const above = index > 0 ? this.views[index - 1] : null
+    const target = above ?? this.views[index] ?? null
+    if (target) {
+      if (target.type === 'markdown') target.setEditing(true)
+      this.activate(target, { mode: 'edit', caret: above ? 'end' : 'start', scroll: true, focus: hadFocus })
+    } else {
+      this._publishCell(null)
+    }
+    const name = this.whoWasIn(id, 'deleted') ?? 'Someone'
+    const where = target ? (above ? ' Your typing continues at the end of the cell above.' : ' Your typing continues in the next cell.') : ''
+    this.status.toast(`${name} deleted the cell you were editing.${where}`, 'warn')
+  }
+
+  /** The name of another person whose presence has `key` (a list of cell ids) or `cell` matching `id`. */
+  whoWasIn (id, key = null) {
+    let found = null
+    for (const [clientId, state] of this.awareness.getStates()) {
+      if (clientId === this.awareness.clientID || !state?.user?.name) continue
+      if (key && Array.isArray(state[key]) && state[key].includes(id)) return state.user.name
+      if (state.cell === id) found ??= state.user.name
+    }
+    return found
   }
 
   /** Another client changed a cell's type or id in place: rebuild its view. */
@@ -181,8 +230,9 @@ export class NotebookView {
 
   indexOf (view) { return this.views.indexOf(view) }
 
-  activate (view, { mode = 'command', caret = 'end', scroll = true, focus = true } = {}) {
+  activate (view, { mode = 'command', caret = 'end', scroll = true, focus = true, keepSelection = false } = {}) {
     if (!view) return
+    if (!keepSelection && this.selectionAnchor && this.active !== view) this.clearSelection()
     if (this.active && this.active !== view) {
       this.active.setActive(false)
       if (this.active.type === 'markdown' && this.active.editing) this.active.setEditing(false)
@@ -266,12 +316,128 @@ export class NotebookView {
 
   deleteCell (view) {
     if (!this.canEdit || !view) return
+    const editor = this.whoWasIn(view.id)
+    // Tells the others who deleted it (see _editedCellDeleted), before the deletion reaches them.
+    this.awareness.setLocalStateField('deleted', [view.id])
     this.model.remove(view.id)
+    if (editor) {
+      this.status.toast(`You deleted the cell ${editor} was in.`, 'info', { label: 'Undo', testid: 'undo-delete', run: () => this.undo() })
+    }
+  }
+
+  /** Shift-M: the selected cells become one; with one selected, it and the one below. */
+  mergeBelow (view) {
+    if (!this.canEdit || !view) return
+    let views = this.selectedViews()
+    if (views.length < 2) {
+      const next = this.views[this.indexOf(view) + 1]
+      if (!next) return
+      views = [view, next]
+    }
+    this.model.merge(views.map((v) => v.id))
+    this.clearSelection()
+    this.activate(this.byId.get(views[0].id) ?? views[0], { mode: 'command', scroll: false })
+  }
+
+  // ---- multi-cell selection (Shift-Up/Down): C, X, D D, Shift-M and clearing act on all of it --
+
+  selectedViews () {
+    const anchor = this.selectionAnchor
+    if (!this.active) return []
+    if (!anchor || !this.views.includes(anchor)) return [this.active]
+    const [a, b] = [this.indexOf(anchor), this.indexOf(this.active)].sort((x, y) => x - y)
+    return this.views.slice(a, b + 1)
+  }
+
+  extendSelection (delta) {
+    if (!this.active) return
+    const next = this.views[this.indexOf(this.active) + delta]
+    if (!next) return
+    this.selectionAnchor ??= this.active
+    this.activate(next, { mode: 'command', keepSelection: true })
+    this._paintSelection()
+  }
+
+  clearSelection () {
+    if (!this.selectionAnchor) return
+    this.selectionAnchor = null
+    this._paintSelection()
+  }
+
+  _paintSelection () {
+    const selected = new Set(this.selectionAnchor ? this.selectedViews() : [])
+    for (const view of this._painted ?? []) if (!selected.has(view)) view.el.classList.remove('is-selected')
+    for (const view of selected) view.el.classList.add('is-selected')
+    this._painted = selected
+  }
+
+  // ---- cell clipboard: kept in this browser's storage, so it also pastes into other notebooks ----
+
+  copyCells ({ cut = false } = {}) {
+    const views = this.selectedViews()
+    if (!views.length) return
+    const cells = this.model.exportCells(views.map((v) => v.id))
+    try {
+      localStorage.setItem(CLIPBOARD_KEY, JSON.stringify(cells))
+    } catch {
+      this.status.toast('These cells are too large to copy here; download the notebook instead.', 'error')
+      return
+    }
+    cut = cut && this.canEdit // a viewer's X copies
+    if (cut) {
+      const index = this.indexOf(views[0])
+      this.model.removeMany(views.map((v) => v.id))
+      this.clearSelection()
+      const fallback = this.views[Math.min(index, this.views.length - 1)]
+      if (fallback) this.activate(fallback, { mode: 'command' })
+    }
+    this.status.toast(`${cells.length === 1 ? 'Cell' : `${cells.length} cells`} ${cut ? 'cut' : 'copied'}.`, 'info')
+  }
+
+  pasteCells ({ above = false } = {}) {
+    if (!this.canEdit) return
+    let cells = null
+    try { cells = JSON.parse(localStorage.getItem(CLIPBOARD_KEY) || 'null') } catch { cells = null }
+    if (!Array.isArray(cells) || !cells.length) { this.status.toast('No cells to paste: copy some with C or cut them with X.', 'info'); return }
+    const index = this.active ? this.indexOf(this.active) + (above ? 0 : 1) : this.views.length
+    const ids = this.model.insertCells(index, cells)
+    this.clearSelection()
+    const last = this.byId.get(ids[ids.length - 1])
+    if (last) this.activate(last, { mode: 'command' })
+  }
+
+  deleteSelected () {
+    const views = this.selectedViews()
+    if (views.length > 1 && this.canEdit) {
+      const index = this.indexOf(views[0])
+      this.model.removeMany(views.map((v) => v.id))
+      this.clearSelection()
+      const fallback = this.views[Math.min(index, this.views.length - 1)]
+      if (fallback) this.activate(fallback, { mode: 'command' })
+    } else {
+      this.deleteCell(views[0])
+    }
+  }
+
+  /** Ctrl-Shift-minus: the source after the caret becomes a new cell below, edited at its start. */
+  splitCell (view) {
+    if (!this.canEdit || !view?.editor) return
+    const id = this.model.split(view.id, view.caretOffset() ?? 0)
+    const fresh = id && this.byId.get(id)
+    if (fresh) this.activate(fresh, { mode: 'edit', caret: 'start' })
+  }
+
+  clearOutputs (all = false) {
+    if (!this.canEdit) return
+    const views = all ? this.views : this.selectedViews()
+    this.model.clearOutputs(views.map((v) => v.id))
   }
 
   moveCell (view, delta) {
     if (!this.canEdit || !view) return
     this.model.move(view.id, this.indexOf(view) + delta)
+    const moved = this.byId.get(view.id)
+    if (moved && this.active?.id === view.id) this.scrollIntoView(moved)
   }
 
   setCellType (view, type) {
@@ -336,8 +502,19 @@ export class NotebookView {
   }
 
   runCells (views) {
-    if (!this.canRun) return
-    this.runs.run(views.filter((v) => v.type === 'code').map((v) => v.id))
+    const ids = views.filter((v) => v.type === 'code').map((v) => v.id)
+    if (!ids.length) return
+    if (!this.canRun) { this._sayCannotRun(); return }
+    this.runs.run(ids)
+  }
+
+  // Said at the moment of trying, at most every few seconds however often the keys are pressed.
+  _sayCannotRun () {
+    const now = Date.now()
+    if (now - (this._saidCannotRun ?? 0) < 4000) return
+    this._saidCannotRun = now
+    const what = this.canEdit ? 'You can edit this notebook but not run code in it.' : 'You can view this notebook but not run code in it.'
+    this.status.toast(`${what} To run cells, ask the owner to share it with you as “Can edit and run”.`, 'warn')
   }
 
   setKernel (kernel) {
@@ -361,8 +538,33 @@ export class NotebookView {
     for (const id of touched) this.byId.get(id)?.setPresence(byCell.get(id) ?? [])
   }
 
+  openFind () { this.find.open() }
+
   editorKeys (view) {
     return editorKeymap(this, view)
+  }
+
+  editorExtensions () {
+    this._assist ??= assistExtensions(this)
+    return this._assist
+  }
+
+  /**
+   * Completion ('complete') or help ('inspect') from the kernel: the reply's body, or null. Said
+   * out loud (`say`) when the kernel cannot answer; completion stays quiet and Tab just indents.
+   */
+  async assist (op, code, cursorPos, { say = false } = {}) {
+    if (!this.canRun) return null
+    const reply = await this.connection.command(op, { code, cursor_pos: cursorPos })
+    if (reply?.status === 200) return reply.body
+    if (say || reply?.status === 409) {
+      const now = Date.now()
+      if (now - (this._saidAssist ?? 0) > 4000) {
+        this._saidAssist = now
+        this.status.toast(reply?.body?.error || 'The kernel did not answer.', 'info')
+      }
+    }
+    return null
   }
 
   onDragStart (view, event) {

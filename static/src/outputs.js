@@ -44,20 +44,63 @@ export function normalizeOutputs (outputs) {
   return result
 }
 
-// A runaway print loop must not freeze every browser that opens the notebook.
-const MAX_TEXT = 100000
+// A runaway print loop must not freeze every browser that opens the notebook, nor hide how it
+// ended: long text shows its first and last lines, with the rest one click away.
+const HEAD_LINES = 40
+const TAIL_LINES = 40
+const MAX_LINE = 5000 // characters of one line shown before "show all"
+const MAX_SHOWN_ALL = 2000000 // characters rendered by "show all"; beyond that, download only
+
+function clip (text) {
+  return text.length > MAX_LINE * (HEAD_LINES + TAIL_LINES) ? text.slice(0, MAX_LINE * (HEAD_LINES + TAIL_LINES)) : text
+}
+
+function splitLines (value) {
+  const lines = value.split('\n')
+  if (lines.length && lines[lines.length - 1] === '') lines.pop()
+  return lines
+}
 
 function pre (className, text) {
   const el = document.createElement('pre')
   el.className = className
   const value = String(text)
-  el.appendChild(ansiToFragment(value.length > MAX_TEXT ? value.slice(0, MAX_TEXT) : value))
-  if (value.length > MAX_TEXT) {
-    const note = document.createElement('div')
-    note.className = 'output-truncated'
-    note.textContent = `… ${(value.length - MAX_TEXT).toLocaleString()} more characters not shown. Download the notebook to see the full output.`
-    el.appendChild(note)
+  const lines = splitLines(value)
+  if (lines.length <= HEAD_LINES + TAIL_LINES + 1 && value.length <= MAX_LINE * (HEAD_LINES + TAIL_LINES)) {
+    el.appendChild(ansiToFragment(value))
+    return el
   }
+  const hidden = lines.length - HEAD_LINES - TAIL_LINES
+  const head = clip(lines.slice(0, HEAD_LINES).join('\n'))
+  const tail = clip(lines.slice(-TAIL_LINES).join('\n'))
+  const note = document.createElement('div')
+  note.className = 'output-truncated'
+  note.dataset.testid = 'output-hidden-lines'
+  note.append(`${hidden > 0 ? hidden.toLocaleString() : 'Some'} lines hidden: `)
+  if (value.length <= MAX_SHOWN_ALL) {
+    const all = document.createElement('button')
+    all.type = 'button'
+    all.className = 'output-link'
+    all.textContent = 'show all'
+    all.addEventListener('click', () => {
+      el.replaceChildren(ansiToFragment(value))
+      el.classList.add('is-scrolling')
+    })
+    note.append(all, ' / ')
+  }
+  const download = document.createElement('a')
+  download.className = 'output-link'
+  download.dataset.testid = 'output-download'
+  download.textContent = 'download'
+  download.download = 'output.txt'
+  download.href = '#'
+  download.addEventListener('click', () => {
+    // the Blob is made on demand: a notebook may hold many long outputs nobody downloads
+    download.href = URL.createObjectURL(new Blob([value], { type: 'text/plain;charset=utf-8' }))
+    setTimeout(() => URL.revokeObjectURL(download.href), 60000)
+  })
+  note.append(download)
+  el.append(ansiToFragment(head + '\n'), note, ansiToFragment(tail))
   return el
 }
 

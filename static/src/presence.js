@@ -2,6 +2,20 @@
 // click someone's avatar to jump to their cell and keep following until you act yourself.
 import { h, initials, safeColor } from './dom.js'
 
+// Guests on one link all carry the link's name ("Guest via Seminar link"); each gets an animal
+// of its own, the same in every browser (from its id), so two guests never look identical.
+const ANIMALS = ['Otter', 'Heron', 'Lynx', 'Panda', 'Koala', 'Falcon', 'Walrus', 'Gecko', 'Ibis', 'Marten', 'Quokka', 'Yak',
+  'Bison', 'Crane', 'Dingo', 'Egret', 'Ferret', 'Jackal', 'Kiwi', 'Lemur', 'Moose', 'Newt', 'Ocelot', 'Puffin', 'Raven', 'Stoat',
+  'Tapir', 'Urial', 'Vole', 'Wombat', 'Zebu', 'Alpaca']
+
+export function guestName (id, name) {
+  if (!String(id).startsWith('g:')) return name
+  let hash = 0
+  for (const c of String(id)) hash = (hash * 31 + c.charCodeAt(0)) >>> 0
+  const via = name.replace(/^Guest\s+/, '')
+  return `Guest ${ANIMALS[hash % ANIMALS.length]} (${via})`
+}
+
 export class PresenceView {
   constructor ({ awareness, notebook, me }) {
     this.awareness = awareness
@@ -29,7 +43,7 @@ export class PresenceView {
       const key = user.id ?? `client:${clientId}`
       let person = byUser.get(key)
       if (!person) {
-        person = { id: key, name: String(user.name), color: user.color, role: user.role, isMe: false, cells: [] }
+        person = { id: key, name: guestName(key, String(user.name)), color: user.color, role: user.role, isMe: false, cells: [] }
         byUser.set(key, person)
       }
       if (clientId === selfId) person.isMe = true

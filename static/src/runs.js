@@ -12,7 +12,9 @@ import { h } from './dom.js'
 const STALE_PENDING_MS = 15000
 
 export class RunTracker {
-  constructor ({ cfg, connection, status, onChange }) {
+  constructor ({ cfg, connection, status, onChange, inputHost = () => null, onInputSent = () => {} }) {
+    this.inputHost = inputHost // cell id -> the element the input box goes into (under the cell's output)
+    this.onInputSent = onInputSent
     this.url = cfg.urls?.run
     this.kernelUrl = cfg.urls?.kernel ? cfg.urls.kernel.replace(/\/?$/, '/') : null
     this.connection = connection
@@ -48,7 +50,6 @@ export class RunTracker {
     const form = h('form', { class: 'nb-input-box', role: 'dialog', 'data-testid': 'kernel-input' },
       h('label', { text: request.prompt || 'The cell asks for input:' }), field,
       h('button', { type: 'submit', text: 'Send' }))
-    form.style.cssText = 'position:fixed;bottom:1rem;left:50%;transform:translateX(-50%);z-index:50;display:flex;gap:.5rem;align-items:center;padding:.6rem .8rem;background:#fff;border:1px solid #ccc;border-radius:6px;box-shadow:0 2px 12px rgba(0,0,0,.2)'
     form.addEventListener('submit', async (event) => {
       event.preventDefault()
       form.querySelector('button').disabled = true
@@ -56,11 +57,21 @@ export class RunTracker {
       if (!response?.ok) {
         form.querySelector('button').disabled = false
         this.status.toast(response ? await describeFailure(response) : 'Could not reach the server.', 'error')
+        return
       }
+      // the box goes away with the next kernel status; the keyboard stays with the cell
+      this.onInputSent(request.cell_id)
     })
-    document.body.append(form)
+    // Inline under the cell that asks, as in Jupyter; floating only if that cell is not on the page.
+    const host = this.inputHost(request.cell_id)
+    if (host) host.append(form)
+    else {
+      form.classList.add('is-floating')
+      document.body.append(form)
+    }
     this.prompt = { key, el: form }
-    field.focus()
+    field.focus({ preventScroll: true })
+    form.scrollIntoView({ block: 'nearest' })
   }
 
   async run (ids) {

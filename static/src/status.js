@@ -27,7 +27,7 @@ export class StatusView {
       h('span', { class: 'nb-status-dot', 'aria-hidden': 'true' }),
       this.statusText = h('span', { class: 'nb-status-text', text: STATUS_TEXT.connecting }))
     this.savedEl = h('span', { class: 'nb-saved', 'data-testid': 'saved', 'data-state': 'unknown', 'aria-live': 'polite' })
-    this.kernelEl = h('div', { class: 'nb-kernel nb-run-only', 'data-testid': 'kernel-status', 'data-state': 'unknown', title: 'Kernel status' },
+    this.kernelEl = h('div', { class: 'nb-kernel', 'data-testid': 'kernel-status', 'data-state': 'unknown', title: 'Kernel status' },
       h('span', { class: 'nb-kernel-dot', 'aria-hidden': 'true' }),
       this.kernelText = h('span', { text: 'Kernel not started' }))
     this.connectionBanner = h('div', { class: 'nb-banner nb-banner--warn', 'data-testid': 'connection-banner', hidden: true })
@@ -68,9 +68,17 @@ export class StatusView {
     this.accessBanner.hidden = false
   }
 
-  setSaved (saved, connected) {
+  setSaved (saved, connected, stalled = false) {
     let state; let text
-    if (saved) { state = 'saved'; text = 'All changes saved' } else if (connected) { state = 'saving'; text = 'Saving…' } else { state = 'unsaved'; text = 'Unsaved changes' }
+    if (saved) {
+      state = 'saved'; text = 'All changes saved'
+    } else if (stalled) {
+      state = 'unsaved'; text = 'Not saved: the server stopped answering. Reconnecting…'
+    } else if (connected) {
+      state = 'saving'; text = 'Saving…'
+    } else {
+      state = 'unsaved'; text = 'Not saved yet (offline)'
+    }
     this.savedEl.dataset.state = state
     this.savedEl.textContent = text
   }
@@ -92,10 +100,23 @@ export class StatusView {
     if (message && (state === 'error' || state === 'dead')) this.toast(message, 'error')
   }
 
-  toast (message, kind = 'info') {
-    const el = h('div', { class: `nb-toast nb-toast--${kind}`, 'data-testid': 'toast', role: kind === 'error' ? 'alert' : 'status', text: message })
+  /** A passing message; `action` ({label, run, testid, sticky}) adds a button and keeps it up longer (until used or dismissed if sticky). */
+  toast (message, kind = 'info', action = null) {
+    const el = h('div', { class: `nb-toast nb-toast--${kind}`, 'data-testid': 'toast', role: kind === 'error' || kind === 'warn' ? 'alert' : 'status' },
+      h('span', { text: message }))
+    if (action) {
+      el.append(h('button', {
+        type: 'button', class: 'nb-toast-action', 'data-testid': action.testid ?? 'toast-action', text: action.label,
+        onclick: () => { el.remove(); action.run() }
+      }))
+    }
     this.toasts.appendChild(el)
-    setTimeout(() => el.classList.add('is-leaving'), 5000)
-    setTimeout(() => el.remove(), 5400)
+    if (action?.sticky) {
+      el.append(h('button', { type: 'button', class: 'nb-toast-close', 'aria-label': 'Dismiss', text: '✕', onclick: () => el.remove() }))
+      return
+    }
+    const ms = action || kind === 'warn' ? 10000 : 5000
+    setTimeout(() => el.classList.add('is-leaving'), ms)
+    setTimeout(() => el.remove(), ms + 400)
   }
 }

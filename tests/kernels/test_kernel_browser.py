@@ -84,10 +84,22 @@ def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):  # noqa:
     a.wait_for_selector('[data-testid="kernel-input"]:has-text("Name?")', timeout=30_000)
     b.wait_for_function("window.__editor && true")  # Bob is connected but is not asked
     assert b.locator('[data-testid="kernel-input"]').count() == 0
-    a.locator('[data-testid="kernel-input-field"]').fill("Ada")
+    # the box sits under the cell that asks (not floating over the next one), with the keyboard
+    first = a.locator('[data-testid="cell"]').first
+    assert first.locator('[data-testid="kernel-input"]').count() == 1
+    assert a.evaluate("document.activeElement.dataset.testid") == "kernel-input-field"
+    a.keyboard.type("Ada")
     a.keyboard.press("Enter")
     b.wait_for_selector('[data-testid="output"]:has-text("hi Ada")', timeout=30_000)
     a.wait_for_selector('[data-testid="kernel-input"]', state="detached", timeout=10_000)
+    # after Send the keyboard is with the cell again (command mode), not with the page's body
+    cell_id = first.get_attribute("data-cell-id")
+    a.wait_for_function(
+        "(id) => document.activeElement !== document.body"
+        " && document.activeElement.closest('[data-testid=cell]')?.dataset.cellId === id",
+        arg=cell_id,
+        timeout=10_000,
+    )
     assert a.errors == []
     assert b.errors == []
     a.context.close()
@@ -159,3 +171,57 @@ def test_run_menu_runs_above_below_and_restarts_then_runs_all(browser, stack, tm
     )
     assert a.errors == []
     a.context.close()
+
+
+def test_tab_completes_and_shift_tab_shows_help_from_the_kernel(browser, stack):  # noqa: F811
+    alice = stack.user_with_notebook("alice4@example.com", title="Completion demo")
+    bob = stack.django(
+        "import json\nfrom tests.procs import make_user_and_notebook\n"
+        "print(json.dumps(make_user_and_notebook('bob4@example.com', 'null')))"
+    )
+    stack.call("share_with", alice["notebook_id"], "bob4@example.com", "editor")
+    url = f"{stack.base}/n/{alice['notebook_id']}/"
+    a = open_editor(browser, stack, alice, url)
+    a.locator('[data-testid="cell"]').first.locator('[data-testid="cell-editor"]').click()
+    a.keyboard.type("alpha_value = 1")
+    a.keyboard.press("Shift+Enter")  # starts the kernel; the next cell gets the keyboard
+    a.wait_for_selector('[data-testid="kernel-status"][data-state="idle"]', timeout=30_000)
+    a.wait_for_function("window.__editor.ydoc.getArray('cells').length === 2")
+    second = a.locator('[data-testid="cell"]').nth(1)
+    a.keyboard.type("π = 3; alpha_v")  # a non-ASCII character before: positions are code points
+    a.keyboard.press("Tab")
+    a.wait_for_selector('.cm-tooltip-autocomplete li:has-text("alpha_value")', timeout=15_000)
+    a.keyboard.press("Enter")
+    a.wait_for_function(
+        "window.__editor.ydoc.getArray('cells').get(1).get('source').toString() === 'π = 3; alpha_value'"
+    )
+    a.keyboard.type("\nlen")
+    a.keyboard.press("Shift+Tab")
+    tip = a.locator('[data-testid="inspect-tooltip"]')
+    tip.wait_for(timeout=15_000)
+    assert "Return the number of items" in tip.inner_text()
+    a.keyboard.press("Escape")
+    tip.wait_for(state="detached")
+    assert a.evaluate("window.__editor.notebook.mode") == "edit"  # Escape closed the help only
+    assert "alpha_value" in second.inner_text()
+
+    # Bob may edit but not run: Tab indents, and nothing is asked of the kernel
+    b = open_editor(browser, stack, bob, url)
+    b.evaluate(
+        "window.__asked = []; const c = window.__editor.connection; const send = c.command.bind(c);"
+        " c.command = (op, args) => { window.__asked.push(op); return send(op, args) }; true"
+    )
+    b.locator('[data-testid="cell"]').nth(1).locator(".cm-content").click()
+    b.keyboard.press("Control+End")
+    b.keyboard.press("Enter")
+    b.keyboard.type("alpha_v")
+    b.keyboard.press("Tab")
+    b.wait_for_function(  # Tab indents the line
+        "window.__editor.ydoc.getArray('cells').get(1).get('source').toString().endsWith('\\n    alpha_v')"
+    )
+    assert b.evaluate("window.__asked") == []
+    assert b.locator(".cm-tooltip-autocomplete").count() == 0
+    assert a.errors == []
+    assert b.errors == []
+    a.context.close()
+    b.context.close()

@@ -12,6 +12,7 @@ import os
 
 from daphne.cli import CommandLineInterface
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from config.serving import daphne_args
@@ -43,11 +44,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, host: str, port: int, behind_proxy: bool = False, **options):
+        # hashed, gzip-compressed static files (WhiteNoise serves them with a far-future cache)
+        call_command("collectstatic", interactive=False, verbosity=0)
         os.umask(0o077)  # the database, emails and kernel homes it creates are the app's alone
         url = f"http://{host}:{port}/"
         verification = settings.ACCOUNT_EMAIL_VERIFICATION
         self.stdout.write(
-            f"\n  Colab Notebooks is running at {url}\n"
+            f"\n  {settings.SITE_NAME} is running at {url}\n"
             f"  Sign up at {url}accounts/signup/ (email verification: {verification};\n"
             f"  emails, including the verification link, are printed in this terminal"
             f" unless EMAIL_URL is set).\n  Press Ctrl-C to stop.\n\n"

@@ -1,0 +1,42 @@
+"""Static files after `collectstatic` (as the `serve` command runs it): hashed names in pages,
+served gzip-encoded with a far-future cache; before it, plain names still work."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.template import Context, Template
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _site_storage(settings):
+    """The site's own storage (the suite's default swaps it for Django's plain one)."""
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "config.storage.StaticStorage"}}
+
+
+def static_url(name: str) -> str:
+    return Template("{% load static %}{% static name %}").render(Context({"name": name}))
+
+
+def test_it_serves_hashed_compressed_files_with_a_far_future_cache(settings, tmp_path):
+    settings.STATIC_ROOT = tmp_path
+    call_command("collectstatic", interactive=False, verbosity=0)
+    url = static_url("dist/editor.js")
+    assert url != "/static/dist/editor.js"
+    assert url.startswith("/static/dist/editor.")
+    response = Client().get(url, HTTP_ACCEPT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert response["Content-Encoding"] == "gzip"
+    assert "immutable" in response["Cache-Control"]
+    assert "max-age=315360000" in response["Cache-Control"]
+
+
+def test_before_collectstatic_the_plain_names_are_served(settings, tmp_path):
+    settings.STATIC_ROOT = tmp_path / "empty"
+    (tmp_path / "empty").mkdir()
+    assert static_url("dist/editor.js") == "/static/dist/editor.js"
+    response = Client().get("/static/dist/editor.js")
+    assert response.status_code == 200
