@@ -54,7 +54,7 @@ class Presence:
             if state != "null":
                 try:
                     obj = json.loads(state)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise ProtocolError("awareness state is not JSON") from None
                 if not isinstance(obj, dict):
                     raise ProtocolError("awareness state is not an object")

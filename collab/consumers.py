@@ -216,7 +216,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         try:
             request = json.loads(payload)
             request_id, op, args = request["id"], request["op"], request.get("args") or {}
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ProtocolError("a command is JSON with id, op and args") from None
         if not self.access.can(acl.Action.RUN):
             reply = {"status": 403, "body": {"error": "Your role does not allow running code."}}

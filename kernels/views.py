@@ -43,7 +43,7 @@ async def _allowed(request: HttpRequest, notebook_id: Any) -> tuple[Any, cluster
 def _body(request: HttpRequest) -> dict[str, Any] | None:
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return None
     return body if isinstance(body, dict) else None
 

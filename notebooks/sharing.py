@@ -351,6 +351,9 @@ def bind_invitations(user, request=None) -> int:
     ).select_related("notebook")
     bound = 0
     for invitation in pending:
+        removed = Removal.objects.filter(notebook=invitation.notebook, user=user).exists()
+        if removed and acl.sharer_role(invitation.notebook, invitation.invited_by_id) != Role.OWNER:
+            continue  # only an owner lets back someone an owner removed, by any address of theirs
         with transaction.atomic():
             grant, created = Grant.objects.get_or_create(
                 notebook=invitation.notebook,

@@ -123,6 +123,9 @@ def _role(value: str) -> Role:
         raise ShareError(f"“{value[:40]}” is not a role.", "bad_role") from None
 
 
+MAX_LINK_USES = 100_000  # and so always within the database's integer column
+
+
 def _max_uses(value: str) -> int | None:
     if not value:
         return None
@@ -132,6 +135,8 @@ def _max_uses(value: str) -> int | None:
         raise ShareError("The use limit must be a whole number of people.", "bad_max_uses") from None
     if max_uses < 1:
         raise ShareError("The use limit must be at least 1 person.", "bad_max_uses")
+    if max_uses > MAX_LINK_USES:
+        raise ShareError(f"The use limit can be at most {MAX_LINK_USES:,} people.", "bad_max_uses")
     return max_uses
 
 

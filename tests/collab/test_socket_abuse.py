@@ -104,3 +104,15 @@ async def test_it_closes_4413_on_oversized_presence_and_relays_nothing(notebook,
     await a.pump()
     assert b.doc.client_id not in a.awareness
     await close_all(a)
+
+
+async def test_a_command_nested_past_the_parsers_depth_closes_4400(notebook, alice):
+    a = await joined(notebook.pk, alice, query="ext=1")
+    b = await joined(notebook.pk, alice, query="ext=1")
+    await b.comm.send_to(
+        bytes_data=bytes([protocol.MessageType.COMMAND]) + protocol.write_string("[" * 100_000)
+    )
+    await b.wait_closed()
+    assert b.closed["code"] == 4400
+    assert len(room_of(notebook).sockets) == 1
+    await close_all(a)

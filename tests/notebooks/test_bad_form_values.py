@@ -31,3 +31,11 @@ def test_the_kernel_settings_page_answers_bad_server_ids(client, alice, notebook
     client.force_login(alice)
     response = client.post(f"/n/{notebook.pk}/kernel/settings", {"action": "choose", "server": server})
     assert response.status_code in (200, 302)
+
+
+def test_a_kernel_request_nested_past_the_parsers_depth_is_a_400(client, alice, notebook):
+    client.force_login(alice)
+    response = client.post(
+        f"/n/{notebook.pk}/kernel/run", data=b"[" * 100_000, content_type="application/json"
+    )
+    assert response.status_code == 400

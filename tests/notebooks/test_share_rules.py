@@ -413,3 +413,34 @@ def test_only_an_owner_removes_a_person(notebook, sharing_editor, charlie):
     with pytest.raises(acl.Refused) as refused:
         sharing.remove_person(access_of(notebook.owner, notebook), 999999)
     assert refused.value.code == "not_found"
+
+
+def test_an_editors_invitation_to_another_address_does_not_let_a_removed_person_back(
+    notebook, alice, sharing_editor, charlie
+):
+    Grant.objects.create(notebook=notebook, user=charlie, role=Role.VIEWER, granted_by=alice)
+    owner = signed_in(alice)
+    owner.post(f"/n/{notebook.pk}/share", {"action": "remove_person", "user_id": charlie.pk})
+    assert not Grant.objects.filter(notebook=notebook, user=charlie).exists()
+    # Bob invites an address nobody has yet; Charlie adds it to his account and verifies it.
+    signed_in(sharing_editor).post(
+        f"/n/{notebook.pk}/share", {"action": "invite", "emails": "charlie.alt@example.com", "role": "viewer"}
+    )
+    EmailAddress.objects.create(user=charlie, email="charlie.alt@example.com", verified=True)
+    assert sharing.bind_invitations(charlie) == 0
+    assert not Grant.objects.filter(notebook=notebook, user=charlie).exists()
+    # An owner's invitation to the same address does let him back.
+    owner.post(
+        f"/n/{notebook.pk}/share", {"action": "invite", "emails": "charlie.alt@example.com", "role": "viewer"}
+    )
+    sharing.bind_invitations(charlie)
+    assert Grant.objects.filter(notebook=notebook, user=charlie).exists()
+
+
+def test_a_huge_use_limit_is_refused_with_a_message(notebook, alice):
+    response = signed_in(alice).post(
+        f"/n/{notebook.pk}/share", {"action": "create_link", "role": "viewer", "max_uses": "9" * 30}
+    )
+    assert response.status_code == 302
+    assert "at most 100,000 people" in messages_of(response)
+    assert not ShareLink.objects.filter(notebook=notebook).exists()
