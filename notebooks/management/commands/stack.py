@@ -73,7 +73,8 @@ class Command(BaseCommand):
             nginx = self._spawn(nginx_argv(conf, run_dir))
             wait_for_port(port, nginx)
             self.stdout.write(
-                f"\n  Colab Notebooks is running at http://{host}:{port}/ ({workers} workers behind nginx)."
+                f"\n  {settings.SITE_NAME} is running at http://{host}:{port}/"
+                f" ({workers} workers behind nginx)."
                 "\n  Press Ctrl-C to stop.\n\n"
             )
             self.stdout.flush()
