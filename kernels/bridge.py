@@ -320,8 +320,7 @@ class KernelBridge:
         for task in (self._driver, self._reader):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await _settle([task], self.notebook_id)
         if self.running is not None:
             job = self.running
             await self._edit(lambda doc: self._fail_cell(job.cell_id, "The kernel was shut down."))
@@ -344,7 +343,7 @@ class KernelBridge:
         await self._broadcast()
         self._idle.set()
         if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+            await _settle(list(self._background), self.notebook_id)
         if self.room is not None:
             self.room.release()
             self.room = None
@@ -808,6 +807,22 @@ class KernelBridge:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+SHUTDOWN_GRACE = 10.0  # seconds a shutdown waits for the bridge's own tasks before cancelling them
+
+
+async def _settle(tasks: list[asyncio.Task], notebook_id: Any) -> None:
+    """Wait for the tasks to end, at most SHUTDOWN_GRACE seconds; cancel what is left (once, with
+    a log line), so a shutdown can never hang on a task that waits for something that is gone."""
+    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+    if pending:
+        log.warning(
+            "kernel bridge of %s: %d task(s) still running at shutdown; cancelled", notebook_id, len(pending)
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
 
 
 def _reason(exc: Exception) -> str:

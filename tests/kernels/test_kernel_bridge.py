@@ -29,8 +29,9 @@ async def kernel_settings(settings, jupyter_server: LocalJupyterServer) -> Async
     settings.JUPYTER_SERVER_URL = jupyter_server.url
     settings.JUPYTER_SERVER_TOKEN = jupyter_server.token
     yield
-    for bridge in list(BRIDGES.values()):
-        await bridge.shutdown()
+    async with asyncio.timeout(60):  # a shutdown that hangs fails the test instead of the run
+        for bridge in list(BRIDGES.values()):
+            await bridge.shutdown()
 
 
 async def post(notebook_id, user, action: str, body: dict | None = None) -> tuple[int, dict]:
