@@ -3,7 +3,6 @@ A real daphne worker whose kernels run on a real Jupyter Server started for this
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +12,7 @@ from tests.browser.conftest import (
     browser,  # noqa: F401 (the fixture)
     logged_in_page,
 )
+from tests.kernels.web import write_code_notebook
 from tests.procs import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
@@ -107,28 +107,8 @@ def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):  # noqa:
 
 
 def test_run_menu_runs_above_below_and_restarts_then_runs_all(browser, stack, tmp_path):  # noqa: F811
-    cells = [("c1", "print('one')"), ("c2", "print('two')"), ("c3", "print('three')")]
-    path = tmp_path / "menu.ipynb"
-    path.write_text(
-        json.dumps(
-            {
-                "nbformat": 4,
-                "nbformat_minor": 5,
-                "metadata": {},
-                "cells": [
-                    {
-                        "cell_type": "code",
-                        "id": cid,
-                        "metadata": {},
-                        "execution_count": None,
-                        "outputs": [],
-                        "source": src,
-                    }
-                    for cid, src in cells
-                ],
-            }
-        )
-    )
+    cells = {"c1": "print('one')", "c2": "print('two')", "c3": "print('three')"}
+    path = write_code_notebook(tmp_path / "menu.ipynb", cells)
     alice = stack.user_with_notebook("alice3@example.com", title="Menu demo", ipynb=str(path))
     a = open_editor(browser, stack, alice, f"{stack.base}/n/{alice['notebook_id']}/")
     a.on("dialog", lambda dialog: dialog.accept())

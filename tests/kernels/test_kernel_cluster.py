@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from kernels.local_server import LocalJupyterServer
-from tests.kernels.web import Browserish, texts, wait_for
+from tests.kernels.web import Browserish, texts, wait_for, write_code_notebook
 from tests.procs import Stack
 
 pytestmark = pytest.mark.processes
@@ -37,24 +37,7 @@ def stack(jupyter_server: LocalJupyterServer, tmp_path_factory) -> Iterator[Stac
     )
     try:
         stack.ports = [stack.start_worker(), stack.start_worker()]
-        path = tmp_path_factory.mktemp("nb") / "cluster.ipynb"
-        notebook = {
-            "nbformat": 4,
-            "nbformat_minor": 5,
-            "metadata": {},
-            "cells": [
-                {
-                    "cell_type": "code",
-                    "id": cid,
-                    "metadata": {},
-                    "execution_count": None,
-                    "outputs": [],
-                    "source": src,
-                }
-                for cid, src in CELLS
-            ],
-        }
-        path.write_text(json.dumps(notebook))
+        path = write_code_notebook(tmp_path_factory.mktemp("nb") / "cluster.ipynb", dict(CELLS))
         stack.alice = stack.user_with_notebook("alice@example.com", title="Cluster", ipynb=str(path))
         yield stack
     finally:

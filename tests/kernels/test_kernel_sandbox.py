@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.kernels.web import Browserish, texts, wait_for
+from tests.kernels.web import Browserish, texts, wait_for, write_code_notebook
 from tests.procs import PYTHON, ROOT, Stack, free_port, wait_for_port
 
 pytestmark = pytest.mark.processes
@@ -129,27 +129,6 @@ ATTEMPTS = [
 ]
 
 
-def _notebook(path: Path, cells: dict[str, str]) -> str:
-    notebook = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {},
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": cid,
-                "metadata": {},
-                "execution_count": None,
-                "outputs": [],
-                "source": src,
-            }
-            for cid, src in cells.items()
-        ],
-    }
-    path.write_text(json.dumps(notebook))
-    return str(path)
-
-
 def _jupyter_of(serve: psutil.Process) -> tuple[int, str]:
     """The port and token of the Jupyter Server that `serve` started (read as root, from outside)."""
     [server] = [p for p in serve.children() if "jupyter_server" in " ".join(p.cmdline())]
@@ -180,7 +159,7 @@ def app(tmp_path_factory) -> Iterator[Stack]:
         stack.alice = stack.user_with_notebook(
             "alice@example.com",
             title="Alice",
-            ipynb=_notebook(tmp / "a.ipynb", {"w": ALICE_WRITES, "r": ALICE_READS, "probe": PROBE}),
+            ipynb=write_code_notebook(tmp / "a.ipynb", {"w": ALICE_WRITES, "r": ALICE_READS, "probe": PROBE}),
         )
         yield stack
     finally:
@@ -204,7 +183,9 @@ def _mallory(app: Stack, tmp: Path, email: str) -> Browserish:
         "spin": "while True: pass",
         "probe": PROBE,
     }
-    mallory = app.user_with_notebook(email, title="Innocent", ipynb=_notebook(tmp / "m.ipynb", cells))
+    mallory = app.user_with_notebook(
+        email, title="Innocent", ipynb=write_code_notebook(tmp / "m.ipynb", cells)
+    )
     return Browserish(app.port, mallory["cookie"], mallory["notebook_id"])
 
 

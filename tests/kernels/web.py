@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import httpx
 
@@ -43,3 +45,25 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
 def texts(cell: dict) -> str:
     parts = (o.get("text", "") for o in cell["outputs"])
     return "".join("".join(p) if isinstance(p, list) else p for p in parts)
+
+
+def write_code_notebook(path: Path, cells: dict[str, str]) -> str:
+    """An .ipynb of code cells (id -> source) at `path`, for uploading; returns the path."""
+    notebook = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": cid,
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": src,
+            }
+            for cid, src in cells.items()
+        ],
+    }
+    path.write_text(json.dumps(notebook))
+    return str(path)
