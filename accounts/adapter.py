@@ -10,3 +10,10 @@ class AccountAdapter(DefaultAccountAdapter):
         if commit:
             user.save()
         return user
+
+    def unstash_verified_email(self, request):
+        """An invitation link proves its address (`notebooks.views.requests`): the address
+        counts as verified only when it is the one the person signs up with."""
+        stashed = super().unstash_verified_email(request)
+        typed = request.POST.get("email", "") if request is not None and request.method == "POST" else ""
+        return stashed if stashed and typed.strip().lower() == stashed.lower() else None

@@ -61,6 +61,8 @@ SECRET_KEY = _secret_key()
 DEBUG = envbool("DEBUG", "false")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+# Where emails link to when no request gives the host and port (`manage.py serve` and `stack` set
+# it from theirs); links in emails sent while answering a request use the request's own.
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
 # The product's name, in page titles, the top bar, e-mails and the command line.
 SITE_NAME = os.environ.get("SITE_NAME", "Confer Notebooks")

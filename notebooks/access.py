@@ -329,3 +329,28 @@ def check_may_transfer(access: Access) -> None:
 def check_may_change_settings(access: Access) -> None:
     if not access.role.is_owner():
         raise Refused("Only an owner can change who may share.", "owner_only")
+
+
+# access requests (notebooks.requests)
+
+
+def check_may_request(principal: Principal, notebook: Notebook, role: Role) -> None:
+    """A signed-in person asks for a role above the one they have (owners have everything)."""
+    if principal.user is None:
+        raise Refused("Sign in to ask for access.", "login_required")
+    if role is Role.OWNER:
+        raise Refused("You can ask to view, edit, or edit and run.", "bad_role")
+    current = resolve(principal, notebook)
+    if current is not None and current.role.rank >= role.rank:
+        raise Refused(f"You already have this access ({current.role.label.lower()}).", "has_role")
+
+
+def may_approve_request(access: Access, requester, role: Role) -> bool:
+    """Whoever may share at that role, as sharing decides it: not a guest, a role at least the
+    one asked for; people who already have a grant, or whom an owner removed, need an owner."""
+    if access.is_guest or not access.can(Action.SHARE) or role.rank > access.role.rank:
+        return False
+    if access.role.is_owner():
+        return True
+    has_grant = Grant.objects.filter(notebook=access.notebook, user=requester).exists()
+    return not has_grant and not is_removed(access.notebook, requester)

@@ -195,3 +195,28 @@ class Removal(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["notebook", "user"], name="unique_removal")]
+
+
+class AccessRequest(models.Model):
+    """Someone asking for a role on a notebook: one row per person and notebook; asking again
+    updates it and makes it pending again. Decisions are kept here and in the audit log."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        DECLINED = "declined", "Declined"
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="access_requests")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    message = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notebook", "user"], name="unique_access_request")]

@@ -7,15 +7,14 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from audit import log as audit
 from notebooks import access as acl
+from notebooks import emails as mail
 from notebooks.access import Access, Refused, hash_token
 from notebooks.actions import notify_after_commit
 from notebooks.links import (  # noqa: F401  (the sharing API: callers use sharing.create_link ...)
@@ -38,8 +37,9 @@ class ShareError(Refused):
 # grants and invitations
 
 
-def invite(access: Access, emails: list[str], role: Role, request=None) -> list[str]:
+def invite(access: Access, emails: list[str], role: Role, request=None, message: str = "") -> list[str]:
     """Give existing users the role at once; send everyone else a pending invitation."""
+    message = mail.clean_message(message)
     acl.check_may_share(access)
     acl.check_role_within_own(access, role)
     emails = list(dict.fromkeys(e.strip().lower() for e in emails if e.strip()))
@@ -70,11 +70,7 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
                     **access.audit_actor,
                 )
                 notify_after_commit(access.notebook.pk)
-                _mail(
-                    email,
-                    f"{access.actor_label} shared “{access.notebook.title}” with you",
-                    f"Open it: {settings.SITE_URL}{access.notebook.get_absolute_url()}",
-                )
+                mail.shared(access.notebook, access.actor_label, email, role.label, message, request)
             else:
                 token = secrets.token_urlsafe(24)
                 Invitation.objects.create(
@@ -94,11 +90,15 @@ def invite(access: Access, emails: list[str], role: Role, request=None) -> list[
                     role=role.value,
                     **access.audit_actor,
                 )
-                _mail(
+                mail.invitation(
+                    access.notebook,
+                    access.actor_label,
                     email,
-                    f"{access.actor_label} invited you to “{access.notebook.title}”",
-                    f"Create your account with this address to open it: {settings.SITE_URL}/accounts/signup/"
-                    f"\n\nThe invitation expires in {INVITATION_DAYS} days.",
+                    token,
+                    role.label,
+                    message,
+                    request,
+                    INVITATION_DAYS,
                 )
         done.append(email)
     return done
@@ -139,10 +139,6 @@ def _valid_email(email: str) -> bool:
     except ValidationError:
         return False
     return True
-
-
-def _mail(to: str, subject: str, body: str) -> None:
-    transaction.on_commit(lambda: send_mail(subject, body, None, [to], fail_silently=True))
 
 
 def change_role(access: Access, grant_id: int, role: Role, request=None) -> None:
@@ -230,9 +226,11 @@ def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
     _check_send_rate(access, 1)
     with transaction.atomic():
         invitation = acl.get_or_refuse(pending, invitation_id, "invitation")
+        token = secrets.token_urlsafe(24)  # only the hash is kept: the reminder carries a new one
         invitation.sent_at = timezone.now()
         invitation.expires_at = timezone.now() + timedelta(days=INVITATION_DAYS)
-        invitation.save(update_fields=["sent_at", "expires_at"])
+        invitation.token_hash = hash_token(token)
+        invitation.save(update_fields=["sent_at", "expires_at", "token_hash"])
         audit.record(
             "invitation.sent",
             notebook=access.notebook,
@@ -242,10 +240,16 @@ def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
             resent=True,
             **access.audit_actor,
         )
-        _mail(
+        mail.invitation(
+            access.notebook,
+            access.actor_label,
             invitation.email,
-            f"Reminder: {access.actor_label} invited you to “{access.notebook.title}”",
-            f"Create your account with this address to open it: {settings.SITE_URL}/accounts/signup/",
+            token,
+            invitation.get_role_display(),
+            "",
+            request,
+            INVITATION_DAYS,
+            reminder=True,
         )
 
 

@@ -27,3 +27,12 @@ urlpatterns += [
     path("n/<uuid:notebook_id>/share", share.share, name="share"),
     path("n/<uuid:notebook_id>/leave", share.leave, name="leave"),
 ]
+
+from notebooks.views import requests as access_requests  # noqa: E402
+
+urlpatterns += [
+    path("n/<uuid:notebook_id>/request-access", access_requests.request_access, name="request_access"),
+    path("n/<uuid:notebook_id>/requests/<str:request_id>", access_requests.decide, name="decide_request"),
+    path("invite/", access_requests.open_pending_invitation, name="open_pending_invitation"),
+    path("invite/<str:token>", access_requests.open_invitation, name="open_invitation"),
+]

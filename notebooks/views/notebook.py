@@ -37,6 +37,7 @@ def editor(request, notebook_id):
             "run": f"/n/{notebook.pk}/kernel/run",
             "kernel": f"/n/{notebook.pk}/kernel/",
             "share": f"/n/{notebook.pk}/share",
+            "requestAccess": f"/n/{notebook.pk}/request-access",
         },
     }
     return render(

@@ -17,6 +17,7 @@ from notebooks import sharing
 from notebooks.models import Role
 from notebooks.sharing import ShareError
 from notebooks.views.common import get_access
+from notebooks.views.requests import invite_addresses
 
 EXPIRY_CHOICES = {
     "": None,
@@ -98,6 +99,7 @@ def share(request, notebook_id):
         ),
         "roles": [r for r in Role if r is not Role.OWNER and r.rank <= access.role.rank],
         "new_token": request.session.pop("new_link_token", None),
+        "invite_retry": request.session.pop("invite_retry", None),
         "now": timezone.now(),
         "embed": embed,
         "is_owner": access.can(acl.Action.OWN),
@@ -151,9 +153,7 @@ def _act(request, access) -> None:
     action = post.get("action")
     role = _role(post.get("role", Role.VIEWER))
     if action == "invite":
-        emails = post.get("emails", "").replace(",", "\n").replace(";", "\n").split()
-        done = sharing.invite(access, emails, role, request)
-        messages.success(request, f"Shared with {len(done)} address(es).")
+        invite_addresses(request, access, role)
     elif action == "create_link":
         expiry = _expiry(post.get("expires", ""))
         max_uses = _max_uses(post.get("max_uses", ""))

@@ -1,6 +1,7 @@
 // The cell list bound to the Y.Array `cells`: one CellView per cell, kept in document order,
 // created eagerly (cheap DOM) but given a CodeMirror editor only near the viewport.
 // Also owns the active cell, command/edit mode and the commands that act on cells.
+import { sayNotAllowed, watchReadOnlyTyping } from './askaccess.js'
 import { CellView } from './cell.js'
 import { h, icon } from './dom.js'
 import { installCommandKeys, editorKeymap } from './keyboard.js'
@@ -21,6 +22,7 @@ export class NotebookView {
     this.connection = connection
     this.cfg = cfg
     this.status = status
+    watchReadOnlyTyping(root, this)
     this.canEdit = Boolean(cfg.canEdit)
     this.canRun = Boolean(cfg.canRun)
     this.views = []
@@ -508,13 +510,10 @@ export class NotebookView {
     this.runs.run(ids)
   }
 
-  // Said at the moment of trying, at most every few seconds however often the keys are pressed.
+  // Said at the moment of trying, with the way to ask for the role that can (askaccess.js).
   _sayCannotRun () {
-    const now = Date.now()
-    if (now - (this._saidCannotRun ?? 0) < 4000) return
-    this._saidCannotRun = now
     const what = this.canEdit ? 'You can edit this notebook but not run code in it.' : 'You can view this notebook but not run code in it.'
-    this.status.toast(`${what} To run cells, ask the owner to share it with you as “Can edit and run”.`, 'warn')
+    sayNotAllowed(this, 'run', what, 'runner')
   }
 
   setKernel (kernel) {

@@ -48,6 +48,8 @@ class Command(BaseCommand):
         call_command("collectstatic", interactive=False, verbosity=0)
         os.umask(0o077)  # the database, emails and kernel homes it creates are the app's alone
         url = f"http://{host}:{port}/"
+        if not os.environ.get("SITE_URL"):  # links in emails sent without a request point here
+            os.environ["SITE_URL"] = settings.SITE_URL = url.rstrip("/")
         verification = settings.ACCOUNT_EMAIL_VERIFICATION
         self.stdout.write(
             f"\n  {settings.SITE_NAME} is running at {url}\n"

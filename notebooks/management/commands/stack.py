@@ -57,6 +57,7 @@ class Command(BaseCommand):
         os.umask(0o077)
         self.procs: list[subprocess.Popen] = []
         self.env = dict(os.environ)
+        self.env.setdefault("SITE_URL", f"http://{host}:{port}")  # links in emails sent without a request
         run_dir = Path(tempfile.mkdtemp(prefix="colab-nginx-"))
         run_dir.chmod(0o755)  # nginx's workers keep uploads here while they arrive
         server = None

@@ -1,0 +1,245 @@
+"""Asking for access, deciding requests, and the emails sharing sends."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.core import mail
+from django.test import Client
+
+from audit.models import AuditEvent
+from notebooks import emails, sharing
+from notebooks import requests as access_requests
+from notebooks.access import Action, access_notebook, principal_from_session
+from notebooks.models import AccessRequest, Grant, Invitation, Removal, Role
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HOST = "localhost:8765"
+
+
+def client_for(user) -> Client:
+    client = Client(HTTP_HOST=HOST)
+    client.force_login(user)
+    return client
+
+
+def ask(client, notebook, role="editor", message="", json=False):
+    headers = {"Accept": "application/json"} if json else {}
+    return client.post(
+        f"/n/{notebook.pk}/request-access", {"role": role, "message": message}, headers=headers
+    )
+
+
+def owner_access(notebook):
+    return access_notebook(principal_from_session(notebook.owner, None), notebook.pk, Action.OWN)
+
+
+def test_the_403_page_offers_to_request_access(notebook, charlie):
+    page = client_for(charlie).get(f"/n/{notebook.pk}/")
+    assert page.status_code == 403
+    html = page.content.decode()
+    assert 'data-testid="request-access"' in html
+    assert f'action="/n/{notebook.pk}/request-access"' in html
+    assert 'value="runner"' in html
+    assert 'value="owner"' not in html
+
+
+def test_a_request_mails_the_owner_with_who_what_and_a_link_to_the_share_page(notebook, charlie):
+    response = ask(client_for(charlie), notebook, "runner", "I'm in the Tuesday lab group")
+    assert response.status_code == 302
+    req = AccessRequest.objects.get(notebook=notebook, user=charlie)
+    assert (req.role, req.status) == ("runner", "pending")
+    [sent] = mail.outbox
+    assert sent.to == ["alice@example.com"]
+    assert "Charlie Brown" in sent.subject
+    assert "Alice's analysis" in sent.subject
+    assert "charlie@example.com" in sent.body
+    assert "Tuesday lab group" in sent.body
+    assert f"http://{HOST}/n/{notebook.pk}/share#access-requests" in sent.body
+    assert AuditEvent.objects.filter(action="access.requested", actor=charlie).count() == 1
+    # the 403 page now says the request is waiting
+    assert 'data-testid="request-pending"' in client_for(charlie).get(f"/n/{notebook.pk}/").content.decode()
+
+
+def test_asking_again_updates_the_one_request_without_mailing_again(notebook, charlie):
+    client = client_for(charlie)
+    ask(client, notebook, "viewer", "first")
+    ask(client, notebook, "editor", "second")
+    req = AccessRequest.objects.get(notebook=notebook, user=charlie)
+    assert (req.role, req.message) == ("editor", "second")
+    assert len(mail.outbox) == 1
+    assert AuditEvent.objects.filter(action="access.requested").count() == 2
+
+
+def test_asking_is_throttled(notebook, charlie):
+    client = client_for(charlie)
+    for _ in range(access_requests.REQUESTS_PER_HOUR):
+        assert ask(client, notebook, json=True).status_code == 200
+    response = ask(client, notebook, json=True)
+    assert response.status_code == 429
+    assert "at most" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("role", "message", "words"),
+    [
+        ("owner", "", "view, edit, or edit and run"),
+        ("admin", "", "not a role"),
+        ("editor", "x" * (emails.MESSAGE_MAX_CHARS + 1), "at most 1,000"),
+    ],
+)
+def test_bad_requests_are_named_not_500(notebook, charlie, role, message, words):
+    response = ask(client_for(charlie), notebook, role, message, json=True)
+    assert response.status_code == 400
+    assert words in response.json()["error"]
+    assert not AccessRequest.objects.exists()
+
+
+def test_asking_for_what_one_has_is_refused(notebook, bob):
+    Grant.objects.create(notebook=notebook, user=bob, role=Role.RUNNER)
+    response = ask(client_for(bob), notebook, "editor", json=True)
+    assert response.status_code == 400
+    assert response.json()["code"] == "has_role"
+
+
+def test_an_anonymous_visitor_signs_in_first_and_comes_back(notebook):
+    response = Client().post(f"/n/{notebook.pk}/request-access", {"role": "editor"})
+    assert response.status_code == 302
+    assert response["Location"] == f"/accounts/login/?next=/n/{notebook.pk}/"
+
+
+def test_approve_gives_the_grant_through_sharing_and_is_audited(notebook, charlie):
+    ask(client_for(charlie), notebook, "runner")
+    req = AccessRequest.objects.get()
+    owner = client_for(notebook.owner)
+    share = owner.get(f"/n/{notebook.pk}/share").content.decode()
+    assert 'data-testid="access-request"' in share
+    assert "charlie@example.com" in share
+    response = owner.post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "approve", "role": "editor"})
+    assert response.status_code == 302
+    grant = Grant.objects.get(notebook=notebook, user=charlie)
+    assert (grant.role, grant.granted_by) == ("editor", notebook.owner)
+    assert AccessRequest.objects.get().status == "approved"
+    event = AuditEvent.objects.get(action="access.approved")
+    assert event.details["role"] == "editor"
+    assert event.details["asked"] == "runner"
+    assert "shared the notebook" in mail.outbox[-1].body
+    assert mail.outbox[-1].to == ["charlie@example.com"]
+    assert client_for(charlie).get(f"/n/{notebook.pk}/").status_code == 200
+
+
+def test_approving_an_unverified_address_sends_an_invitation_not_a_grant(notebook):
+    dana = make_user("dana@example.com", "Dana")
+    EmailAddress.objects.filter(user=dana).update(verified=False)
+    ask(client_for(dana), notebook, "editor")
+    req = AccessRequest.objects.get()
+    client_for(notebook.owner).post(
+        f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "approve", "role": "editor"}
+    )
+    assert not Grant.objects.filter(user=dana).exists()
+    assert Invitation.objects.filter(email="dana@example.com", role="editor").exists()
+
+
+def test_decline_is_audited_and_gives_nothing(notebook, charlie):
+    ask(client_for(charlie), notebook, "editor")
+    req = AccessRequest.objects.get()
+    client_for(notebook.owner).post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "decline"})
+    assert AccessRequest.objects.get().status == "declined"
+    assert AuditEvent.objects.filter(action="access.declined").exists()
+    assert not Grant.objects.filter(user=charlie).exists()
+
+
+def test_a_removed_person_may_ask_and_the_request_says_so(notebook, charlie):
+    Removal.objects.create(notebook=notebook, user=charlie, removed_by=notebook.owner)
+    ask(client_for(charlie), notebook, "viewer")
+    assert "removed this person" in mail.outbox[0].body
+    share = client_for(notebook.owner).get(f"/n/{notebook.pk}/share").content.decode()
+    assert 'data-testid="request-removed"' in share
+
+
+def test_bad_decisions_are_named(notebook, charlie):
+    owner = client_for(notebook.owner)
+    for rid, post in [("abc", {"decision": "approve", "role": "editor"}), ("999", {"decision": "decline"})]:
+        response = owner.post(f"/n/{notebook.pk}/requests/{rid}", post, follow=True)
+        assert response.status_code == 200
+        assert "request" in response.content.decode()
+
+
+# invitations
+
+
+def test_the_invitation_names_notebook_inviter_message_and_links_on_the_served_host(notebook):
+    owner = client_for(notebook.owner)
+    owner.post(
+        f"/n/{notebook.pk}/share",
+        {"action": "invite", "emails": "dana@example.com", "role": "editor", "message": "See section 3"},
+    )
+    [sent] = mail.outbox
+    assert "Alice Smith" in sent.subject
+    assert "Alice's analysis" in sent.subject
+    assert "See section 3" in sent.body
+    assert re.search(rf"http://{re.escape(HOST)}/invite/\S+", sent.body)
+
+
+def test_one_bad_address_is_named_kept_in_the_form_and_the_rest_invited(notebook):
+    owner = client_for(notebook.owner)
+    response = owner.post(
+        f"/n/{notebook.pk}/share",
+        {"action": "invite", "emails": "dana@example.com, not-an-address, eve@example.com", "role": "viewer"},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "Not an email address: “not-an-address”" in html
+    assert ">not-an-address</textarea>" in html
+    assert set(Invitation.objects.values_list("email", flat=True)) == {"dana@example.com", "eve@example.com"}
+
+
+def test_signing_up_through_the_invitation_needs_no_second_verification(notebook, settings):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    sharing.invite(owner_access(notebook), ["dana@example.com"], Role.EDITOR)
+    link = re.search(r"http://\S+(/invite/\S+)", mail.outbox[0].body).group(1)
+    dana = Client()
+    first = dana.get(link)
+    assert first.status_code == 302
+    assert first["Location"] == "/invite/"
+    signup = dana.get("/invite/")
+    assert signup["Location"] == "/accounts/signup/?next=/invite/"
+    form = {"display_name": "Dana", "email": "dana@example.com", "password1": "a long passphrase 42"}
+    response = dana.post(signup["Location"], {**form, "password2": form["password1"]}, follow=True)
+    assert response.redirect_chain[-1][0] == f"/n/{notebook.pk}/"
+    assert response.status_code == 200
+    assert EmailAddress.objects.get(email="dana@example.com").verified
+    assert Grant.objects.get(notebook=notebook, user__email="dana@example.com").role == "editor"
+    assert len(mail.outbox) == 1  # no confirmation email
+
+
+def test_the_invitation_does_not_verify_another_address(notebook, settings):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    sharing.invite(owner_access(notebook), ["dana@example.com"], Role.EDITOR)
+    link = re.search(r"http://\S+(/invite/\S+)", mail.outbox[0].body).group(1)
+    other = Client()
+    other.get(link)
+    other.get("/invite/")
+    form = {"display_name": "Eve", "email": "eve@example.com", "password1": "a long passphrase 42"}
+    other.post("/accounts/signup/?next=/invite/", {**form, "password2": form["password1"]})
+    assert not EmailAddress.objects.filter(email="dana@example.com").exists()
+    assert not EmailAddress.objects.get(email="eve@example.com").verified
+    assert not Grant.objects.filter(notebook=notebook).exists()
+
+
+def test_a_withdrawn_invitation_link_says_so(notebook):
+    sharing.invite(owner_access(notebook), ["dana@example.com"], Role.EDITOR)
+    link = re.search(r"http://\S+(/invite/\S+)", mail.outbox[0].body).group(1)
+    Invitation.objects.update(withdrawn_at="2020-01-01T00:00:00Z")
+    response = Client().get(link, follow=True)
+    assert response.status_code == 404
+    assert "withdrawn" in response.content.decode()
+
+
+def test_emails_sent_without_a_request_use_site_url(notebook, settings):
+    settings.SITE_URL = "http://127.0.0.1:9123"
+    sharing.invite(owner_access(notebook), ["dana@example.com"], Role.VIEWER)
+    assert "http://127.0.0.1:9123/invite/" in mail.outbox[0].body
