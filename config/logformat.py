@@ -1,7 +1,7 @@
-"""Logs without secrets: share-link tokens in `/s/<token>` paths, cookie values, tokens in query
-strings, Authorization headers and passwords in URLs are taken out of every record (the
-`RedactSecrets` filter on the console handler) and of daphne's access log; LOG_FORMAT=json
-writes one JSON object per line, traceback included and redacted too."""
+"""Logs without secrets: share-link and invitation tokens in `/s/<token>` and `/invite/<token>`
+paths, cookie values, tokens in query strings, Authorization headers and passwords in URLs are
+taken out of every record (the `RedactSecrets` filter on the console handler) and of daphne's
+access log; LOG_FORMAT=json writes one JSON object per line, traceback included and redacted too."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 _SECRETS = [
     (re.compile(r"/s/[A-Za-z0-9_\-]+"), "/s/<token>"),
+    (re.compile(r"/invite/[A-Za-z0-9_\-]+"), "/invite/<token>"),  # emailed invitations
     (re.compile(r"(?i)\b(sessionid|csrftoken|messages)=[^;\s,'\"]+"), r"\1=<redacted>"),
     (re.compile(r"(?i)\b(token|key|password)=[^&\s,'\"]+"), r"\1=<redacted>"),
     (re.compile(r"(?i)\b(authorization:?\s*['\"]?(?:token|bearer|basic)\s+)[^\s'\",]+"), r"\1<redacted>"),

@@ -243,3 +243,9 @@ def test_emails_sent_without_a_request_use_site_url(notebook, settings):
     settings.SITE_URL = "http://127.0.0.1:9123"
     sharing.invite(owner_access(notebook), ["dana@example.com"], Role.VIEWER)
     assert "http://127.0.0.1:9123/invite/" in mail.outbox[0].body
+
+
+def test_invitation_tokens_stay_out_of_logs():
+    from config.logformat import redact
+
+    assert redact('"GET /invite/AbC_d-9xYz HTTP/1.1" 302') == '"GET /invite/<token> HTTP/1.1" 302'
