@@ -105,9 +105,10 @@ def pending(access: Access) -> list[AccessRequest]:
         if not acl.may_approve_request(access, row.user, Role.VIEWER):
             continue
         row.removed = acl.is_removed(access.notebook, row.user)
-        row.roles = [r for r in REQUESTABLE if r.rank <= access.role.rank]
-        row.default_role = row.role if Role(row.role) in row.roles else row.roles[-1].value
         row.current = acl.resolve(Principal(user=row.user), access.notebook)
+        above = row.current.role.rank if row.current is not None else -1
+        row.roles = [r for r in REQUESTABLE if above < r.rank <= access.role.rank]
+        row.default_role = row.role if Role(row.role) in row.roles else (row.roles or [Role.VIEWER])[-1].value
         shown.append(row)
     return shown
 
@@ -131,6 +132,13 @@ def approve(access: Access, request_id, role: Role, request=None) -> AccessReque
         req = _pending_row(access, request_id)
         if not acl.may_approve_request(access, req.user, role):
             raise Refused("Only an owner can give this person that access.", "owner_only")
+        current = acl.resolve(Principal(user=req.user), access.notebook)
+        if current is not None and current.role.rank >= role.rank:
+            raise Refused(
+                f"{req.user.name} already has “{current.role.label.lower()}”: approve a higher role"
+                " or decline.",
+                "has_role",
+            )
         sharing.invite(access, [req.user.email], role, request)
         _decide(access, req, AccessRequest.Status.APPROVED, request, role=role.value, asked=req.role)
     return req

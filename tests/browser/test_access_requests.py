@@ -21,12 +21,18 @@ SHOTS = Path("/tmp/shots-shareB")
 def people(stack):
     data = seed(
         stack,
-        ["alice@example.com", "carol@example.com", "eddie@example.com"],
-        [{"owner": "alice@example.com", "title": "Lab notes", "share": {"eddie@example.com": "editor"}}],
+        ["alice@example.com", "carol@example.com", "eddie@example.com", "vera@example.com"],
+        [
+            {
+                "owner": "alice@example.com",
+                "title": "Lab notes",
+                "share": {"eddie@example.com": "editor", "vera@example.com": "viewer"},
+            }
+        ],
     )
     stack.django(  # sharing gives grants to verified addresses only
         "from allauth.account.models import EmailAddress\nfrom tests.procs import user_by_email\n"
-        "for e in ['carol@example.com', 'eddie@example.com']:\n"
+        "for e in ['carol@example.com', 'eddie@example.com', 'vera@example.com']:\n"
         "    EmailAddress.objects.create(user=user_by_email(e), email=e, verified=True, primary=True)\n"
         "print('{}')"
     )
@@ -122,6 +128,21 @@ def test_the_message_is_said_once_however_often_the_key_is_pressed(browser, stac
     eddie.context.close()
 
 
+def test_a_viewer_who_tries_to_edit_asks_for_edit(browser, stack, people):
+    nb = people["notebooks"][0]
+    vera = logged_in_page(browser, stack, people["users"]["vera@example.com"]["cookie"], width=1280)
+    vera.goto(f"{stack.base}/n/{nb}/")
+    vera.wait_for_function("window.__editor && window.__editor.provider.synced")
+    vera.locator('[data-testid="cell"]').first.locator(".cm-content").click()
+    ask = vera.locator('[data-testid="ask-edit"]')
+    ask.wait_for()
+    assert ask.inner_text() == "Ask for Can edit"
+    ask.click()
+    vera.wait_for_selector('[data-testid="toast"]:has-text("was sent")')
+    assert ["vera@example.com", "editor"] in [list(r) for r in pending_requests(stack, nb)]
+    vera.context.close()
+
+
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_404_and_500_pages_are_in_the_site_layout(browser, stack, people, width):
     page = logged_in_page(
@@ -140,6 +161,7 @@ def test_the_404_and_500_pages_are_in_the_site_layout(browser, stack, people, wi
     page.wait_for_load_state("networkidle")
     assert page.locator(".topbar").is_visible()
     assert page.evaluate("getComputedStyle(document.querySelector('main')).maxWidth") != "none"
+    assert page.locator('[data-testid="error-retry"]').is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     page.screenshot(path=str(SHOTS / f"500-{width}.png"))
     page.context.close()

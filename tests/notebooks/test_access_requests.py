@@ -249,3 +249,20 @@ def test_invitation_tokens_stay_out_of_logs():
     from config.logformat import redact
 
     assert redact('"GET /invite/AbC_d-9xYz HTTP/1.1" 302') == '"GET /invite/<token> HTTP/1.1" 302'
+
+
+def test_approving_never_lowers_a_role(notebook, bob):
+    Grant.objects.create(notebook=notebook, user=bob, role=Role.EDITOR, granted_by=notebook.owner)
+    ask(client_for(bob), notebook, "runner")
+    req = AccessRequest.objects.get()
+    owner = client_for(notebook.owner)
+    share = owner.get(f"/n/{notebook.pk}/share").content.decode()
+    section = share.split('data-testid="access-requests"')[1].split("</section>")[0]
+    assert 'value="viewer"' not in section
+    assert 'value="editor"' not in section
+    response = owner.post(
+        f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "approve", "role": "viewer"}, follow=True
+    )
+    assert "already has “can edit”" in response.content.decode()
+    assert Grant.objects.get(user=bob).role == "editor"
+    assert AccessRequest.objects.get().status == "pending"

@@ -42,3 +42,5 @@ def test_the_500_page_needs_neither_the_session_nor_the_database(settings):
     assert response.status_code == 500
     assert "Something went wrong" in page
     assert "Confer Test" in page
+    assert 'data-testid="error-retry"' in page  # not "Log in": the page cannot know who is signed in
+    assert "?next=" not in page
