@@ -18,8 +18,10 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounts.models import User
 from audit import present
 from audit.models import AuditEvent
+from notebooks.models import ShareLink
 
 PAGE_SIZE = 50
 EXPORT_CHUNK = 2000
@@ -116,9 +118,6 @@ def page(qs: QuerySet, before: int | None = None, after: int | None = None, size
 
 def people(notebook) -> list[tuple[str, str]]:
     """(filter value, name) of everyone in this notebook's log: signed-in actors, then guests by link."""
-    from accounts.models import User
-    from notebooks.models import ShareLink
-
     ids = {*actor_ids(notebook.pk), notebook.owner_id}
     users = User.objects.filter(pk__in=ids).order_by("display_name", "email")
     out = [(f"u{u.pk}", f"{u.name} ({u.email})") for u in users]

@@ -26,18 +26,20 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from typing import Protocol
 
 from channels.db import database_sync_to_async
 from pycrdt import Array, Doc, Map, merge_updates
 
-from collab import persistence, protocol, schema
+from collab import protocol, schema
 from collab.awareness import Presence
 from collab.conf import conf
 from collab.fanout import fanout
-from collab.persistence import Pending
 from collab.repair import GapRepair
+from collab.socket import Socket
+from collab.tasks import detach
 from collab.writes import WritePipeline
+from notebooks import updatelog
+from notebooks.updatelog import Pending
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,6 @@ SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
     "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
 )
-_background: set[asyncio.Task] = set()  # tasks nobody awaits, kept until they finish
-
-
-def detach(coro) -> None:
-    task = asyncio.ensure_future(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 class RoomError(Exception):
@@ -63,18 +58,6 @@ class RoomError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-class Socket(Protocol):
-    """What a room needs from a connected client (the consumer)."""
-
-    client_id: int | None
-    ext: bool
-    may_run: bool  # receives the kernel status's message
-
-    async def send_frame(self, frame: bytes) -> None: ...
-    async def close_with(self, code: int, reason: str) -> None: ...
-    async def recheck_access(self) -> None: ...
 
 
 async def get_room(notebook_id: str) -> Room:
@@ -89,7 +72,7 @@ async def get_room(notebook_id: str) -> Room:
         async with lock:
             room = ROOMS.get(notebook_id)
             if room is None:
-                loaded = await database_sync_to_async(persistence.load)(notebook_id)
+                loaded = await database_sync_to_async(updatelog.load)(notebook_id)
                 if loaded is None:
                     raise RoomError(4404, "This notebook does not exist or was deleted.")
                 room = Room(notebook_id, loaded)
@@ -115,7 +98,7 @@ def _weakly(method):
 
 
 class Room(WritePipeline, GapRepair):
-    def __init__(self, notebook_id: str, loaded: persistence.Loaded):
+    def __init__(self, notebook_id: str, loaded: updatelog.Loaded):
         self.id = notebook_id
         self.epoch = loaded.epoch
         self.doc = Doc()
@@ -440,7 +423,7 @@ class Room(WritePipeline, GapRepair):
         for socket in list(self.sockets):
             await socket.close_with(4409, "This notebook was replaced; reload to see the new version.")
         self.sockets.clear()
-        self._abandon_pending(persistence.Replaced(self.id))
+        self._abandon_pending(updatelog.Replaced(self.id))
         await self.close()
 
     # sending

@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
 from django.db import connection
 
-from collab import persistence
 from collab.conf import conf
-from collab.persistence import Pending
-
-if TYPE_CHECKING:
-    from collab.rooms import Socket
+from collab.socket import Socket
+from notebooks import updatelog
+from notebooks.updatelog import Pending
 
 log = logging.getLogger("collab.rooms")
 
@@ -72,7 +69,7 @@ class WritePipeline:
             self._inflight_done = done
             try:
                 first = await self._append(batch)
-            except persistence.Replaced as exc:
+            except updatelog.Replaced as exc:
                 done.set_exception(exc)
                 done.exception()  # mark retrieved
                 await self._replaced()
@@ -97,10 +94,10 @@ class WritePipeline:
         delay, failures = 0.05, 0
         while True:
             try:
-                first = await database_sync_to_async(persistence.append)(
+                first = await database_sync_to_async(updatelog.append)(
                     self.id, [p for p, _ in batch], self.epoch
                 )
-            except (persistence.Replaced, LookupError):
+            except (updatelog.Replaced, LookupError):
                 raise
             except Exception as exc:
                 if loop.time() + delay > deadline:
@@ -144,6 +141,6 @@ def _compact(notebook_id: str, keep_recent: int) -> tuple[int, int]:
     """Compaction in a pool thread: its connection is that thread's own, and nothing else
     would ever close it."""
     try:
-        return persistence.compact(notebook_id, keep_recent)
+        return updatelog.compact(notebook_id, keep_recent)
     finally:
         connection.close()

@@ -54,12 +54,15 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from pycrdt import Array, Doc, Map
 
+from accounts.models import User
+from audit import log as audit
 from collab.fanout import fanout
 from collab.rooms import Room, get_room
 from kernels import assist, leases, servers
 from kernels.execution import Event, Finished, InputRequested, KernelLost, KernelStatus, Output
 from kernels.jupyter import JupyterClient, KernelChannels, KernelServerError
 from kernels.outputs import OutputWriter
+from notebooks.models import Notebook
 
 log = logging.getLogger(__name__)
 # In the cell, which everyone who can open the notebook sees; the reason goes to the kernel
@@ -105,8 +108,6 @@ def execution_states(doc: Doc) -> list[tuple[str, str]]:
 
 
 def load_user(user_id: int | None) -> Any:
-    from accounts.models import User
-
     return User.objects.filter(pk=user_id).first() if user_id is not None else None
 
 
@@ -847,9 +848,6 @@ def _log_failure(task: asyncio.Task) -> None:
 def _write_audit(
     action: str, notebook_id: str, user: Any, meta: dict[str, Any], details: dict[str, Any]
 ) -> None:
-    from audit import log as audit
-    from notebooks.models import Notebook
-
     notebook = Notebook.objects.filter(pk=notebook_id).first()
     event = audit.build(action, notebook=notebook or notebook_id, actor=user, **details)
     event.ip = meta.get("ip")
@@ -859,6 +857,4 @@ def _write_audit(
 
 def request_meta(request: Any) -> dict[str, Any]:
     """What the audit log keeps of an HTTP request (IP address, user agent)."""
-    from audit.log import client_info
-
-    return client_info(request)
+    return audit.client_info(request)
