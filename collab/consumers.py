@@ -25,8 +25,9 @@ from django.utils import timezone
 
 from audit import log as audit
 from collab import commands, metrics, protocol
+from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
-from collab.rooms import Room, RoomError, get_room, kernel_frame
+from collab.rooms import Room, RoomError, get_room
 from notebooks import access as acl
 from notebooks.models import Grant, Notebook, ShareLink
 from notebooks.sharing import note_if_expired

@@ -329,3 +329,10 @@ def check_may_transfer(access: Access) -> None:
 def check_may_change_settings(access: Access) -> None:
     if not access.role.is_owner():
         raise Refused("Only an owner can change who may share.", "owner_only")
+
+
+def check_may_answer_input(who: str, asked: str) -> None:
+    """Only the person who ran a cell answers its `input()` (a prompt may ask for a password):
+    `who` is the answering principal's key, `asked` the key of the one who ran the cell."""
+    if not who or who != asked:
+        raise Refused("Only the person who ran this cell can answer its input().", "not_the_runner")
