@@ -3,7 +3,7 @@ loop; never blocks: database work goes through `database_sync_to_async`.
 
 A mixin of `collab.rooms.Room` (it uses the room's Doc, sockets and relay). Rules:
 - what is queued is written in the next batch, once its deadline (`PERSIST_BATCH_WINDOW`, or
-  sooner) is due or `BIG_BATCH` changes wait;
+  sooner) is due or `PERSIST_BIG_BATCH` changes wait;
 - a failed write is retried for `PERSIST_RETRY_FOR` seconds; then the room fails (`Room._fail`);
 - compaction runs in its own thread with its own connection: writes never wait for it.
 """
@@ -23,8 +23,6 @@ from notebooks import updatelog
 from notebooks.updatelog import Pending
 
 log = logging.getLogger("collab.rooms")
-
-BIG_BATCH = 64  # with this many updates waiting, write at once instead of waiting the window
 
 
 class WritePipeline:
@@ -55,7 +53,7 @@ class WritePipeline:
             await self._wake.wait()
             self._wake.clear()
             # Wait for the batch's deadline; a change queued meanwhile may bring it closer.
-            while len(self._pending) < BIG_BATCH and (delay := self._due - loop.time()) > 0:
+            while len(self._pending) < conf("PERSIST_BIG_BATCH") and (delay := self._due - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
                 self._wake.clear()
