@@ -257,10 +257,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024
 # Any request body, refused with 413 from its headers before it is buffered (config.body_limit);
 # several files uploaded at once share it. The proxy (deploy/nginx.conf) has the same limit.
 REQUEST_MAX_BODY_BYTES = envint("REQUEST_MAX_BODY_BYTES", NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024)
+# Seconds to keep reading (and dropping) a refused body, so the client reads the 413.
+REQUEST_BODY_LINGER = envfloat("REQUEST_BODY_LINGER", 5.0)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 200
 NOTEBOOK_TRASH_DAYS = envint("NOTEBOOK_TRASH_DAYS", 30)
 AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 365)  # `manage.py purge_audit`; 0 keeps forever
+# The activity page shows this many events per page; exports read the log in chunks of this many rows.
+AUDIT_PAGE_SIZE = envint("AUDIT_PAGE_SIZE", 50)
+AUDIT_EXPORT_CHUNK = envint("AUDIT_EXPORT_CHUNK", 2000)
 
 # The Jupyter Server (or Kernel Gateway) that runs kernels; `serve` starts a local one when unset.
 JUPYTER_SERVER_URL = os.environ.get("JUPYTER_SERVER_URL", "")
@@ -309,6 +314,16 @@ KERNEL_MAX_CELL_BYTES = envint("KERNEL_MAX_CELL_BYTES", 5_000_000)
 KERNEL_MAX_CELLS_PER_RUN = envint("KERNEL_MAX_CELLS_PER_RUN", 1000)
 KERNEL_MAX_INPUT_CHARS = envint("KERNEL_MAX_INPUT_CHARS", 100_000)
 KERNEL_SPEC_TIMEOUT = envfloat("KERNEL_SPEC_TIMEOUT", 5.0)
+# The kernel websocket: seconds to open it; a new connection holds shell requests until iopub
+# answers a kernel_info probe, repeated after KERNEL_PROBE_INTERVAL (doubling up to
+# KERNEL_PROBE_MAX_INTERVAL: a busy kernel answers only after its run) and given up after
+# KERNEL_PROBE_GIVE_UP; a frame over KERNEL_MAX_FRAME_BYTES closes the connection (the local
+# server's kernels send at most 32 MiB per message, kernels.sandbox; JSON may grow it).
+KERNEL_CONNECT_TIMEOUT = envfloat("KERNEL_CONNECT_TIMEOUT", 30.0)
+KERNEL_PROBE_INTERVAL = envfloat("KERNEL_PROBE_INTERVAL", 0.2)
+KERNEL_PROBE_MAX_INTERVAL = envfloat("KERNEL_PROBE_MAX_INTERVAL", 2.0)
+KERNEL_PROBE_GIVE_UP = envfloat("KERNEL_PROBE_GIVE_UP", 30.0)
+KERNEL_MAX_FRAME_BYTES = envint("KERNEL_MAX_FRAME_BYTES", 256 * 1024 * 1024)
 # The local Jupyter Server's kernel sandbox (kernels.sandbox): each notebook's kernel as its own
 # uid, no network, no view of the app, these limits (0 = none). "off" runs kernels unconfined.
 KERNEL_SANDBOX = os.environ.get("KERNEL_SANDBOX", "bwrap").strip().lower()

@@ -19,7 +19,7 @@ Rules:
   `message` reaches only the people who may run; a failed run's cell says only that it failed
   (`CELL_NOT_RUN`), and the reason is one of `kernels.jupyter`'s fixed sentences, never what a
   kernel server sent.
-- Everything the bridge starts runs in a fresh `contextvars.Context` (`_detached`): a task
+- Everything the bridge starts runs in a fresh `contextvars.Context` (`kernels.jobs.detached`): a task
   created inside a request would otherwise inherit the request's asgiref thread-sensitive
   executor, which is gone once the response is sent, and every later `database_sync_to_async`
   (audit, the Room's writer) would fail.

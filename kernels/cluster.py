@@ -29,7 +29,7 @@ Rules:
   with 503; it is never run twice.
 - Messages are plain dicts of str/int/bool/None/list (msgpack-safe for channels-redis).
 - Runs in the event loop; never blocks: the ORM through `database_sync_to_async`; the tasks it
-  starts run in a fresh context (see `kernels.bridge`, "_detached").
+  starts run in a fresh context (see `kernels.jobs.detached`).
 """
 
 from __future__ import annotations

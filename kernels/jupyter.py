@@ -13,7 +13,7 @@ Rules:
 - After a restart, and on every new connection, shell requests are held until iopub reaches
   this socket (`_hold_until_iopub`): a request sent earlier may lose its busy/idle statuses.
 - Outputs are capped when written into the document (`kernels.outputs`); a frame over
-  `MAX_FRAME_BYTES` (far above any output worth keeping) closes the connection instead, which
+  `KERNEL_MAX_FRAME_BYTES` (far above any output worth keeping) closes the connection instead, which
   reopens with the same session id (that frame is lost, the run goes on), so one hostile message
   cannot grow the worker by its size. REST replies are read up to `max_reply_bytes` and must
   be JSON of the expected shape.
@@ -36,7 +36,7 @@ import httpx
 
 from kernels import netguard
 from kernels.errors import KernelGone, KernelServerError
-from kernels.kernelws import MAX_FRAME_BYTES, PROTOCOL_VERSION, KernelChannels, decode_frame  # noqa: F401
+from kernels.kernelws import PROTOCOL_VERSION, KernelChannels, decode_frame  # noqa: F401
 
 MAX_REPLY_BYTES = 1 << 20  # a REST reply larger than this is an error
 

@@ -1,7 +1,7 @@
 """One websocket to a kernel's channels (the legacy JSON protocol that Jupyter Server and Kernel
 Gateway both accept). Runs in the event loop; never blocks. The rules are `kernels.jupyter`'s:
 one session id for a connection's whole life (reconnecting with it replays what the server
-buffered), shell requests held until iopub answers a probe, frames over `MAX_FRAME_BYTES` close
+buffered), shell requests held until iopub answers a probe, frames over `KERNEL_MAX_FRAME_BYTES` close
 the connection, errors are `KernelServerError`'s fixed sentences.
 """
 
@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import websockets
+from django.conf import settings
 from websockets.asyncio.client import ClientConnection
 
 from kernels import netguard
@@ -25,12 +26,6 @@ from kernels.errors import KernelGone, KernelServerError
 from kernels.execution import Event, ExecutionTracker, KernelLost, message_type
 
 PROTOCOL_VERSION = "5.3"
-PROBE_INTERVAL = 0.2  # seconds before the first kernel_info probe is repeated (then doubling)
-PROBE_MAX_INTERVAL = 2.0  # a busy kernel answers probes only after its run: do not pile them up
-PROBE_GIVE_UP = 30.0  # seconds after which held requests go out anyway
-
-# The local server's kernels send at most 32 MiB per message (kernels.sandbox); JSON may grow it.
-MAX_FRAME_BYTES = 256 * 1024 * 1024
 
 
 def _restarted_by_server(msg: dict[str, Any]) -> bool:
@@ -84,7 +79,7 @@ class KernelChannels:
         self._probe_ids: set[str] = set()  # probes sent on this connection
         self._asks: dict[str, asyncio.Future[dict[str, Any]]] = {}  # msg_id -> its shell reply's content
         self._probing_since = 0.0
-        self._probe_interval = PROBE_INTERVAL
+        self._probe_interval = settings.KERNEL_PROBE_INTERVAL
         # Set when the kernel answers a probe sent on this connection: it has then handled every
         # shell request sent before (a run a previous connection left in flight included).
         self.iopub_answered = asyncio.Event()
@@ -106,9 +101,9 @@ class KernelChannels:
             self._ws = await websockets.connect(
                 url,
                 additional_headers=self.client.headers,
-                max_size=MAX_FRAME_BYTES,
+                max_size=settings.KERNEL_MAX_FRAME_BYTES,
                 compression=None,
-                open_timeout=30,
+                open_timeout=settings.KERNEL_CONNECT_TIMEOUT,
                 ping_interval=20,
                 ping_timeout=60,
                 **await self._pinned_target(),
@@ -173,12 +168,12 @@ class KernelChannels:
         (ZeroMQ's reconnect interval): output published before then never reaches us, and an
         execution whose `idle` status is lost never finishes. So shell requests are held back
         until a `kernel_info_request` probe's status comes back on iopub (probing every
-        PROBE_INTERVAL, as the Jupyter Server's own "nudge" does on connect). The messages
+        KERNEL_PROBE_INTERVAL, as the Jupyter Server's own "nudge" does on connect). The messages
         iterator does the waiting; nothing waits here."""
         if self._held is None:
             self._held = []
         self._probing_since = time.monotonic()
-        self._probe_interval = PROBE_INTERVAL
+        self._probe_interval = settings.KERNEL_PROBE_INTERVAL
         await self._probe()
 
     async def _probe(self) -> None:
@@ -191,10 +186,10 @@ class KernelChannels:
         return msg.get("channel") == "iopub" and parent in self._probe_ids
 
     async def _probe_again(self) -> None:
-        if time.monotonic() - self._probing_since > PROBE_GIVE_UP:
+        if time.monotonic() - self._probing_since > settings.KERNEL_PROBE_GIVE_UP:
             await self._release_held()  # the kernel does not answer: let its requests fail as they may
         else:
-            self._probe_interval = min(self._probe_interval * 2, PROBE_MAX_INTERVAL)
+            self._probe_interval = min(self._probe_interval * 2, settings.KERNEL_PROBE_MAX_INTERVAL)
             await self._probe()
 
     async def _release_held(self) -> None:
