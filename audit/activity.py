@@ -14,15 +14,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounts.models import User
 from audit import present
 from audit.models import AuditEvent
-
-PAGE_SIZE = 50
-EXPORT_CHUNK = 2000
+from notebooks.models import ShareLink
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,10 @@ class Page:
     newer: int | None  # pass as ?after= to get the next newer page
 
 
-def page(qs: QuerySet, before: int | None = None, after: int | None = None, size: int = PAGE_SIZE) -> Page:
-    """One page, newest first: the events older than `before`, or newer than `after`."""
+def page(qs: QuerySet, before: int | None = None, after: int | None = None, size: int | None = None) -> Page:
+    """One page (`AUDIT_PAGE_SIZE` events unless `size` says), newest first: the events older
+    than `before`, or newer than `after`."""
+    size = settings.AUDIT_PAGE_SIZE if size is None else size
     qs = qs.select_related("actor")
     if after is not None:
         rows = list(qs.filter(id__gt=after).order_by("id")[: size + 1])
@@ -116,9 +118,6 @@ def page(qs: QuerySet, before: int | None = None, after: int | None = None, size
 
 def people(notebook) -> list[tuple[str, str]]:
     """(filter value, name) of everyone in this notebook's log: signed-in actors, then guests by link."""
-    from accounts.models import User
-    from notebooks.models import ShareLink
-
     ids = {*actor_ids(notebook.pk), notebook.owner_id}
     users = User.objects.filter(pk__in=ids).order_by("display_name", "email")
     out = [(f"u{u.pk}", f"{u.name} ({u.email})") for u in users]
@@ -174,7 +173,7 @@ def as_record(event: AuditEvent) -> dict:
 
 def export_rows(qs: QuerySet) -> Iterator[AuditEvent]:
     """Oldest first, like a log file; a server-side cursor read in chunks."""
-    return qs.select_related("actor").order_by("id").iterator(chunk_size=EXPORT_CHUNK)
+    return qs.select_related("actor").order_by("id").iterator(chunk_size=settings.AUDIT_EXPORT_CHUNK)
 
 
 def jsonl_lines(events: Iterator[AuditEvent]) -> Iterator[str]:

@@ -24,12 +24,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from audit import log as audit
-from collab import metrics, protocol
+from collab import commands, metrics, protocol
+from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
-from collab.rooms import Room, RoomError, get_room, kernel_frame
-from kernels import cluster
+from collab.rooms import Room, RoomError, get_room
 from notebooks import access as acl
-from notebooks.models import Grant, Notebook
+from notebooks.models import Grant, Notebook, ShareLink
+from notebooks.sharing import note_if_expired
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self.send_frame(protocol.session(self._session_info()))
             if room.kernel_state:
                 await self.send_frame(kernel_frame(room.kernel_state, self.may_run))
-            await cluster.node().start()  # this worker may now take over orphaned kernels
+            if (kernels := commands.handler()) is not None:
+                await kernels.socket_joined()
         try:
             await database_sync_to_async(self._joined)()
         except Exception as e:  # the join is live; only its audit record is missing
@@ -218,27 +220,24 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             request_id, op, args = request["id"], request["op"], request.get("args") or {}
         except (ValueError, KeyError, TypeError, RecursionError):
             raise ProtocolError("a command is JSON with id, op and args") from None
+        kernels = commands.handler()
         if not self.access.can(acl.Action.RUN):
             reply = {"status": 403, "body": {"error": "Your role does not allow running code."}}
-        elif error := cluster.invalid_args(op, args):
+        elif kernels is None:
+            reply = commands.NO_HANDLER
+        elif error := kernels.invalid(op, args):
             reply = {"status": 400, "body": {"error": error}}
         else:
             # Starting a kernel takes seconds: answer later, keep reading this socket's frames.
-            task = asyncio.create_task(self._run_command(request_id, op, args))
+            task = asyncio.create_task(self._run_command(kernels, request_id, op, args))
             self._commands.add(task)
             task.add_done_callback(self._commands.discard)
             return
         await self.send_frame(protocol.command_reply(request_id, reply["status"], reply["body"]))
 
-    async def _run_command(self, request_id, op: str, args: dict) -> None:
-        user = self.principal.user
-        who = {
-            "user_id": getattr(user, "pk", None),
-            "key": self.principal.key,
-            "meta": audit.client_info(self.scope),
-        }
+    async def _run_command(self, kernels: commands.CommandHandler, request_id, op: str, args: dict) -> None:
         try:
-            reply = await cluster.call(self.notebook_id, op, args, who, user)
+            reply = await kernels.call(self.notebook_id, op, args, self.principal, self.scope)
         except Exception:
             log.exception("kernel command %s failed", op)
             reply = {"status": 500, "body": {"error": "The kernel request failed."}}
@@ -324,9 +323,6 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
 
 def _note_if_expired(link_id: int) -> None:
-    from notebooks.models import ShareLink
-    from notebooks.sharing import note_if_expired
-
     link = ShareLink.objects.select_related("notebook").filter(pk=link_id).first()
     if link is not None:
         note_if_expired(link)

@@ -20,6 +20,8 @@ from typing import Any, Literal, TypedDict
 
 from channels.layers import get_channel_layer
 
+from collab.tasks import detach
+
 log = logging.getLogger(__name__)
 
 WORKER_ID = uuid.uuid4().hex
@@ -126,8 +128,6 @@ class Fanout:
             break
         self.down = False
         log.warning("fan-out restored; %d rooms rejoined", len(self.handlers))
-        from collab.rooms import detach
-
         for room in list(self.handlers.values()):
             detach(room.repair())
 
@@ -166,9 +166,7 @@ def fanout() -> Fanout:
 
 async def notify(notebook_id, kind: Literal["access", "replaced"]) -> None:
     """Tell every worker's room for this notebook (including ours) that something changed."""
-    from collab.rooms import ROOMS
-
-    room = ROOMS.get(str(notebook_id))
+    room = fanout().handlers.get(str(notebook_id))
     if room is not None:
         await room.on_fanout({"type": kind, "notebook": str(notebook_id), "origin": "local"})
     # With the layer down, other workers' rooms still re-check every ACCESS_RECHECK_INTERVAL;

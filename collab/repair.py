@@ -21,9 +21,11 @@ import time
 from channels.db import database_sync_to_async
 from pycrdt import merge_updates
 
-from collab import metrics, persistence, protocol
+from collab import metrics, protocol
 from collab.conf import conf
 from collab.fanout import fanout
+from notebooks import updatelog
+from notebooks.models import Notebook
 
 log = logging.getLogger("collab.rooms")
 
@@ -54,7 +56,7 @@ class GapRepair:
         if self.closed:
             return
         after = self.seq
-        rows, last = await database_sync_to_async(persistence.updates_after)(self.id, after)
+        rows, last = await database_sync_to_async(updatelog.updates_after)(self.id, after)
         # Our own batch may have committed before that read while its numbers are not known
         # here yet: wait for them, or its rows would look missing and reach the sockets twice.
         inflight = self._inflight_done
@@ -143,8 +145,6 @@ class GapRepair:
 
 
 def _notebook_seq(notebook_id: str) -> int | None:
-    from notebooks.models import Notebook
-
     return (
         Notebook.objects.filter(pk=notebook_id, deleted_at__isnull=True).values_list("seq", flat=True).first()
     )

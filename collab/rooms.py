@@ -1,5 +1,6 @@
 """Rooms: one authoritative pycrdt Doc per notebook per worker process. The write pipeline is
-in `collab.writes`, sequence bookkeeping and gap repair in `collab.repair`.
+in `collab.writes`, sequence bookkeeping and gap repair in `collab.repair`, what it sends to
+its sockets (presence, kernel status) in `collab.broadcast`.
 
 Runs in the event loop; never blocks: database work goes through `database_sync_to_async`.
 Rules:
@@ -9,7 +10,7 @@ Rules:
 - `seq` is the highest sequence number up to which this Doc holds every update; numbers seen
   beyond a hole are kept in `_ahead`, and a hole is repaired from the database;
 - a client's update that breaks the notebook schema is put right by a server change queued
-  right behind it, so both share one batch and one relayed update (`collab.schema`);
+  right behind it, so both share one batch and one relayed update (`notebooks.docschema`);
 - a room is unloaded `ROOM_UNLOAD_DELAY` seconds after its last socket (or holder) leaves;
 - a failed write is retried for `PERSIST_RETRY_FOR` seconds; after that the room fails: its
   sockets are closed with 4503 (their clients still hold the edits and send them again when
@@ -23,21 +24,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import weakref
 from collections.abc import Callable
-from typing import Protocol
 
 from channels.db import database_sync_to_async
-from pycrdt import Array, Doc, Map, merge_updates
+from pycrdt import Doc, Map, merge_updates
 
-from collab import persistence, protocol, schema
+from collab import protocol
 from collab.awareness import Presence
+from collab.broadcast import RoomBroadcast, send_to
 from collab.conf import conf
 from collab.fanout import fanout
-from collab.persistence import Pending
 from collab.repair import GapRepair
+from collab.socket import Socket
+from collab.tasks import detach
 from collab.writes import WritePipeline
+from notebooks import docschema, updatelog
+from notebooks.updatelog import Pending
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +52,6 @@ SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
     "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
 )
-_background: set[asyncio.Task] = set()  # tasks nobody awaits, kept until they finish
-
-
-def detach(coro) -> None:
-    task = asyncio.ensure_future(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 class RoomError(Exception):
@@ -63,18 +59,6 @@ class RoomError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-class Socket(Protocol):
-    """What a room needs from a connected client (the consumer)."""
-
-    client_id: int | None
-    ext: bool
-    may_run: bool  # receives the kernel status's message
-
-    async def send_frame(self, frame: bytes) -> None: ...
-    async def close_with(self, code: int, reason: str) -> None: ...
-    async def recheck_access(self) -> None: ...
 
 
 async def get_room(notebook_id: str) -> Room:
@@ -89,7 +73,7 @@ async def get_room(notebook_id: str) -> Room:
         async with lock:
             room = ROOMS.get(notebook_id)
             if room is None:
-                loaded = await database_sync_to_async(persistence.load)(notebook_id)
+                loaded = await database_sync_to_async(updatelog.load)(notebook_id)
                 if loaded is None:
                     raise RoomError(4404, "This notebook does not exist or was deleted.")
                 room = Room(notebook_id, loaded)
@@ -114,18 +98,18 @@ def _weakly(method):
     return call
 
 
-class Room(WritePipeline, GapRepair):
-    def __init__(self, notebook_id: str, loaded: persistence.Loaded):
+class Room(WritePipeline, GapRepair, RoomBroadcast):
+    def __init__(self, notebook_id: str, loaded: updatelog.Loaded):
         self.id = notebook_id
         self.epoch = loaded.epoch
         self.doc = Doc()
         self.doc.apply_update(loaded.state)
         self.size = len(loaded.state)
         self._touched: set[str] = set()
-        self._cells = self.doc.get("cells", type=Array)
+        self._cells = docschema.cells(self.doc)
         self._cells_subscription = self._cells.observe_deep(_weakly(self._on_cells_changed))
-        self._structure = schema.Touched()  # what the update being applied changed, see collab.schema
-        self._meta = self.doc.get("meta", type=Map)
+        self._structure = docschema.Touched()  # what the update being applied changed
+        self._meta = docschema.meta(self.doc)
         self._meta_subscription = self._meta.observe_deep(_weakly(self._on_meta_changed))
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
@@ -263,7 +247,7 @@ class Room(WritePipeline, GapRepair):
         if self.size + len(update) > conf("MAX_DOCUMENT_BYTES"):
             raise RoomError(4413, "The notebook has reached its maximum size; this change was not saved.")
         self._touched = set()
-        self._structure = schema.Touched()
+        self._structure = docschema.Touched()
         try:
             self.doc.apply_update(update)
         except ValueError:
@@ -299,10 +283,10 @@ class Room(WritePipeline, GapRepair):
     def _on_meta_changed(self, events) -> None:
         self._structure.meta = True
 
-    def _keep_schema(self, touched: schema.Touched) -> None:
+    def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
         found: list[str] = []
-        self._change(lambda doc: found.extend(schema.put_right(doc, touched)))
+        self._change(lambda doc: found.extend(docschema.put_right(doc, touched)))
         if found:
             log.warning("notebook %s: an update broke the schema, put right: %s", self.id, "; ".join(found))
 
@@ -348,7 +332,7 @@ class Room(WritePipeline, GapRepair):
         if senders:
             saved = protocol.saved(durable_state)
             for socket in senders:
-                await _send(socket, saved)
+                await send_to(socket, saved)
         await fanout().publish(
             {"type": "updates", "notebook": self.id, "first_seq": first, "updates": updates}
         )
@@ -368,52 +352,6 @@ class Room(WritePipeline, GapRepair):
         self.sockets.clear()
         if not self.closing:
             await self.close()
-
-    # presence
-
-    async def receive_awareness(self, socket: Socket, payload: bytes, identity: dict) -> None:
-        socket.client_id, stamped = self.presence.stamp(payload, socket.client_id, identity)
-        if not stamped:
-            return
-        now = time.monotonic()
-        wait = conf("AWARENESS_MIN_INTERVAL") - (now - self._aw_last.get(socket, 0.0))
-        if wait <= 0:
-            self._aw_last[socket] = now
-            await self._relay_awareness(stamped)
-        else:
-            if socket not in self._aw_pending:
-                asyncio.get_running_loop().call_later(
-                    wait, lambda: asyncio.ensure_future(self._flush_awareness(socket))
-                )
-            self._aw_pending[socket] = stamped  # only the newest state matters
-
-    async def _flush_awareness(self, socket: Socket) -> None:
-        stamped = self._aw_pending.pop(socket, None)
-        if stamped and socket in self.sockets:
-            self._aw_last[socket] = time.monotonic()
-            await self._relay_awareness(stamped)
-
-    async def _relay_awareness(self, payload: bytes) -> None:
-        await self._send_local(protocol.awareness(payload))
-        await fanout().publish({"type": "awareness", "notebook": self.id, "payload": payload})
-
-    async def set_kernel_state(self, payload: dict) -> None:
-        """Kernel status for everyone in the notebook, on every worker (the bridge calls this);
-        its `message` (why a run failed, what the kernel server answered) only to those who may
-        run (`kernel_frame`)."""
-        self.kernel_state = payload
-        await self._send_kernel_state(payload)
-        await fanout().publish({"type": "kernel", "notebook": self.id, "payload": payload})
-
-    async def _send_kernel_state(self, payload: dict) -> None:
-        for socket in list(self.sockets):
-            if socket.ext:
-                await _send(socket, kernel_frame(payload, socket.may_run))
-
-    async def send_presence(self, socket: Socket) -> None:
-        full = self.presence.full()
-        if full:
-            await _send(socket, protocol.awareness(full))
 
     # events from other workers (and local notifications)
 
@@ -440,28 +378,5 @@ class Room(WritePipeline, GapRepair):
         for socket in list(self.sockets):
             await socket.close_with(4409, "This notebook was replaced; reload to see the new version.")
         self.sockets.clear()
-        self._abandon_pending(persistence.Replaced(self.id))
+        self._abandon_pending(updatelog.Replaced(self.id))
         await self.close()
-
-    # sending
-
-    async def _send_local(self, frame: bytes) -> None:
-        for socket in list(self.sockets):
-            await _send(socket, frame)
-
-    async def broadcast_ext(self, frame: bytes) -> None:
-        for socket in list(self.sockets):
-            if socket.ext:
-                await _send(socket, frame)
-
-
-def kernel_frame(payload: dict, may_run: bool) -> bytes:
-    """The KERNEL frame for one socket: without the message for those who may not run."""
-    return protocol.kernel(payload if may_run else {**payload, "message": ""})
-
-
-async def _send(socket: Socket, frame: bytes) -> None:
-    try:
-        await socket.send_frame(frame)
-    except Exception:  # a socket that is going away must not stop the others
-        log.debug("send failed", exc_info=True)

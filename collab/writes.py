@@ -3,7 +3,7 @@ loop; never blocks: database work goes through `database_sync_to_async`.
 
 A mixin of `collab.rooms.Room` (it uses the room's Doc, sockets and relay). Rules:
 - what is queued is written in the next batch, once its deadline (`PERSIST_BATCH_WINDOW`, or
-  sooner) is due or `BIG_BATCH` changes wait;
+  sooner) is due or `PERSIST_BIG_BATCH` changes wait;
 - a failed write is retried for `PERSIST_RETRY_FOR` seconds; then the room fails (`Room._fail`);
 - compaction runs in its own thread with its own connection: writes never wait for it.
 """
@@ -13,21 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
 from django.db import connection
 
-from collab import persistence
 from collab.conf import conf
-from collab.persistence import Pending
-
-if TYPE_CHECKING:
-    from collab.rooms import Socket
+from collab.socket import Socket
+from notebooks import updatelog
+from notebooks.updatelog import Pending
 
 log = logging.getLogger("collab.rooms")
-
-BIG_BATCH = 64  # with this many updates waiting, write at once instead of waiting the window
 
 
 class WritePipeline:
@@ -58,7 +53,7 @@ class WritePipeline:
             await self._wake.wait()
             self._wake.clear()
             # Wait for the batch's deadline; a change queued meanwhile may bring it closer.
-            while len(self._pending) < BIG_BATCH and (delay := self._due - loop.time()) > 0:
+            while len(self._pending) < conf("PERSIST_BIG_BATCH") and (delay := self._due - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
                 self._wake.clear()
@@ -72,7 +67,7 @@ class WritePipeline:
             self._inflight_done = done
             try:
                 first = await self._append(batch)
-            except persistence.Replaced as exc:
+            except updatelog.Replaced as exc:
                 done.set_exception(exc)
                 done.exception()  # mark retrieved
                 await self._replaced()
@@ -97,10 +92,10 @@ class WritePipeline:
         delay, failures = 0.05, 0
         while True:
             try:
-                first = await database_sync_to_async(persistence.append)(
+                first = await database_sync_to_async(updatelog.append)(
                     self.id, [p for p, _ in batch], self.epoch
                 )
-            except (persistence.Replaced, LookupError):
+            except (updatelog.Replaced, LookupError):
                 raise
             except Exception as exc:
                 if loop.time() + delay > deadline:
@@ -144,6 +139,6 @@ def _compact(notebook_id: str, keep_recent: int) -> tuple[int, int]:
     """Compaction in a pool thread: its connection is that thread's own, and nothing else
     would ever close it."""
     try:
-        return persistence.compact(notebook_id, keep_recent)
+        return updatelog.compact(notebook_id, keep_recent)
     finally:
         connection.close()

@@ -17,8 +17,6 @@ from daphne.http_protocol import WebRequest
 from django.conf import settings
 from twisted.internet import reactor
 
-LINGER = 5.0  # seconds to keep reading (and dropping) a refused body, so the client reads the 413
-
 _original_init = WebRequest.__init__
 _original_got_length = WebRequest.gotLength
 _original_chunk = WebRequest.handleContentChunk
@@ -74,7 +72,7 @@ def _refuse(self) -> None:
     ).encode()
     transport = self.channel.transport
     transport.write(head + body)
-    reactor.callLater(LINGER, transport.loseConnection)
+    reactor.callLater(settings.REQUEST_BODY_LINGER, transport.loseConnection)
 
 
 def install() -> None:

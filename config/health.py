@@ -24,6 +24,7 @@ from django.http import Http404, HttpResponse
 from collab import metrics
 from collab.fanout import fanout
 from collab.rooms import ROOMS
+from kernels.bridge import BRIDGES
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ def _authorized(request) -> bool:
 
 
 def _gauges() -> dict[str, tuple[str, float | dict[str, float]]]:
-    from kernels.bridge import BRIDGES
-
     rooms = list(ROOMS.values())
     kernels: dict[str, float] = {}
     for bridge in BRIDGES.values():

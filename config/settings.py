@@ -259,10 +259,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024
 # Any request body, refused with 413 from its headers before it is buffered (config.body_limit);
 # several files uploaded at once share it. The proxy (deploy/nginx.conf) has the same limit.
 REQUEST_MAX_BODY_BYTES = envint("REQUEST_MAX_BODY_BYTES", NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024)
+# Seconds to keep reading (and dropping) a refused body, so the client reads the 413.
+REQUEST_BODY_LINGER = envfloat("REQUEST_BODY_LINGER", 5.0)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 200
 NOTEBOOK_TRASH_DAYS = envint("NOTEBOOK_TRASH_DAYS", 30)
 AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 365)  # `manage.py purge_audit`; 0 keeps forever
+# The activity page shows this many events per page; exports read the log in chunks of this many rows.
+AUDIT_PAGE_SIZE = envint("AUDIT_PAGE_SIZE", 50)
+AUDIT_EXPORT_CHUNK = envint("AUDIT_EXPORT_CHUNK", 2000)
 
 # The Jupyter Server (or Kernel Gateway) that runs kernels; `serve` starts a local one when unset.
 JUPYTER_SERVER_URL = os.environ.get("JUPYTER_SERVER_URL", "")
@@ -285,12 +290,42 @@ KERNEL_IDLE_SHUTDOWN = envfloat("KERNEL_IDLE_SHUTDOWN", 3600.0)
 # Tab completion and Shift-Tab help: longest code sent with a request; seconds to wait for the kernel
 KERNEL_ASSIST_MAX_CHARS = envint("KERNEL_ASSIST_MAX_CHARS", 100_000)
 KERNEL_ASSIST_TIMEOUT = envfloat("KERNEL_ASSIST_TIMEOUT", 5.0)
+# ... and what a reply may carry: completions, characters per completion, characters of help.
+KERNEL_ASSIST_MAX_MATCHES = envint("KERNEL_ASSIST_MAX_MATCHES", 200)
+KERNEL_ASSIST_MAX_MATCH_CHARS = envint("KERNEL_ASSIST_MAX_MATCH_CHARS", 200)
+KERNEL_ASSIST_MAX_HELP_CHARS = envint("KERNEL_ASSIST_MAX_HELP_CHARS", 20_000)
 # Seconds the editor waits for the server to acknowledge a change before it reconnects ("Not saved")
 EDITOR_SAVE_ACK_TIMEOUT = envfloat("EDITOR_SAVE_ACK_TIMEOUT", 5.0)
 KERNEL_INPUT_TIMEOUT = envfloat("KERNEL_INPUT_TIMEOUT", 300.0)
 KERNEL_LEASE_TTL = envfloat("KERNEL_LEASE_TTL", 15.0)
 KERNEL_LEASE_RENEW = envfloat("KERNEL_LEASE_RENEW", 5.0)
 KERNEL_FORWARD_TIMEOUT = envfloat("KERNEL_FORWARD_TIMEOUT", 10.0)
+# The kernel bridge (kernels/), in seconds: kernel outputs are written into the notebook at most
+# every KERNEL_FLUSH_INTERVAL; a run's "queued"/"running" marks wait up to KERNEL_MARK_WRITE_DELAY
+# to share a write with its first output; a shutdown waits KERNEL_SHUTDOWN_GRACE for the bridge's
+# own tasks before cancelling them.
+KERNEL_FLUSH_INTERVAL = envfloat("KERNEL_FLUSH_INTERVAL", 0.05)
+KERNEL_MARK_WRITE_DELAY = envfloat("KERNEL_MARK_WRITE_DELAY", 0.03)
+KERNEL_SHUTDOWN_GRACE = envfloat("KERNEL_SHUTDOWN_GRACE", 10.0)
+# What a kernel may write into one cell (bytes): one output (its head and tail are kept), all of
+# a cell's outputs (the oldest are cut, with a marker saying how much).
+KERNEL_MAX_OUTPUT_BYTES = envint("KERNEL_MAX_OUTPUT_BYTES", 1_000_000)
+KERNEL_MAX_CELL_BYTES = envint("KERNEL_MAX_CELL_BYTES", 5_000_000)
+# One kernel request: cells in one run, characters in one input() answer; seconds to wait for a
+# kernel server to list its kernelspecs (the kernel settings page).
+KERNEL_MAX_CELLS_PER_RUN = envint("KERNEL_MAX_CELLS_PER_RUN", 1000)
+KERNEL_MAX_INPUT_CHARS = envint("KERNEL_MAX_INPUT_CHARS", 100_000)
+KERNEL_SPEC_TIMEOUT = envfloat("KERNEL_SPEC_TIMEOUT", 5.0)
+# The kernel websocket: seconds to open it; a new connection holds shell requests until iopub
+# answers a kernel_info probe, repeated after KERNEL_PROBE_INTERVAL (doubling up to
+# KERNEL_PROBE_MAX_INTERVAL: a busy kernel answers only after its run) and given up after
+# KERNEL_PROBE_GIVE_UP; a frame over KERNEL_MAX_FRAME_BYTES closes the connection (the local
+# server's kernels send at most 32 MiB per message, kernels.sandbox; JSON may grow it).
+KERNEL_CONNECT_TIMEOUT = envfloat("KERNEL_CONNECT_TIMEOUT", 30.0)
+KERNEL_PROBE_INTERVAL = envfloat("KERNEL_PROBE_INTERVAL", 0.2)
+KERNEL_PROBE_MAX_INTERVAL = envfloat("KERNEL_PROBE_MAX_INTERVAL", 2.0)
+KERNEL_PROBE_GIVE_UP = envfloat("KERNEL_PROBE_GIVE_UP", 30.0)
+KERNEL_MAX_FRAME_BYTES = envint("KERNEL_MAX_FRAME_BYTES", 256 * 1024 * 1024)
 # The local Jupyter Server's kernel sandbox (kernels.sandbox): each notebook's kernel as its own
 # uid, no network, no view of the app, these limits (0 = none). "off" runs kernels unconfined.
 KERNEL_SANDBOX = os.environ.get("KERNEL_SANDBOX", "bwrap").strip().lower()
@@ -321,6 +356,10 @@ COLLAB = {
     "AWARENESS_MIN_INTERVAL": envfloat("COLLAB_AWARENESS_MIN_INTERVAL", 0.05),
     "MAX_SEND_BUFFER": envint("COLLAB_MAX_SEND_BUFFER", 32 * 1024 * 1024),
     "SLOW_CLOSE_GRACE": envfloat("COLLAB_SLOW_CLOSE_GRACE", 2.0),
+    # With this many updates waiting, a room writes at once instead of waiting the batch window.
+    "PERSIST_BIG_BATCH": envint("COLLAB_PERSIST_BIG_BATCH", 64),
+    # Rows per INSERT statement of the update log (SQLite allows 32,766 parameters per statement).
+    "PERSIST_INSERT_ROWS": envint("COLLAB_PERSIST_INSERT_ROWS", 500),
 }
 
 # /healthz bounds each check; /metrics answers only "Authorization: Bearer METRICS_TOKEN".

@@ -16,9 +16,6 @@ from typing import Any
 
 from django.conf import settings
 
-MAX_MATCHES = 200
-MAX_MATCH_CHARS = 200
-MAX_HELP_CHARS = 20_000
 OPS = ("complete", "inspect")
 NO_KERNEL_TO_ASK = "Completion and help come from the running kernel: run a cell to start it."
 KERNEL_BUSY = "The kernel is busy running a cell; try again when it has finished."
@@ -53,8 +50,9 @@ def shape(op: str, reply: dict[str, Any]) -> dict[str, Any]:
         data = reply.get("data") if isinstance(reply.get("data"), dict) else {}
         text = data.get("text/plain")
         found = bool(reply.get("found")) and isinstance(text, str)
-        return {"found": found, "text": text[:MAX_HELP_CHARS] if found else ""}
-    matches = [m[:MAX_MATCH_CHARS] for m in reply.get("matches") or [] if isinstance(m, str)][:MAX_MATCHES]
+        return {"found": found, "text": text[: settings.KERNEL_ASSIST_MAX_HELP_CHARS] if found else ""}
+    most, chars = settings.KERNEL_ASSIST_MAX_MATCHES, settings.KERNEL_ASSIST_MAX_MATCH_CHARS
+    matches = [m[:chars] for m in reply.get("matches") or [] if isinstance(m, str)][:most]
     start, end = reply.get("cursor_start"), reply.get("cursor_end")
     if not isinstance(start, int) or not isinstance(end, int) or not 0 <= start <= end:
         return {"matches": []}

@@ -29,7 +29,7 @@ Rules:
   with 503; it is never run twice.
 - Messages are plain dicts of str/int/bool/None/list (msgpack-safe for channels-redis).
 - Runs in the event loop; never blocks: the ORM through `database_sync_to_async`; the tasks it
-  starts run in a fresh context (see `kernels.bridge`, "_detached").
+  starts run in a fresh context (see `kernels.jobs.detached`).
 """
 
 from __future__ import annotations
@@ -86,10 +86,6 @@ class ReplyEvent(TypedDict):
     reply: Reply
 
 
-MAX_CELLS_PER_RUN = 1000
-MAX_INPUT_CHARS = 100_000
-
-
 def invalid_args(op: str, args: Any) -> str | None:
     """Why a request's arguments are unusable, or None; shared by the HTTP views and the
     websocket command path."""
@@ -98,12 +94,12 @@ def invalid_args(op: str, args: Any) -> str | None:
         if (
             not isinstance(cell_ids, list)
             or not all(isinstance(c, str) for c in cell_ids)
-            or len(cell_ids) > MAX_CELLS_PER_RUN
+            or len(cell_ids) > settings.KERNEL_MAX_CELLS_PER_RUN
         ):
             return 'Send {"cell_ids": [...]}, a list of cell id strings.'
     elif op == "input":
         value = args.get("value") if isinstance(args, dict) else None
-        if not isinstance(value, str) or len(value) > MAX_INPUT_CHARS:
+        if not isinstance(value, str) or len(value) > settings.KERNEL_MAX_INPUT_CHARS:
             return 'Send {"value": "..."}.'
     elif op in assist.OPS:
         return assist.invalid_args(args)

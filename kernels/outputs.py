@@ -22,9 +22,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from pycrdt import Array, Doc, Map, Text
 
 from kernels import textops
+from notebooks import docschema
+from notebooks.docschema import CELL_TYPE, EXECUTION_COUNT, EXECUTION_STATE, ID, OUTPUTS
 
 MARKER_KEY = "collab_cut"  # metadata key of the "outputs cut here" marker output
 STREAM_OVERHEAD = 64  # JSON around a stream's text, counted towards the cell's size
@@ -34,6 +37,10 @@ STREAM_OVERHEAD = 64  # JSON around a stream's text, counted towards the cell's 
 class Caps:
     max_output_bytes: int = 1_000_000
     max_cell_bytes: int = 5_000_000
+
+    @classmethod
+    def from_settings(cls) -> Caps:
+        return cls(settings.KERNEL_MAX_OUTPUT_BYTES, settings.KERNEL_MAX_CELL_BYTES)
 
     @property
     def output_limit(self) -> int:
@@ -79,8 +86,8 @@ class OutputWriter:
 
     def __init__(self, doc: Doc, caps: Caps | None = None) -> None:
         self.doc = doc
-        self.caps = caps or Caps()
-        self.cells: Array = doc.get("cells", type=Array)
+        self.caps = caps or Caps.from_settings()
+        self.cells: Array = docschema.cells(doc)
         self._index: dict[str, int] = {}
         self._states: dict[str, _CellState] = {}
         self._clear_on_next: set[str] = set()
@@ -115,17 +122,17 @@ class OutputWriter:
 
     def set_execution_count(self, cell_id: str, count: int | None) -> bool:
         cell = self._cell(cell_id)
-        if cell is None or cell.get("execution_count") == count:
+        if cell is None or cell.get(EXECUTION_COUNT) == count:
             return False
-        cell["execution_count"] = count
+        cell[EXECUTION_COUNT] = count
         return True
 
     def set_execution_state(self, cell_id: str, state: str) -> bool:
         """JupyterLab's `execution_state` cell key ("idle", "busy"); not part of nbformat."""
         cell = self._cell(cell_id)
-        if cell is None or cell.get("execution_state") == state:
+        if cell is None or cell.get(EXECUTION_STATE) == state:
             return False
-        cell["execution_state"] = state
+        cell[EXECUTION_STATE] = state
         return True
 
     def clear(self, cell_id: str) -> bool:
@@ -306,20 +313,20 @@ class OutputWriter:
         index = self._index.get(cell_id)
         if index is not None and index < len(self.cells):
             cell = self.cells[index]
-            if isinstance(cell, Map) and cell.get("id") == cell_id:
+            if isinstance(cell, Map) and cell.get(ID) == cell_id:
                 return cell
         for index, cell in enumerate(self.cells):
-            if isinstance(cell, Map) and cell.get("id") == cell_id:
+            if isinstance(cell, Map) and cell.get(ID) == cell_id:
                 self._index[cell_id] = index
                 return cell
         return None
 
     def _outputs(self, cell_id: str) -> Array | None:
         cell = self._cell(cell_id)
-        if cell is None or cell.get("cell_type") != "code":
+        if cell is None or cell.get(CELL_TYPE) != "code":
             return None
-        outputs = cell.get("outputs")
+        outputs = cell.get(OUTPUTS)
         if not isinstance(outputs, Array):
-            cell["outputs"] = Array()
-            outputs = cell["outputs"]
+            cell[OUTPUTS] = Array()
+            outputs = cell[OUTPUTS]
         return outputs

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib import messages
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
@@ -33,7 +34,6 @@ from kernels.servers import Connection, host_refusal, server_connection
 from notebooks.access import Action
 from notebooks.views.common import get_access
 
-SPEC_TIMEOUT = 5.0  # seconds to wait for a kernel server to list its kernelspecs
 MAX_NAME = 100  # KernelServer.name's column
 MAX_TOKEN = 4096
 
@@ -100,7 +100,7 @@ def _display_name(name: str, spec: Any) -> str:
 
 
 async def _kernelspecs(conn: Connection) -> dict[str, Any]:
-    async with servers.client(conn, timeout=SPEC_TIMEOUT) as client:
+    async with servers.client(conn, timeout=settings.KERNEL_SPEC_TIMEOUT) as client:
         return await client.kernelspecs()
 
 

@@ -354,3 +354,10 @@ def may_approve_request(access: Access, requester, role: Role) -> bool:
         return True
     has_grant = Grant.objects.filter(notebook=access.notebook, user=requester).exists()
     return not has_grant and not is_removed(access.notebook, requester)
+
+
+def check_may_answer_input(who: str, asked: str) -> None:
+    """Only the person who ran a cell answers its `input()` (a prompt may ask for a password):
+    `who` is the answering principal's key, `asked` the key of the one who ran the cell."""
+    if not who or who != asked:
+        raise Refused("Only the person who ran this cell can answer its input().", "not_the_runner")

@@ -6,22 +6,20 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import PurePath
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from audit import log as audit
-from collab import persistence
-from collab.fanout import notify
-from notebooks import nbio, ydoc
+from notebooks import nbio, updatelog, ydoc
 from notebooks.access import Access
+from notebooks.events import notebook_changed
 from notebooks.models import Notebook
 
 
 def notify_after_commit(notebook_id, kind: str = "access") -> None:
     """Live sockets re-check their access (or reload) once this transaction commits."""
-    transaction.on_commit(lambda: async_to_sync(notify)(notebook_id, kind))
+    transaction.on_commit(lambda: notebook_changed.send(Notebook, notebook_id=notebook_id, kind=kind))
 
 
 def title_from_filename(filename: str) -> str:
@@ -71,7 +69,7 @@ def import_ipynb(owner, filename: str, data: bytes, request=None) -> Notebook:
 
 
 def current_notebook(notebook_id):
-    loaded = persistence.load(notebook_id)
+    loaded = updatelog.load(notebook_id)
     return ydoc.read_notebook(ydoc.doc_from_updates(loaded.state))
 
 
@@ -146,7 +144,7 @@ def replace_content(access: Access, filename: str, data: bytes, request=None) ->
     nb = read_upload(data)
     state = ydoc.notebook_to_update(nb)
     with transaction.atomic():
-        persistence.replace(access.notebook.pk, state)
+        updatelog.replace(access.notebook.pk, state)
         audit.record(
             "notebook.replaced",
             notebook=access.notebook,

@@ -1,9 +1,6 @@
-"""The shared document: a pycrdt Doc in the jupyter_ydoc `YNotebook` schema.
-
-Root `cells` Array of Maps (`id`, `cell_type`, `source` Text, `metadata`, `outputs`,
-`execution_count`, `attachments`), root `meta` Map (`nbformat`, `nbformat_minor`,
-`metadata`), root `state` Map. Numbers are stored as floats (Yjs has no integers);
-`YNotebook.get()` turns integral floats back into ints.
+"""Import and export of the shared document: a notebook into a pycrdt Doc in the schema of
+`notebooks.docschema` (jupyter_ydoc's `YNotebook`), and back. Numbers are stored as floats
+(Yjs has no integers); `YNotebook.get()` turns integral floats back into ints.
 
 We write the schema ourselves instead of `YNotebook.set`, which invents kernelspec and
 language_info metadata and rejects cells without `source` that nbformat accepts.
@@ -20,7 +17,7 @@ from jupyter_ydoc import YNotebook
 from nbformat import NotebookNode
 from pycrdt import Array, Doc, Map, Text
 
-from notebooks import nbio
+from notebooks import docschema, nbio
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +83,9 @@ def _insert_cells(cells: Array, nb_cells: list) -> None:
 
 def write_notebook(doc: Doc, nb: NotebookNode | dict) -> None:
     """Fill an empty Doc with a notebook."""
-    cells: Array = doc.get("cells", type=Array)
-    meta: Map = doc.get("meta", type=Map)
-    doc.get("state", type=Map)
+    cells = docschema.cells(doc)
+    meta = docschema.meta(doc)
+    docschema.state(doc)
     with doc.transaction():
         meta["nbformat"] = float(nb["nbformat"])
         meta["nbformat_minor"] = float(nb["nbformat_minor"])
@@ -107,10 +104,10 @@ def notebook_to_update(nb: NotebookNode | dict) -> bytes:
 def read_notebook(doc: Doc) -> NotebookNode:
     """The notebook a Doc holds, validated by nbformat.
 
-    The server puts right what a client's update breaks (`collab.schema`), but it does not
+    The server puts right what a client's update breaks (`notebooks.docschema`), but it does not
     check every field of an output, and a document may predate it: what does not validate is
     salvaged (`nbio.salvage`) rather than making the notebook impossible to open or download."""
-    meta = doc.get("meta", type=Map).to_py() or {}
+    meta = docschema.meta(doc).to_py() or {}
     try:
         data = YNotebook(doc).get()
     except Exception:  # a cell that is not a map
@@ -126,7 +123,7 @@ def read_notebook(doc: Doc) -> NotebookNode:
 
 
 def _plain(doc: Doc, meta: dict) -> dict:
-    cells = [c.to_py() if isinstance(c, Map) else c for c in doc.get("cells", type=Array)]
+    cells = [c.to_py() if isinstance(c, Map) else c for c in docschema.cells(doc)]
     return {"cells": _ints(cells), "metadata": _ints(meta.get("metadata") or {})}
 
 

@@ -8,12 +8,12 @@ import pytest
 from channels.db import database_sync_to_async
 from pycrdt import Array, Doc
 
-from collab import persistence
-from collab.persistence import Pending
 from collab.protocol import parse_state_vector
 from collab.rooms import Room
 from notebooks import nbio, ydoc
+from notebooks import updatelog as persistence
 from notebooks.models import Notebook, NotebookUpdate
+from notebooks.updatelog import Pending
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

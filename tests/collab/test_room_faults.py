@@ -12,11 +12,12 @@ import pytest
 from channels.db import database_sync_to_async
 from pycrdt import Array
 
-from collab import persistence, repair, rooms
+from collab import repair, rooms
 from collab.fanout import fanout
-from collab.persistence import Pending
 from collab.rooms import ROOMS, Room, get_room
+from notebooks import updatelog as persistence
 from notebooks import ydoc
+from notebooks.updatelog import Pending
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 
 from kernels import assist, cluster
 
@@ -43,10 +44,10 @@ def test_it_trims_what_a_kernel_answers():
         "cursor_end": 1,
     }
     shaped = assist.shape("complete", reply)
-    assert len(shaped["matches"]) == assist.MAX_MATCHES
-    assert len(shaped["matches"][0]) == assist.MAX_MATCH_CHARS
+    assert len(shaped["matches"]) == settings.KERNEL_ASSIST_MAX_MATCHES
+    assert len(shaped["matches"][0]) == settings.KERNEL_ASSIST_MAX_MATCH_CHARS
     backwards = {"status": "ok", "matches": ["x"], "cursor_start": 3, "cursor_end": 1}
     assert assist.shape("complete", backwards) == {"matches": []}
     help_text = assist.shape("inspect", {"status": "ok", "found": True, "data": {"text/plain": "h" * 10**6}})
-    assert len(help_text["text"]) == assist.MAX_HELP_CHARS
+    assert len(help_text["text"]) == settings.KERNEL_ASSIST_MAX_HELP_CHARS
     assert assist.shape("inspect", {"status": "error"}) == {"matches": [], "found": False}

@@ -10,13 +10,16 @@ Synchronous ORM code; the room calls it through `database_sync_to_async`. Rules:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from pycrdt import Doc, merge_updates
 
+from notebooks import docschema
 from notebooks.models import Notebook, NotebookUpdate
 
 
@@ -64,9 +67,6 @@ class Replaced(Exception):
     """The document was replaced (a new epoch) after these updates were made."""
 
 
-INSERT_ROWS = 500  # rows per INSERT statement (SQLite allows 32,766 parameters per statement)
-
-
 def append(notebook_id, batch: list[Pending], epoch: str | None = None) -> int:
     """Write a batch of updates; return the sequence number of the first. With `epoch`,
     refuse (raise Replaced) if the document has since been replaced: updates made to the old
@@ -104,8 +104,9 @@ def append(notebook_id, batch: list[Pending], epoch: str | None = None) -> int:
                 raise Replaced(notebook_id)
             raise LookupError(f"notebook {notebook_id} no longer exists")
         first = row[0] - len(batch) + 1
-        for start in range(0, len(batch), INSERT_ROWS):
-            chunk = batch[start : start + INSERT_ROWS]
+        rows_per_insert = settings.COLLAB["PERSIST_INSERT_ROWS"]
+        for start in range(0, len(batch), rows_per_insert):
+            chunk = batch[start : start + rows_per_insert]
             rows = []
             for i, p in enumerate(chunk, start=first + start):
                 rows += [pk, i, p.data, p.user_id, p.link_id, now]
@@ -183,23 +184,11 @@ def _same_document(a: bytes, b: bytes) -> bool:
     doc_a, doc_b = Doc(), Doc()
     doc_a.apply_update(a)
     doc_b.apply_update(b)
-    return doc_a.get_state() == doc_b.get_state() and _content(doc_a) == _content(doc_b)
-
-
-def _content(doc: Doc) -> dict:
-    from pycrdt import Array, Map
-
-    return {
-        "cells": doc.get("cells", type=Array).to_py(),
-        "meta": doc.get("meta", type=Map).to_py(),
-        "state": doc.get("state", type=Map).to_py(),
-    }
+    return doc_a.get_state() == doc_b.get_state() and docschema.content(doc_a) == docschema.content(doc_b)
 
 
 def replace(notebook_id, state: bytes) -> str:
     """Replace the whole document (a new epoch): the update log starts afresh."""
-    import uuid
-
     epoch = uuid.uuid4()
     with transaction.atomic():
         NotebookUpdate.objects.filter(notebook_id=notebook_id).delete()

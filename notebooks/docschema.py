@@ -1,4 +1,13 @@
-"""The notebook schema (jupyter_ydoc's YNotebook), kept by the server.
+"""The notebook document schema (jupyter_ydoc's YNotebook): the one place that knows it.
+
+Root `cells` Array of Maps (`id`, `cell_type`, `source` Text, `metadata` Map, `outputs` Array
+(code cells), `execution_count`, `attachments`; the bridge adds `execution_state`: "idle",
+"queued" or "running"); root `meta` Map (`nbformat`, `nbformat_minor`, `metadata`); root
+`state` Map. The engine (`collab.rooms`), the kernel bridge (`kernels.outputs`,
+`kernels.bridge`), import/export (`notebooks.ydoc`) and the update log read and write the
+document through the names and helpers here.
+
+Kept by the server:
 
 Yjs takes any update that decodes, so an editor's client (buggy, or written to do harm) can put
 into the shared document what no notebook holds: a cell that is not a map, an unknown cell type,
@@ -27,6 +36,49 @@ from notebooks.nbio import CELL_TYPES
 OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
 NBFORMAT = 4.0
 NBFORMAT_MINOR = 5.0
+
+# The roots of the document.
+CELLS, META, STATE = "cells", "meta", "state"
+# A cell's keys.
+ID, CELL_TYPE, SOURCE, METADATA, OUTPUTS = "id", "cell_type", "source", "metadata", "outputs"
+EXECUTION_COUNT, EXECUTION_STATE, ATTACHMENTS = "execution_count", "execution_state", "attachments"
+EXECUTION_STATES = ("idle", "queued", "running")
+
+
+def cells(doc: Doc) -> Array:
+    return doc.get(CELLS, type=Array)
+
+
+def meta(doc: Doc) -> Map:
+    return doc.get(META, type=Map)
+
+
+def state(doc: Doc) -> Map:
+    return doc.get(STATE, type=Map)
+
+
+def content(doc: Doc) -> dict:
+    """The whole document as plain data (to compare two documents)."""
+    return {CELLS: cells(doc).to_py(), META: meta(doc).to_py(), STATE: state(doc).to_py()}
+
+
+def cell_source(doc: Doc, cell_id: str) -> str | None:
+    """The source of the cell with this id, or None if there is no such code cell."""
+    for cell in cells(doc):
+        if isinstance(cell, Map) and cell.get(ID) == cell_id:
+            if cell.get(CELL_TYPE) != "code":
+                return None
+            return str(cell.get(SOURCE, ""))
+    return None
+
+
+def execution_states(doc: Doc) -> list[tuple[str, str]]:
+    """(cell id, `execution_state`) of the code cells that have one."""
+    return [
+        (str(c.get(ID)), str(c.get(EXECUTION_STATE)))
+        for c in cells(doc)
+        if isinstance(c, Map) and c.get(EXECUTION_STATE) is not None
+    ]
 
 
 @dataclass
@@ -61,12 +113,12 @@ def put_right(doc: Doc, touched: Touched) -> list[str]:
     """Repair the places `touched` names; return what was wrong, for the log. Call it inside a
     transaction: it writes only where something is wrong."""
     found: list[str] = []
-    cells: Array = doc.get("cells", type=Array)
+    array = cells(doc)
     unreadable = []
     for index in sorted(touched.cells | touched.outputs):
-        if index >= len(cells):
+        if index >= len(array):
             continue
-        cell = cells[index]
+        cell = array[index]
         if not isinstance(cell, Map):
             unreadable.append(index)
             found.append(f"cell {index} is a {type(cell).__name__}, not a map: removed")
@@ -77,9 +129,9 @@ def put_right(doc: Doc, touched: Touched) -> list[str]:
         if isinstance(outputs, Array) and cell.get("cell_type") == "code":
             found += _put_outputs_right(outputs, index)
     for index in reversed(unreadable):
-        del cells[index]
+        del array[index]
     if touched.meta:
-        found += _put_meta_right(doc.get("meta", type=Map))
+        found += _put_meta_right(meta(doc))
     return found
 
 
