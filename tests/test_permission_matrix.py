@@ -23,8 +23,8 @@ from kernels.models import KernelServer
 from notebooks import actions, sharing
 from notebooks.access import Action, access_notebook, principal_from_session
 from notebooks.models import Grant, Invitation, NotebookUpdate, Role, ShareLink
-from tests.collab.test_consumer import connect
-from tests.conftest import make_user
+from tests.support.cast import make_user
+from tests.support.consumer import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -20,6 +21,7 @@ from kernels.execution import Event, Finished, KernelLost, Output
 from kernels.jupyter import JupyterClient, KernelChannels
 from kernels.local_server import LocalJupyterServer
 from kernels.outputs import OutputWriter
+from tests.support.waiting import eventually_async
 
 TINY_PNG = base64.b64encode(
     bytes.fromhex(
@@ -215,7 +217,7 @@ async def test_it_reports_a_crashed_kernel_as_lost(fresh_cell: Cell) -> None:
 async def test_it_restarts_a_kernel(fresh_cell: Cell) -> None:
     await fresh_cell.run("x = 1")
     msg_id = await fresh_cell.channels.execute("import time; time.sleep(60)")
-    await asyncio.sleep(0.3)
+    await fresh_cell.started(msg_id)
     lost = await fresh_cell.channels.restart()
     assert lost is not None
     assert lost.msg_ids == (msg_id,)
@@ -236,16 +238,20 @@ async def test_the_first_output_after_a_restart_is_not_lost(fresh_cell: Cell) ->
 
 
 async def test_it_replays_what_was_buffered_after_reconnecting(
-    client: JupyterClient, shared_kernel: str
+    client: JupyterClient, shared_kernel: str, tmp_path: Path
 ) -> None:
+    done = tmp_path / "printed"
     channels = client.channels(shared_kernel)
     await channels.open()
     cell = Cell(channels)
-    msg_id = await channels.execute("import time; time.sleep(0.5); print('while you were away 👋')")
+    msg_id = await channels.execute(
+        "import sys, time; time.sleep(0.5); print('while you were away 👋'); sys.stdout.flush();"
+        f" open({str(done)!r}, 'w').close()"
+    )
     await cell.started(msg_id)
     await cell.events.aclose()
     await channels.close()  # the print happens while no socket is open
-    await asyncio.sleep(1.5)
+    await eventually_async(done.exists, timeout=20, what="the print while no socket was open")
     await channels.open()  # same session id: the server replays its buffer
     cell.events = channels.events()
     finished = await cell.wait(msg_id)
