@@ -102,7 +102,8 @@ class CommunicatorClient(YClient):
         """Handle frames until the server closes the socket; the close message."""
 
         async def closed() -> dict | None:
-            await self.pump(0.1)
+            if self.closed is None:
+                await self.pump(0.1)
             return self.closed
 
         return await eventually_async(closed, timeout=timeout, what="the server to close the socket", every=0)
