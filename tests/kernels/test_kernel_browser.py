@@ -8,7 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 from kernels.local_server import LocalJupyterServer
-from tests.support.browser import logged_in_page
+from tests.support.browser import (
+    browser,  # noqa: F401 (the fixture)
+    logged_in_page,
+)
 from tests.support.kernel_http import write_code_notebook
 from tests.support.processes import Stack
 
@@ -28,7 +31,7 @@ def stack(jupyter_server: LocalJupyterServer) -> Iterator[Stack]:
         stack.close()
 
 
-def open_editor(browser, stack, who: dict, url: str):
+def open_editor(browser, stack, who: dict, url: str):  # noqa: F811
     page = logged_in_page(browser, stack, who["cookie"])
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector('[data-testid="cell"]')
@@ -36,7 +39,7 @@ def open_editor(browser, stack, who: dict, url: str):
     return page
 
 
-def test_a_run_by_alice_shows_up_in_bobs_browser(browser, stack):
+def test_a_run_by_alice_shows_up_in_bobs_browser(browser, stack):  # noqa: F811
     alice = stack.user_with_notebook("alice@example.com", title="Kernel demo")
     bob = stack.django(
         "import json\nfrom tests.support.processes import make_user_and_notebook\n"
@@ -64,7 +67,7 @@ def test_a_run_by_alice_shows_up_in_bobs_browser(browser, stack):
     b.context.close()
 
 
-def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):
+def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):  # noqa: F811
     alice = stack.user_with_notebook("alice2@example.com", title="Input demo")
     bob = stack.django(
         "import json\nfrom tests.support.processes import make_user_and_notebook\n"
@@ -103,7 +106,7 @@ def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):
     b.context.close()
 
 
-def test_run_menu_runs_above_below_and_restarts_then_runs_all(browser, stack, tmp_path):
+def test_run_menu_runs_above_below_and_restarts_then_runs_all(browser, stack, tmp_path):  # noqa: F811
     cells = {"c1": "print('one')", "c2": "print('two')", "c3": "print('three')"}
     path = write_code_notebook(tmp_path / "menu.ipynb", cells)
     alice = stack.user_with_notebook("alice3@example.com", title="Menu demo", ipynb=str(path))
@@ -150,7 +153,7 @@ def test_run_menu_runs_above_below_and_restarts_then_runs_all(browser, stack, tm
     a.context.close()
 
 
-def test_tab_completes_and_shift_tab_shows_help_from_the_kernel(browser, stack):
+def test_tab_completes_and_shift_tab_shows_help_from_the_kernel(browser, stack):  # noqa: F811
     alice = stack.user_with_notebook("alice4@example.com", title="Completion demo")
     bob = stack.django(
         "import json\nfrom tests.support.processes import make_user_and_notebook\n"
