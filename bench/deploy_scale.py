@@ -38,7 +38,7 @@ from bench.rt_scenarios import percentile  # noqa: E402
 from bench.rt_ws import Observer, YClient, marker  # noqa: E402
 from config.deploy import nginx_argv, nginx_conf  # noqa: E402
 from config.serving import daphne_args  # noqa: E402
-from tests.procs import PYTHON, Stack, free_port, wait_for_port  # noqa: E402
+from tests.support.processes import PYTHON, Stack, free_port, wait_for_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def rss_kib(pid: int) -> int:
 
 def notebooks(stack: Stack, email: str, count: int) -> tuple[str, list[str]]:
     out = stack.django(
-        "import json, uuid\nfrom tests.procs import make_user_and_notebook\n"
+        "import json, uuid\nfrom tests.support.processes import make_user_and_notebook\n"
         "from accounts.models import User\nfrom notebooks import actions\n"
         f"o = make_user_and_notebook({email!r}, 'null')\n"
         "u = User.objects.get(pk=o['user_id'])\n"

@@ -27,8 +27,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.browser.seed import seed  # noqa: E402
-from tests.procs import Stack  # noqa: E402
+from tests.support.processes import Stack  # noqa: E402
+from tests.support.seed import seed  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 VERBOSE = "--verbose" in sys.argv

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from collab.protocol import parse_state_vector
-from tests.collab.test_workers import open_client, stored_source
-from tests.faults import TcpProxy, Typist
-from tests.procs import Stack
+from tests.support.faults import TcpProxy, Typist
+from tests.support.processes import Stack
+from tests.support.yclient import open_client
 
 
 class Counted(Typist):
@@ -86,7 +86,7 @@ async def outcome(stack, nid, typists, settle: float = 25) -> dict:
     end = time.monotonic() + settle
     wanted = [tok for t in typists for tok in t.tokens()]
     while True:
-        stored = await asyncio.to_thread(stored_source, stack, nid)
+        stored = await asyncio.to_thread(stack.stored_source, nid)
         missing = sum(tok not in stored for tok in wanted)
         if not missing or time.monotonic() > end:
             break

@@ -2,7 +2,7 @@
 direct websocket execute on the same Jupyter Server.
 
 Starts a local Jupyter Server (TCP_NODELAY, as `serve` does), redis and two daphne workers
-(tests.procs.Stack) whose kernels run on it. A viewer follows the notebook over the y-websocket
+(tests.support.processes.Stack) whose kernels run on it. A viewer follows the notebook over the y-websocket
 protocol, like a browser tab. For each run the clock starts just before the HTTP POST to
 `/n/<id>/kernel/run` and stops when the viewer's socket delivers the update that holds the cell's
 new output. The cell prints a counter (`print(next(_n))`, as cheap as `print(1)`) so every run's
@@ -32,14 +32,14 @@ from pycrdt import Array
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")  # tests.procs reads settings
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")  # tests.support.processes reads settings
 
 from rt_ws import YClient  # noqa: E402
 
 from kernels.execution import Output  # noqa: E402
 from kernels.jupyter import JupyterClient  # noqa: E402
 from kernels.local_server import LocalJupyterServer, Sandbox  # noqa: E402
-from tests.procs import Stack  # noqa: E402
+from tests.support.processes import Stack  # noqa: E402
 
 SETUP = "import itertools\n_n = itertools.count(1)"
 CODE = "print(next(_n))"

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from tests.collab.test_workers import open_client
-from tests.procs import Stack
+from tests.support.processes import Stack
+from tests.support.yclient import open_client
 
 
 def stored_seq(stack: Stack) -> int:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from allauth.account.models import EmailAddress
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
 from django.core.cache import cache
 
-from accounts.models import User
 from collab import fanout
 from notebooks import actions
-
-# The notebook corpus lives beside the checkout (../shared/corpus/nbformat) unless CORPUS_DIR says.
-CORPUS = Path(
-    os.environ.get("CORPUS_DIR", Path(__file__).resolve().parents[2] / "shared" / "corpus" / "nbformat")
-)
+from tests.support.cast import make_user
+from tests.support.corpus import CORPUS
 
 
 def pytest_sessionstart(session):
@@ -62,12 +54,6 @@ def _fast_settings(settings, tmp_path):
     }
 
 
-def make_user(email: str, name: str, password: str = "correct horse battery") -> User:
-    user = User.objects.create_user(email, password, display_name=name)
-    EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
-    return user
-
-
 @pytest.fixture
 def alice(db):
     return make_user("alice@example.com", "Alice Smith")
@@ -86,19 +72,3 @@ def charlie(db):
 @pytest.fixture
 def notebook(alice):
     return actions.create_blank(alice, title="Alice's analysis")
-
-
-def session_for(user=None, **data) -> SessionStore:
-    session = SessionStore()
-    if user is not None:
-        session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    for key, value in data.items():
-        session[key] = value
-    session.create()
-    return session
-
-
-def cookie_for(user=None, **data) -> str:
-    return f"sessionid={session_for(user, **data).session_key}"

@@ -23,8 +23,9 @@ from kernels.models import KernelServer
 from notebooks import actions, sharing
 from notebooks.access import Action, access_notebook, principal_from_session
 from notebooks.models import Grant, Invitation, NotebookUpdate, Role, ShareLink
-from tests.collab.test_consumer import connect
-from tests.conftest import make_user
+from tests.support.cast import make_user
+from tests.support.consumer import connect
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,7 +139,8 @@ async def _socket(kind, notebook):
     ws, connected = await connect(notebook.pk, cookie)
     assert connected
     await ws.start()
-    await ws.pump()
+    if kind in ALLOWED_VIEW:
+        await ws.pump_until(ws.synced.is_set, what=f"the first sync of the {kind}")
     return ws
 
 
@@ -160,13 +162,18 @@ async def test_websocket_update(notebook, kind):
     ws = await _socket(kind, notebook)
     ws.text().insert(0, f"written by {kind}")
     await ws.flush()
-    await ws.pump()
-    stored = await database_sync_to_async(NotebookUpdate.objects.filter(notebook=notebook).count)()
+    count = database_sync_to_async(NotebookUpdate.objects.filter(notebook=notebook).count)
+
+    async def stored() -> bool:
+        return await count() == 1
+
     if kind in ALLOWED_EDIT:
-        assert stored == 1
+        await eventually_async(stored, what=f"the {kind}'s update to be stored")
+        await ws.pump()
         assert ws.denied == []
     else:
-        assert stored == 0
+        await ws.pump_until(lambda: ws.denied, what=f"the {kind}'s update to be refused")
+        assert await count() == 0
         assert ws.denied == ["You can view this notebook but not change it."]
     await ws.comm.disconnect()
 
@@ -175,7 +182,7 @@ async def test_websocket_update(notebook, kind):
 async def test_awareness(notebook, kind):
     ws = await _socket(kind, notebook)
     await ws.set_awareness({"user": {"name": "The Teacher", "role": "owner"}})
-    await ws.pump()
+    await ws.pump_until(lambda: ws.doc.client_id in ws.awareness, what="the stamped presence")
     me = ws.awareness[ws.doc.client_id]["user"]
     assert me["name"] != "The Teacher"
     expected_role = kind.removeprefix("link-")

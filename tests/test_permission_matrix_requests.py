@@ -9,7 +9,7 @@ from django.test import Client
 
 from notebooks import sharing
 from notebooks.models import AccessRequest, Grant, Removal, Role
-from tests.conftest import make_user
+from tests.support.cast import make_user
 from tests.test_permission_matrix import PRINCIPALS, _owner_access, principal
 
 pytestmark = pytest.mark.django_db(transaction=True)

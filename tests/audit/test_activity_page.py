@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditEvent
 from notebooks.models import Grant, Role
-from tests.audit.conftest import backdate, many_events
+from tests.support.audit import backdate, many_events
 
 
 def url(notebook, **params) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import browser, logged_in_page, stack  # noqa: F401 - fixtures
+from tests.support.browser import browser, logged_in_page, stack  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.processes]
 def owner(stack):  # noqa: F811
     alice = stack.user_with_notebook("alice@example.com", title="Quarterly report")
     stack.django(
-        "import json\nfrom tests.audit.seed import seed_activity\n"
+        "import json\nfrom tests.support.audit import seed_activity\n"
         f"print(json.dumps(seed_activity({alice['notebook_id']!r})))"
     )
     return {**alice, "url": f"{stack.base}/n/{alice['notebook_id']}/activity"}

@@ -13,8 +13,8 @@ from audit.models import AuditEvent
 from notebooks import sharing
 from notebooks.access import Action, access_notebook, principal_from_session
 from notebooks.models import Grant, Invitation, Notebook, Role
-from tests.collab.test_consumer import close_all, connect, joined
-from tests.conftest import cookie_for, make_user
+from tests.support.cast import cookie_for, make_user
+from tests.support.consumer import close_all, connect, joined
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

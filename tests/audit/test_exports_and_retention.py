@@ -12,7 +12,7 @@ from django.test import Client
 
 from audit import log as audit
 from audit.models import AppendOnlyError, AuditEvent
-from tests.audit.conftest import backdate, many_events
+from tests.support.audit import backdate, many_events
 
 
 def client_for(user) -> Client:

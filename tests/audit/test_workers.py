@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from tests.collab.test_workers import open_client
-from tests.procs import Stack
+from tests.support.processes import Stack
+from tests.support.waiting import eventually_async
+from tests.support.yclient import open_client
 
 pytestmark = pytest.mark.processes
 
@@ -34,16 +35,20 @@ async def test_joins_on_two_workers_are_both_recorded(stack):
     first = await open_client(a_port, alice["notebook_id"], alice["cookie"])
     first.text().insert(0, "x = 1")
     await first.flush()
-    await asyncio.sleep(0.3)
+
+    async def saved() -> bool:
+        return "x = 1" in await asyncio.to_thread(stack.stored_source, alice["notebook_id"])
+
+    await eventually_async(saved, timeout=30, what="the edit to be saved")
     await first.ws.close()
     second = await open_client(b_port, alice["notebook_id"], alice["cookie"])
     await second.ws.close()
-    rows = []
-    for _ in range(50):
-        rows = session_events(stack, alice["notebook_id"])
-        if len(rows) == 4:
-            break
-        await asyncio.sleep(0.1)
+
+    async def four_rows() -> list | None:
+        rows = await asyncio.to_thread(session_events, stack, alice["notebook_id"])
+        return rows if len(rows) == 4 else None
+
+    rows = await eventually_async(four_rows, timeout=30, what="two joins and two leaves", every=0.1)
     # worker A's "left" and worker B's "joined" may be written in either order
     assert sorted(r[0] for r in rows) == ["session.joined"] * 2 + ["session.left"] * 2
     assert rows[0][0] == "session.joined"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import logged_in_page
-from tests.browser.seed import seed
+from tests.support.browser import logged_in_page
+from tests.support.seed import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -31,7 +31,7 @@ def people(stack):
         ],
     )
     stack.django(  # sharing gives grants to verified addresses only
-        "from allauth.account.models import EmailAddress\nfrom tests.procs import user_by_email\n"
+        "from allauth.account.models import EmailAddress\nfrom tests.support.processes import user_by_email\n"
         "for e in ['carol@example.com', 'eddie@example.com', 'vera@example.com']:\n"
         "    EmailAddress.objects.create(user=user_by_email(e), email=e, verified=True, primary=True)\n"
         "print('{}')"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import logged_in_page
+from tests.support.browser import logged_in_page
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -61,7 +62,7 @@ def shared(stack, tmp_path_factory):
     path.write_text(json.dumps(XSS_NOTEBOOK))
     alice = stack.user_with_notebook("alice@example.com", title="Shared analysis", ipynb=str(path))
     bob = stack.django(
-        "import json\nfrom tests.procs import make_user_and_notebook\n"
+        "import json\nfrom tests.support.processes import make_user_and_notebook\n"
         "print(json.dumps(make_user_and_notebook('bob@example.com', 'null')))"
     )
     stack.call("share_with", alice["notebook_id"], "bob@example.com", "editor")
@@ -94,10 +95,7 @@ def test_two_people_type_into_one_cell_and_converge(browser, stack, shared):
     b.keyboard.press("End")
     a.keyboard.type(" + 1 # alice ✓", delay=15)
     b.keyboard.type(" # bob 😀", delay=15)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and cell_text(a) != cell_text(b):
-        time.sleep(0.1)
-    assert cell_text(a) == cell_text(b)
+    eventually(lambda: cell_text(a) == cell_text(b), timeout=10, what="both cells to hold the same text")
     assert "alice ✓" in cell_text(a)
     assert "bob 😀" in cell_text(a)
     # the other person's cursor is labelled with their name
@@ -130,7 +128,7 @@ def test_untrusted_markdown_and_html_outputs_do_not_run_script(browser, stack, s
     page.wait_for_selector("h1:has-text('Title')", timeout=5000)
     for anchor in page.locator("a:has-text('link')").all():  # markdown-it drops javascript: links
         anchor.click()
-    time.sleep(0.5)
+    time.sleep(0.5)  # deliberately: time for a script that wrongly ran to set window.__xss
     assert page.evaluate("window.__xss || null") is None
     assert page.locator('[data-testid="output"]:has-text("hello 😀")').count() == 1
     page.context.close()

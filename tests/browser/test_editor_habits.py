@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.browser.seed import seed
-from tests.browser.test_editor_safety import command_mode_on, count
-from tests.browser.test_notebook_editing import close, ids, open_page, small_notebook, source
+from tests.support.browser import close
+from tests.support.editor import command_mode_on, count, ids, open_page, small_notebook, source
+from tests.support.seed import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 

@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from tests.browser.seed import seed
-from tests.browser.test_notebook_editing import (
+from tests.support.browser import close
+from tests.support.editor import (
     FIND,
-    close,
+    command_mode_on,
+    count,
     ids,
     open_page,
     small_notebook,
@@ -19,7 +20,8 @@ from tests.browser.test_notebook_editing import (
     type_at_end,
     wait_source,
 )
-from tests.procs import Stack
+from tests.support.processes import Stack
+from tests.support.seed import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -50,10 +52,6 @@ def data(stack, tmp_path_factory):
         "carol": made["users"][CAROL],
         **dict(zip(NOTEBOOKS, made["notebooks"], strict=True)),
     }
-
-
-def count(page) -> int:
-    return page.evaluate("window.__editor.ydoc.getArray('cells').length")
 
 
 def test_a_remote_deletion_never_turns_typing_into_commands(browser, stack, data):
@@ -124,14 +122,6 @@ def test_closing_the_tab_with_unsaved_edits_warns(browser, stack, data):
     page.wait_for_selector('[data-testid="saved"]:not([data-state="saved"])')
     assert page.evaluate(BEFOREUNLOAD) is True
     close(page)
-
-
-def command_mode_on(page, cell_id):
-    page.locator(f'[data-cell-id="{cell_id}"] [data-testid="cell-editor"]').click()
-    page.keyboard.press("Escape")
-    page.wait_for_function(
-        "window.__editor.notebook.mode === 'command' && !document.activeElement.closest('.cm-editor')"
-    )
 
 
 def test_shift_m_merges_instead_of_making_markdown(browser, stack, data):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import logged_in_page
-from tests.browser.seed import seed
-from tests.procs import ROOT
+from tests.support.browser import logged_in_page
+from tests.support.processes import ROOT
+from tests.support.seed import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import logged_in_page
-from tests.procs import Stack
+from tests.support.browser import logged_in_page
+from tests.support.processes import Stack
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -30,14 +31,11 @@ def mail_stack(tmp_path_factory):
 
 
 def wait_for_mail(outbox: Path, words: str, timeout: float = 15) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in sorted(outbox.glob("*.log")):
-            text = path.read_text()
-            if words in text:
-                return text
-        time.sleep(0.1)
-    raise AssertionError(f"no email containing {words!r}")
+    def mail() -> str | None:
+        texts = (path.read_text() for path in sorted(outbox.glob("*.log")))
+        return next((text for text in texts if words in text), None)
+
+    return eventually(mail, timeout=timeout, what=f"an email containing {words!r}")
 
 
 def test_invite_sign_up_edit_then_downgrade(browser, mail_stack):
@@ -88,7 +86,7 @@ def test_invite_sign_up_edit_then_downgrade(browser, mail_stack):
     before = dana.evaluate("window.__editor.ydoc.getArray('cells').get(0).get('source').toString()")
     dana.locator('[data-testid="cell"]').first.locator(".cm-content").click()
     dana.keyboard.type("more", delay=10)
-    time.sleep(0.5)
+    time.sleep(0.5)  # deliberately: time for a keystroke the editor wrongly took to reach the doc
     after = dana.evaluate("window.__editor.ydoc.getArray('cells').get(0).get('source').toString()")
     assert after == before
     dana.screenshot(path=str(Path("var/screenshots/readonly.png")))

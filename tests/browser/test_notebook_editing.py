@@ -10,15 +10,15 @@ import time
 import pytest
 
 from config.serving import daphne_args
-from tests.browser.conftest import logged_in_page
-from tests.browser.seed import seed
-from tests.procs import PYTHON, ROOT, wait_for_port
+from tests.support.browser import close, logged_in_page
+from tests.support.editor import ids, open_page, small_notebook, source, type_at_end, wait_source
+from tests.support.processes import PYTHON, ROOT, wait_for_port
+from tests.support.seed import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
 LARGE_CELLS = 2000
-SMALL_CELLS = 40
 ALICE, BOB = "alice@example.com", "bob@example.com"
 TESTS_NEEDING_A_NOTEBOOK = ["shared", "reconnect"]
 
@@ -64,21 +64,6 @@ def large_notebook(n: int = LARGE_CELLS) -> dict:
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}
 
 
-def small_notebook() -> dict:
-    cells = [
-        {
-            "cell_type": "code",
-            "id": f"b{i}",
-            "metadata": {},
-            "execution_count": None,
-            "outputs": [],
-            "source": f"value_{i} = {i}",
-        }
-        for i in range(SMALL_CELLS)
-    ]
-    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}
-
-
 @pytest.fixture(scope="module")
 def data(stack, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nb")
@@ -100,47 +85,6 @@ def data(stack, tmp_path_factory):
         "large": ids[0],
         **dict(zip(TESTS_NEEDING_A_NOTEBOOK, ids[1:], strict=True)),
     }
-
-
-def open_page(browser, stack, who, notebook_id, base=None, **size):
-    page = logged_in_page(browser, stack, who["cookie"], **size)
-    page.goto(f"{base or stack.base}/n/{notebook_id}/", wait_until="domcontentloaded")
-    page.wait_for_function("window.__editor && window.__editor.provider.synced")
-    page.wait_for_selector('[data-testid="cell"] .cm-editor')
-    return page
-
-
-def ids(page, n=None):
-    return page.evaluate("window.__editor.ydoc.getArray('cells').toArray().map((c) => c.get('id'))")[:n]
-
-
-# the Y.Map of the cell with id `id` in the page's Y.Doc (JS)
-FIND = "window.__editor.ydoc.getArray('cells').toArray().find((c) => c.get('id') === id)"
-
-
-def source(page, cell_id):
-    return page.evaluate(f"(id) => {FIND}?.get('source').toString()", cell_id)
-
-
-def wait_source(page, cell_id, predicate_js):
-    """Waits until `predicate_js` (a JS expression over `s`, the cell's source) holds."""
-    page.wait_for_function(
-        f"(id) => {{ const c = {FIND}; const s = c ? c.get('source').toString() : null;"
-        f" return s !== null && ({predicate_js}) }}",
-        arg=cell_id,
-    )
-
-
-def type_at_end(page, cell_id, text):
-    page.locator(f'[data-cell-id="{cell_id}"] [data-testid="cell-editor"]').click()
-    page.keyboard.press("Control+End")
-    page.keyboard.type(text, delay=10)
-
-
-def close(*pages):
-    for page in pages:
-        assert page.errors == [], page.errors
-        page.context.close()
 
 
 # ---- a 2,000-cell notebook ------------------------------------------------------------------------

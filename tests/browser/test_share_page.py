@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import logged_in_page
+from tests.support.browser import logged_in_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -12,7 +12,7 @@ SEED = """
 import json
 from notebooks import access, sharing
 from notebooks.models import Notebook, Role
-from tests.conftest import make_user
+from tests.support.cast import make_user
 nb = Notebook.objects.get(pk={notebook_id!r})
 owner = access.access_notebook(access.principal_from_session(nb.owner, None), nb.pk)
 make_user('bartholomew.longname@university-example.com', 'Bartholomew Longname')

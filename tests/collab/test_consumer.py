@@ -2,56 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from pycrdt import Array, Map, Text
 
 from collab import protocol
 from collab.rooms import ROOMS
-from config.asgi import application
 from notebooks import actions, nbio, ydoc
 from notebooks.models import Grant, NotebookUpdate, Role
-from tests.conftest import cookie_for
-from tests.yclient import CommunicatorClient
+from tests.support.cast import cookie_for
+from tests.support.consumer import close_all, connect, grant, joined
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ORIGIN = (b"origin", b"http://127.0.0.1:8000")
-
-
-async def connect(notebook_id, cookie: str | None, query: str = "", origin=ORIGIN):
-    headers = [origin] if origin else []
-    if cookie:
-        headers.append((b"cookie", cookie.encode()))
-    path = f"/ws/notebooks/{notebook_id}" + (f"?{query}" if query else "")
-    comm = WebsocketCommunicator(application, path, headers=headers)
-    connected, _ = await comm.connect()
-    client = CommunicatorClient(comm)
-    return client, connected
-
-
-async def joined(notebook_id, user, query: str = "") -> CommunicatorClient:
-    cookie = await database_sync_to_async(cookie_for)(user)
-    client, connected = await connect(notebook_id, cookie, query)
-    assert connected
-    await client.start()
-    await client.pump_until(client.synced.is_set, what="the first sync")
-    await client.pump()
-    return client
-
-
-async def close_all(*clients) -> None:
-    for client in clients:
-        await client.comm.disconnect()
-    await asyncio.sleep(0.1)  # let rooms unload (ROOM_UNLOAD_DELAY is 0.05 s in tests)
-
-
-async def grant(notebook, user, role: Role) -> None:
-    await database_sync_to_async(Grant.objects.create)(notebook=notebook, user=user, role=role)
 
 
 def stored_notebook(notebook_id):
@@ -307,9 +272,8 @@ async def test_it_downgrades_a_live_editor_to_viewer(notebook, alice, bob):
 async def test_it_unloads_the_room_after_the_last_socket_leaves(notebook, alice):
     a = await joined(notebook.pk, alice)
     assert str(notebook.pk) in ROOMS
-    await close_all(a)
-    await asyncio.sleep(0.1)
-    assert str(notebook.pk) not in ROOMS
+    await a.comm.disconnect()
+    await eventually_async(lambda: str(notebook.pk) not in ROOMS, what="the room to unload")
 
 
 async def test_it_converges_with_emoji_cjk_and_combining_characters(notebook, alice, bob):

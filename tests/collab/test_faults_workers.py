@@ -11,45 +11,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.collab.test_workers import open_client, stored_source
-from tests.faults import TcpProxy, Typist
-from tests.procs import Stack
+from tests.support.faults import TcpProxy, Typist, all_saved, type_for
+from tests.support.processes import Stack
+from tests.support.waiting import eventually_async
+from tests.support.yclient import open_client
 
 pytestmark = pytest.mark.processes
-
-
-async def eventually(check, timeout: float, what: str, every: float = 0.05):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(every)
-
-
-async def type_for(typists: list[Typist], seconds: float, every: float = 0.05) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while loop.time() < end:
-        for t in typists:
-            await t.type()
-        await asyncio.sleep(every)
-
-
-async def all_saved(stack: Stack, notebook_id: str, typists: list[Typist], timeout: float = 40) -> str:
-    """Wait until the database holds every token typed; return its text."""
-    wanted = [token for t in typists for token in t.tokens()]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        stored = await asyncio.to_thread(stored_source, stack, notebook_id)
-        missing = [token for token in wanted if token not in stored]
-        if not missing:
-            return stored
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{len(missing)} of {len(wanted)} edits were never saved: {missing[:5]}")
-        await asyncio.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +70,9 @@ async def test_a_database_outage_loses_no_edit_and_notebooks_open_again(pg_stack
         assert all(code == 4503 for code, _ in t.closes), t.closes
     if fault == "refused past the retries":
         assert all(t.closes for t in typists)  # every typist was told, and sent its edits again
-    await eventually(lambda: all(t.client.source() == stored for t in typists), 15, "clients to converge")
+    await eventually_async(
+        lambda: all(t.client.source() == stored for t in typists), timeout=15, what="clients to converge"
+    )
     for t in typists:
         await t.stop()
 
@@ -125,7 +94,9 @@ async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
         await visitor.ws.close()
     await type_for([writer, reader], 2.0)
     # While Redis is down, edits still cross workers (from the database) within seconds.
-    await eventually(lambda: writer.tokens()[-1] in reader.client.source(), 10, "edits to cross while down")
+    await eventually_async(
+        lambda: writer.tokens()[-1] in reader.client.source(), timeout=10, what="edits to cross while down"
+    )
     stack.start_redis()
     loop = asyncio.get_running_loop()
     back, latencies = loop.time(), []
@@ -133,12 +104,16 @@ async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
         assert loop.time() - back < 10, f"fan-out still slow 10 s after Redis returned: {latencies[-5:]}"
         await writer.type()
         token, sent = writer.tokens()[-1], loop.time()
-        await eventually(lambda t=token: t in reader.client.source(), 5, "a probe to arrive", 0.002)
+        await eventually_async(
+            lambda t=token: t in reader.client.source(), timeout=5, what="a probe to arrive", every=0.002
+        )
         latencies.append(loop.time() - sent)
         await asyncio.sleep(0.1)
     stored = await all_saved(stack, nid, [writer, reader])
-    await eventually(
-        lambda: writer.client.source() == reader.client.source() == stored, 10, "clients to converge"
+    await eventually_async(
+        lambda: writer.client.source() == reader.client.source() == stored,
+        timeout=10,
+        what="clients to converge",
     )
     for port in (a, b):  # the notebooks whose rooms unloaded during the outage open again
         visitor = await asyncio.wait_for(open_client(port, other, other_cookie), 10)

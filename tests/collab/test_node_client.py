@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.collab.test_workers import open_client, stored_source
-from tests.procs import ROOT, Stack
+from tests.support.processes import ROOT, Stack
+from tests.support.waiting import eventually_async
+from tests.support.yclient import open_client
 
 pytestmark = pytest.mark.processes
 
@@ -54,11 +55,9 @@ async def test_npm_websocket_provider_and_pycrdt_client_converge(stack):
     out, err = await asyncio.wait_for(node.communicate(), 40)
     assert node.returncode == 0, err.decode()
     seen_by_node = json.loads(out)["source"]
-    for _ in range(50):
-        if py.source() == seen_by_node:
-            break
-        await asyncio.sleep(0.05)
-    assert py.source() == seen_by_node
+    await eventually_async(
+        lambda: py.source() == seen_by_node, what="the Python client to hold what node saw"
+    )
     assert all(m in seen_by_node for m in markers)
-    assert stored_source(stack, alice["notebook_id"]) == seen_by_node
+    assert stack.stored_source(alice["notebook_id"]) == seen_by_node
     await py.ws.close()

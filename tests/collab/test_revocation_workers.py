@@ -11,8 +11,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.collab.test_workers import WsClient
-from tests.procs import Stack
+from tests.support.processes import Stack
+from tests.support.yclient import WsClient
 
 pytestmark = pytest.mark.processes
 

@@ -18,6 +18,7 @@ from collab.rooms import ROOMS, Room, get_room
 from notebooks import updatelog as persistence
 from notebooks import ydoc
 from notebooks.updatelog import Pending
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,14 +46,6 @@ def typed(room: Room, text: str) -> bytes:
     before = doc.get_state()
     doc.get("cells", type=Array)[0]["source"].insert(0, text)
     return doc.get_update(before)
-
-
-async def eventually(check, timeout: float = 10.0, what: str = "the condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def stored_source(notebook_id) -> str:
@@ -96,7 +89,7 @@ async def test_a_write_that_keeps_failing_closes_sockets_with_a_reason_and_the_r
 
     monkeypatch.setattr(persistence, "append", broken)
     room.receive_update(typed(room, "x"), socket)
-    await eventually(lambda: room.closed, what="the room to close")
+    await eventually_async(lambda: room.closed, what="the room to close")
     [(code, reason)] = socket.closed
     assert 3000 <= code <= 4999
     assert "not saved" in reason
@@ -221,10 +214,10 @@ async def test_an_unloaded_room_and_its_document_are_freed(notebook):
         room.receive_update(typed(room, "z"), socket)
         await room.flushed()
         await room.remove(socket)
-        await eventually(lambda room=room: room.gone.is_set(), what="the room to unload")
+        await eventually_async(lambda room=room: room.gone.is_set(), what="the room to unload")
         refs.append((weakref.ref(room), weakref.ref(room.doc)))
         del room
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: the last callbacks let go of the rooms
     gc.collect()
     alive = [r for r in refs if r[0]() is not None or r[1]() is not None]
     assert alive == []
@@ -240,10 +233,10 @@ async def test_an_idle_room_asks_the_database_nothing(notebook, monkeypatch, set
     room.add(socket := FakeSocket())
     room.receive_update(typed(room, "a"), socket)
     await room.flushed()
-    await eventually(lambda: asked, what="the room to check while edits flow")
+    await eventually_async(lambda: asked, what="the room to check while edits flow")
     await asyncio.sleep(0.4)  # RESYNC_ACTIVE_FOR has passed: the room is idle from here on
     before = len(asked)
-    await asyncio.sleep(1.0)  # five RESYNC_INTERVALs
+    await asyncio.sleep(1.0)  # deliberately five RESYNC_INTERVALs, to show no check comes
     assert len(asked) == before
     await room.remove(socket)
 
@@ -266,12 +259,12 @@ async def test_writes_do_not_wait_for_a_compaction(notebook, monkeypatch, settin
         room.receive_update(typed(room, "a"), None)
         await room.flushed()
         await room._committed.join()  # relayed: the compaction has started
-        await eventually(folding.is_set, what="the compaction to start folding")
+        await eventually_async(folding.is_set, what="the compaction to start folding")
         room.receive_update(typed(room, "b"), None)
         await asyncio.wait_for(room.flushed(), 3)  # written while the compaction folds
     finally:
         release.set()
-    await eventually(lambda: not room._compacting, what="the compaction to end")
+    await eventually_async(lambda: not room._compacting, what="the compaction to end")
     assert await database_sync_to_async(stored_source)(notebook.pk) == source(room)
     await room.close()
 

@@ -11,8 +11,8 @@ from channels.db import database_sync_to_async
 from collab import consumers, protocol
 from collab.rooms import ROOMS
 from notebooks.models import Role
-from tests.collab.test_consumer import close_all, connect, grant, joined
-from tests.conftest import cookie_for
+from tests.support.cast import cookie_for
+from tests.support.consumer import close_all, connect, grant, joined
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,62 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
+import re
 
 import pytest
 import websockets
 
-from tests.procs import Stack
-from tests.yclient import YClient
+from tests.support.faults import Typist, all_saved, type_for
+from tests.support.processes import Stack
+from tests.support.waiting import eventually_async
+from tests.support.yclient import YClient, open_client, settle
 
 pytestmark = pytest.mark.processes
 
 
-class WsClient(YClient):
-    def __init__(self, ws):
-        self.ws = ws
-        super().__init__(ws.send)
-        self.received = 0
-        self.reader = asyncio.create_task(self._read())
+def quiet(client):
+    """A predicate that holds once `client` received nothing since it was last asked."""
+    last = -1
 
-    async def _read(self):
-        try:
-            async for frame in self.ws:
-                self.received += 1
-                await self.handle(frame)
-        except websockets.ConnectionClosed:
-            pass
+    def nothing_new() -> bool:
+        nonlocal last
+        received, last = last, client.received
+        return received == client.received
 
-
-async def open_client(port: int, notebook_id: str, cookie: str) -> WsClient:
-    ws = await websockets.connect(
-        f"ws://127.0.0.1:{port}/ws/notebooks/{notebook_id}",
-        additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
-        max_size=None,
-    )
-    client = WsClient(ws)
-    await client.start()
-    await asyncio.wait_for(client.synced.wait(), 10)
-    return client
-
-
-async def settle(clients, timeout: float = 15) -> None:
-    """Wait until every client holds the same document."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        sources = {c.source() for c in clients}
-        if len(sources) == 1:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"clients did not converge: {[len(c.source()) for c in clients]}")
-
-
-def stored_source(stack: Stack, notebook_id: str) -> str:
-    return stack.django(
-        "import json\nfrom notebooks.actions import current_notebook\n"
-        f"print(json.dumps({{'source': current_notebook({notebook_id!r}).cells[0].source}}))"
-    )["source"]
+    return nothing_new
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +61,7 @@ async def test_clients_on_two_workers_converge_under_a_burst(stack):
     assert len(text) == 6 * 60 * 2
     for tag in "abcdef":
         assert text.count(tag) == 60
-    assert stored_source(stack, alice["notebook_id"]) == text
+    assert stack.stored_source(alice["notebook_id"]) == text
     for c in clients:
         await c.ws.close()
 
@@ -111,13 +81,15 @@ async def test_a_killed_worker_loses_nothing_a_surviving_client_saw(stack):
             await asyncio.sleep(0.002)
 
     typing = asyncio.create_task(type_forever())
-    await asyncio.sleep(1.0)
-    stack.kill_worker(a_port)  # SIGKILL in the middle of the burst
+    await asyncio.sleep(1.0)  # a second of typing, then the kill lands in the middle of the burst
+    stack.kill_worker(a_port)  # SIGKILL
     typing.cancel()
-    await asyncio.sleep(1.5)  # let the observer's worker settle
+    await eventually_async(
+        quiet(observer), timeout=15, what="the observer to receive nothing new for 0.5 s", every=0.5
+    )
     seen = observer.source()
     assert seen.count("<") > 20
-    stored = stored_source(stack, alice["notebook_id"])
+    stored = stack.stored_source(alice["notebook_id"])
     assert stored.startswith(seen) or seen in stored or stored == seen
     # every update the observer received is in the database
     assert all(f"<{i}>" in stored for i in range(seen.count("<")))
@@ -134,17 +106,10 @@ async def test_presence_crosses_workers_with_the_stamped_identity(stack):
     a = await open_client(a_port, alice["notebook_id"], alice["cookie"])
     b = await open_client(b_port, alice["notebook_id"], alice["cookie"])
     await a.set_awareness({"user": {"name": "Mallory"}, "cell": "x"})
-    for _ in range(50):
-        if a.doc.client_id in b.awareness:
-            break
-        await asyncio.sleep(0.05)
+    await eventually_async(lambda: a.doc.client_id in b.awareness, what="A's presence at B")
     assert b.awareness[a.doc.client_id]["user"]["name"] == "Alice"
     await a.ws.close()
-    for _ in range(50):
-        if a.doc.client_id not in b.awareness:
-            break
-        await asyncio.sleep(0.05)
-    assert a.doc.client_id not in b.awareness
+    await eventually_async(lambda: a.doc.client_id not in b.awareness, what="A's presence to leave B")
     await b.ws.close()
 
 
@@ -155,11 +120,9 @@ async def test_a_large_change_goes_through_daphne_and_an_oversized_one_gets_4413
     client.text().insert(0, "x" * 3_000_000)  # over daphne's stock 1 MiB limit
     await client.flush()
     other = await open_client(port, alice["notebook_id"], alice["cookie"])
-    for _ in range(100):
-        if len(other.source()) == 3_000_000:
-            break
-        await asyncio.sleep(0.05)
-    assert len(other.source()) == 3_000_000
+    await eventually_async(
+        lambda: len(other.source()) == 3_000_000, what="the 3 MB change at the other client"
+    )
     client.text().insert(0, "y" * 17_000_000)  # over COLLAB MAX_MESSAGE_BYTES (16 MiB)
     await client.flush()
     await asyncio.wait_for(client.reader, 10)
@@ -169,9 +132,6 @@ async def test_a_large_change_goes_through_daphne_and_an_oversized_one_gets_4413
 
 
 async def test_clients_of_a_killed_worker_reconnect_to_the_survivor_and_lose_nothing(stack):
-    from tests.collab.test_faults_workers import all_saved, eventually, type_for
-    from tests.faults import Typist
-
     alice = stack.user_with_notebook("kill-reconnect@example.com")
     nid, cookie = alice["notebook_id"], alice["cookie"]
     a_port, b_port = stack.start_worker(), stack.start_worker()
@@ -183,18 +143,16 @@ async def test_clients_of_a_killed_worker_reconnect_to_the_survivor_and_lose_not
     stack.kill_worker(a_port)  # SIGKILL in the middle of the burst; the typists move to B
     await type_for([*typists, observer], 1.5, every=0.01)
     stored = await all_saved(stack, nid, [*typists, observer])
-    await eventually(
-        lambda: all(t.client.source() == stored for t in [*typists, observer]), 15, "clients to converge"
+    await eventually_async(
+        lambda: all(t.client.source() == stored for t in [*typists, observer]),
+        timeout=15,
+        what="clients to converge",
     )
     for t in [*typists, observer]:
         await t.stop()
 
 
 async def test_edits_rarely_reach_an_observer_twice_with_writers_on_both_workers(stack):
-    import collections
-    import re
-
-    from tests.faults import Typist
 
     alice = stack.user_with_notebook("once@example.com")
     nid, cookie = alice["notebook_id"], alice["cookie"]
@@ -224,16 +182,16 @@ async def test_edits_rarely_reach_an_observer_twice_with_writers_on_both_workers
             await t.type()
         await asyncio.sleep(0.01)
     wanted = sum(t.typed for t in typists)
-    for _ in range(200):
-        if all(len(c) == wanted for c in seen):
-            break
-        await asyncio.sleep(0.05)
-    for t in typists:
-        await t.stop()
-    for task in observers:
-        task.cancel()
+    try:
+        await eventually_async(
+            lambda: all(len(c) == wanted for c in seen), what="every edit at both observers"
+        )
+    finally:
+        for t in typists:
+            await t.stop()
+        for task in observers:
+            task.cancel()
     for counter in seen:
-        assert len(counter) == wanted
         # Before gap repair relayed rows by number, 12-16% of deliveries were repeats on
         # PostgreSQL; about 1% remain (an open question, see docs/architecture.md).
         repeats = sum(n - 1 for n in counter.values())

@@ -4,15 +4,14 @@ served through nginx by two workers: two people type into one cell and see each 
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-from tests.browser.conftest import CHROMIUM, FLAGS
-from tests.deploy.test_nginx import start_proxy
-from tests.procs import Stack
+from tests.support.browser import CHROMIUM, FLAGS
+from tests.support.processes import Stack, start_proxy
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -64,9 +63,7 @@ def test_the_editor_works_under_the_policy_through_nginx(site):
             page.locator('[data-testid="cell"]').first.locator(".cm-content").click()
         a.keyboard.type("print('through nginx')", delay=10)
         b_text = b.locator('[data-testid="cell"]').first.locator(".cm-content")
-        deadline = time.monotonic() + 20
-        while "through nginx" not in b_text.inner_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: "through nginx" in b_text.inner_text(), timeout=20, what="Alice's typing at Bob")
         seen = b_text.inner_text().replace("\u2060", "")  # Alice's cursor sits inside the text
         assert "print('through nginx'" in seen
         assert "Alice" in seen  # her presence, with her verified name, reached Bob

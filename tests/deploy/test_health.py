@@ -9,8 +9,8 @@ import pytest
 
 from collab.rooms import ROOMS
 from config import health
-from tests.collab.test_consumer import close_all, joined
-from tests.procs import free_port
+from tests.support.consumer import close_all, joined
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

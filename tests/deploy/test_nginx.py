@@ -5,38 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from config.deploy import nginx_argv, nginx_conf
-from tests.collab.test_workers import open_client, settle
-from tests.procs import Stack, free_port, wait_for_port
+from tests.support.processes import Stack, start_proxy
+from tests.support.yclient import open_client, settle
 
 pytestmark = pytest.mark.processes
 LIMIT = 2 * 1024 * 1024
-
-
-def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> tuple[int, Path]:
-    """nginx from the repo's configuration in front of `workers` new workers of `stack`; nginx is
-    stopped with the stack, its directory (the caller removes it) is reachable by nginx's workers."""
-    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
-        subprocess.run(["scripts/install_nginx.sh"], check=True)
-    upstreams = [f"127.0.0.1:{stack.start_worker()}" for _ in range(workers)]
-    port = free_port()
-    run_dir = Path(tempfile.mkdtemp(prefix="collab-nginx-"))
-    run_dir.chmod(0o755)  # nginx's workers (www-data when started as root) keep uploads here
-    conf = run_dir / "nginx.conf"
-    access_log = str(run_dir / "access.log")
-    conf.write_text(nginx_conf(f"127.0.0.1:{port}", upstreams, run_dir, access_log, max_body=max_body))
-    argv = nginx_argv(conf, run_dir)
-    argv[0] = shutil.which("nginx") or "/usr/sbin/nginx"
-    wait_for_port(port, stack._spawn(argv, log="nginx.log"))
-    return port, run_dir
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.procs import Stack
+from tests.support.processes import Stack
+from tests.support.waiting import eventually
 
 MB = 1024 * 1024
 
@@ -130,8 +131,5 @@ def test_the_workers_access_log_has_no_share_tokens(worker):
         s.sendall(f"GET /s/{token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         while s.recv(65536):
             pass
-    deadline = time.monotonic() + 5
-    while "/s/<token>" not in stack.log(port) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "/s/<token>" in stack.log(port)
+    eventually(lambda: "/s/<token>" in stack.log(port), timeout=5, what="the request in the access log")
     assert token not in stack.log(port)

@@ -19,8 +19,9 @@ from pycrdt import Doc, Text
 from collab import protocol
 from collab.rooms import ROOMS
 from notebooks import nbio, ydoc
-from tests.collab.test_consumer import close_all, connect, joined
-from tests.conftest import cookie_for
+from tests.support.cast import cookie_for
+from tests.support.consumer import close_all, connect, joined
+from tests.support.waiting import eventually_async
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 FUZZ = settings(
@@ -70,8 +71,9 @@ frames = st.one_of(
 def loop():
     """One event loop for all examples of a test: rooms and their tasks live across examples."""
     loop = asyncio.new_event_loop()
+    earlier = set(ROOMS)  # rooms another test left behind are not this one's to wait for
     yield loop
-    loop.run_until_complete(asyncio.sleep(0.2))  # let the room unload
+    loop.run_until_complete(eventually_async(lambda: not set(ROOMS) - earlier, what="the rooms to unload"))
     # the ORM thread of this loop keeps a connection: close it, or the test database stays in use
     loop.run_until_complete(database_sync_to_async(connections.close_all)())
     loop.close()

@@ -1,7 +1,7 @@
 """Fixtures for the kernel bridge tests. # no Django
 
 `yjs`: decode pycrdt updates with the real Yjs (the repository's own `node_modules/yjs`), as a
-browser would; None when Node or yjs is missing.
+browser would; a test using it fails when Node or yjs is missing, saying how to install them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from kernels.local_server import LocalJupyterServer, free_port
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,17 +39,9 @@ process.stdin.on('end', () => {
 """
 
 
-def yjs_module() -> str | None:
-    module = REPO / "node_modules" / "yjs"
-    if shutil.which("node") and (module / "package.json").exists():
-        return str(module)
-    return None
-
-
 def decode_with_yjs(updates: list[bytes]) -> list[dict[str, Any]]:
     """Apply the updates in order to a fresh Yjs doc; return `cells` as JSON."""
-    module = yjs_module()
-    assert module is not None
+    module = str(REPO / "node_modules" / "yjs")
     payload = json.dumps([base64.b64encode(u).decode() for u in updates])
     result = subprocess.run(
         ["node", "-e", _SCRIPT, module],
@@ -64,8 +56,12 @@ def decode_with_yjs(updates: list[bytes]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def yjs() -> Any:
-    """`yjs(updates)` -> cells as a browser decodes them, or None without Node/yjs."""
-    return decode_with_yjs if yjs_module() else None
+    """`yjs(updates)` -> cells as a browser decodes them."""
+    if not shutil.which("node"):
+        pytest.fail("Node.js is missing for the Yjs cross-check: apt-get install nodejs npm", pytrace=False)
+    if not (REPO / "node_modules" / "yjs" / "package.json").exists():
+        pytest.fail(f"yjs is missing from {REPO / 'node_modules'}: run `npm ci` in {REPO}", pytrace=False)
+    return decode_with_yjs
 
 
 @pytest.fixture(scope="session")
@@ -87,9 +83,12 @@ def shared_kernel(jupyter_server: LocalJupyterServer) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kernel_gateway() -> Iterator[tuple[str, str]]:
-    """A real Jupyter Kernel Gateway (`pip install jupyter-kernel-gateway`), or skip."""
+    """A real Jupyter Kernel Gateway (from requirements.lock)."""
     if importlib.util.find_spec("kernel_gateway") is None:
-        pytest.skip("jupyter-kernel-gateway is not installed (pip install jupyter-kernel-gateway)")
+        pytest.fail(
+            "jupyter-kernel-gateway is not installed: .venv/bin/pip install -r requirements.lock",
+            pytrace=False,
+        )
     token, port = secrets.token_hex(16), free_port()
     argv = [
         sys.executable,
@@ -152,16 +151,17 @@ def _serving(name: str, argv: list[str], port: int, token: str, **popen: Any) ->
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode} before answering")
             try:
                 headers = {"Authorization": f"token {token}"}
-                if httpx.get(f"{url}/api", headers=headers, timeout=2).status_code == 200:
-                    break
+                return httpx.get(f"{url}/api", headers=headers, timeout=2).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"{name} did not start")
+                return False
+
+        eventually(answers, timeout=30, what=f"{name} to answer on {url}", every=0.1)
         yield url
     finally:
         proc.terminate()

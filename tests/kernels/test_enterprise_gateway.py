@@ -14,9 +14,9 @@ from kernels.bridge import BRIDGES, get_bridge
 from kernels.execution import Finished, KernelLost, Output
 from kernels.jupyter import JupyterClient
 from notebooks import actions
-from tests.collab.test_consumer import close_all, joined
-from tests.kernels.test_kernel_bridge import outputs, post
-from tests.kernels.test_kernel_gateway import runs_a_kernel_start_to_end
+from tests.support.consumer import close_all, joined
+from tests.support.kernels import outputs, post, runs_a_kernel_start_to_end
+from tests.support.waiting import eventually_async
 
 
 async def test_it_runs_code_on_enterprise_gateway(enterprise_gateway: tuple[str, str]) -> None:
@@ -43,9 +43,8 @@ async def test_it_replays_what_it_buffered_while_no_socket_was_open(
                     if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
                         break
             await channels.close()
+            await eventually_async(done.exists, timeout=20, what="the print while no socket was open")
             async with asyncio.timeout(20):
-                while not done.exists():  # printed while no socket was open
-                    await asyncio.sleep(0.05)
                 await channels.open()
                 texts = []
                 async for event in channels.events():

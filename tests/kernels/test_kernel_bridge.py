@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
-from django.utils.crypto import get_random_string
 from pycrdt import Array, Map, Text
 
 from audit.models import AuditEvent
@@ -18,8 +17,9 @@ from kernels.bridge import BRIDGES, get_bridge
 from kernels.local_server import LocalJupyterServer
 from notebooks import actions
 from notebooks.models import Grant, Role
-from tests.collab.test_consumer import close_all, joined
-from tests.conftest import cookie_for
+from tests.support.cast import cookie_for
+from tests.support.consumer import close_all, joined
+from tests.support.kernels import outputs, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,26 +34,6 @@ async def kernel_settings(settings, jupyter_server: LocalJupyterServer) -> Async
             await bridge.shutdown()
 
 
-async def post(notebook_id, user, action: str, body: dict | None = None) -> tuple[int, dict]:
-    cookie = await database_sync_to_async(cookie_for)(user)
-    csrf = get_random_string(32)
-    headers = [
-        (b"host", b"127.0.0.1:8000"),
-        (b"origin", b"http://127.0.0.1:8000"),
-        (b"cookie", f"{cookie}; csrftoken={csrf}".encode()),
-        (b"x-csrftoken", csrf.encode()),
-        (b"content-type", b"application/json"),
-    ]
-    path = f"/n/{notebook_id}/kernel/{action}"
-    comm = HttpCommunicator(application, "POST", path, body=json.dumps(body or {}).encode(), headers=headers)
-    response = await comm.get_response(timeout=10)
-    try:
-        data = json.loads(response["body"] or b"{}")
-    except ValueError:
-        data = {}
-    return response["status"], data
-
-
 def add_code_cell(client, cell_id: str, source: str) -> None:
     cell = Map(
         {
@@ -66,10 +46,6 @@ def add_code_cell(client, cell_id: str, source: str) -> None:
         }
     )
     client.cells.append(cell)
-
-
-def outputs(client, index: int = 0) -> list[dict]:
-    return [o.to_py() if hasattr(o, "to_py") else o for o in client.cells[index]["outputs"]]
 
 
 async def test_a_run_reaches_every_socket_and_the_database(notebook, alice, bob):
@@ -256,10 +232,7 @@ async def test_a_run_sent_over_the_websocket_is_answered_and_executed(notebook, 
     await b.comm.send_to(bytes_data=protocol.command(1, "run", {"cell_ids": [cell_id]}))
     await a.comm.send_to(bytes_data=protocol.command(7, "run", {"cell_ids": [cell_id]}))
     await a.comm.send_to(bytes_data=protocol.command(8, "run", {"cell_ids": "not a list"}))
-    for _ in range(100):
-        await a.pump(0.1)
-        if 7 in a.replies and 8 in a.replies:
-            break
+    await a.pump_until(lambda: 7 in a.replies and 8 in a.replies, timeout=10, what="the replies to 7 and 8")
     await b.pump()
     assert b.replies[1]["status"] == 403  # an editor may not run
     assert a.replies[7] == {"id": 7, "status": 202, "body": {"queued": [cell_id]}}

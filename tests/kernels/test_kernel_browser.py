@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from kernels.local_server import LocalJupyterServer
-from tests.browser.conftest import (
+from tests.support.browser import (
     browser,  # noqa: F401 (the fixture)
     logged_in_page,
 )
-from tests.kernels.web import write_code_notebook
-from tests.procs import Stack
+from tests.support.kernel_http import write_code_notebook
+from tests.support.processes import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -42,7 +42,7 @@ def open_editor(browser, stack, who: dict, url: str):  # noqa: F811
 def test_a_run_by_alice_shows_up_in_bobs_browser(browser, stack):  # noqa: F811
     alice = stack.user_with_notebook("alice@example.com", title="Kernel demo")
     bob = stack.django(
-        "import json\nfrom tests.procs import make_user_and_notebook\n"
+        "import json\nfrom tests.support.processes import make_user_and_notebook\n"
         "print(json.dumps(make_user_and_notebook('bob@example.com', 'null')))"
     )
     stack.call("share_with", alice["notebook_id"], "bob@example.com", "viewer")
@@ -70,7 +70,7 @@ def test_a_run_by_alice_shows_up_in_bobs_browser(browser, stack):  # noqa: F811
 def test_input_is_asked_of_the_person_who_ran_the_cell(browser, stack):  # noqa: F811
     alice = stack.user_with_notebook("alice2@example.com", title="Input demo")
     bob = stack.django(
-        "import json\nfrom tests.procs import make_user_and_notebook\n"
+        "import json\nfrom tests.support.processes import make_user_and_notebook\n"
         "print(json.dumps(make_user_and_notebook('bob2@example.com', 'null')))"
     )
     stack.call("share_with", alice["notebook_id"], "bob2@example.com", "runner")
@@ -156,7 +156,7 @@ def test_run_menu_runs_above_below_and_restarts_then_runs_all(browser, stack, tm
 def test_tab_completes_and_shift_tab_shows_help_from_the_kernel(browser, stack):  # noqa: F811
     alice = stack.user_with_notebook("alice4@example.com", title="Completion demo")
     bob = stack.django(
-        "import json\nfrom tests.procs import make_user_and_notebook\n"
+        "import json\nfrom tests.support.processes import make_user_and_notebook\n"
         "print(json.dumps(make_user_and_notebook('bob4@example.com', 'null')))"
     )
     stack.call("share_with", alice["notebook_id"], "bob4@example.com", "editor")

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from kernels.local_server import LocalJupyterServer
-from tests.kernels.web import Browserish, texts, wait_for, write_code_notebook
-from tests.procs import Stack
+from tests.support.kernel_http import Browserish, texts, write_code_notebook
+from tests.support.processes import Stack
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.processes
 
@@ -57,7 +58,7 @@ def test_runs_posted_to_two_workers_share_one_kernel_in_order(stack, a_and_b, ju
     before = len(httpx.get(f"{jupyter_server.url}/api/kernels", headers=_auth(jupyter_server)).json())
     assert a.post("run", {"cell_ids": ["set"]}).status_code == 202
     assert b.post("run", {"cell_ids": ["use"]}).json() == {"queued": ["use"]}
-    wait_for(lambda: texts(a.cell("use")) == "1\n", what="print(x) to print 1")
+    eventually(lambda: texts(a.cell("use")) == "1\n", timeout=30, what="print(x) to print 1")
     assert a.cell("use")["execution_count"] == 2
     after = httpx.get(f"{jupyter_server.url}/api/kernels", headers=_auth(jupyter_server)).json()
     assert len(after) == before + 1  # one kernel, not one per worker
@@ -71,13 +72,13 @@ def test_runs_posted_to_two_workers_share_one_kernel_in_order(stack, a_and_b, ju
 def test_status_interrupt_and_input_work_from_the_other_worker(stack, a_and_b):
     a, b = a_and_b
     assert a.post("run", {"cell_ids": ["slow"]}).status_code == 202
-    wait_for(lambda: b.status()["running"] == "slow", what="the slow cell to run (seen from B)")
+    eventually(lambda: b.status()["running"] == "slow", timeout=30, what="the slow cell to run (seen from B)")
     assert b.post("interrupt").status_code == 200
-    wait_for(lambda: a.status()["running"] is None, what="the interrupt")
+    eventually(lambda: a.status()["running"] is None, timeout=30, what="the interrupt")
     assert "KeyboardInterrupt" in json.dumps(b.cell("slow")["outputs"])
 
     assert b.post("run", {"cell_ids": ["ask"]}).status_code == 202
-    asked = wait_for(lambda: a.status()["input"], what="the input request")
+    asked = eventually(lambda: a.status()["input"], timeout=30, what="the input request")
     assert asked == {
         "cell_id": "ask",
         "prompt": "Value? ",
@@ -85,7 +86,7 @@ def test_status_interrupt_and_input_work_from_the_other_worker(stack, a_and_b):
         "for_user": f"u:{stack.alice['user_id']}",
     }
     assert a.post("input", {"value": "42"}).status_code == 200
-    wait_for(lambda: "got 42" in texts(b.cell("ask")), what="the answer")
+    eventually(lambda: "got 42" in texts(b.cell("ask")), timeout=30, what="the answer")
 
     assert b.post("shutdown").status_code == 200
     assert a.status()["status"] == "not started"
@@ -101,17 +102,17 @@ def lease() -> str:
 def test_a_killed_driver_is_replaced_and_its_run_goes_on(stack, a_and_b):
     a, b = a_and_b
     assert a.post("run", {"cell_ids": ["set"]}).status_code == 202
-    wait_for(lambda: a.status()["status"] == "idle", what="a kernel")
+    eventually(lambda: a.status()["status"] == "idle", timeout=30, what="a kernel")
     # B knows the notebook's kernel (and sweeps for orphans); "idle" once the run's status settles
-    wait_for(lambda: b.status()["status"] == "idle", timeout=10, what="B to see the kernel idle")
+    eventually(lambda: b.status()["status"] == "idle", timeout=10, what="B to see the kernel idle")
     assert a.post("run", {"cell_ids": ["count"]}).status_code == 202
-    wait_for(lambda: "line 5" in texts(b.cell("count")), what="the run to be under way")
+    eventually(lambda: "line 5" in texts(b.cell("count")), timeout=30, what="the run to be under way")
     [before] = stack.django(lease())
     assert before["kernel_id"]
 
     stack.kill_worker(stack.ports[0])
     # the lease (TTL 3 s) runs out; B's sweep takes the kernel over and the run goes on in the cell
-    out = wait_for(
+    out = eventually(
         lambda: "line 49" in texts(b.cell("count")) and texts(b.cell("count")),
         timeout=30,
         what="B to take the run over",
@@ -121,11 +122,11 @@ def test_a_killed_driver_is_replaced_and_its_run_goes_on(stack, a_and_b):
     [after] = stack.django(lease())
     assert after["kernel_id"] == before["kernel_id"]
     assert after["worker"] != before["worker"]
-    wait_for(lambda: b.cell("count").get("execution_count") is not None, what="the run's end")
+    eventually(lambda: b.cell("count").get("execution_count") is not None, timeout=30, what="the run's end")
 
     # the same kernel, variables kept
     assert b.post("run", {"cell_ids": ["use"]}).status_code == 202
-    wait_for(lambda: texts(b.cell("use")) == "1\n", what="x from before the kill")
+    eventually(lambda: texts(b.cell("use")) == "1\n", timeout=30, what="x from before the kill")
 
 
 def _auth(server: LocalJupyterServer) -> dict[str, str]:
@@ -139,13 +140,13 @@ def test_a_worker_that_only_served_a_page_takes_over_when_the_driver_dies(stack,
     c = httpx.Client(base_url=f"http://127.0.0.1:{c_port}", timeout=20)
     assert c.get("/accounts/login/").status_code == 200  # C has served nothing else
     assert b.post("run", {"cell_ids": ["count"]}).status_code == 202
-    wait_for(lambda: "line 5" in texts(b.cell("count")), what="the run to be under way on B")
+    eventually(lambda: "line 5" in texts(b.cell("count")), timeout=30, what="the run to be under way on B")
     [before] = stack.django(lease())
 
     stack.kill_worker(stack.ports[1])  # nobody but C is left
     reader = Browserish(c_port, stack.alice["cookie"], stack.alice["notebook_id"])
     # Reading the download serves no kernel request: C takes over from its sweep alone.
-    out = wait_for(
+    out = eventually(
         lambda: "line 49" in texts(reader.cell("count")) and texts(reader.cell("count")),
         timeout=30,
         what="C to take the run over",
@@ -163,15 +164,15 @@ def test_a_run_that_ends_while_no_worker_drives_it_keeps_its_output_and_gets_no_
     d_port = stack.start_worker()
     d = Browserish(d_port, stack.alice["cookie"], stack.alice["notebook_id"])
     assert d.post("run", {"cell_ids": ["short"]}).status_code == 202
-    wait_for(lambda: "step 2" in texts(d.cell("short")), what="the run to be under way")
+    eventually(lambda: "step 2" in texts(d.cell("short")), timeout=30, what="the run to be under way")
     for port in [p for p in stack.workers if p != d_port]:
         stack.kill_worker(port)
-    wait_for(
+    eventually(
         lambda: "step 14" in texts(d.cell("short")) or "error" in json.dumps(d.cell("short")["outputs"]),
         timeout=30,
         what="D to take the run over and show its end",
     )
-    wait_for(lambda: d.status()["running"] is None, timeout=10, what="the run to be over")
+    eventually(lambda: d.status()["running"] is None, timeout=10, what="the run to be over")
     cell = d.cell("short")
     assert "step 14" in texts(cell), json.dumps(cell)
     assert "run it again" not in json.dumps(cell["outputs"])

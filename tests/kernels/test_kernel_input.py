@@ -15,9 +15,10 @@ from kernels.bridge import BRIDGES, get_bridge
 from kernels.jupyter import JupyterClient
 from kernels.local_server import LocalJupyterServer
 from notebooks.models import Grant, Role
-from tests.collab.test_consumer import close_all, joined
-from tests.conftest import cookie_for
-from tests.kernels.test_kernel_bridge import outputs, post
+from tests.support.cast import cookie_for
+from tests.support.consumer import close_all, joined
+from tests.support.kernels import outputs, post
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,15 +41,6 @@ async def status_of(notebook_id, user) -> dict:
     return json.loads(response["body"])
 
 
-async def until(predicate, timeout: float = 20.0, client=None) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            if client is not None:
-                await client.pump(0.05)
-            else:
-                await asyncio.sleep(0.05)
-
-
 async def a_cell(notebook, user, source: str):
     client = await joined(notebook.pk, user)
     client.text().insert(0, source)
@@ -65,7 +57,7 @@ async def test_it_asks_the_person_who_ran_the_cell_and_only_they_can_answer(note
     async def asked() -> bool:
         return (await status_of(notebook.pk, bob))["input"] is not None
 
-    await until(asked)
+    await eventually_async(asked, timeout=20, what="the input request")
     state = await status_of(notebook.pk, bob)
     assert state["input"] == {
         "cell_id": cell_id,
@@ -95,10 +87,7 @@ async def test_a_password_answer_is_not_written_into_the_notebook(notebook, alic
     await post(notebook.pk, alice, "run", {"cell_ids": [cell_id]})
     bridge = get_bridge(notebook.pk)
 
-    async def asked() -> bool:
-        return bridge.input is not None
-
-    await until(asked)
+    await eventually_async(lambda: bridge.input is not None, timeout=20, what="the input request")
     assert bridge.info()["input"]["password"] is True
     assert (await post(notebook.pk, alice, "input", {"value": "hunter22"}))[0] == 200
     await bridge.wait_idle()
@@ -115,7 +104,6 @@ async def test_an_unanswered_input_fails_the_cell_with_a_message(notebook, alice
     await post(notebook.pk, alice, "run", {"cell_ids": [cell_id]})
     bridge = get_bridge(notebook.pk)
     async with asyncio.timeout(20):
-        await asyncio.sleep(0.2)
         await bridge.wait_idle()
     await a.pump()
     stderr, error = outputs(a)
@@ -130,7 +118,6 @@ async def test_an_unanswered_input_fails_the_cell_with_a_message(notebook, alice
     await a.flush()
     await a.pump()
     await post(notebook.pk, alice, "run", {"cell_ids": [cell_id]})
-    await asyncio.sleep(0.2)
     await bridge.wait_idle()
     await a.pump()
     assert outputs(a) == [{"output_type": "stream", "name": "stdout", "text": "still here\n"}]
@@ -142,7 +129,6 @@ async def test_an_idle_kernel_is_shut_down(notebook, alice, settings, jupyter_se
     a, cell_id = await a_cell(notebook, alice, "x = 1")
     await post(notebook.pk, alice, "run", {"cell_ids": [cell_id]})
     bridge = get_bridge(notebook.pk)
-    await asyncio.sleep(0.1)
     await bridge.wait_idle()
     kernel_id = bridge.kernel_id
     assert kernel_id is not None
@@ -152,7 +138,7 @@ async def test_an_idle_kernel_is_shut_down(notebook, alice, settings, jupyter_se
         async def gone() -> bool:
             return await client.get_kernel(kernel_id) is None
 
-        await until(gone, timeout=10)
+        await eventually_async(gone, timeout=10, what="the idle kernel to be shut down")
     assert str(notebook.pk) not in BRIDGES
     state = await status_of(notebook.pk, alice)
     assert state["status"] == "not started"

@@ -1,8 +1,8 @@
 """kernels.outputs and kernels.textops: iopub messages -> YNotebook outputs. # no Django
 
 Every text write is checked three ways: `YNotebook(doc).get()` validates as nbformat v4, a
-fresh pycrdt Doc decodes the same strings, and (when Node + yjs are present) so does Yjs,
-replaying the incremental updates as a browser would receive them.
+fresh pycrdt Doc decodes the same strings, and so does Yjs (Node and the repository's
+`node_modules/yjs`, required), replaying the incremental updates as a browser would receive them.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class UpdateLog:
 class Notebook:
     """A YNotebook doc with three code cells and a markdown cell, and its OutputWriter."""
 
-    def __init__(self, yjs: Callable[[list[bytes]], list[dict[str, Any]]] | None) -> None:
+    def __init__(self, yjs: Callable[[list[bytes]], list[dict[str, Any]]]) -> None:
         self.doc = Doc()
         cells: list[dict[str, Any]] = [
             {
@@ -77,9 +77,8 @@ class Notebook:
         fresh = Doc()
         fresh.apply_update(self.doc.get_update())
         assert YNotebook(fresh).get() == notebook
-        if self.yjs is not None:
-            browser = [cell.get("outputs") for cell in self.yjs(self.log.updates)]
-            assert browser == [cell.get("outputs") for cell in YNotebook(self.doc).ycells.to_py()]
+        browser = [cell.get("outputs") for cell in self.yjs(self.log.updates)]
+        assert browser == [cell.get("outputs") for cell in YNotebook(self.doc).ycells.to_py()]
         cell = next(c for c in notebook["cells"] if c["id"] == cell_id)
         return list(cell["outputs"])
 
@@ -267,5 +266,4 @@ def test_it_replaces_text_at_utf8_offsets(old: str, new: str, yjs: Any) -> None:
     with doc.transaction():
         textops.replace_text(ytext, old, new)
     assert str(ytext) == new
-    if yjs is not None:
-        assert yjs(log.updates)[0]["outputs"][0]["text"] == new
+    assert yjs(log.updates)[0]["outputs"][0]["text"] == new

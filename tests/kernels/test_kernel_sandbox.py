@@ -15,8 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.kernels.web import Browserish, texts, wait_for, write_code_notebook
-from tests.procs import PYTHON, ROOT, Stack, free_port, wait_for_port
+from tests.support.kernel_http import Browserish, texts, write_code_notebook
+from tests.support.processes import PYTHON, ROOT, Stack, free_port, wait_for_port
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.processes
 
@@ -200,7 +201,7 @@ def _run(client: Browserish, cell_id: str, timeout: float = 60) -> dict:
         cell = client.cell(cell_id)
         return cell if cell.get("execution_count") is not None or cell["outputs"] else None
 
-    return wait_for(finished, timeout=timeout, what=f"cell {cell_id} to finish")
+    return eventually(finished, timeout=timeout, what=f"cell {cell_id} to finish")
 
 
 def test_a_strangers_cell_reaches_nothing_but_its_own_kernel(app, tmp_path):

@@ -20,6 +20,7 @@ from kernels.execution import Event, Finished, KernelLost, Output
 from kernels.jupyter import JupyterClient, KernelChannels
 from kernels.local_server import LocalJupyterServer
 from kernels.outputs import OutputWriter
+from tests.support.waiting import eventually_async
 
 TINY_PNG = base64.b64encode(
     bytes.fromhex(
@@ -215,7 +216,7 @@ async def test_it_reports_a_crashed_kernel_as_lost(fresh_cell: Cell) -> None:
 async def test_it_restarts_a_kernel(fresh_cell: Cell) -> None:
     await fresh_cell.run("x = 1")
     msg_id = await fresh_cell.channels.execute("import time; time.sleep(60)")
-    await asyncio.sleep(0.3)
+    await fresh_cell.started(msg_id)
     lost = await fresh_cell.channels.restart()
     assert lost is not None
     assert lost.msg_ids == (msg_id,)
@@ -245,7 +246,11 @@ async def test_it_replays_what_was_buffered_after_reconnecting(
     await cell.started(msg_id)
     await cell.events.aclose()
     await channels.close()  # the print happens while no socket is open
-    await asyncio.sleep(1.5)
+
+    async def idle() -> bool:  # the server saw the run end (it had seen it start: execute_input)
+        return (await client.get_kernel(shared_kernel) or {}).get("execution_state") == "idle"
+
+    await eventually_async(idle, timeout=20, what="the run to end while no socket was open")
     await channels.open()  # same session id: the server replays its buffer
     cell.events = channels.events()
     finished = await cell.wait(msg_id)

@@ -22,9 +22,9 @@ from kernels.jupyter import JupyterClient, KernelServerError
 from kernels.models import KernelServer, NotebookKernel
 from kernels.servers import host_refusal
 from notebooks.models import Grant, Role
-from tests.collab.test_consumer import close_all, joined
-from tests.kernels.test_kernel_bridge import outputs, post
-from tests.kernels.test_kernel_servers import add_server, client_for, settings_url
+from tests.support.consumer import close_all, joined
+from tests.support.http import client_for
+from tests.support.kernels import add_server, outputs, post, settings_url
 
 SECRET = "s3cret-from-the-internal-service"
 SPECS = {"default": "python3", "kernelspecs": {"python3": {"spec": {"display_name": "Python 3"}}}}

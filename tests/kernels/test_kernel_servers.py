@@ -10,15 +10,15 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db import connection
-from django.test import Client
 
 from kernels.bridge import BRIDGES, CELL_NOT_RUN, get_bridge
 from kernels.jupyter import JupyterClient
 from kernels.local_server import LocalJupyterServer
 from kernels.models import KernelServer, NotebookKernel
 from notebooks.models import Grant, Role
-from tests.collab.test_consumer import close_all, joined
-from tests.kernels.test_kernel_bridge import outputs, post
+from tests.support.consumer import close_all, joined
+from tests.support.http import client_for
+from tests.support.kernels import add_server, outputs, post, settings_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,22 +37,6 @@ async def kernel_settings(settings, jupyter_server: LocalJupyterServer) -> Async
     yield
     for bridge in list(BRIDGES.values()):
         await bridge.shutdown()
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def settings_url(notebook) -> str:
-    return f"/n/{notebook.pk}/kernel/settings"
-
-
-def add_server(client: Client, notebook, url: str, token: str, name: str = "My box"):
-    return client.post(
-        settings_url(notebook), {"action": "add_server", "name": name, "url": url, "token": token}
-    )
 
 
 def everything_stored() -> str:

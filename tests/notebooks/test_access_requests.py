@@ -14,7 +14,7 @@ from notebooks import emails, sharing
 from notebooks import requests as access_requests
 from notebooks.access import Action, access_notebook, principal_from_session
 from notebooks.models import AccessRequest, Grant, Invitation, Removal, Role
-from tests.conftest import make_user
+from tests.support.cast import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HOST = "localhost:8765"

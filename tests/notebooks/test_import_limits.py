@@ -10,7 +10,7 @@ import pytest
 
 from notebooks import nbio, ydoc
 from notebooks.models import Notebook
-from tests.notebooks.test_pages import upload
+from tests.support.http import upload
 
 LIMIT = 50 * 1024 * 1024
 

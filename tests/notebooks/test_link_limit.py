@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.procs import Stack
+from tests.support.processes import Stack
 
 PEOPLE, LIMIT = 30, 3
 

@@ -7,22 +7,14 @@ import re
 
 import pytest
 from django.core import mail
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from audit.models import AuditEvent
 from notebooks import nbio
 from notebooks.models import Grant, Notebook, NotebookUpdate, Role
-from tests.conftest import CORPUS
-from tests.notebooks.test_nbio import IMPORTED, REFUSED
+from tests.support.corpus import CORPUS, IMPORTED, REFUSED
+from tests.support.http import upload
 
 pytestmark = pytest.mark.django_db
-
-
-def upload(client, *names_and_bytes):
-    files = [
-        SimpleUploadedFile(name, data, content_type="application/json") for name, data in names_and_bytes
-    ]
-    return client.post("/notebooks/upload", {"files": files}, follow=True)
 
 
 def test_it_signs_up_verifies_and_logs_in(client):

@@ -329,7 +329,7 @@ def test_sign_up_does_not_tell_whether_an_address_is_registered(alice, settings,
 async def test_removing_a_person_closes_every_path(notebook, bob):
     from channels.db import database_sync_to_async as db
 
-    from tests.collab.test_consumer import close_all, joined
+    from tests.support.consumer import close_all, joined
 
     owner = await db(access_of)(notebook.owner, notebook)
     grant = await db(Grant.objects.create)(notebook=notebook, user=bob, role=Role.EDITOR)

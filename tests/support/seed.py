@@ -11,7 +11,7 @@ def seed(stack, users: list[str], notebooks: list[dict]) -> dict:
     "share": {email: role}}. Returns {"users": {email: {"user_id", "cookie"}}, "notebooks": [id, ...]}."""
     spec = json.dumps({"users": users, "notebooks": notebooks})
     return stack.django(
-        f"import json\nfrom tests.browser.seed import seed_inside\nprint(json.dumps(seed_inside({spec!r})))"
+        f"import json\nfrom tests.support.seed import seed_inside\nprint(json.dumps(seed_inside({spec!r})))"
     )
 
 
@@ -20,7 +20,7 @@ def seed_inside(spec_json: str) -> dict:
     from pathlib import Path
 
     from notebooks import actions
-    from tests.procs import make_user_and_notebook, share_with, user_by_email
+    from tests.support.processes import make_user_and_notebook, share_with, user_by_email
 
     spec = json.loads(spec_json)
     out = {

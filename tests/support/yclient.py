@@ -1,15 +1,18 @@
-"""A minimal y-websocket client on pycrdt, for tests: it speaks the same frames as the npm
-`WebsocketProvider` (sync step1/step2/update, awareness)."""
+"""A minimal y-websocket client on pycrdt, for tests and benchmarks: it speaks the same frames as
+the npm `WebsocketProvider` (sync step1/step2/update, awareness). `CommunicatorClient` drives the
+ASGI application in-process; `WsClient` (`open_client`) talks to a real worker over a socket."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import websockets
 from pycrdt import Array, Doc, Map, Text
 
 from collab import protocol
 from collab.protocol import MessageType, SyncType
+from tests.support.waiting import eventually_async
 
 
 class YClient:
@@ -95,20 +98,28 @@ class CommunicatorClient(YClient):
         self.comm = communicator
         super().__init__(lambda data: communicator.send_to(bytes_data=data), doc)
 
-    async def wait_closed(self, timeout: float = 10.0) -> dict | None:
-        """Handle frames until the server closes the socket (or `timeout` passes)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.closed is None and asyncio.get_running_loop().time() < deadline:
-            await self.pump(0.1)
-        return self.closed
+    async def wait_closed(self, timeout: float = 10.0) -> dict:
+        """Handle frames until the server closes the socket; the close message."""
+
+        async def closed() -> dict | None:
+            if self.closed is None:
+                await self.pump(0.1)
+            return self.closed
+
+        return await eventually_async(closed, timeout=timeout, what="the server to close the socket", every=0)
 
     async def pump_until(self, done, timeout: float = 15.0, what: str = "the condition") -> None:
         """Handle frames until `done()` holds (a busy machine may need more than one `pump`)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not done():
-            if self.closed is not None or asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"gave up waiting for {what} (closed: {self.closed})")
+
+        async def holds() -> bool:
+            if done():
+                return True
+            if self.closed is not None:
+                raise AssertionError(f"the server closed the socket while waiting for {what}: {self.closed}")
             await self.pump(0.05)
+            return done()
+
+        await eventually_async(holds, timeout=timeout, what=what, every=0)
 
     async def pump(self, timeout: float = 0.2) -> int:
         """Handle frames until none arrives within `timeout`; return how many."""
@@ -124,3 +135,44 @@ class CommunicatorClient(YClient):
             if message.get("bytes") is not None:
                 await self.handle(message["bytes"])
                 n += 1
+
+
+class WsClient(YClient):
+    """YClient over a real websocket to a worker; a task reads and handles its frames."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        super().__init__(ws.send)
+        self.received = 0
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self):
+        try:
+            async for frame in self.ws:
+                self.received += 1
+                await self.handle(frame)
+        except websockets.ConnectionClosed:
+            pass
+
+
+async def open_client(port: int, notebook_id: str, cookie: str) -> WsClient:
+    """A client of the worker on `port`, signed in with `cookie`, after its first sync."""
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/notebooks/{notebook_id}",
+        additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
+        max_size=None,
+    )
+    client = WsClient(ws)
+    await client.start()
+    await asyncio.wait_for(client.synced.wait(), 10)
+    return client
+
+
+async def settle(clients, timeout: float = 15) -> None:
+    """Wait until every client holds the same document."""
+    try:
+        await eventually_async(
+            lambda: len({c.source() for c in clients}) == 1, timeout=timeout, what="the clients to converge"
+        )
+    except AssertionError as e:
+        raise AssertionError(f"{e}; their lengths: {[len(c.source()) for c in clients]}") from None

@@ -12,16 +12,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 
+from config.deploy import nginx_argv, nginx_conf
 from config.serving import daphne_args
+from tests.support.waiting import eventually
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
@@ -32,16 +33,16 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port} after {timeout} s")
+            return False
+
+    eventually(listening, timeout=timeout, what=f"something to listen on port {port}")
 
 
 class Stack:
@@ -140,15 +141,21 @@ class Stack:
         """Create a user (and a notebook of theirs unless notebook=None); return ids and a cookie."""
         return self.django(
             "import json\n"
-            "from tests.procs import make_user_and_notebook\n"
+            "from tests.support.processes import make_user_and_notebook\n"
             f"print(json.dumps(make_user_and_notebook({email!r}, {json.dumps(notebook)!r})))"
         )
 
     def call(self, function: str, *args) -> dict:
         """Call a function of this module inside the stack's Django; it returns a dict."""
+        imports = f"import json\nfrom tests.support.processes import {function}\n"
+        return self.django(f"{imports}print(json.dumps({function}(*{list(args)!r})))")
+
+    def stored_source(self, notebook_id: str, index: int = 0) -> str:
+        """The source of cell `index` as the database holds it now."""
         return self.django(
-            f"import json\nfrom tests.procs import {function}\nprint(json.dumps({function}(*{list(args)!r})))"
-        )
+            "import json\nfrom notebooks.actions import current_notebook\n"
+            f"print(json.dumps({{'source': current_notebook({notebook_id!r}).cells[{index}].source}}))"
+        )["source"]
 
     def close(self) -> None:
         for proc in self.procs:
@@ -162,6 +169,24 @@ class Stack:
         if self._pg_db:
             self._pg_admin(f"DROP DATABASE IF EXISTS {self._pg_db} WITH (FORCE)")
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> tuple[int, Path]:
+    """nginx from the repo's configuration in front of `workers` new workers of `stack`; nginx is
+    stopped with the stack, its directory (the caller removes it) is reachable by nginx's workers."""
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        subprocess.run(["scripts/install_nginx.sh"], check=True)
+    upstreams = [f"127.0.0.1:{stack.start_worker()}" for _ in range(workers)]
+    port = free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="collab-nginx-"))
+    run_dir.chmod(0o755)  # nginx's workers (www-data when started as root) keep uploads here
+    conf = run_dir / "nginx.conf"
+    access_log = str(run_dir / "access.log")
+    conf.write_text(nginx_conf(f"127.0.0.1:{port}", upstreams, run_dir, access_log, max_body=max_body))
+    argv = nginx_argv(conf, run_dir)
+    argv[0] = shutil.which("nginx") or "/usr/sbin/nginx"
+    wait_for_port(port, stack._spawn(argv, log="nginx.log"))
+    return port, run_dir
 
 
 def make_user_and_notebook(email: str, notebook_json: str) -> dict:

@@ -1,9 +1,9 @@
-"""A signed-in HTTP client of one worker's kernel endpoints, and waiting for what it shows."""
+"""A signed-in HTTP client of one worker's kernel endpoints (as the editor calls them), what a
+cell's outputs say, and an .ipynb of code cells to upload."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -30,16 +30,6 @@ class Browserish:
     def cell(self, cell_id: str) -> dict:
         ipynb = self.http.get(self.notebook + "download").json()
         return next(c for c in ipynb["cells"] if c["id"] == cell_id)
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def texts(cell: dict) -> str:

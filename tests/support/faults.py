@@ -1,5 +1,6 @@
 """Fault injection for tests with real processes: a TCP proxy that can refuse and cut
-database connections, and a y-websocket client that reconnects like the browser's provider."""
+database connections, a y-websocket client that reconnects like the browser's provider, and
+waiting until the database holds everything the typists typed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import websockets
 
-from tests.procs import free_port
-from tests.yclient import YClient
+from tests.support.processes import Stack, free_port
+from tests.support.waiting import eventually_async
+from tests.support.yclient import YClient
 
 
 class TcpProxy:
@@ -159,3 +161,30 @@ class Typist:
                 await self._task
         if self.ws is not None:
             await self.ws.close()
+
+
+async def type_for(typists: list[Typist], seconds: float, every: float = 0.05) -> None:
+    """Each typist types a token every `every` s for `seconds` s."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        for t in typists:
+            await t.type()
+        await asyncio.sleep(every)
+
+
+async def all_saved(stack: Stack, notebook_id: str, typists: list[Typist], timeout: float = 40) -> str:
+    """Wait until the database holds every token typed; return its text."""
+    wanted = [token for t in typists for token in t.tokens()]
+    missing = wanted
+
+    async def stored_all() -> str | None:
+        nonlocal missing
+        stored = await asyncio.to_thread(stack.stored_source, notebook_id)
+        missing = [token for token in wanted if token not in stored]
+        return None if missing else stored
+
+    try:
+        return await eventually_async(stored_all, timeout=timeout, what="every edit to be saved", every=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {len(missing)} of {len(wanted)} never were, e.g. {missing[:5]}") from None
