@@ -213,6 +213,17 @@ export class NotebookView {
         return rect.bottom < 0 ? -rect.bottom : rect.top > window.innerHeight ? rect.top - window.innerHeight : Math.abs(rect.top - middle) / 1e4
       }
       const queue = [...this.toRealize].filter((v) => v.el.isConnected).map((v) => [distance(v), v]).sort((a, b) => a[0] - b[0])
+      // Cells on screen for the first time get their editors, outputs and rendered markdown in a
+      // frame of their own (what the reader sees first, in one paint); their hidden toolbars and
+      // the cells off screen follow in the next frames.
+      const fresh = queue.filter(([d, view]) => d < 1 && !view.shown)
+      if (fresh.length) {
+        for (const [, view] of fresh) view.mountEditorIfNear()
+        for (const [, view] of fresh) view.show()
+        if (!this._firstShown) { this._firstShown = true; performance.mark('nb:first-cells') }
+        this._scheduleRealize()
+        return
+      }
       // cells on screen get their outputs and rendered markdown at once, editors follow
       for (const [d, view] of queue) if (d < 1) view.realize()
       for (const [, view] of queue) {
