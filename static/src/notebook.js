@@ -116,6 +116,7 @@ export class NotebookView {
     for (const view of this.views) this.byId.set(view.id, view)
     this.root.classList.toggle('is-empty', this.views.length === 0)
     this._refreshRunStates()
+    if (!this._firstScreenShown && this.views.length) this._showFirstScreen()
     this.onStructureChange?.()
     if (snapshot && !this.views.includes(prev)) {
       const remote = event.transaction.origin !== LOCAL
@@ -199,6 +200,25 @@ export class NotebookView {
     this._scheduleRealize()
   }
 
+  // The cells on screen when the notebook first arrives get their editors, outputs and rendered
+  // markdown in the task that brought them, not two frames later when the IntersectionObserver
+  // has reported and the next frame has come round (one forced layout; toolbars follow).
+  _showFirstScreen () {
+    this._firstScreenShown = true
+    for (const view of this.views) {
+      const rect = view.el.getBoundingClientRect()
+      if (rect.top >= window.innerHeight) break
+      if (rect.bottom <= 0) continue
+      view.setNear(true)
+      view.el.classList.remove('is-far')
+      view.mountEditorIfNear()
+      view.show()
+      this.toRealize.add(view)
+    }
+    performance.mark('nb:first-cells')
+    this._scheduleRealize()
+  }
+
   // Creating editors is the expensive part; spread it over frames (a few ms each), nearest to
   // the viewport first, so that flinging through a 2,000-cell notebook never blocks and cells
   // that scrolled past are skipped.
@@ -220,7 +240,6 @@ export class NotebookView {
       if (fresh.length) {
         for (const [, view] of fresh) view.mountEditorIfNear()
         for (const [, view] of fresh) view.show()
-        if (!this._firstShown) { this._firstShown = true; performance.mark('nb:first-cells') }
         this._scheduleRealize()
         return
       }
