@@ -205,10 +205,13 @@ export class NotebookView {
   // has reported and the next frame has come round (one forced layout; toolbars follow).
   _showFirstScreen () {
     this._firstScreenShown = true
+    const onScreen = [] // all positions first: reading one after a mount would lay out again
     for (const view of this.views) {
       const rect = view.el.getBoundingClientRect()
       if (rect.top >= window.innerHeight) break
-      if (rect.bottom <= 0) continue
+      if (rect.bottom > 0) onScreen.push(view)
+    }
+    for (const view of onScreen) {
       view.setNear(true)
       view.el.classList.remove('is-far')
       view.mountEditorIfNear()
