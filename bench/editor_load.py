@@ -1,13 +1,18 @@
-"""Editor start-up in headless Chromium: a 50-cell notebook, cache cold and warm.
+"""Editor start-up in headless Chromium: a 50-cell notebook, cache cold and warm, next to
+JupyterLab's own first load of the same notebook in the same run.
 
-    .venv/bin/python bench/editor_load.py [--runs 5]
+    .venv/bin/python bench/editor_load.py [--runs 5] [--verbose] [--no-collect] [--no-lab]
+
+JupyterLab runs from its own virtualenv, `.venv-lab` at the top of the checkout (made once with
+`python3 -m venv .venv-lab && .venv-lab/bin/pip install jupyterlab ipykernel`); without it
+that half is skipped with a note.
 
 Starts one daphne worker on a free port of 127.0.0.1 with a fresh SQLite database (the test
 suite's `Stack`), imports a 50-cell notebook (every fifth cell with a small output, a few
 markdown cells with a formula), then opens the editor `--runs` times in a new browser context
 (cold: empty HTTP cache) and `--runs` times again in that context (warm). "Ready" is the
-moment the page has the document synced and the first cell's CodeMirror editor mounted,
-measured by the page's own clock from navigation start. Bytes are what crossed the network
+first animation frame after the page has the document synced and the first cell's CodeMirror
+editor mounted, by the page's own clock from navigation start. Bytes are what crossed the network
 (encoded sizes, headers included) as Chromium's DevTools protocol reports them.
 """
 
@@ -16,7 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +36,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.support.processes import Stack  # noqa: E402
+from tests.support.processes import Stack, free_port, wait_for_port  # noqa: E402
 from tests.support.seed import seed  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,13 +48,26 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# Checked in the page every 10 ms; the page notes the moment itself (asking for the time after
-# the wait returns would add the browser round trip to every figure).
-READY = (
-    "window.__editor && window.__editor.provider.synced"
-    " && document.querySelector('[data-testid=cell] .cm-editor')"
-    " && (window.__readyAt = window.__readyAt || performance.now())"
-)
+
+
+# Ready = the first animation frame after the first cell's CodeMirror editor is in the page
+# (and, for this editor, the document synced): a MutationObserver installed before any of the
+# page's scripts notes the moment by the page's own clock, so neither polling nor the browser
+# round trip adds to the figure, and both editors are timed the same way.
+def ready_script(selector: str, condition: str = "true") -> str:
+    return f"""(() => {{
+      const seen = () => {{
+        if (window.__mountedAt || !document.querySelector({selector!r}) || !({condition})) return
+        window.__mountedAt = performance.now()
+        requestAnimationFrame(() => {{ window.__readyAt = performance.now() }})
+      }}
+      new MutationObserver(seen).observe(document, {{ subtree: true, childList: true }})
+    }})()"""
+
+
+READY = ready_script("[data-testid=cell] .cm-editor", "window.__editor && window.__editor.provider.synced")
+LAB_READY = ready_script(".jp-NotebookPanel .jp-Cell .cm-editor")
+LAB_VENV = ROOT / ".venv-lab"
 
 
 def notebook(cells: int = 50) -> dict:
@@ -87,7 +109,7 @@ def open_once(page, url: str) -> tuple[float, int, int]:
     cdp.on("Network.requestWillBeSent", lambda p: urls.__setitem__(p["requestId"], p["request"]["url"]))
     cdp.on("Network.loadingFinished", finished)
     page.goto(url, wait_until="commit")
-    page.wait_for_function(READY, polling=10)
+    page.wait_for_function("window.__readyAt", timeout=120_000)
     ready = page.evaluate("window.__readyAt")
     if VERBOSE:
         marks = page.evaluate(
@@ -97,11 +119,70 @@ def open_once(page, url: str) -> tuple[float, int, int]:
         nav = page.evaluate("performance.getEntriesByType('navigation')[0].toJSON()")
         print(
             f"  html {nav['responseEnd']:.0f} ms, DOMContentLoaded {nav['domContentLoadedEventEnd']:.0f} ms,"
-            f" marks {marks}, ready {ready:.0f} ms"
+            f" marks {marks}, mounted {page.evaluate('window.__mountedAt'):.0f} ms, ready {ready:.0f} ms"
         )
     page.wait_for_load_state("load")
     cdp.detach()
     return ready, seen["bytes"], seen["requests"]
+
+
+def measure(browser, url: str, runs: int, cookies=(), ready: str = READY) -> tuple[list, list]:
+    """`runs` cold opens (each in a new browser context), each followed by one warm open."""
+    cold, warm = [], []
+    for _ in range(runs):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        if cookies:
+            context.add_cookies(list(cookies))
+        context.add_init_script(script=ready)
+        page = context.new_page()
+        cold.append(open_once(page, url))
+        warm.append(open_once(page, url))
+        context.close()
+    return cold, warm
+
+
+def start_lab(notebook_path: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`jupyter lab` on a free loopback port, serving the notebook's folder, with its own
+    config, data, runtime and settings folders (nothing of the user's is read or written)."""
+    home = Path(tempfile.mkdtemp(prefix="bench-lab-"))
+    port, token = free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "PATH": f"{LAB_VENV / 'bin'}:{os.environ['PATH']}",
+    }
+    proc = subprocess.Popen(
+        [str(LAB_VENV / "bin" / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={notebook_path.parent}",
+         "--ServerApp.port_retries=0", "--allow-root", "--LabApp.extension_manager=readonly",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+         "jupyterlab.NeverCheckForUpdate"],
+        env=env, stdout=subprocess.DEVNULL, stderr=(home / "lab.log").open("w"), start_new_session=True,
+    )  # fmt: skip
+    wait_for_port(port, proc, timeout=120)
+    return proc, f"http://127.0.0.1:{port}/lab/tree/{notebook_path.name}?token={token}", home
+
+
+def stop_lab(proc: subprocess.Popen, home: Path) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and the kernels it started
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def report(label: str, rows: list) -> None:
+    ms = [r[0] for r in rows]
+    size = statistics.median(r[1] for r in rows)
+    requests = statistics.median(r[2] for r in rows)
+    spread = f"({min(ms):.0f}-{max(ms):.0f})"
+    print(f"{label:16} {statistics.median(ms):10.0f} {spread:<17} {size:16,.0f} {requests:9.0f}")
 
 
 def main() -> None:
@@ -109,11 +190,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--verbose", action="store_true", help="print every response's size")
     parser.add_argument("--no-collect", action="store_true", help="serve static files as a checkout does")
+    parser.add_argument("--no-lab", action="store_true", help="skip JupyterLab")
     args = parser.parse_args()
     static_root = tempfile.mkdtemp(prefix="bench-static-")
     stack = Stack(redis=False, STATIC_ROOT=static_root)
+    lab = None
+    results = {}
     try:
-        if not args.no_collect:  # as the `serve` command does: hashed, gzip-compressed names
+        if not args.no_collect:  # as the `serve` command does: hashed, brotli/gzip-compressed names
             stack.manage("collectstatic", "--noinput", "-v", "0")
         port = stack.start_worker()
         base = f"http://127.0.0.1:{port}"
@@ -126,26 +210,31 @@ def main() -> None:
         )
         url = f"{base}/n/{made['notebooks'][0]}/"
         name, value = made["users"]["alice@example.com"]["cookie"].split("=", 1)
-        cold, warm = [], []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            for _ in range(args.runs):
-                context = browser.new_context(viewport={"width": 1280, "height": 900})
-                context.add_cookies([{"name": name, "value": value, "url": base}])
-                page = context.new_page()
-                cold.append(open_once(page, url))
-                for _ in range(1):
-                    warm.append(open_once(page, url))
-                context.close()
+            print(f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}")
+            cookie = {"name": name, "value": value, "url": base}
+            results["this editor"] = measure(browser, url, args.runs, [cookie])
+            if args.no_lab:
+                pass
+            elif not (LAB_VENV / "bin" / "jupyter").exists():
+                print(f"JupyterLab skipped: no {LAB_VENV} (see this script's docstring)")
+            else:
+                lab = start_lab(path)
+                lab_url = lab[1]
+                warmup = browser.new_context()  # the server builds its settings once; not timed
+                warmup.new_page().goto(lab_url, wait_until="load")
+                warmup.close()
+                results["JupyterLab"] = measure(browser, lab_url, args.runs, ready=LAB_READY)
+            print(f"load average after: {Path('/proc/loadavg').read_text().split()[:3]}")
             browser.close()
-        print(f"{'':6} {'ready ms (median, min-max)':>28} {'bytes (median)':>16} {'requests':>9}")
-        for label, rows in (("cold", cold), ("warm", warm)):
-            ms = [r[0] for r in rows]
-            size = statistics.median(r[1] for r in rows)
-            requests = statistics.median(r[2] for r in rows)
-            spread = f"({min(ms):.0f}-{max(ms):.0f})"
-            print(f"{label:6} {statistics.median(ms):10.0f} {spread:<17} {size:16,.0f} {requests:9.0f}")
+        print(f"{'':16} {'ready ms (median, min-max)':>28} {'bytes (median)':>16} {'requests':>9}")
+        for label, (cold, warm) in results.items():
+            report(f"{label}: cold", cold)
+            report(f"{label}: warm", warm)
     finally:
+        if lab:
+            stop_lab(lab[0], lab[2])
         stack.close()
 
 

@@ -247,7 +247,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    # hashed + gzip names after collectstatic (far-future cache); plain names before it
+    # hashed + brotli/gzip names after collectstatic (far-future cache); plain names before it
     "staticfiles": {"BACKEND": "config.storage.StaticStorage"},
 }
 

@@ -1,5 +1,6 @@
 """Static files: content-hashed, pre-compressed names once `collectstatic` has run (the `serve`
-command runs it at start), so WhiteNoise can serve them gzip-encoded with a far-future cache.
+command runs it at start), so WhiteNoise can serve them brotli- or gzip-encoded (whichever the
+browser takes; the .br files exist because the `Brotli` package is installed) with a far-future cache.
 Before that (a checkout, the test suite) the plain names are served from the source folders."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Static files after `collectstatic` (as the `serve` command runs it): hashed names in pages,
-served gzip-encoded with a far-future cache; before it, plain names still work."""
+served brotli- or gzip-encoded with a far-future cache; before it, plain names still work."""
 
 from __future__ import annotations
 
@@ -32,6 +32,22 @@ def test_it_serves_hashed_compressed_files_with_a_far_future_cache(settings, tmp
     assert response["Content-Encoding"] == "gzip"
     assert "immutable" in response["Cache-Control"]
     assert "max-age=315360000" in response["Cache-Control"]
+
+
+def test_a_browser_that_takes_brotli_gets_the_brotli_file(settings, tmp_path):
+    settings.STATIC_ROOT = tmp_path
+    call_command("collectstatic", interactive=False, verbosity=0)
+    url = static_url("dist/editor.js")
+    plain = Client().get(url)
+    response = Client().get(url, HTTP_ACCEPT_ENCODING="gzip, deflate, br, zstd")
+    assert response.status_code == 200
+    assert response["Content-Encoding"] == "br"
+    assert "Accept-Encoding" in response["Vary"]
+    body = b"".join(response.streaming_content)
+    assert len(body) < len(b"".join(plain.streaming_content)) / 3
+    # the on-demand chunks the bundle imports are compressed the same way
+    chunk = next((tmp_path / "dist" / "chunks").glob("*.js.br"))
+    assert chunk.stat().st_size > 0
 
 
 def test_before_collectstatic_the_plain_names_are_served(settings, tmp_path):

@@ -2,7 +2,7 @@
 // The cell observes its own Y.Map; the notebook owns ordering, focus and commands.
 import * as Y from 'yjs'
 import { createCellEditor } from './codemirror.js'
-import { renderMarkdown } from './markdown.js'
+import { preloadMarkdown, renderMarkdown } from './markdown.js'
 import { renderOutputs } from './outputs.js'
 import { sourceText, toPlain, CELL_TYPES } from './model.js'
 import { h, icon, iconButton, initials, safeColor } from './dom.js'
@@ -23,6 +23,7 @@ export class CellView {
     this.outputsDirty = true
     this.markdownDirty = true
     this.runState = null
+    if (this.type === 'markdown') preloadMarkdown() // fetched while the cells are laid out
     this._build()
     this._bind()
   }
@@ -236,6 +237,13 @@ export class CellView {
   realize () {
     if (!this.near) return
     this.ensureChrome()
+    this.show()
+  }
+
+  /** What a reader sees of a cell: outputs and rendered markdown (the toolbar shows on hover). */
+  show () {
+    if (!this.near) return
+    this.shown = true
     this._renderOutputsIfNeeded()
     this._renderMarkdownIfNeeded()
   }

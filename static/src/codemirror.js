@@ -5,7 +5,6 @@ import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { syntaxHighlighting, HighlightStyle, indentOnInput, bracketMatching, indentUnit } from '@codemirror/language'
 import { closeBrackets, closeBracketsKeymap } from '@codemirror/autocomplete'
 import { python } from '@codemirror/lang-python'
-import { markdown } from '@codemirror/lang-markdown'
 import { tags as t } from '@lezer/highlight'
 import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
 
@@ -77,12 +76,18 @@ export function createCellEditor ({ parent, ytext, awareness, undoManager, cellT
       ]
     })
   })
+  let destroyed = false
+  if (cellType === 'markdown') {
+    loadMarkdownLanguage().then((markdown) => {
+      if (markdown && !destroyed) view.dispatch({ effects: language.reconfigure(languageFor(cellType, markdown)) })
+    })
+  }
   return {
     view,
     setReadOnly (value) {
       view.dispatch({ effects: editable.reconfigure(accessExtension(value)) })
     },
-    destroy () { view.destroy() }
+    destroy () { destroyed = true; view.destroy() }
   }
 }
 
@@ -92,8 +97,21 @@ function accessExtension (readOnly) {
   return [EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)]
 }
 
-function languageFor (cellType) {
+// Markdown's mode (with the HTML, CSS and JavaScript modes it nests) is as big as Python's and
+// only needed when a markdown cell's source is edited: plain wrapped text until it has arrived.
+function languageFor (cellType, markdown = null) {
   if (cellType === 'code') return python()
-  if (cellType === 'markdown') return [markdown(), EditorView.lineWrapping]
+  if (cellType === 'markdown' && markdown) return [markdown(), EditorView.lineWrapping]
   return EditorView.lineWrapping
+}
+
+let markdownMode = null
+
+function loadMarkdownLanguage () {
+  markdownMode ??= import('./markdown-lang.js').then((module) => module.markdown).catch((err) => {
+    console.error('Could not load the markdown editing mode', err)
+    markdownMode = null
+    return null
+  })
+  return markdownMode
 }

@@ -118,6 +118,7 @@ export class NotebookView {
     for (const view of this.views) this.byId.set(view.id, view)
     this.root.classList.toggle('is-empty', this.views.length === 0)
     this._refreshRunStates()
+    if (!this._firstScreenShown && this.views.length) this._showFirstScreen()
     this.onStructureChange?.()
     if (snapshot && !this.views.includes(prev)) {
       const remote = event.transaction.origin !== LOCAL
@@ -201,6 +202,28 @@ export class NotebookView {
     this._scheduleRealize()
   }
 
+  // The cells on screen when the notebook first arrives get their editors, outputs and rendered
+  // markdown in the task that brought them, not two frames later when the IntersectionObserver
+  // has reported and the next frame has come round (one forced layout; toolbars follow).
+  _showFirstScreen () {
+    this._firstScreenShown = true
+    const onScreen = [] // all positions first: reading one after a mount would lay out again
+    for (const view of this.views) {
+      const rect = view.el.getBoundingClientRect()
+      if (rect.top >= window.innerHeight) break
+      if (rect.bottom > 0) onScreen.push(view)
+    }
+    for (const view of onScreen) {
+      view.setNear(true)
+      view.el.classList.remove('is-far')
+      view.mountEditorIfNear()
+      view.show()
+      this.toRealize.add(view)
+    }
+    performance.mark('nb:first-cells')
+    this._scheduleRealize()
+  }
+
   // Creating editors is the expensive part; spread it over frames (a few ms each), nearest to
   // the viewport first, so that flinging through a 2,000-cell notebook never blocks and cells
   // that scrolled past are skipped.
@@ -215,6 +238,16 @@ export class NotebookView {
         return rect.bottom < 0 ? -rect.bottom : rect.top > window.innerHeight ? rect.top - window.innerHeight : Math.abs(rect.top - middle) / 1e4
       }
       const queue = [...this.toRealize].filter((v) => v.el.isConnected).map((v) => [distance(v), v]).sort((a, b) => a[0] - b[0])
+      // Cells on screen for the first time get their editors, outputs and rendered markdown in a
+      // frame of their own (what the reader sees first, in one paint); their hidden toolbars and
+      // the cells off screen follow in the next frames.
+      const fresh = queue.filter(([d, view]) => d < 1 && !view.shown)
+      if (fresh.length) {
+        for (const [, view] of fresh) view.mountEditorIfNear()
+        for (const [, view] of fresh) view.show()
+        this._scheduleRealize()
+        return
+      }
       // cells on screen get their outputs and rendered markdown at once, editors follow
       for (const [d, view] of queue) if (d < 1) view.realize()
       for (const [, view] of queue) {

@@ -1,7 +1,6 @@
 // Renders a code cell's outputs (nbformat output dicts, possibly stored as Y types).
 import { ansiToFragment } from './ansi.js'
 import { renderMarkdown } from './markdown.js'
-import { sanitizeOutputHtml } from './sanitize.js'
 import { toPlain } from './model.js'
 
 // Richest first; JavaScript and widget views are never executed, their text/plain is shown.
@@ -128,6 +127,13 @@ function image (mime, src, meta) {
   return img
 }
 
+// DOMPurify comes with the markdown renderer, fetched when the first HTML output (or markdown) is shown.
+let sanitizer = null
+function loadSanitizer () {
+  sanitizer ??= import('./sanitize.js').catch((err) => { sanitizer = null; throw err })
+  return sanitizer
+}
+
 function renderMime (mime, value, metadata) {
   switch (mime) {
     case 'text/html': {
@@ -136,7 +142,12 @@ function renderMime (mime, value, metadata) {
       const shadow = host.attachShadow({ mode: 'open' })
       const style = document.createElement('style')
       style.textContent = SHADOW_CSS
-      shadow.append(style, sanitizeOutputHtml(joinText(value)))
+      const html = joinText(value)
+      shadow.append(style)
+      loadSanitizer().then(({ sanitizeOutputHtml }) => shadow.append(sanitizeOutputHtml(html)), (err) => {
+        console.error('Could not load the HTML sanitiser', err)
+        shadow.append(pre('output-error', '[this output could not be shown: the page could not load its HTML sanitiser]'))
+      })
       return host
     }
     case 'image/svg+xml':

@@ -15,7 +15,7 @@ from tests.support.seed import seed
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 ALICE = "alice@example.com"
-NOTEBOOKS = ["first", "second", "kernel", "find"]
+NOTEBOOKS = ["first", "second", "kernel", "find", "lazy"]
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +189,28 @@ def test_formulas_render_once_the_formula_code_is_fetched(browser, stack, data):
     )
     page.locator('[data-testid="markdown-rendered"] .katex').first.wait_for()
     assert page.evaluate("performance.getEntriesByType('resource').some((r) => r.name.includes('katex'))")
+    close(page)
+
+
+def test_the_markdown_code_is_fetched_when_a_notebook_first_needs_it(browser, stack, data):
+    page = open_page(browser, stack, data["alice"], data["lazy"])
+    fetched = "(part) => performance.getEntriesByType('resource').some((r) => r.name.includes(part))"
+    # a notebook of code cells loads neither the renderer, nor the HTML sanitiser, nor the editing mode
+    for part in ("markdown-render", "sanitize", "markdown-lang"):
+        assert not page.evaluate(fetched, part), part
+    page.evaluate("window.__editor.model.insert(0, 'markdown', '## Results\\n\\nSee <b>this</b>.'); true")
+    page.locator('[data-testid="markdown-rendered"] h2', has_text="Results").wait_for()
+    assert page.locator('[data-testid="markdown-rendered"] b').inner_text() == "this"
+    assert page.evaluate(fetched, "markdown-render")
+    assert not page.evaluate(fetched, "markdown-lang")
+    # editing the source fetches the markdown mode: the heading gets its own style
+    page.locator('[data-testid="markdown-rendered"]').first.dblclick()
+    heading = page.locator('[data-testid="cell"]').first.locator(".cm-line", has_text="## Results")
+    page.wait_for_function(
+        "(el) => [...el.querySelectorAll('span')].some((s) => getComputedStyle(s).fontWeight === '700')",
+        arg=heading.element_handle(),
+    )
+    assert page.evaluate(fetched, "markdown-lang")
     close(page)
 
 
