@@ -289,7 +289,7 @@ KERNEL_SERVER_MAX_REPLY_BYTES = envint("KERNEL_SERVER_MAX_REPLY_BYTES", 1 << 20)
 KERNEL_IDLE_SHUTDOWN = envfloat("KERNEL_IDLE_SHUTDOWN", 3600.0)
 # Tab completion and Shift-Tab help: longest code sent with a request; seconds to wait for the kernel
 KERNEL_ASSIST_MAX_CHARS = envint("KERNEL_ASSIST_MAX_CHARS", 100_000)
-KERNEL_ASSIST_TIMEOUT = envfloat("KERNEL_ASSIST_TIMEOUT", 5.0)
+KERNEL_ASSIST_TIMEOUT = envfloat("KERNEL_ASSIST_TIMEOUT", 15.0)
 # ... and what a reply may carry: completions, characters per completion, characters of help.
 KERNEL_ASSIST_MAX_MATCHES = envint("KERNEL_ASSIST_MAX_MATCHES", 200)
 KERNEL_ASSIST_MAX_MATCH_CHARS = envint("KERNEL_ASSIST_MAX_MATCH_CHARS", 200)

@@ -12,7 +12,7 @@ export const MSG_SESSION = 101
 export const MSG_KERNEL = 102
 const MSG_COMMAND = 110
 const MSG_COMMAND_REPLY = 111
-const COMMAND_TIMEOUT_MS = 15000
+const COMMAND_TIMEOUT_MS = 20000 // above the server's KERNEL_ASSIST_TIMEOUT, so its answer (or error) arrives first
 // The server acknowledges every saved change (SAVED) within milliseconds. When it does not for
 // this long while the socket looks open, frames have stopped flowing: reconnect.
 export const SAVE_ACK_TIMEOUT_MS = 5000

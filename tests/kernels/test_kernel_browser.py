@@ -170,7 +170,7 @@ def test_tab_completes_and_shift_tab_shows_help_from_the_kernel(browser, stack):
     second = a.locator('[data-testid="cell"]').nth(1)
     a.keyboard.type("π = 3; alpha_v")  # a non-ASCII character before: positions are code points
     a.keyboard.press("Tab")
-    a.wait_for_selector('.cm-tooltip-autocomplete li:has-text("alpha_value")', timeout=15_000)
+    a.wait_for_selector('.cm-tooltip-autocomplete li:has-text("alpha_value")', timeout=30_000)
     # CodeMirror lets Enter through for its interactionDelay (75 ms) after a list opens, so that
     # a fast typist's Enter is not taken as a choice; a test is faster than any typist.
     a.wait_for_timeout(300)
