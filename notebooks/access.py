@@ -2,11 +2,11 @@
 
 Pages, downloads, the websocket (on connect and on every update), kernel actions, sharing and
 the audit log all ask `access_notebook()` (or `resolve()` when they already hold the notebook).
-It either returns an `Access` or raises `NoAccess`, whose `code` says what the caller should
-do: 4401 sign in (or the link is no longer valid), 4403 no access, 4404 no such notebook.
+It either returns an `Access` or raises `NoAccess`, whose `code` (a `Denied`) says why; each
+caller maps that to its own answer in one table (HTTP status, websocket close code).
 
-Sharing asks the `check_*` functions below, which raise `Refused` with a `code` naming the rule
-(callers branch on the code, never on the message). The rules:
+Sharing asks the `check_*` functions below, which raise `Refused` with a `code` (a `Rule`)
+naming the rule (callers branch on the code, never on the message). The rules:
 - nobody grants, mints or changes a role above their own; only owners change or remove other
   people's grants; people who came through a link (guests) never share;
 - a grant or link is capped by the current role of the person who made it, and dies with their
@@ -24,6 +24,7 @@ from django.db.models import Q
 
 from accounts.models import colour_for
 from notebooks.models import Grant, LinkJoin, Notebook, Removal, Role, ShareLink
+from notebooks.refusals import Denied, NoAccess, Refused, Rule
 
 
 class Action(enum.Enum):
@@ -39,19 +40,8 @@ class Action(enum.Enum):
 MAX_SHARE_CHAIN = 8
 
 
-class NoAccess(Exception):
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class Refused(ValueError):
-    """A sharing request the rules refuse. `code` names the rule; the message is for people."""
-
-    def __init__(self, message: str, code: str = "invalid"):
-        super().__init__(message)
-        self.code = code
+# The role a former owner keeps after handing a notebook over.
+FORMER_OWNER_ROLE = Role.RUNNER
 
 
 @dataclass(frozen=True)
@@ -104,6 +94,11 @@ class Access:
         return self.via == "owner"
 
     @property
+    def via_grant(self) -> bool:
+        """Has access through a grant (direct, invitation or a former owner's)."""
+        return self.via not in ("owner", "link")
+
+    @property
     def is_guest(self) -> bool:
         """Came through a share link (signed in or not): guests never share."""
         return self.via == "link" or self.principal.user is None
@@ -142,10 +137,6 @@ def _allows(role: Role, action: Action, notebook: Notebook) -> bool:
     if action is Action.SHARE:
         return role.is_owner() or (notebook.editors_can_share and role.can_edit())
     return role.is_owner()
-
-
-def link_is_valid(link: ShareLink, now=None) -> bool:
-    return link.is_usable(now)
 
 
 def _capped(role: Role, cap: Role | None) -> Role | None:
@@ -225,22 +216,35 @@ def access_notebook(principal: Principal, notebook_id, action: Action = Action.V
     """Fetch a notebook and check that the principal may do `action` on it."""
     notebook = Notebook.objects.select_related("owner").filter(pk=notebook_id).first()
     if notebook is None or notebook.in_trash:
-        raise NoAccess(4404, "This notebook does not exist or was deleted.")
+        raise NoAccess(Denied.NO_NOTEBOOK, "This notebook does not exist or was deleted.")
     access = resolve(principal, notebook)
     if access is None:
         if not principal.is_authenticated:
-            raise NoAccess(4401, "Sign in to open this notebook.")
-        raise NoAccess(4403, "You do not have access to this notebook.")
+            raise NoAccess(Denied.SIGN_IN, "Sign in to open this notebook.")
+        raise NoAccess(Denied.NO_ACCESS, "You do not have access to this notebook.")
     if not access.can(action):
-        raise NoAccess(4403, f"Your role ({access.role.label.lower()}) does not allow this.")
+        raise NoAccess(Denied.ROLE_TOO_LOW, f"Your role ({access.role.label.lower()}) does not allow this.")
     return access
+
+
+def recheck(principal: Principal, notebook_id, previous: Access | None) -> Access:
+    """Access again for someone already in (a live socket, after a sharing change): losing it
+    is told as a link gone (they came through one) or a removal, not as a first refusal."""
+    try:
+        return access_notebook(principal, notebook_id)
+    except NoAccess as e:
+        if previous is not None and previous.via == "link":
+            raise NoAccess(Denied.LINK_GONE, "The link you used is no longer valid.") from None
+        if e.code in (Denied.NO_ACCESS, Denied.SIGN_IN) and previous is not None:
+            raise NoAccess(Denied.REMOVED, "Your access to this notebook was removed.") from None
+        raise
 
 
 def access_trashed(principal: Principal, notebook_id) -> Notebook:
     """A notebook in the trash; only its owner may restore or purge it."""
     notebook = Notebook.objects.filter(pk=notebook_id, deleted_at__isnull=False).first()
     if notebook is None or principal.user is None or notebook.owner_id != principal.user.pk:
-        raise NoAccess(4404, "There is no such notebook in your trash.")
+        raise NoAccess(Denied.NO_NOTEBOOK, "There is no such notebook in your trash.")
     return notebook
 
 
@@ -253,9 +257,9 @@ def get_or_refuse(queryset, pk, what: str):
     try:
         return queryset.get(pk=int(str(pk)))
     except (TypeError, ValueError):
-        raise Refused(f"“{str(pk)[:40]}” is not a valid {what} id.", "bad_id") from None
+        raise Refused(f"“{str(pk)[:40]}” is not a valid {what} id.", Rule.BAD_ID) from None
     except queryset.model.DoesNotExist:
-        raise Refused(f"There is no such {what} on this notebook.", "not_found") from None
+        raise Refused(f"There is no such {what} on this notebook.", Rule.NOT_FOUND) from None
 
 
 # sharing rules: each raises Refused with a code, or returns quietly
@@ -265,34 +269,72 @@ def check_not_removed(notebook: Notebook, user) -> None:
     """Someone an owner removed does not come back through a link."""
     if user is not None and is_removed(notebook, user):
         raise Refused(
-            "The owner removed you from this notebook; ask them to share it with you again.", "removed"
+            "The owner removed you from this notebook; ask them to share it with you again.", Rule.REMOVED
         )
 
 
 def check_may_readd(access: Access, user) -> None:
     """Only an owner lets back someone an owner removed."""
     if not access.role.is_owner() and is_removed(access.notebook, user):
-        raise Refused(f"An owner removed {user.email}; only an owner can share with them again.", "removed")
+        reason = f"An owner removed {user.email}; only an owner can share with them again."
+        raise Refused(reason, Rule.REMOVED)
+
+
+def check_link_joinable(link: ShareLink, user) -> None:
+    """May this person (None: a guest) join this link now? `link` comes from
+    `ShareLink.objects.with_validity()`."""
+    if not link.valid_now or link.notebook.in_trash:
+        raise Refused("This link was revoked or has expired. Ask the owner for a new one.", Rule.LINK_INVALID)
+    if link_role(link.notebook, link) is None:
+        reason = "This link no longer works: whoever made it lost access. Ask the owner for a new one."
+        raise Refused(reason, Rule.LINK_INVALID)
+    check_not_removed(link.notebook, user)
+    if link.require_login and user is None:
+        raise Refused("Sign in to open this link.", Rule.LOGIN_REQUIRED)
+
+
+def invitation_may_bind(invitation, user) -> bool:
+    """A pending invitation becomes a grant for `user` unless an owner removed them and the
+    inviter is not an owner (only an owner lets back someone an owner removed)."""
+    if not is_removed(invitation.notebook, user):
+        return True
+    return sharer_role(invitation.notebook, invitation.invited_by_id) is Role.OWNER
+
+
+def grantable_roles(access: Access) -> list[Role]:
+    """The roles this person may give on the share page: up to their own, never owner."""
+    return [r for r in Role if r is not Role.OWNER and r.rank <= access.role.rank]
+
+
+def may_share_now(principal: Principal, notebook: Notebook) -> bool:
+    """After a change on the share page: does its author still see the share page?"""
+    access = resolve(principal, notebook)
+    return access is not None and access.can(Action.SHARE)
+
+
+def is_owners_server(notebook: Notebook, server) -> bool:
+    """A kernel server counts for a notebook only if it is its owner's own."""
+    return server is not None and server.owner_id == notebook.owner_id
 
 
 def check_may_share(access: Access) -> None:
     if access.is_guest:
-        raise Refused("People who came through a share link cannot share the notebook.", "guest")
+        raise Refused("People who came through a share link cannot share the notebook.", Rule.GUEST)
     if not access.can(Action.SHARE):
-        raise Refused("Only the owner can share this notebook.", "may_not_share")
+        raise Refused("Only the owner can share this notebook.", Rule.MAY_NOT_SHARE)
 
 
 def check_role_within_own(access: Access, role: Role) -> None:
     """Nobody grants, mints or changes a role above their own."""
     if role.rank > access.role.rank:
         raise Refused(
-            f"You cannot give a role above your own ({access.role.label.lower()}).", "above_own_role"
+            f"You cannot give a role above your own ({access.role.label.lower()}).", Rule.ABOVE_OWN_ROLE
         )
 
 
 def check_link_role(access: Access, role: Role) -> None:
     if role is Role.OWNER:
-        raise Refused("A link can give at most the right to edit and run.", "link_owner_role")
+        raise Refused("A link can give at most the right to edit and run.", Rule.LINK_OWNER_ROLE)
     check_role_within_own(access, role)
 
 
@@ -300,7 +342,7 @@ def check_may_change_grant(access: Access, grant: Grant, role: Role | None = Non
     """Owners change or remove anyone's grant; others only lower or drop their own."""
     mine = access.principal.user is not None and grant.user_id == access.principal.user.pk
     if not mine and not access.role.is_owner():
-        raise Refused("Only an owner can change or remove other people's access.", "owner_only")
+        raise Refused("Only an owner can change or remove other people's access.", Rule.OWNER_ONLY)
     if role is not None:
         check_role_within_own(access, role)
 
@@ -308,9 +350,9 @@ def check_may_change_grant(access: Access, grant: Grant, role: Role | None = Non
 def check_may_remove_person(access: Access, user) -> None:
     """Removing someone from every path they have is for owners, and never of oneself (leave)."""
     if not access.role.is_owner():
-        raise Refused("Only an owner can remove people.", "owner_only")
+        raise Refused("Only an owner can remove people.", Rule.OWNER_ONLY)
     if access.principal.user is not None and user.pk == access.principal.user.pk:
-        raise Refused("To give up your own access, leave the notebook.", "use_leave")
+        raise Refused("To give up your own access, leave the notebook.", Rule.USE_LEAVE)
 
 
 def check_may_manage(access: Access, made_by_id) -> None:
@@ -318,14 +360,14 @@ def check_may_manage(access: Access, made_by_id) -> None:
     if access.role.is_owner():
         return
     if access.principal.user is None or made_by_id != access.principal.user.pk:
-        raise Refused("Only an owner or the person who made it can change this.", "owner_only")
+        raise Refused("Only an owner or the person who made it can change this.", Rule.OWNER_ONLY)
 
 
 def check_may_transfer(access: Access) -> None:
     if not access.is_the_owner:
-        raise Refused("Only the owner can hand the notebook over.", "not_the_owner")
+        raise Refused("Only the owner can hand the notebook over.", Rule.NOT_THE_OWNER)
 
 
 def check_may_change_settings(access: Access) -> None:
     if not access.role.is_owner():
-        raise Refused("Only an owner can change who may share.", "owner_only")
+        raise Refused("Only an owner can change who may share.", Rule.OWNER_ONLY)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit import log as audit
 from notebooks import access as acl
-from notebooks.access import Access, Refused, hash_token, link_is_valid
+from notebooks.access import Access, Refused, Rule, hash_token
 from notebooks.actions import notify_after_commit
 from notebooks.models import LinkJoin, Role, ShareLink
 
@@ -35,7 +35,7 @@ def create_link(
     acl.check_may_share(access)
     acl.check_link_role(access, role)
     if max_uses is not None and max_uses < 1:
-        raise Refused("The use limit must be at least 1 person.", "bad_max_uses")
+        raise Refused("The use limit must be at least 1 person.", Rule.BAD_MAX_USES)
     token = secrets.token_urlsafe(24)  # 192 random bits
     with transaction.atomic():
         link = ShareLink.objects.create(
@@ -96,31 +96,29 @@ def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:
     holder signs in): a `LinkJoin` for the signed-in user, or for the session's guest key;
     raise Refused with the reason (code "login_required" when signing in would help)."""
     if _too_many_guesses(request):
-        raise Refused("Too many invalid links were tried from your address; wait a few minutes.")
+        reason = "Too many invalid links were tried from your address; wait a few minutes."
+        raise Refused(reason, Rule.RATE_LIMITED)
     token_hash = token_hash or hash_token(token)
-    link = ShareLink.objects.select_related("notebook").filter(token_hash=token_hash).first()
+    link = ShareLink.objects.with_validity().select_related("notebook").filter(token_hash=token_hash).first()
     if link is None:
         _count_guess(request)
         audit.record("access.denied", request=request, actor=request.user, reason="unknown link token")
-        raise Refused("This link does not exist.")
-    if not link_is_valid(link) or link.notebook.in_trash:
-        note_if_expired(link, request)
-        audit.record(
-            "access.denied",
-            notebook=link.notebook,
-            request=request,
-            actor=request.user,
-            reason="link revoked or expired",
-            link_label=link.label,
-        )
-        raise Refused("This link was revoked or has expired. Ask the owner for a new one.", "link_invalid")
-    if acl.link_role(link.notebook, link) is None:
-        reason = "This link no longer works: whoever made it lost access. Ask the owner for a new one."
-        raise Refused(reason, "link_invalid")
+        raise Refused("This link does not exist.", Rule.LINK_UNKNOWN)
     user = request.user if request.user.is_authenticated else None
-    acl.check_not_removed(link.notebook, user)
-    if link.require_login and user is None:
-        raise Refused("Sign in to open this link.", "login_required")
+    try:
+        acl.check_link_joinable(link, user)
+    except Refused as e:
+        if e.code is Rule.LINK_INVALID:
+            note_if_expired(link, request)
+            audit.record(
+                "access.denied",
+                notebook=link.notebook,
+                request=request,
+                actor=request.user,
+                reason="link revoked, expired or its maker lost access",
+                link_label=link.label,
+            )
+        raise
     if not request.session.get("guest_key") and user is None:
         request.session["guest_key"] = secrets.token_hex(8)
     guest_key = "" if user else request.session["guest_key"]
@@ -143,14 +141,14 @@ def _take_a_use(link: ShareLink) -> None:
     queue, and each re-reads the count, so a limit of N admits exactly N."""
     room = Q(max_uses__isnull=True) | Q(use_count__lt=F("max_uses"))
     if not ShareLink.objects.filter(room, pk=link.pk).update(use_count=F("use_count") + 1):
-        raise Refused("This link has been used as many times as its owner allowed.", "used_up")
+        raise Refused("This link has been used as many times as its owner allowed.", Rule.USED_UP)
 
 
 def note_if_expired(link: ShareLink, request=None) -> None:
     """Record `link.expired` once, when an expired link is first noticed."""
     from audit.models import AuditEvent
 
-    expired = link.revoked_at is None and link.expires_at is not None and link.expires_at <= timezone.now()
+    expired = ShareLink.objects.expired().filter(pk=link.pk).exists()
     if expired and not AuditEvent.objects.filter(action="link.expired", link_id=link.pk).exists():
         audit.record(
             "link.expired",

@@ -29,6 +29,12 @@ class Role(models.TextChoices):
     def is_owner(self) -> bool:
         return self is Role.OWNER
 
+    @staticmethod
+    def highest(*roles: str | None) -> Role | None:
+        """The highest of some roles (None where there is none)."""
+        ranked = [Role(r) for r in roles if r]
+        return max(ranked, key=lambda r: r.rank) if ranked else None
+
 
 class NotebookQuerySet(models.QuerySet):
     def alive(self) -> NotebookQuerySet:
@@ -135,12 +141,27 @@ class Invitation(models.Model):
 
 
 class ShareLinkQuerySet(models.QuerySet):
-    def usable(self, now=None) -> ShareLinkQuerySet:
-        """Links that still open: not revoked, not expired."""
+    """ "Valid now" is written once, here: not revoked and not expired. `usable()` keeps only
+    such links; `with_validity()` marks each link with `valid_now` (for a link looked up by its
+    token, whose holder is told why it does not open)."""
+
+    @staticmethod
+    def _valid_now(now=None) -> models.Q:
         now = now or timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(
+        return models.Q(revoked_at__isnull=True) & (
             models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         )
+
+    def usable(self, now=None) -> ShareLinkQuerySet:
+        return self.filter(self._valid_now(now))
+
+    def expired(self, now=None) -> ShareLinkQuerySet:
+        """Links that stopped opening because their time ran out (not revoked)."""
+        return self.filter(revoked_at__isnull=True).exclude(self._valid_now(now))
+
+    def with_validity(self, now=None) -> ShareLinkQuerySet:
+        valid = models.ExpressionWrapper(self._valid_now(now), output_field=models.BooleanField())
+        return self.annotate(valid_now=valid)
 
 
 class ShareLink(models.Model):
@@ -161,10 +182,6 @@ class ShareLink(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     objects = ShareLinkQuerySet.as_manager()
-
-    def is_usable(self, now=None) -> bool:
-        now = now or timezone.now()
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
 class LinkJoin(models.Model):

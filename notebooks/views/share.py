@@ -15,7 +15,6 @@ from django.views.decorators.http import require_POST
 from notebooks import access as acl
 from notebooks import sharing
 from notebooks.models import Role
-from notebooks.sharing import ShareError
 from notebooks.views.common import get_access
 
 EXPIRY_CHOICES = {
@@ -48,7 +47,7 @@ def _open(request, token_hash: str):
     try:
         link = sharing.open_link(request, token_hash=token_hash)
     except acl.Refused as e:
-        if e.code == "login_required":
+        if e.code is acl.Rule.LOGIN_REQUIRED:
             request.session[PENDING_LINK] = token_hash
             return redirect_to_login(reverse("open_pending_link"))
         request.session.pop(PENDING_LINK, None)
@@ -63,7 +62,7 @@ def leave(request, notebook_id):
     access = get_access(request, notebook_id)
     try:
         sharing.leave(access, request)
-    except ShareError as e:
+    except acl.Refused as e:
         messages.error(request, str(e))
         return redirect(access.notebook)
     messages.success(request, f"You left “{access.notebook.title}”.")
@@ -83,7 +82,7 @@ def share(request, notebook_id):
             messages.error(request, "That person, invitation or link is no longer there.")
         except (KeyError, ValueError):  # a form field missing, or not a number or role
             messages.error(request, "That request was not understood; reload the page and try again.")
-        if access.notebook.owner_id != request.user.pk and not access.can(acl.Action.SHARE):
+        if not acl.may_share_now(access.principal, access.notebook):
             return redirect(access.notebook)
         return redirect(f"/n/{notebook_id}/share" + ("?embed=1" if embed else ""))
     notebook = access.notebook
@@ -96,7 +95,7 @@ def share(request, notebook_id):
         "links": _with_effective_roles(
             notebook, notebook.links.prefetch_related("joins__user").order_by("-created_at")
         ),
-        "roles": [r for r in Role if r is not Role.OWNER and r.rank <= access.role.rank],
+        "roles": acl.grantable_roles(access),
         "new_token": request.session.pop("new_link_token", None),
         "now": timezone.now(),
         "embed": embed,
@@ -120,7 +119,7 @@ def _role(value: str) -> Role:
     try:
         return Role(value)
     except ValueError:
-        raise ShareError(f"“{value[:40]}” is not a role.", "bad_role") from None
+        raise acl.Refused(f"“{value[:40]}” is not a role.", acl.Rule.BAD_ROLE) from None
 
 
 MAX_LINK_USES = 100_000  # and so always within the database's integer column
@@ -132,17 +131,17 @@ def _max_uses(value: str) -> int | None:
     try:
         max_uses = int(value)
     except ValueError:
-        raise ShareError("The use limit must be a whole number of people.", "bad_max_uses") from None
+        raise acl.Refused("The use limit must be a whole number of people.", acl.Rule.BAD_MAX_USES) from None
     if max_uses < 1:
-        raise ShareError("The use limit must be at least 1 person.", "bad_max_uses")
+        raise acl.Refused("The use limit must be at least 1 person.", acl.Rule.BAD_MAX_USES)
     if max_uses > MAX_LINK_USES:
-        raise ShareError(f"The use limit can be at most {MAX_LINK_USES:,} people.", "bad_max_uses")
+        raise acl.Refused(f"The use limit can be at most {MAX_LINK_USES:,} people.", acl.Rule.BAD_MAX_USES)
     return max_uses
 
 
 def _expiry(value: str) -> timedelta | None:
     if value not in EXPIRY_CHOICES:
-        raise ShareError(f"“{value[:40]}” is not one of the expiry choices.", "bad_expiry")
+        raise acl.Refused(f"“{value[:40]}” is not one of the expiry choices.", acl.Rule.BAD_EXPIRY)
     return EXPIRY_CHOICES[value]
 
 
@@ -188,4 +187,4 @@ def _act(request, access) -> None:
     elif action == "withdraw":
         sharing.withdraw_invitation(access, post.get("invitation_id"), request)
     else:
-        raise ShareError("Unknown sharing action.")
+        raise acl.Refused("Unknown sharing action.", acl.Rule.INVALID)
