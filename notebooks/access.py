@@ -175,7 +175,7 @@ def link_role(notebook: Notebook, link: ShareLink) -> Role | None:
 
 def _link_access(principal: Principal, notebook: Notebook) -> tuple[Role, ShareLink] | None:
     """The best role any still-valid link this principal joined gives on this notebook."""
-    if principal.user is not None and is_removed(notebook, principal.user):
+    if principal_removed(notebook, principal):
         return None
     joined = Q(pk__in=[])
     if principal.user is not None:
@@ -233,6 +233,9 @@ def recheck(principal: Principal, notebook_id, previous: Access | None) -> Acces
     try:
         return access_notebook(principal, notebook_id)
     except NoAccess as e:
+        notebook = previous.notebook if previous is not None else None
+        if notebook is not None and principal_removed(notebook, principal):
+            raise NoAccess(Denied.REMOVED, "The owner removed you from this notebook.") from None
         if previous is not None and previous.via == "link":
             raise NoAccess(Denied.LINK_GONE, "The link you used is no longer valid.") from None
         if e.code in (Denied.NO_ACCESS, Denied.SIGN_IN) and previous is not None:
@@ -252,6 +255,16 @@ def is_removed(notebook: Notebook, user) -> bool:
     return Removal.objects.filter(notebook=notebook, user=user).exists()
 
 
+def principal_removed(notebook: Notebook, principal: Principal) -> bool:
+    """Removed as a user, or as the guest this session is (links no longer let them in)."""
+    who = Q(pk__in=[])
+    if principal.user is not None:
+        who |= Q(user=principal.user)
+    if principal.guest_key:
+        who |= Q(user__isnull=True, guest_key=principal.guest_key)
+    return Removal.objects.filter(who, notebook=notebook).exists()
+
+
 def get_or_refuse(queryset, pk, what: str):
     """One row (of a queryset already limited to the notebook) by id, or Refused naming what."""
     try:
@@ -265,9 +278,9 @@ def get_or_refuse(queryset, pk, what: str):
 # sharing rules: each raises Refused with a code, or returns quietly
 
 
-def check_not_removed(notebook: Notebook, user) -> None:
-    """Someone an owner removed does not come back through a link."""
-    if user is not None and is_removed(notebook, user):
+def check_not_removed(notebook: Notebook, user, guest_key: str = "") -> None:
+    """Someone an owner removed (a user, or a guest by session) does not come back through a link."""
+    if principal_removed(notebook, Principal(user=user, guest_key=guest_key)):
         raise Refused(
             "The owner removed you from this notebook; ask them to share it with you again.", Rule.REMOVED
         )
@@ -280,15 +293,15 @@ def check_may_readd(access: Access, user) -> None:
         raise Refused(reason, Rule.REMOVED)
 
 
-def check_link_joinable(link: ShareLink, user) -> None:
-    """May this person (None: a guest) join this link now? `link` comes from
-    `ShareLink.objects.with_validity()`."""
+def check_link_joinable(link: ShareLink, user, guest_key: str = "") -> None:
+    """May this person (user None: a guest, by session key) join this link now? `link` comes
+    from `ShareLink.objects.with_validity()`."""
     if not link.valid_now or link.notebook.in_trash:
         raise Refused("This link was revoked or has expired. Ask the owner for a new one.", Rule.LINK_INVALID)
     if link_role(link.notebook, link) is None:
         reason = "This link no longer works: whoever made it lost access. Ask the owner for a new one."
         raise Refused(reason, Rule.LINK_INVALID)
-    check_not_removed(link.notebook, user)
+    check_not_removed(link.notebook, user, guest_key)
     if link.require_login and user is None:
         raise Refused("Sign in to open this link.", Rule.LOGIN_REQUIRED)
 
@@ -353,6 +366,12 @@ def check_may_remove_person(access: Access, user) -> None:
         raise Refused("Only an owner can remove people.", Rule.OWNER_ONLY)
     if access.principal.user is not None and user.pk == access.principal.user.pk:
         raise Refused("To give up your own access, leave the notebook.", Rule.USE_LEAVE)
+
+
+def check_may_remove_guest(access: Access) -> None:
+    """Removing a guest who came through a link (without revoking the link) is for owners."""
+    if not access.role.is_owner():
+        raise Refused("Only an owner can remove people.", Rule.OWNER_ONLY)
 
 
 def check_may_manage(access: Access, made_by_id) -> None:

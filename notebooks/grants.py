@@ -149,3 +149,29 @@ def leave(access: Access, request=None) -> None:
             "grant.removed", notebook=notebook, actor=user, request=request, email=user.email, left=True
         )
         notify_after_commit(notebook.pk)
+
+
+def remove_guest(access: Access, join_id, request=None) -> None:
+    """Remove a guest who came through a link, without revoking the link for everyone: their
+    joins go and a `Removal` for their session keeps the links from letting them back in."""
+    acl.check_may_share(access)
+    acl.check_may_remove_guest(access)
+    notebook = access.notebook
+    guests = LinkJoin.objects.select_related("link").filter(link__notebook=notebook, user__isnull=True)
+    with transaction.atomic():
+        join = acl.get_or_refuse(guests, join_id, "guest")
+        LinkJoin.objects.filter(link__notebook=notebook, user__isnull=True, guest_key=join.guest_key).delete()
+        Removal.objects.update_or_create(
+            notebook=notebook,
+            user=None,
+            guest_key=join.guest_key,
+            defaults={"removed_by": access.principal.user},
+        )
+        audit.record(
+            "guest.removed",
+            notebook=notebook,
+            request=request,
+            link_label=join.link.label,
+            **access.audit_actor,
+        )
+        notify_after_commit(notebook.pk)

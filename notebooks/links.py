@@ -106,7 +106,7 @@ def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:
         raise Refused("This link does not exist.", Rule.LINK_UNKNOWN)
     user = request.user if request.user.is_authenticated else None
     try:
-        acl.check_link_joinable(link, user)
+        acl.check_link_joinable(link, user, "" if user else request.session.get("guest_key", ""))
     except Refused as e:
         if e.code is Rule.LINK_INVALID:
             note_if_expired(link, request)

@@ -200,15 +200,25 @@ class LinkJoin(models.Model):
 
 
 class Removal(models.Model):
-    """Someone an owner removed from a notebook: the links they joined no longer let them back
-    in. Sharing with them again (a grant or an invitation) lifts it."""
+    """Someone an owner removed from a notebook (a user, or a guest by session key): the links
+    they joined no longer let them back in. Sharing with a user again lifts it."""
 
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="removals")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    guest_key = models.CharField(max_length=40, blank=True)
     removed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["notebook", "user"], name="unique_removal")]
+        constraints = [
+            models.UniqueConstraint(fields=["notebook", "user"], name="unique_removal"),
+            models.UniqueConstraint(
+                fields=["notebook", "guest_key"],
+                condition=models.Q(user__isnull=True),
+                name="unique_guest_removal",
+            ),
+        ]

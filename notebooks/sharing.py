@@ -7,6 +7,7 @@ from notebooks.grants import (  # noqa: F401
     change_role,
     leave,
     remove_grant,
+    remove_guest,
     remove_person,
     set_editors_can_share,
     transfer_ownership,

@@ -22,7 +22,7 @@ from collab.rooms import get_room
 from kernels.models import KernelServer
 from notebooks import actions, sharing
 from notebooks.access import Action, access_notebook, principal_from_session
-from notebooks.models import Grant, Invitation, NotebookUpdate, Role, ShareLink
+from notebooks.models import Grant, Invitation, LinkJoin, NotebookUpdate, Removal, Role, ShareLink
 from tests.collab.test_consumer import connect
 from tests.conftest import make_user
 
@@ -304,6 +304,20 @@ def test_removal_closes_the_path(notebook, kind):
         assert client.get(f"/n/{notebook.pk}/").status_code == 403
         assert client.get(f"/s/{token}").status_code == 404  # no way back in through a link
         assert client.get(f"/n/{notebook.pk}/").status_code == 403
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_remove_a_link_joiner(notebook, kind):
+    """Only an owner removes a guest who came through a link (editors may share here); the
+    removed guest's session is refused by the page and by the link, the link keeps working."""
+    _editors_share(notebook)
+    guest, link = _guest(notebook, Role.EDITOR)
+    join = LinkJoin.objects.get(link=link)
+    client = principal(kind, notebook)
+    client.post(f"/n/{notebook.pk}/share", {"action": "remove_guest", "join_id": join.pk})
+    removed = Removal.objects.filter(notebook=notebook, guest_key=join.guest_key).exists()
+    assert removed == (kind == "owner")
+    assert (guest.get(f"/n/{notebook.pk}/").status_code == 200) == (not removed)
 
 
 @pytest.mark.parametrize("kind", PRINCIPALS)

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from notebooks import access as acl
 from notebooks import sharing
 from notebooks.models import Role
+from notebooks.people import people_with_access
 from notebooks.views.common import get_access
 
 EXPIRY_CHOICES = {
@@ -88,10 +89,7 @@ def share(request, notebook_id):
     notebook = access.notebook
     context = {
         "notebook": notebook,
-        "grants": _with_effective_roles(
-            notebook, notebook.grants.select_related("user").order_by("user__email")
-        ),
-        "invitations": notebook.invitations.filter(accepted_at__isnull=True, withdrawn_at__isnull=True),
+        "people": people_with_access(notebook),
         "links": _with_effective_roles(
             notebook, notebook.links.prefetch_related("joins__user").order_by("-created_at")
         ),
@@ -174,6 +172,9 @@ def _act(request, access) -> None:
     elif action == "remove_person":
         sharing.remove_person(access, post.get("user_id"), request)
         messages.success(request, "Removed; links they joined no longer let them in.")
+    elif action == "remove_guest":
+        sharing.remove_guest(access, post.get("join_id"), request)
+        messages.success(request, "Removed; the link no longer lets that guest in.")
     elif action == "remove_grant":
         sharing.remove_grant(access, post.get("grant_id"), request)
     elif action == "transfer":
