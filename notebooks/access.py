@@ -17,14 +17,14 @@ naming the rule (callers branch on the code, never on the message). The rules:
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass
 
 from django.db.models import Q
 
 from accounts.models import colour_for
+from notebooks.crypto import hash_token  # noqa: F401  (callers use acl.hash_token)
 from notebooks.models import Grant, LinkJoin, Notebook, Removal, Role, ShareLink
-from notebooks.refusals import Denied, NoAccess, Refused, Rule
+from notebooks.refusals import Denied, NoAccess, Refused, Rule, get_or_refuse  # noqa: F401
 
 
 class Action(enum.Enum):
@@ -67,10 +67,6 @@ def principal_from_session(user, session) -> Principal:
     if user is not None and user.is_authenticated:
         return Principal(user=user, guest_key=guest_key)
     return Principal(guest_key=guest_key)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -265,16 +261,6 @@ def principal_removed(notebook: Notebook, principal: Principal) -> bool:
     return Removal.objects.filter(who, notebook=notebook).exists()
 
 
-def get_or_refuse(queryset, pk, what: str):
-    """One row (of a queryset already limited to the notebook) by id, or Refused naming what."""
-    try:
-        return queryset.get(pk=int(str(pk)))
-    except (TypeError, ValueError):
-        raise Refused(f"“{str(pk)[:40]}” is not a valid {what} id.", Rule.BAD_ID) from None
-    except queryset.model.DoesNotExist:
-        raise Refused(f"There is no such {what} on this notebook.", Rule.NOT_FOUND) from None
-
-
 # sharing rules: each raises Refused with a code, or returns quietly
 
 
@@ -372,6 +358,31 @@ def check_may_remove_guest(access: Access) -> None:
     """Removing a guest who came through a link (without revoking the link) is for owners."""
     if not access.role.is_owner():
         raise Refused("Only an owner can remove people.", Rule.OWNER_ONLY)
+
+
+def check_may_copy_link(access: Access, link: ShareLink) -> None:
+    """A live link is copied again by an owner or by whoever made it (never by a sharer with a
+    lower role, who would reach the notebook with the link's higher role)."""
+    check_may_share(access)
+    mine = access.principal.user is not None and link.created_by_id == access.principal.user.pk
+    if not (access.role.is_owner() or mine):
+        raise Refused("Only an owner or the person who made a link can copy it.", Rule.OWNER_ONLY)
+    role = link_role(access.notebook, link)
+    if role is None or role.rank > access.role.rank:
+        raise Refused("This link gives more than your own role; ask an owner for it.", Rule.ABOVE_OWN_ROLE)
+
+
+def check_general_access(access: Access, level: str, role: Role | None) -> None:
+    """General access is changed by those who may share, to a role no higher than their own
+    (never owner); a general access set higher by someone else is changed by an owner only."""
+    check_may_share(access)
+    if role is not None:
+        check_link_role(access, role)
+    current = ShareLink.objects.usable().filter(notebook=access.notebook, general=True).first()
+    if current is not None and Role(current.role).rank > access.role.rank:
+        raise Refused(
+            "General access gives more than your own role; only an owner can change it.", Rule.OWNER_ONLY
+        )
 
 
 def check_may_manage(access: Access, made_by_id) -> None:

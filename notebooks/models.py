@@ -165,10 +165,15 @@ class ShareLinkQuerySet(models.QuerySet):
 
 
 class ShareLink(models.Model):
-    """A link that reaches one notebook with one role. Only the token's hash is stored."""
+    """A link that reaches one notebook with one role. The token is looked up by its hash and
+    kept encrypted (`notebooks.crypto`) so it can be copied again; links made before that have
+    no `token_encrypted`. The one `general` link per notebook is its general access ("anyone
+    signed in / anyone with the link"); restricted means it is revoked or absent."""
 
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="links")
     token_hash = models.CharField(max_length=64, unique=True)
+    token_encrypted = models.TextField(blank=True, default="")
+    general = models.BooleanField(default=False)
     label = models.CharField(max_length=80)
     role = models.CharField(max_length=10, choices=Role.choices)
     require_login = models.BooleanField(default=True)
@@ -182,6 +187,13 @@ class ShareLink(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     objects = ShareLinkQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["notebook"], condition=models.Q(general=True), name="one_general_link"
+            )
+        ]
 
 
 class LinkJoin(models.Model):

@@ -59,3 +59,13 @@ class Refused(ValueError):
     def __init__(self, message: str, code: Rule = Rule.INVALID):
         super().__init__(message)
         self.code = Rule(code)
+
+
+def get_or_refuse(queryset, pk, what: str):
+    """One row (of a queryset already limited to the notebook) by id, or Refused naming what."""
+    try:
+        return queryset.get(pk=int(str(pk)))
+    except (TypeError, ValueError):
+        raise Refused(f"“{str(pk)[:40]}” is not a valid {what} id.", Rule.BAD_ID) from None
+    except queryset.model.DoesNotExist:
+        raise Refused(f"There is no such {what} on this notebook.", Rule.NOT_FOUND) from None

@@ -21,9 +21,14 @@ from notebooks.invitations import (  # noqa: F401
     withdraw_invitation,
 )
 from notebooks.links import (  # noqa: F401
+    LEVELS,
     LINK_GUESSES_PER_IP,
+    copy_link,
     create_link,
+    general_access,
     note_if_expired,
     open_link,
+    replace_link,
     revoke_link,
+    set_general_access,
 )

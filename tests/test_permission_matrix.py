@@ -321,6 +321,35 @@ def test_remove_a_link_joiner(notebook, kind):
 
 
 @pytest.mark.parametrize("kind", PRINCIPALS)
+@pytest.mark.parametrize("editors_share", [False, True])
+def test_change_general_access(notebook, kind, editors_share):
+    """General access is changed by whoever may share, up to their own role (never above)."""
+    if editors_share:
+        _editors_share(notebook)
+    allowed = ALLOWED_SHARE_WHEN_ON if editors_share else ALLOWED_SHARE
+    client = principal(kind, notebook)
+    post = {"action": "general_access", "level": "anyone", "role": "viewer"}
+    client.post(f"/n/{notebook.pk}/share", post)
+    assert ShareLink.objects.usable().filter(general=True).exists() == (kind in allowed)
+    client.post(f"/n/{notebook.pk}/share", {**post, "role": "runner"})
+    above = ROLE_OF.get(kind, Role.VIEWER).rank < Role.RUNNER.rank
+    ran = ShareLink.objects.filter(general=True, role=Role.RUNNER).exists()
+    assert ran == (kind in allowed and not above)
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_copy_a_link(notebook, kind):
+    """A live link is copied again by an owner only (or its maker): nobody else sees its URL."""
+    _editors_share(notebook)
+    link, token = sharing.create_link(_owner_access(notebook), label="copy me", role=Role.VIEWER)
+    client = principal(kind, notebook)
+    client.post(f"/n/{notebook.pk}/share", {"action": "copy_link", "link_id": link.pk})
+    page = client.get(f"/n/{notebook.pk}/share")
+    assert (token in page.content.decode()) == (kind == "owner")
+    assert AuditEvent.objects.filter(action="link.copied").exists() == (kind == "owner")
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
 def test_health_is_public_and_tells_nothing_more(notebook, kind):
     response = principal(kind, notebook).get("/healthz")
     assert (response.status_code, response.content) == (200, b"ok\n")

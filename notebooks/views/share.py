@@ -87,14 +87,19 @@ def share(request, notebook_id):
             return redirect(access.notebook)
         return redirect(f"/n/{notebook_id}/share" + ("?embed=1" if embed else ""))
     notebook = access.notebook
+    level, general = sharing.general_access(notebook)
     context = {
         "notebook": notebook,
         "people": people_with_access(notebook),
         "links": _with_effective_roles(
-            notebook, notebook.links.prefetch_related("joins__user").order_by("-created_at")
+            notebook,
+            notebook.links.filter(general=False).prefetch_related("joins__user").order_by("-created_at"),
         ),
+        "general_level": level,
+        "general_link": general,
+        "levels": sharing.LEVELS.items(),
+        "shown": request.session.pop("shown_link", None),
         "roles": acl.grantable_roles(access),
-        "new_token": request.session.pop("new_link_token", None),
         "now": timezone.now(),
         "embed": embed,
         "is_owner": access.can(acl.Action.OWN),
@@ -154,7 +159,7 @@ def _act(request, access) -> None:
     elif action == "create_link":
         expiry = _expiry(post.get("expires", ""))
         max_uses = _max_uses(post.get("max_uses", ""))
-        _, token = sharing.create_link(
+        link, token = sharing.create_link(
             access,
             label=post.get("label", ""),
             role=role,
@@ -163,7 +168,18 @@ def _act(request, access) -> None:
             max_uses=max_uses,
             request=request,
         )
-        request.session["new_link_token"] = token
+        request.session["shown_link"] = {"id": link.pk, "token": token}
+    elif action == "general_access":
+        level = post.get("level", "")
+        sharing.set_general_access(access, level, role, request)
+        messages.success(request, f"General access: {sharing.LEVELS.get(level, level)}.")
+    elif action == "copy_link":
+        token = sharing.copy_link(access, post.get("link_id"), request)
+        request.session["shown_link"] = {"id": int(post["link_id"]), "token": token}
+    elif action == "replace_link":
+        link, token = sharing.replace_link(access, post.get("link_id"), request)
+        request.session["shown_link"] = {"id": link.pk, "token": token}
+        messages.success(request, "The old link is revoked; here is its replacement.")
     elif action == "revoke_link":
         sharing.revoke_link(access, post.get("link_id"), request)
         messages.success(request, "The link is revoked; people using it were disconnected.")
