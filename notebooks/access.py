@@ -372,6 +372,15 @@ def check_may_copy_link(access: Access, link: ShareLink) -> None:
         raise Refused("This link gives more than your own role; ask an owner for it.", Rule.ABOVE_OWN_ROLE)
 
 
+def may(check, *args) -> bool:
+    """A check's answer as a bool, for pages that show a button only to those it allows."""
+    try:
+        check(*args)
+    except Refused:
+        return False
+    return True
+
+
 def check_general_access(access: Access, level: str, role: Role | None) -> None:
     """General access is changed by those who may share, to a role no higher than their own
     (never owner); a general access set higher by someone else is changed by an owner only."""

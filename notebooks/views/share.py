@@ -91,12 +91,10 @@ def share(request, notebook_id):
     context = {
         "notebook": notebook,
         "people": people_with_access(notebook),
-        "links": _with_effective_roles(
-            notebook,
-            notebook.links.filter(general=False).prefetch_related("joins__user").order_by("-created_at"),
-        ),
+        "links": _links(access),
         "general_level": level,
         "general_link": general,
+        "general_copyable": general is not None and acl.may(acl.check_may_copy_link, access, general),
         "levels": sharing.LEVELS.items(),
         "shown": request.session.pop("shown_link", None),
         "roles": acl.grantable_roles(access),
@@ -108,13 +106,17 @@ def share(request, notebook_id):
     return render(request, "notebooks/share.html", context)
 
 
-def _with_effective_roles(notebook, rows) -> list:
-    """Each grant or link with `effective`: its role as capped by whoever made it (None: dead)."""
+def _links(access) -> list:
+    """Each named link with `effective` (its role as capped by whoever made it; None: dead),
+    and whether this person may copy it again or replace it."""
+    notebook = access.notebook
+    rows = notebook.links.filter(general=False).prefetch_related("joins__user").order_by("-created_at")
     rows = list(rows)
     for row in rows:
-        made_by_link = hasattr(row, "token_hash")
-        row.effective = acl.link_role(notebook, row) if made_by_link else acl.grant_role(notebook, row)
+        row.effective = acl.link_role(notebook, row)
         row.capped = row.effective is None or row.effective != row.role
+        row.copyable = row.token_encrypted and acl.may(acl.check_may_copy_link, access, row)
+        row.replaceable = acl.may(acl.check_may_manage, access, row.created_by_id)
     return rows
 
 

@@ -52,7 +52,9 @@ def test_general_access_levels_let_in_whom_they_say(notebook, bob):
     )
     assert bob_client.get(f"/n/{notebook.pk}/").status_code == 403
     levels = list(
-        AuditEvent.objects.filter(action="access.general_changed").values_list("details__level", flat=True)
+        AuditEvent.objects.filter(action="access.general_changed")
+        .order_by("pk")
+        .values_list("details__level", flat=True)
     )
     assert levels == ["anyone", "signed_in", "restricted"]
 
