@@ -60,7 +60,7 @@ def test_a_general_access_change_is_seen_live_by_a_connected_guest(browser, stac
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     owner.goto(f"{stack.base}/n/{alice['notebook_id']}/share")
-    owner.screenshot(path=str(SHOTS / "share-1280.png"), full_page=True)
+    owner.screenshot(path=str(SHOTS / "share-general-1280.png"), full_page=True)
 
     set_general(owner, "signed_in", "viewer")  # guests need an account now: the socket closes
     guest.wait_for_selector('[data-testid="access-banner"]:has-text("no longer valid")', state="visible")
@@ -82,7 +82,7 @@ def test_the_owner_removes_a_guest_who_came_through_the_link(browser, stack):
     assert row.locator('[data-testid="live"]').get_attribute("data-live") == "1"
     assert owner.evaluate("document.documentElement.scrollWidth") <= 390
     SHOTS.mkdir(parents=True, exist_ok=True)
-    owner.screenshot(path=str(SHOTS / "share-390.png"), full_page=True)
+    owner.screenshot(path=str(SHOTS / "share-people-390.png"), full_page=True)
 
     owner.once("dialog", lambda d: d.accept())
     row.locator('[data-testid="remove-guest"]').click()
