@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
 
+# Why access said no -> the close code the client acts on (4401: sign in or the link is gone).
+CLOSE_CODES = {
+    acl.Denied.SIGN_IN: 4401,
+    acl.Denied.LINK_GONE: 4401,
+    acl.Denied.NO_ACCESS: 4403,
+    acl.Denied.ROLE_TOO_LOW: 4403,
+    acl.Denied.REMOVED: 4403,
+    acl.Denied.NO_NOTEBOOK: 4404,
+}
+
 
 class NotebookConsumer(AsyncWebsocketConsumer):
     # Rooms deliver to sockets in-process; a per-socket channel would only cost Redis traffic.
@@ -73,7 +83,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             room.add(self)
         except acl.NoAccess as e:
             await database_sync_to_async(self._audit)("access.denied", reason=e.reason)
-            await self.close_with(e.code, e.reason)
+            await self.close_with(CLOSE_CODES[e.code], e.reason)
             return
         except RoomError as e:
             await self.close_with(e.code, e.reason)
@@ -265,15 +275,11 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     async def recheck_access(self) -> None:
         try:
-            access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
+            access = await database_sync_to_async(acl.recheck)(self.principal, self.notebook_id, self.access)
         except acl.NoAccess as e:
             if self.access and self.access.link is not None:
                 await database_sync_to_async(_note_if_expired)(self.access.link.pk)
-            code = 4401 if self.access and self.access.via == "link" else e.code
-            reason = "Your access to this notebook was removed." if e.code == 4403 else e.reason
-            if code == 4401 and self.access and self.access.via == "link":
-                reason = "The link you used is no longer valid."
-            await self.close_with(code, reason)
+            await self.close_with(CLOSE_CODES[e.code], e.reason)
             return
         old, self.access = self.access, access
         if old is not None and old.role != access.role:
@@ -315,7 +321,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         )
 
     def _joined(self) -> None:
-        if self.principal.user is not None and self.access.via not in ("owner", "link"):
+        if self.principal.user is not None and self.access.via_grant:
             Grant.objects.filter(notebook_id=self.notebook_id, user=self.principal.user).update(
                 last_seen_at=timezone.now()
             )

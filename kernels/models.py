@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from kernels import crypto
+from notebooks import crypto
 
 
 class KernelServer(models.Model):
     """A Jupyter Server or Kernel Gateway that a person registered for their own notebooks.
 
-    The token is stored encrypted (`kernels.crypto`) and never leaves the server: no template,
+    The token is stored encrypted (`notebooks.crypto`) and never leaves the server: no template,
     no JSON response, no websocket frame shows it (nor the URL, except to its owner's form)."""
 
     owner = models.ForeignKey(

@@ -31,7 +31,7 @@ from kernels import netguard, servers
 from kernels.jupyter import KernelServerError
 from kernels.models import KernelServer, NotebookKernel
 from kernels.servers import Connection, host_refusal, server_connection
-from notebooks.access import Action
+from notebooks.access import Action, is_owners_server
 from notebooks.views.common import get_access
 
 MAX_NAME = 100  # KernelServer.name's column
@@ -52,9 +52,7 @@ def kernel_settings(request: HttpRequest, notebook_id) -> HttpResponse:
             messages.error(request, str(exc))
         return redirect("kernel_settings", notebook_id=notebook.pk)
     choice = NotebookKernel.objects.filter(notebook=notebook).select_related("server").first()
-    server = (
-        choice.server if choice and choice.server and choice.server.owner_id == notebook.owner_id else None
-    )
+    server = choice.server if choice and is_owners_server(notebook, choice.server) else None
     specs, spec_error = list_kernelspecs(server)
     context = {
         "notebook": notebook,

@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from kernels import netguard
-from kernels.crypto import TokenUnreadable
 from kernels.jupyter import JupyterClient
 from kernels.models import KernelServer, NotebookKernel
+from notebooks.crypto import TokenUnreadable
 
 
 @dataclass(frozen=True)

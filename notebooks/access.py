@@ -2,11 +2,11 @@
 
 Pages, downloads, the websocket (on connect and on every update), kernel actions, sharing and
 the audit log all ask `access_notebook()` (or `resolve()` when they already hold the notebook).
-It either returns an `Access` or raises `NoAccess`, whose `code` says what the caller should
-do: 4401 sign in (or the link is no longer valid), 4403 no access, 4404 no such notebook.
+It either returns an `Access` or raises `NoAccess`, whose `code` (a `Denied`) says why; each
+caller maps that to its own answer in one table (HTTP status, websocket close code).
 
-Sharing asks the `check_*` functions below, which raise `Refused` with a `code` naming the rule
-(callers branch on the code, never on the message). The rules:
+Sharing asks the `check_*` functions below, which raise `Refused` with a `code` (a `Rule`)
+naming the rule (callers branch on the code, never on the message). The rules:
 - nobody grants, mints or changes a role above their own; only owners change or remove other
   people's grants; people who came through a link (guests) never share;
 - a grant or link is capped by the current role of the person who made it, and dies with their
@@ -17,13 +17,14 @@ Sharing asks the `check_*` functions below, which raise `Refused` with a `code` 
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass
 
 from django.db.models import Q
 
 from accounts.models import colour_for
+from notebooks.crypto import hash_token  # noqa: F401  (callers use acl.hash_token)
 from notebooks.models import Grant, LinkJoin, Notebook, Removal, Role, ShareLink
+from notebooks.refusals import Denied, NoAccess, Refused, Rule, get_or_refuse  # noqa: F401
 
 
 class Action(enum.Enum):
@@ -39,19 +40,8 @@ class Action(enum.Enum):
 MAX_SHARE_CHAIN = 8
 
 
-class NoAccess(Exception):
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class Refused(ValueError):
-    """A sharing request the rules refuse. `code` names the rule; the message is for people."""
-
-    def __init__(self, message: str, code: str = "invalid"):
-        super().__init__(message)
-        self.code = code
+# The role a former owner keeps after handing a notebook over.
+FORMER_OWNER_ROLE = Role.RUNNER
 
 
 @dataclass(frozen=True)
@@ -79,10 +69,6 @@ def principal_from_session(user, session) -> Principal:
     return Principal(guest_key=guest_key)
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Access:
     notebook: Notebook
@@ -102,6 +88,11 @@ class Access:
     def is_the_owner(self) -> bool:
         """The notebook's owner itself, not a co-owner by grant."""
         return self.via == "owner"
+
+    @property
+    def via_grant(self) -> bool:
+        """Has access through a grant (direct, invitation or a former owner's)."""
+        return self.via not in ("owner", "link")
 
     @property
     def is_guest(self) -> bool:
@@ -144,10 +135,6 @@ def _allows(role: Role, action: Action, notebook: Notebook) -> bool:
     return role.is_owner()
 
 
-def link_is_valid(link: ShareLink, now=None) -> bool:
-    return link.is_usable(now)
-
-
 def _capped(role: Role, cap: Role | None) -> Role | None:
     if cap is None:
         return None
@@ -184,7 +171,7 @@ def link_role(notebook: Notebook, link: ShareLink) -> Role | None:
 
 def _link_access(principal: Principal, notebook: Notebook) -> tuple[Role, ShareLink] | None:
     """The best role any still-valid link this principal joined gives on this notebook."""
-    if principal.user is not None and is_removed(notebook, principal.user):
+    if principal_removed(notebook, principal):
         return None
     joined = Q(pk__in=[])
     if principal.user is not None:
@@ -225,22 +212,38 @@ def access_notebook(principal: Principal, notebook_id, action: Action = Action.V
     """Fetch a notebook and check that the principal may do `action` on it."""
     notebook = Notebook.objects.select_related("owner").filter(pk=notebook_id).first()
     if notebook is None or notebook.in_trash:
-        raise NoAccess(4404, "This notebook does not exist or was deleted.")
+        raise NoAccess(Denied.NO_NOTEBOOK, "This notebook does not exist or was deleted.")
     access = resolve(principal, notebook)
     if access is None:
         if not principal.is_authenticated:
-            raise NoAccess(4401, "Sign in to open this notebook.")
-        raise NoAccess(4403, "You do not have access to this notebook.")
+            raise NoAccess(Denied.SIGN_IN, "Sign in to open this notebook.")
+        raise NoAccess(Denied.NO_ACCESS, "You do not have access to this notebook.")
     if not access.can(action):
-        raise NoAccess(4403, f"Your role ({access.role.label.lower()}) does not allow this.")
+        raise NoAccess(Denied.ROLE_TOO_LOW, f"Your role ({access.role.label.lower()}) does not allow this.")
     return access
+
+
+def recheck(principal: Principal, notebook_id, previous: Access | None) -> Access:
+    """Access again for someone already in (a live socket, after a sharing change): losing it
+    is told as a link gone (they came through one) or a removal, not as a first refusal."""
+    try:
+        return access_notebook(principal, notebook_id)
+    except NoAccess as e:
+        notebook = previous.notebook if previous is not None else None
+        if notebook is not None and principal_removed(notebook, principal):
+            raise NoAccess(Denied.REMOVED, "The owner removed you from this notebook.") from None
+        if previous is not None and previous.via == "link":
+            raise NoAccess(Denied.LINK_GONE, "The link you used is no longer valid.") from None
+        if e.code in (Denied.NO_ACCESS, Denied.SIGN_IN) and previous is not None:
+            raise NoAccess(Denied.REMOVED, "Your access to this notebook was removed.") from None
+        raise
 
 
 def access_trashed(principal: Principal, notebook_id) -> Notebook:
     """A notebook in the trash; only its owner may restore or purge it."""
     notebook = Notebook.objects.filter(pk=notebook_id, deleted_at__isnull=False).first()
     if notebook is None or principal.user is None or notebook.owner_id != principal.user.pk:
-        raise NoAccess(4404, "There is no such notebook in your trash.")
+        raise NoAccess(Denied.NO_NOTEBOOK, "There is no such notebook in your trash.")
     return notebook
 
 
@@ -248,51 +251,89 @@ def is_removed(notebook: Notebook, user) -> bool:
     return Removal.objects.filter(notebook=notebook, user=user).exists()
 
 
-def get_or_refuse(queryset, pk, what: str):
-    """One row (of a queryset already limited to the notebook) by id, or Refused naming what."""
-    try:
-        return queryset.get(pk=int(str(pk)))
-    except (TypeError, ValueError):
-        raise Refused(f"“{str(pk)[:40]}” is not a valid {what} id.", "bad_id") from None
-    except queryset.model.DoesNotExist:
-        raise Refused(f"There is no such {what} on this notebook.", "not_found") from None
+def principal_removed(notebook: Notebook, principal: Principal) -> bool:
+    """Removed as a user, or as the guest this session is (links no longer let them in)."""
+    who = Q(pk__in=[])
+    if principal.user is not None:
+        who |= Q(user=principal.user)
+    if principal.guest_key:
+        who |= Q(user__isnull=True, guest_key=principal.guest_key)
+    return Removal.objects.filter(who, notebook=notebook).exists()
 
 
 # sharing rules: each raises Refused with a code, or returns quietly
 
 
-def check_not_removed(notebook: Notebook, user) -> None:
-    """Someone an owner removed does not come back through a link."""
-    if user is not None and is_removed(notebook, user):
+def check_not_removed(notebook: Notebook, user, guest_key: str = "") -> None:
+    """Someone an owner removed (a user, or a guest by session) does not come back through a link."""
+    if principal_removed(notebook, Principal(user=user, guest_key=guest_key)):
         raise Refused(
-            "The owner removed you from this notebook; ask them to share it with you again.", "removed"
+            "The owner removed you from this notebook; ask them to share it with you again.", Rule.REMOVED
         )
 
 
 def check_may_readd(access: Access, user) -> None:
     """Only an owner lets back someone an owner removed."""
     if not access.role.is_owner() and is_removed(access.notebook, user):
-        raise Refused(f"An owner removed {user.email}; only an owner can share with them again.", "removed")
+        reason = f"An owner removed {user.email}; only an owner can share with them again."
+        raise Refused(reason, Rule.REMOVED)
+
+
+def check_link_joinable(link: ShareLink, user, guest_key: str = "") -> None:
+    """May this person (user None: a guest, by session key) join this link now? `link` comes
+    from `ShareLink.objects.with_validity()`."""
+    if not link.valid_now or link.notebook.in_trash:
+        raise Refused("This link was revoked or has expired. Ask the owner for a new one.", Rule.LINK_INVALID)
+    if link_role(link.notebook, link) is None:
+        reason = "This link no longer works: whoever made it lost access. Ask the owner for a new one."
+        raise Refused(reason, Rule.LINK_INVALID)
+    check_not_removed(link.notebook, user, guest_key)
+    if link.require_login and user is None:
+        raise Refused("Sign in to open this link.", Rule.LOGIN_REQUIRED)
+
+
+def invitation_may_bind(invitation, user) -> bool:
+    """A pending invitation becomes a grant for `user` unless an owner removed them and the
+    inviter is not an owner (only an owner lets back someone an owner removed)."""
+    if not is_removed(invitation.notebook, user):
+        return True
+    return sharer_role(invitation.notebook, invitation.invited_by_id) is Role.OWNER
+
+
+def grantable_roles(access: Access) -> list[Role]:
+    """The roles this person may give on the share page: up to their own, never owner."""
+    return [r for r in Role if r is not Role.OWNER and r.rank <= access.role.rank]
+
+
+def may_share_now(principal: Principal, notebook: Notebook) -> bool:
+    """After a change on the share page: does its author still see the share page?"""
+    access = resolve(principal, notebook)
+    return access is not None and access.can(Action.SHARE)
+
+
+def is_owners_server(notebook: Notebook, server) -> bool:
+    """A kernel server counts for a notebook only if it is its owner's own."""
+    return server is not None and server.owner_id == notebook.owner_id
 
 
 def check_may_share(access: Access) -> None:
     if access.is_guest:
-        raise Refused("People who came through a share link cannot share the notebook.", "guest")
+        raise Refused("People who came through a share link cannot share the notebook.", Rule.GUEST)
     if not access.can(Action.SHARE):
-        raise Refused("Only the owner can share this notebook.", "may_not_share")
+        raise Refused("Only the owner can share this notebook.", Rule.MAY_NOT_SHARE)
 
 
 def check_role_within_own(access: Access, role: Role) -> None:
     """Nobody grants, mints or changes a role above their own."""
     if role.rank > access.role.rank:
         raise Refused(
-            f"You cannot give a role above your own ({access.role.label.lower()}).", "above_own_role"
+            f"You cannot give a role above your own ({access.role.label.lower()}).", Rule.ABOVE_OWN_ROLE
         )
 
 
 def check_link_role(access: Access, role: Role) -> None:
     if role is Role.OWNER:
-        raise Refused("A link can give at most the right to edit and run.", "link_owner_role")
+        raise Refused("A link can give at most the right to edit and run.", Rule.LINK_OWNER_ROLE)
     check_role_within_own(access, role)
 
 
@@ -300,7 +341,7 @@ def check_may_change_grant(access: Access, grant: Grant, role: Role | None = Non
     """Owners change or remove anyone's grant; others only lower or drop their own."""
     mine = access.principal.user is not None and grant.user_id == access.principal.user.pk
     if not mine and not access.role.is_owner():
-        raise Refused("Only an owner can change or remove other people's access.", "owner_only")
+        raise Refused("Only an owner can change or remove other people's access.", Rule.OWNER_ONLY)
     if role is not None:
         check_role_within_own(access, role)
 
@@ -308,9 +349,49 @@ def check_may_change_grant(access: Access, grant: Grant, role: Role | None = Non
 def check_may_remove_person(access: Access, user) -> None:
     """Removing someone from every path they have is for owners, and never of oneself (leave)."""
     if not access.role.is_owner():
-        raise Refused("Only an owner can remove people.", "owner_only")
+        raise Refused("Only an owner can remove people.", Rule.OWNER_ONLY)
     if access.principal.user is not None and user.pk == access.principal.user.pk:
-        raise Refused("To give up your own access, leave the notebook.", "use_leave")
+        raise Refused("To give up your own access, leave the notebook.", Rule.USE_LEAVE)
+
+
+def check_may_remove_guest(access: Access) -> None:
+    """Removing a guest who came through a link (without revoking the link) is for owners."""
+    if not access.role.is_owner():
+        raise Refused("Only an owner can remove people.", Rule.OWNER_ONLY)
+
+
+def check_may_copy_link(access: Access, link: ShareLink) -> None:
+    """A live link is copied again by an owner or by whoever made it (never by a sharer with a
+    lower role, who would reach the notebook with the link's higher role)."""
+    check_may_share(access)
+    mine = access.principal.user is not None and link.created_by_id == access.principal.user.pk
+    if not (access.role.is_owner() or mine):
+        raise Refused("Only an owner or the person who made a link can copy it.", Rule.OWNER_ONLY)
+    role = link_role(access.notebook, link)
+    if role is None or role.rank > access.role.rank:
+        raise Refused("This link gives more than your own role; ask an owner for it.", Rule.ABOVE_OWN_ROLE)
+
+
+def may(check, *args) -> bool:
+    """A check's answer as a bool, for pages that show a button only to those it allows."""
+    try:
+        check(*args)
+    except Refused:
+        return False
+    return True
+
+
+def check_general_access(access: Access, level: str, role: Role | None) -> None:
+    """General access is changed by those who may share, to a role no higher than their own
+    (never owner); a general access set higher by someone else is changed by an owner only."""
+    check_may_share(access)
+    if role is not None:
+        check_link_role(access, role)
+    current = ShareLink.objects.usable().filter(notebook=access.notebook, general=True).first()
+    if current is not None and Role(current.role).rank > access.role.rank:
+        raise Refused(
+            "General access gives more than your own role; only an owner can change it.", Rule.OWNER_ONLY
+        )
 
 
 def check_may_manage(access: Access, made_by_id) -> None:
@@ -318,17 +399,17 @@ def check_may_manage(access: Access, made_by_id) -> None:
     if access.role.is_owner():
         return
     if access.principal.user is None or made_by_id != access.principal.user.pk:
-        raise Refused("Only an owner or the person who made it can change this.", "owner_only")
+        raise Refused("Only an owner or the person who made it can change this.", Rule.OWNER_ONLY)
 
 
 def check_may_transfer(access: Access) -> None:
     if not access.is_the_owner:
-        raise Refused("Only the owner can hand the notebook over.", "not_the_owner")
+        raise Refused("Only the owner can hand the notebook over.", Rule.NOT_THE_OWNER)
 
 
 def check_may_change_settings(access: Access) -> None:
     if not access.role.is_owner():
-        raise Refused("Only an owner can change who may share.", "owner_only")
+        raise Refused("Only an owner can change who may share.", Rule.OWNER_ONLY)
 
 
 # access requests (notebooks.requests)
@@ -337,12 +418,12 @@ def check_may_change_settings(access: Access) -> None:
 def check_may_request(principal: Principal, notebook: Notebook, role: Role) -> None:
     """A signed-in person asks for a role above the one they have (owners have everything)."""
     if principal.user is None:
-        raise Refused("Sign in to ask for access.", "login_required")
+        raise Refused("Sign in to ask for access.", Rule.LOGIN_REQUIRED)
     if role is Role.OWNER:
-        raise Refused("You can ask to view, edit, or edit and run.", "bad_role")
+        raise Refused("You can ask to view, edit, or edit and run.", Rule.BAD_ROLE)
     current = resolve(principal, notebook)
     if current is not None and current.role.rank >= role.rank:
-        raise Refused(f"You already have this access ({current.role.label.lower()}).", "has_role")
+        raise Refused(f"You already have this access ({current.role.label.lower()}).", Rule.HAS_ROLE)
 
 
 def may_approve_request(access: Access, requester, role: Role) -> bool:
@@ -360,4 +441,4 @@ def check_may_answer_input(who: str, asked: str) -> None:
     """Only the person who ran a cell answers its `input()` (a prompt may ask for a password):
     `who` is the answering principal's key, `asked` the key of the one who ran the cell."""
     if not who or who != asked:
-        raise Refused("Only the person who ran this cell can answer its input().", "not_the_runner")
+        raise Refused("Only the person who ran this cell can answer its input().", Rule.NOT_THE_RUNNER)

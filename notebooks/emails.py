@@ -15,6 +15,8 @@ from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import transaction
 
+from notebooks.refusals import Refused, Rule
+
 MESSAGE_MAX_CHARS = 1000  # a personal note, not a letter
 MAX_ADDRESSES = 200  # per invite form
 
@@ -28,13 +30,11 @@ def absolute(request, path: str) -> str:
 def clean_message(text: str | None) -> str:
     """A personal message as typed, without control characters (newlines and tabs stay).
     Refused, naming the limit, when it is too long."""
-    from notebooks.access import Refused
-
     text = (text or "").replace("\r\n", "\n").strip()
     if len(text) > MESSAGE_MAX_CHARS:
         raise Refused(
             f"The message is {len(text):,} characters long; at most {MESSAGE_MAX_CHARS:,} fit.",
-            "message_too_long",
+            Rule.MESSAGE_TOO_LONG,
         )
     return "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C")
 

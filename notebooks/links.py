@@ -1,6 +1,7 @@
-"""Share links: made, revoked and opened here. A token is returned once and stored only as a
-hash; a link's use limit is taken atomically; who may make or revoke one is decided by the
-checks in `notebooks.access`."""
+"""Share links: made, revoked, copied again, replaced and opened here, and the notebook's
+general access (its one `general` link). A token is looked up by its hash and kept encrypted
+with a key derived from SECRET_KEY, so whoever may copy it gets it again; a link's use limit is
+taken atomically; who may do what is decided by the checks in `notebooks.access`."""
 
 from __future__ import annotations
 
@@ -13,12 +14,23 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from audit import log as audit
+from audit.models import AuditEvent
 from notebooks import access as acl
-from notebooks.access import Access, Refused, hash_token, link_is_valid
+from notebooks import crypto
+from notebooks.access import Access, Refused, Rule, hash_token
 from notebooks.actions import notify_after_commit
 from notebooks.models import LinkJoin, Role, ShareLink
 
 LINK_GUESSES_PER_IP = 20  # wrong tokens per 10 minutes before the IP is refused
+KEY_PURPOSE = "share-link"  # the key the tokens are encrypted with is derived for this only
+
+# General access: who the notebook's general link lets in (restricted: nobody).
+RESTRICTED, SIGNED_IN, ANYONE = "restricted", "signed_in", "anyone"
+LEVELS = {
+    RESTRICTED: "Restricted: only people with access",
+    SIGNED_IN: "Anyone signed in with the link",
+    ANYONE: "Anyone with the link",
+}
 
 
 def create_link(
@@ -35,12 +47,13 @@ def create_link(
     acl.check_may_share(access)
     acl.check_link_role(access, role)
     if max_uses is not None and max_uses < 1:
-        raise Refused("The use limit must be at least 1 person.", "bad_max_uses")
+        raise Refused("The use limit must be at least 1 person.", Rule.BAD_MAX_USES)
     token = secrets.token_urlsafe(24)  # 192 random bits
     with transaction.atomic():
         link = ShareLink.objects.create(
             notebook=access.notebook,
             token_hash=hash_token(token),
+            token_encrypted=crypto.encrypt(token, KEY_PURPOSE),
             label=label.strip()[:80] or "Link",
             role=role,
             require_login=require_login,
@@ -80,6 +93,89 @@ def revoke_link(access: Access, link_id: int, request=None) -> None:
         notify_after_commit(access.notebook.pk)
 
 
+def copy_link(access: Access, link_id, request=None) -> str:
+    """A live link's token again, for an owner or the link's maker; audited."""
+    link = acl.get_or_refuse(ShareLink.objects.usable().filter(notebook=access.notebook), link_id, "link")
+    acl.check_may_copy_link(access, link)
+    try:
+        token = crypto.decrypt(link.token_encrypted, KEY_PURPOSE) if link.token_encrypted else ""
+    except crypto.TokenUnreadable:
+        token = ""
+    if not token:
+        reason = "This link was made before links could be copied again; replace it to get one you can copy."
+        raise Refused(reason, Rule.NOT_COPYABLE)
+    audit.record(
+        "link.copied", notebook=access.notebook, request=request, link_label=link.label, **access.audit_actor
+    )
+    return token
+
+
+def replace_link(access: Access, link_id, request=None) -> tuple[ShareLink, str]:
+    """Revoke a link and make a new one like it (label, role, sign-in, expiry, limit), e.g. an
+    old link that cannot be copied. People who joined the old one keep no access through it."""
+    old = acl.get_or_refuse(
+        ShareLink.objects.filter(notebook=access.notebook, general=False), link_id, "link"
+    )
+    acl.check_may_manage(access, old.created_by_id)
+    revoke_link(access, old.pk, request)
+    return create_link(
+        access,
+        label=old.label,
+        role=Role(old.role),
+        require_login=old.require_login,
+        expires_at=old.expires_at,
+        max_uses=old.max_uses,
+        request=request,
+    )
+
+
+def general_access(notebook) -> tuple[str, ShareLink | None]:
+    """The notebook's general access level and its live general link (None: restricted)."""
+    link = ShareLink.objects.usable().filter(notebook=notebook, general=True).first()
+    if link is None:
+        return RESTRICTED, None
+    return (SIGNED_IN if link.require_login else ANYONE), link
+
+
+def set_general_access(access: Access, level: str, role: Role | None, request=None) -> None:
+    """Restricted, anyone signed in with the link, or anyone with the link, with a role. The
+    general link keeps its token (its URL) across changes; restricted revokes it. Audited, and
+    every live socket is re-checked, so a guest who loses access or a role sees it at once."""
+    if level not in LEVELS:
+        raise Refused(f"“{str(level)[:40]}” is not a general access choice.", Rule.BAD_ACCESS_LEVEL)
+    acl.check_general_access(access, level, None if level == RESTRICTED else role)
+    now = timezone.now()
+    with transaction.atomic():
+        link = ShareLink.objects.select_for_update().filter(notebook=access.notebook, general=True).first()
+        if level == RESTRICTED:
+            if link is not None and link.revoked_at is None:
+                link.revoked_at = now
+                link.save(update_fields=["revoked_at"])
+        else:
+            if link is None:
+                token = secrets.token_urlsafe(24)
+                link = ShareLink(
+                    notebook=access.notebook,
+                    general=True,
+                    token_hash=hash_token(token),
+                    token_encrypted=crypto.encrypt(token, KEY_PURPOSE),
+                )
+            link.label = LEVELS[level].split(":")[0]
+            link.role, link.require_login = role, level == SIGNED_IN
+            link.revoked_at, link.expires_at, link.max_uses = None, None, None
+            link.created_by = access.principal.user  # capped by the changer's own role
+            link.save()
+        audit.record(
+            "access.general_changed",
+            notebook=access.notebook,
+            request=request,
+            level=level,
+            role=role.value if role is not None and level != RESTRICTED else "",
+            **access.audit_actor,
+        )
+        notify_after_commit(access.notebook.pk)
+
+
 def _too_many_guesses(request) -> bool:
     key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
     return cache.get(key, 0) >= LINK_GUESSES_PER_IP
@@ -96,31 +192,29 @@ def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:
     holder signs in): a `LinkJoin` for the signed-in user, or for the session's guest key;
     raise Refused with the reason (code "login_required" when signing in would help)."""
     if _too_many_guesses(request):
-        raise Refused("Too many invalid links were tried from your address; wait a few minutes.")
+        reason = "Too many invalid links were tried from your address; wait a few minutes."
+        raise Refused(reason, Rule.RATE_LIMITED)
     token_hash = token_hash or hash_token(token)
-    link = ShareLink.objects.select_related("notebook").filter(token_hash=token_hash).first()
+    link = ShareLink.objects.with_validity().select_related("notebook").filter(token_hash=token_hash).first()
     if link is None:
         _count_guess(request)
         audit.record("access.denied", request=request, actor=request.user, reason="unknown link token")
-        raise Refused("This link does not exist.")
-    if not link_is_valid(link) or link.notebook.in_trash:
-        note_if_expired(link, request)
-        audit.record(
-            "access.denied",
-            notebook=link.notebook,
-            request=request,
-            actor=request.user,
-            reason="link revoked or expired",
-            link_label=link.label,
-        )
-        raise Refused("This link was revoked or has expired. Ask the owner for a new one.", "link_invalid")
-    if acl.link_role(link.notebook, link) is None:
-        reason = "This link no longer works: whoever made it lost access. Ask the owner for a new one."
-        raise Refused(reason, "link_invalid")
+        raise Refused("This link does not exist.", Rule.LINK_UNKNOWN)
     user = request.user if request.user.is_authenticated else None
-    acl.check_not_removed(link.notebook, user)
-    if link.require_login and user is None:
-        raise Refused("Sign in to open this link.", "login_required")
+    try:
+        acl.check_link_joinable(link, user, "" if user else request.session.get("guest_key", ""))
+    except Refused as e:
+        if e.code is Rule.LINK_INVALID:
+            note_if_expired(link, request)
+            audit.record(
+                "access.denied",
+                notebook=link.notebook,
+                request=request,
+                actor=request.user,
+                reason="link revoked, expired or its maker lost access",
+                link_label=link.label,
+            )
+        raise
     if not request.session.get("guest_key") and user is None:
         request.session["guest_key"] = secrets.token_hex(8)
     guest_key = "" if user else request.session["guest_key"]
@@ -143,14 +237,12 @@ def _take_a_use(link: ShareLink) -> None:
     queue, and each re-reads the count, so a limit of N admits exactly N."""
     room = Q(max_uses__isnull=True) | Q(use_count__lt=F("max_uses"))
     if not ShareLink.objects.filter(room, pk=link.pk).update(use_count=F("use_count") + 1):
-        raise Refused("This link has been used as many times as its owner allowed.", "used_up")
+        raise Refused("This link has been used as many times as its owner allowed.", Rule.USED_UP)
 
 
 def note_if_expired(link: ShareLink, request=None) -> None:
     """Record `link.expired` once, when an expired link is first noticed."""
-    from audit.models import AuditEvent
-
-    expired = link.revoked_at is None and link.expires_at is not None and link.expires_at <= timezone.now()
+    expired = ShareLink.objects.expired().filter(pk=link.pk).exists()
     if expired and not AuditEvent.objects.filter(action="link.expired", link_id=link.pk).exists():
         audit.record(
             "link.expired",

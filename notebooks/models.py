@@ -29,6 +29,12 @@ class Role(models.TextChoices):
     def is_owner(self) -> bool:
         return self is Role.OWNER
 
+    @staticmethod
+    def highest(*roles: str | None) -> Role | None:
+        """The highest of some roles (None where there is none)."""
+        ranked = [Role(r) for r in roles if r]
+        return max(ranked, key=lambda r: r.rank) if ranked else None
+
 
 class NotebookQuerySet(models.QuerySet):
     def alive(self) -> NotebookQuerySet:
@@ -135,19 +141,39 @@ class Invitation(models.Model):
 
 
 class ShareLinkQuerySet(models.QuerySet):
-    def usable(self, now=None) -> ShareLinkQuerySet:
-        """Links that still open: not revoked, not expired."""
+    """ "Valid now" is written once, here: not revoked and not expired. `usable()` keeps only
+    such links; `with_validity()` marks each link with `valid_now` (for a link looked up by its
+    token, whose holder is told why it does not open)."""
+
+    @staticmethod
+    def _valid_now(now=None) -> models.Q:
         now = now or timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(
+        return models.Q(revoked_at__isnull=True) & (
             models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         )
 
+    def usable(self, now=None) -> ShareLinkQuerySet:
+        return self.filter(self._valid_now(now))
+
+    def expired(self, now=None) -> ShareLinkQuerySet:
+        """Links that stopped opening because their time ran out (not revoked)."""
+        return self.filter(revoked_at__isnull=True).exclude(self._valid_now(now))
+
+    def with_validity(self, now=None) -> ShareLinkQuerySet:
+        valid = models.ExpressionWrapper(self._valid_now(now), output_field=models.BooleanField())
+        return self.annotate(valid_now=valid)
+
 
 class ShareLink(models.Model):
-    """A link that reaches one notebook with one role. Only the token's hash is stored."""
+    """A link that reaches one notebook with one role. The token is looked up by its hash and
+    kept encrypted (`notebooks.crypto`) so it can be copied again; links made before that have
+    no `token_encrypted`. The one `general` link per notebook is its general access ("anyone
+    signed in / anyone with the link"); restricted means it is revoked or absent."""
 
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="links")
     token_hash = models.CharField(max_length=64, unique=True)
+    token_encrypted = models.TextField(blank=True, default="")
+    general = models.BooleanField(default=False)
     label = models.CharField(max_length=80)
     role = models.CharField(max_length=10, choices=Role.choices)
     require_login = models.BooleanField(default=True)
@@ -162,9 +188,12 @@ class ShareLink(models.Model):
 
     objects = ShareLinkQuerySet.as_manager()
 
-    def is_usable(self, now=None) -> bool:
-        now = now or timezone.now()
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["notebook"], condition=models.Q(general=True), name="one_general_link"
+            )
+        ]
 
 
 class LinkJoin(models.Model):
@@ -183,18 +212,28 @@ class LinkJoin(models.Model):
 
 
 class Removal(models.Model):
-    """Someone an owner removed from a notebook: the links they joined no longer let them back
-    in. Sharing with them again (a grant or an invitation) lifts it."""
+    """Someone an owner removed from a notebook (a user, or a guest by session key): the links
+    they joined no longer let them back in. Sharing with a user again lifts it."""
 
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="removals")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    guest_key = models.CharField(max_length=40, blank=True)
     removed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["notebook", "user"], name="unique_removal")]
+        constraints = [
+            models.UniqueConstraint(fields=["notebook", "user"], name="unique_removal"),
+            models.UniqueConstraint(
+                fields=["notebook", "guest_key"],
+                condition=models.Q(user__isnull=True),
+                name="unique_guest_removal",
+            ),
+        ]
 
 
 class AccessRequest(models.Model):

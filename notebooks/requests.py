@@ -11,7 +11,7 @@ from django.utils import timezone
 from audit import log as audit
 from notebooks import access as acl
 from notebooks import emails
-from notebooks.access import Access, Principal, Refused
+from notebooks.access import Access, Principal, Refused, Rule
 from notebooks.models import AccessRequest, Grant, Notebook, Role
 
 REQUESTS_PER_HOUR = 20  # per person, over all notebooks
@@ -23,9 +23,9 @@ def parse_role(value: str | None) -> Role:
     try:
         role = Role(value or "")
     except ValueError:
-        raise Refused(f"“{str(value)[:40]}” is not a role you can ask for.", "bad_role") from None
+        raise Refused(f"“{str(value)[:40]}” is not a role you can ask for.", Rule.BAD_ROLE) from None
     if role not in REQUESTABLE:
-        raise Refused("You can ask to view, edit, or edit and run.", "bad_role")
+        raise Refused("You can ask to view, edit, or edit and run.", Rule.BAD_ROLE)
     return role
 
 
@@ -74,7 +74,8 @@ def _check_rate(user) -> None:
     cache.add(key, 0, 3600)
     if cache.get(key, 0) >= REQUESTS_PER_HOUR:
         raise Refused(
-            f"You can ask for access at most {REQUESTS_PER_HOUR} times an hour; try again later.", "rate"
+            f"You can ask for access at most {REQUESTS_PER_HOUR} times an hour; try again later.",
+            Rule.RATE_LIMITED,
         )
     cache.incr(key)
 
@@ -127,17 +128,17 @@ def approve(access: Access, request_id, role: Role, request=None) -> AccessReque
     acl.check_may_share(access)
     acl.check_role_within_own(access, role)
     if role not in REQUESTABLE:
-        raise Refused("Approve as viewer, editor, or editor who may run.", "bad_role")
+        raise Refused("Approve as viewer, editor, or editor who may run.", Rule.BAD_ROLE)
     with transaction.atomic():
         req = _pending_row(access, request_id)
         if not acl.may_approve_request(access, req.user, role):
-            raise Refused("Only an owner can give this person that access.", "owner_only")
+            raise Refused("Only an owner can give this person that access.", Rule.OWNER_ONLY)
         current = acl.resolve(Principal(user=req.user), access.notebook)
         if current is not None and current.role.rank >= role.rank:
             raise Refused(
                 f"{req.user.name} already has “{current.role.label.lower()}”: approve a higher role"
                 " or decline.",
-                "has_role",
+                Rule.HAS_ROLE,
             )
         sharing.invite(access, [req.user.email], role, request)
         _decide(access, req, AccessRequest.Status.APPROVED, request, role=role.value, asked=req.role)
@@ -149,7 +150,7 @@ def decline(access: Access, request_id, request=None) -> AccessRequest:
     with transaction.atomic():
         req = _pending_row(access, request_id)
         if not acl.may_approve_request(access, req.user, Role.VIEWER):
-            raise Refused("Only an owner can decide this request.", "owner_only")
+            raise Refused("Only an owner can decide this request.", Rule.OWNER_ONLY)
         _decide(access, req, AccessRequest.Status.DECLINED, request, asked=req.role)
     return req
 

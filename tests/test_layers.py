@@ -31,10 +31,6 @@ SCANNED = (*APPS, "bench", "scripts")
 # The imports allowed to run back up a layer, with the reason (also in docs/architecture.md).
 ALLOWED_UP: dict[tuple[str, str], str] = {}
 
-# Files being restructured on the sharing work (links, grants, invitations); their function-level
-# imports get their comment (or move to the top) there. Remove an entry once that is merged.
-HIDDEN_IMPORTS_PENDING = {"notebooks/sharing.py", "notebooks/links.py"}
-
 TOP_FILES = {
     "config/asgi.py",
     "config/urls.py",
@@ -242,7 +238,7 @@ def test_at_most_one_import_runs_back_up_a_layer_and_it_is_named():
 
 def test_every_function_level_import_across_apps_says_why():
     hidden = hidden_cross_app(graph())
-    silent = [_show(e) for e in hidden if not e.commented and e.source not in HIDDEN_IMPORTS_PENDING]
+    silent = [_show(e) for e in hidden if not e.commented]
     assert silent == []
 
 

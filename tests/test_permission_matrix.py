@@ -9,22 +9,19 @@ sharing actions, health and metrics (public / operators only).
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
-from django.utils import timezone
 
 from audit.models import AuditEvent
 from collab import protocol
 from collab.rooms import get_room
 from kernels.models import KernelServer
-from notebooks import actions, sharing
-from notebooks.access import Action, access_notebook, principal_from_session
-from notebooks.models import Grant, Invitation, NotebookUpdate, Role, ShareLink
+from notebooks import sharing
+from notebooks.models import Grant, Invitation, LinkJoin, NotebookUpdate, Removal, Role, ShareLink
 from tests.support.cast import make_user
 from tests.support.consumer import connect
+from tests.support.principals import PRINCIPALS, link_guest, owner_access, principal
 from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,61 +30,10 @@ ALLOWED_VIEW = {"owner", "editor", "runner", "viewer", "link-viewer", "link-edit
 ALLOWED_EDIT = {"owner", "editor", "runner", "link-editor", "link-runner"}
 ALLOWED_RUN = {"owner", "runner", "link-runner"}
 ALLOWED_SHARE = {"owner"}
-PRINCIPALS = [
-    "owner",
-    "editor",
-    "runner",
-    "viewer",
-    "link-viewer",
-    "link-editor",
-    "link-runner",
-    "expired-link",
-    "revoked-link",
-    "other-notebook-link",
-    "stranger",
-    "anonymous",
-]
 # what a refused principal gets: 403 for anyone signed in or holding some role, a sign-in
 # redirect for anonymous visitors without a valid link
 SIGNED_IN_OR_ROLE = ALLOWED_VIEW | {"stranger"}
 REFUSED_WS = {"stranger": 4403}
-
-
-def _owner_access(notebook):
-    return access_notebook(principal_from_session(notebook.owner, None), notebook.pk, Action.OWN)
-
-
-def _guest(notebook, role: Role) -> tuple[Client, ShareLink]:
-    link, token = sharing.create_link(
-        _owner_access(notebook), label=f"{role} link", role=role, require_login=False
-    )
-    client = Client()
-    assert client.get(f"/s/{token}").status_code == 302
-    return client, link
-
-
-def principal(kind: str, notebook) -> Client:
-    client = Client()
-    if kind == "owner":
-        client.force_login(notebook.owner)
-    elif kind in ("editor", "runner", "viewer"):
-        user = make_user(f"{kind}@example.com", kind.title())
-        Grant.objects.create(notebook=notebook, user=user, role=Role(kind))
-        client.force_login(user)
-    elif kind.startswith("link-"):
-        client, _ = _guest(notebook, Role(kind.removeprefix("link-")))
-    elif kind == "expired-link":
-        client, link = _guest(notebook, Role.EDITOR)
-        ShareLink.objects.filter(pk=link.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    elif kind == "revoked-link":
-        client, link = _guest(notebook, Role.EDITOR)
-        sharing.revoke_link(_owner_access(notebook), link.pk)
-    elif kind == "other-notebook-link":
-        other = actions.create_blank(notebook.owner, title="Other")
-        client, _ = _guest(other, Role.EDITOR)
-    elif kind == "stranger":
-        client.force_login(make_user("charlie@example.com", "Charlie"))
-    return client
 
 
 def expect_http(kind: str, allowed: set[str], response) -> None:
@@ -306,11 +252,54 @@ def test_removal_closes_the_path(notebook, kind):
         assert client.get(f"/n/{notebook.pk}/").status_code == 302
     else:
         grant = Grant.objects.get(notebook=notebook)
-        _, token = sharing.create_link(_owner_access(notebook), label="way back", role=Role.EDITOR)
+        _, token = sharing.create_link(owner_access(notebook), label="way back", role=Role.EDITOR)
         owner.post(f"/n/{notebook.pk}/share", {"action": "remove_grant", "grant_id": grant.pk})
         assert client.get(f"/n/{notebook.pk}/").status_code == 403
         assert client.get(f"/s/{token}").status_code == 404  # no way back in through a link
         assert client.get(f"/n/{notebook.pk}/").status_code == 403
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_remove_a_link_joiner(notebook, kind):
+    """Only an owner removes a guest who came through a link (editors may share here); the
+    removed guest's session is refused by the page and by the link, the link keeps working."""
+    _editors_share(notebook)
+    guest, link = link_guest(notebook, Role.EDITOR)
+    join = LinkJoin.objects.get(link=link)
+    client = principal(kind, notebook)
+    client.post(f"/n/{notebook.pk}/share", {"action": "remove_guest", "join_id": join.pk})
+    removed = Removal.objects.filter(notebook=notebook, guest_key=join.guest_key).exists()
+    assert removed == (kind == "owner")
+    assert (guest.get(f"/n/{notebook.pk}/").status_code == 200) == (not removed)
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+@pytest.mark.parametrize("editors_share", [False, True])
+def test_change_general_access(notebook, kind, editors_share):
+    """General access is changed by whoever may share, up to their own role (never above)."""
+    if editors_share:
+        _editors_share(notebook)
+    allowed = ALLOWED_SHARE_WHEN_ON if editors_share else ALLOWED_SHARE
+    client = principal(kind, notebook)
+    post = {"action": "general_access", "level": "anyone", "role": "viewer"}
+    client.post(f"/n/{notebook.pk}/share", post)
+    assert ShareLink.objects.usable().filter(general=True).exists() == (kind in allowed)
+    client.post(f"/n/{notebook.pk}/share", {**post, "role": "runner"})
+    above = ROLE_OF.get(kind, Role.VIEWER).rank < Role.RUNNER.rank
+    ran = ShareLink.objects.filter(general=True, role=Role.RUNNER).exists()
+    assert ran == (kind in allowed and not above)
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
+def test_copy_a_link(notebook, kind):
+    """A live link is copied again by an owner only (or its maker): nobody else sees its URL."""
+    _editors_share(notebook)
+    link, token = sharing.create_link(owner_access(notebook), label="copy me", role=Role.VIEWER)
+    client = principal(kind, notebook)
+    client.post(f"/n/{notebook.pk}/share", {"action": "copy_link", "link_id": link.pk})
+    page = client.get(f"/n/{notebook.pk}/share")
+    assert (token in page.content.decode()) == (kind == "owner")
+    assert AuditEvent.objects.filter(action="link.copied").exists() == (kind == "owner")
 
 
 @pytest.mark.parametrize("kind", PRINCIPALS)

@@ -10,7 +10,7 @@ from django.test import Client
 from notebooks import sharing
 from notebooks.models import AccessRequest, Grant, Removal, Role
 from tests.support.cast import make_user
-from tests.test_permission_matrix import PRINCIPALS, _owner_access, principal
+from tests.support.principals import PRINCIPALS, owner_access, principal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +42,7 @@ def test_request_access(notebook, kind):
 
 
 def test_request_access_as_a_signed_in_guest_of_a_link(notebook):
-    _, token = sharing.create_link(_owner_access(notebook), label="Lab", role=Role.EDITOR)
+    _, token = sharing.create_link(owner_access(notebook), label="Lab", role=Role.EDITOR)
     erin = make_user("erin@example.com", "Erin")
     client = Client()
     client.force_login(erin)

@@ -16,9 +16,9 @@ def get_access(request, notebook_id, action: acl.Action = acl.Action.VIEW) -> ac
     try:
         return acl.access_notebook(principal(request), notebook_id, action)
     except acl.NoAccess as e:
-        if e.code == 4404:
+        if e.code is acl.Denied.NO_NOTEBOOK:
             raise Http404(e.reason) from None
-        if e.code == 4401:
+        if e.code is acl.Denied.SIGN_IN:
             raise NeedsLogin(request) from None
         raise PermissionDenied(e.reason) from None
 

@@ -16,9 +16,10 @@ from notebooks import access as acl
 from notebooks import emails
 from notebooks import requests as access_requests
 from notebooks.models import Invitation, Notebook
+from notebooks.refusals import Rule
 from notebooks.views.common import get_access, principal
 
-STATUS_FOR_CODE = {"login_required": 401, "rate": 429}
+STATUS_FOR_CODE = {Rule.LOGIN_REQUIRED: 401, Rule.RATE_LIMITED: 429}
 
 
 def _wants_json(request) -> bool:
@@ -63,7 +64,7 @@ def decide(request, notebook_id, request_id):
             req = access_requests.decline(access, request_id, request)
             messages.success(request, f"Declined the request of {req.user.name}.")
         else:
-            raise acl.Refused("Choose approve or decline.", "bad_decision")
+            raise acl.Refused("Choose approve or decline.", Rule.BAD_DECISION)
     except acl.Refused as e:
         messages.error(request, str(e))
     embed = "?embed=1" if request.POST.get("embed") == "1" else ""
@@ -132,9 +133,9 @@ def invite_addresses(request, access, role) -> None:
     text, message = request.POST.get("emails", ""), request.POST.get("message", "")
     valid, invalid = emails.split_addresses(text)
     if len(valid) + len(invalid) > emails.MAX_ADDRESSES:
-        raise acl.Refused(f"Invite at most {emails.MAX_ADDRESSES} addresses at a time.", "too_many")
+        raise acl.Refused(f"Invite at most {emails.MAX_ADDRESSES} addresses at a time.", Rule.TOO_MANY)
     if not valid and not invalid:
-        raise acl.Refused("Type at least one email address.", "no_address")
+        raise acl.Refused("Type at least one email address.", Rule.NO_ADDRESS)
     try:
         done = sharing.invite(access, valid, role, request, message=message) if valid else []
     except acl.Refused:

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from notebooks import access as acl
 from notebooks import sharing
 from notebooks.models import Role
-from notebooks.sharing import ShareError
+from notebooks.people import people_with_access
 from notebooks.views.common import get_access
 from notebooks.views.requests import invite_addresses
 
@@ -49,7 +49,7 @@ def _open(request, token_hash: str):
     try:
         link = sharing.open_link(request, token_hash=token_hash)
     except acl.Refused as e:
-        if e.code == "login_required":
+        if e.code is acl.Rule.LOGIN_REQUIRED:
             request.session[PENDING_LINK] = token_hash
             return redirect_to_login(reverse("open_pending_link"))
         request.session.pop(PENDING_LINK, None)
@@ -64,7 +64,7 @@ def leave(request, notebook_id):
     access = get_access(request, notebook_id)
     try:
         sharing.leave(access, request)
-    except ShareError as e:
+    except acl.Refused as e:
         messages.error(request, str(e))
         return redirect(access.notebook)
     messages.success(request, f"You left “{access.notebook.title}”.")
@@ -84,21 +84,21 @@ def share(request, notebook_id):
             messages.error(request, "That person, invitation or link is no longer there.")
         except (KeyError, ValueError):  # a form field missing, or not a number or role
             messages.error(request, "That request was not understood; reload the page and try again.")
-        if access.notebook.owner_id != request.user.pk and not access.can(acl.Action.SHARE):
+        if not acl.may_share_now(access.principal, access.notebook):
             return redirect(access.notebook)
         return redirect(f"/n/{notebook_id}/share" + ("?embed=1" if embed else ""))
     notebook = access.notebook
+    level, general = sharing.general_access(notebook)
     context = {
         "notebook": notebook,
-        "grants": _with_effective_roles(
-            notebook, notebook.grants.select_related("user").order_by("user__email")
-        ),
-        "invitations": notebook.invitations.filter(accepted_at__isnull=True, withdrawn_at__isnull=True),
-        "links": _with_effective_roles(
-            notebook, notebook.links.prefetch_related("joins__user").order_by("-created_at")
-        ),
-        "roles": [r for r in Role if r is not Role.OWNER and r.rank <= access.role.rank],
-        "new_token": request.session.pop("new_link_token", None),
+        "people": people_with_access(notebook),
+        "links": _links(access),
+        "general_level": level,
+        "general_link": general,
+        "general_copyable": general is not None and acl.may(acl.check_may_copy_link, access, general),
+        "levels": sharing.LEVELS.items(),
+        "shown": request.session.pop("shown_link", None),
+        "roles": acl.grantable_roles(access),
         "invite_retry": request.session.pop("invite_retry", None),
         "now": timezone.now(),
         "embed": embed,
@@ -108,13 +108,17 @@ def share(request, notebook_id):
     return render(request, "notebooks/share.html", context)
 
 
-def _with_effective_roles(notebook, rows) -> list:
-    """Each grant or link with `effective`: its role as capped by whoever made it (None: dead)."""
+def _links(access) -> list:
+    """Each named link with `effective` (its role as capped by whoever made it; None: dead),
+    and whether this person may copy it again or replace it."""
+    notebook = access.notebook
+    rows = notebook.links.filter(general=False).prefetch_related("joins__user").order_by("-created_at")
     rows = list(rows)
     for row in rows:
-        made_by_link = hasattr(row, "token_hash")
-        row.effective = acl.link_role(notebook, row) if made_by_link else acl.grant_role(notebook, row)
+        row.effective = acl.link_role(notebook, row)
         row.capped = row.effective is None or row.effective != row.role
+        row.copyable = row.token_encrypted and acl.may(acl.check_may_copy_link, access, row)
+        row.replaceable = acl.may(acl.check_may_manage, access, row.created_by_id)
     return rows
 
 
@@ -122,7 +126,7 @@ def _role(value: str) -> Role:
     try:
         return Role(value)
     except ValueError:
-        raise ShareError(f"“{value[:40]}” is not a role.", "bad_role") from None
+        raise acl.Refused(f"“{value[:40]}” is not a role.", acl.Rule.BAD_ROLE) from None
 
 
 MAX_LINK_USES = 100_000  # and so always within the database's integer column
@@ -134,17 +138,17 @@ def _max_uses(value: str) -> int | None:
     try:
         max_uses = int(value)
     except ValueError:
-        raise ShareError("The use limit must be a whole number of people.", "bad_max_uses") from None
+        raise acl.Refused("The use limit must be a whole number of people.", acl.Rule.BAD_MAX_USES) from None
     if max_uses < 1:
-        raise ShareError("The use limit must be at least 1 person.", "bad_max_uses")
+        raise acl.Refused("The use limit must be at least 1 person.", acl.Rule.BAD_MAX_USES)
     if max_uses > MAX_LINK_USES:
-        raise ShareError(f"The use limit can be at most {MAX_LINK_USES:,} people.", "bad_max_uses")
+        raise acl.Refused(f"The use limit can be at most {MAX_LINK_USES:,} people.", acl.Rule.BAD_MAX_USES)
     return max_uses
 
 
 def _expiry(value: str) -> timedelta | None:
     if value not in EXPIRY_CHOICES:
-        raise ShareError(f"“{value[:40]}” is not one of the expiry choices.", "bad_expiry")
+        raise acl.Refused(f"“{value[:40]}” is not one of the expiry choices.", acl.Rule.BAD_EXPIRY)
     return EXPIRY_CHOICES[value]
 
 
@@ -157,7 +161,7 @@ def _act(request, access) -> None:
     elif action == "create_link":
         expiry = _expiry(post.get("expires", ""))
         max_uses = _max_uses(post.get("max_uses", ""))
-        _, token = sharing.create_link(
+        link, token = sharing.create_link(
             access,
             label=post.get("label", ""),
             role=role,
@@ -166,7 +170,18 @@ def _act(request, access) -> None:
             max_uses=max_uses,
             request=request,
         )
-        request.session["new_link_token"] = token
+        request.session["shown_link"] = {"id": link.pk, "token": token}
+    elif action == "general_access":
+        level = post.get("level", "")
+        sharing.set_general_access(access, level, role, request)
+        messages.success(request, f"General access: {sharing.LEVELS.get(level, level)}.")
+    elif action == "copy_link":
+        token = sharing.copy_link(access, post.get("link_id"), request)
+        request.session["shown_link"] = {"id": int(post["link_id"]), "token": token}
+    elif action == "replace_link":
+        link, token = sharing.replace_link(access, post.get("link_id"), request)
+        request.session["shown_link"] = {"id": link.pk, "token": token}
+        messages.success(request, "The old link is revoked; here is its replacement.")
     elif action == "revoke_link":
         sharing.revoke_link(access, post.get("link_id"), request)
         messages.success(request, "The link is revoked; people using it were disconnected.")
@@ -175,6 +190,9 @@ def _act(request, access) -> None:
     elif action == "remove_person":
         sharing.remove_person(access, post.get("user_id"), request)
         messages.success(request, "Removed; links they joined no longer let them in.")
+    elif action == "remove_guest":
+        sharing.remove_guest(access, post.get("join_id"), request)
+        messages.success(request, "Removed; the link no longer lets that guest in.")
     elif action == "remove_grant":
         sharing.remove_grant(access, post.get("grant_id"), request)
     elif action == "transfer":
@@ -188,4 +206,4 @@ def _act(request, access) -> None:
     elif action == "withdraw":
         sharing.withdraw_invitation(access, post.get("invitation_id"), request)
     else:
-        raise ShareError("Unknown sharing action.")
+        raise acl.Refused("Unknown sharing action.", acl.Rule.INVALID)

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from notebooks import sharing
+from notebooks import invitations, sharing
 from notebooks.access import Action, access_notebook, principal_from_session
 from notebooks.models import Grant, Role, ShareLink
 from tests.support.consumer import close_all, connect
@@ -252,7 +252,7 @@ def test_a_bad_address_invites_nobody(notebook):
 
 
 def test_invitation_sending_is_rate_limited(notebook, monkeypatch):
-    monkeypatch.setattr(sharing, "INVITATIONS_PER_HOUR", 3)
+    monkeypatch.setattr(invitations, "INVITATIONS_PER_HOUR", 3)
     sharing.invite(owner_access(notebook), ["a@example.com", "b@example.com"], Role.VIEWER)
     with pytest.raises(sharing.ShareError, match="at most 3 invitations an hour"):
         sharing.invite(owner_access(notebook), ["c@example.com", "d@example.com"], Role.VIEWER)
