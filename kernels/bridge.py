@@ -58,7 +58,7 @@ from collab.fanout import fanout
 from collab.rooms import Room, get_room
 from kernels import assist, leases, servers
 from kernels.execution import Event, Finished, InputRequested, KernelLost, KernelStatus, Output
-from kernels.jupyter import JupyterClient, KernelChannels, KernelServerError
+from kernels.jupyter import JupyterClient, KernelChannels, KernelGone, KernelServerError
 from kernels.outputs import OutputWriter
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,28 @@ def died_message(sandboxed: bool) -> str:
             f" {settings.KERNEL_MAX_PROCESSES} processes. Run it again to start a new kernel."
         )
     return text
+
+
+def connection_lost_message(exc: Exception, sandboxed: bool) -> tuple[str, str]:
+    """(the running cell's error, the kernel status message) when the kernel's connection ended
+    for good: its server stopped answering (stopped, killed), or the kernel is gone from a
+    server that answers (e.g. one restarted since)."""
+    if isinstance(exc, KernelGone):
+        return (
+            "The kernel is gone from its kernel server (stopped, or the server was restarted) while"
+            " this cell was running. Run it again to start a new kernel.",
+            "The kernel is gone from its kernel server; the next run starts a new one.",
+        )
+    if isinstance(exc, KernelServerError):
+        return (
+            "The kernel server stopped answering while this cell was running, and its kernel is"
+            " lost. Run it again to start a new kernel once the server is back.",
+            "The kernel server stopped answering; the next run starts a new kernel once it is back.",
+        )
+    return died_message(sandboxed), "The kernel is gone; the next run starts a new one."
+
+
+NOT_REACHED = "Not run: the kernel server was lost before this cell's turn. Run it again."
 
 
 @dataclass
@@ -542,6 +564,8 @@ class KernelBridge:
             except Exception as exc:
                 log.warning("running cell %s of %s failed", job.cell_id, self.notebook_id, exc_info=True)
                 self.message = f"Could not run: {_reason(exc)}"
+                if self.channels is None:  # not "starting" forever
+                    self.status = "not started"
                 with contextlib.suppress(Exception):
                     await self._edit(lambda doc, cid=job.cell_id: self._fail_cell(cid, CELL_NOT_RUN))
                 self._finish(job, "error")
@@ -595,9 +619,10 @@ class KernelBridge:
             self.channels = None
             self.kernel_id = None
             self.status = "dead"
-            self.message = "The kernel is gone; the next run starts a new one."
+            cell_message, self.message = connection_lost_message(exc, self._on_default_server)
+            await self._fail_queue(NOT_REACHED)
             if lost is not None:
-                await self._lost(lost, died_message(self._on_default_server))
+                await self._lost(lost, cell_message)
             await self._broadcast()
 
     async def _on_event(self, event: Event) -> None:
@@ -669,6 +694,13 @@ class KernelBridge:
         if dropped:
             await self._edit(lambda doc: self._mark(dropped, "idle"))
         await self._broadcast()
+
+    async def _fail_queue(self, message: str) -> None:
+        """Clear the queue, each cell saying why it did not run."""
+        dropped = [job.cell_id for job in self.queue]
+        self.queue.clear()
+        if dropped:
+            await self._edit(lambda doc: [self._fail_cell(cell_id, message) for cell_id in dropped])
 
     def _finish(self, job: Job, outcome: str) -> None:
         job.outcome = outcome

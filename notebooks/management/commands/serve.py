@@ -65,6 +65,7 @@ class Command(BaseCommand):
                 server.start()
             except SandboxUnavailable as exc:
                 raise CommandError(str(exc)) from exc
+            server.keep_running()  # killed or crashed: back on the same URL and token
             os.environ["JUPYTER_SERVER_URL"] = settings.JUPYTER_SERVER_URL = server.url
             os.environ["JUPYTER_SERVER_TOKEN"] = settings.JUPYTER_SERVER_TOKEN = server.token
         try:
