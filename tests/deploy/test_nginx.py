@@ -1,9 +1,11 @@
 """The repo's nginx configuration in front of two real daphne workers and a redis-server:
-pages, websockets (each client on whichever worker nginx picks), the body limit, gzip."""
+pages, websockets (each client on whichever worker nginx picks), the body limit, gzip, static
+files from disk (brotli too) or from the workers when not collected."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import shutil
 import subprocess
 import tempfile
@@ -11,9 +13,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import brotli
 import pytest
 
-from config.deploy import nginx_argv, nginx_conf
+from config.deploy import BROTLI_STATIC_MODULE, nginx_argv, nginx_conf
 from tests.collab.test_workers import open_client, settle
 from tests.procs import Stack, free_port, wait_for_port
 
@@ -24,15 +27,19 @@ LIMIT = 2 * 1024 * 1024
 def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> tuple[int, Path]:
     """nginx from the repo's configuration in front of `workers` new workers of `stack`; nginx is
     stopped with the stack, its directory (the caller removes it) is reachable by nginx's workers."""
-    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+    nginx_missing = shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()
+    if nginx_missing or not BROTLI_STATIC_MODULE.exists():
         subprocess.run(["scripts/install_nginx.sh"], check=True)
     upstreams = [f"127.0.0.1:{stack.start_worker()}" for _ in range(workers)]
     port = free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="collab-nginx-"))
     run_dir.chmod(0o755)  # nginx's workers (www-data when started as root) keep uploads here
+    (run_dir / "static").mkdir(mode=0o755)  # its static root: empty, so the workers serve them
     conf = run_dir / "nginx.conf"
     access_log = str(run_dir / "access.log")
-    conf.write_text(nginx_conf(f"127.0.0.1:{port}", upstreams, run_dir, access_log, max_body=max_body))
+    conf.write_text(
+        nginx_conf(f"127.0.0.1:{port}", upstreams, run_dir, access_log, max_body, run_dir / "static")
+    )
     argv = nginx_argv(conf, run_dir)
     argv[0] = shutil.which("nginx") or "/usr/sbin/nginx"
     wait_for_port(port, stack._spawn(argv, log="nginx.log"))
@@ -69,6 +76,31 @@ def test_pages_and_static_files_come_through_gzipped(proxied):
     status, headers, _ = get(port, "/static/dist/editor.js", **{"Accept-Encoding": "gzip"})
     assert status == 200
     assert headers.get("Content-Encoding") == "gzip"
+
+
+def test_collected_static_files_come_from_disk_brotli_encoded_and_cached_for_ever(proxied):
+    _, port, run_dir = proxied
+    assert BROTLI_STATIC_MODULE.exists(), "scripts/install_nginx.sh installs it"
+    source = b"export const probe = 'served by nginx';\n" * 100
+    folder = run_dir / "static" / "dist"
+    folder.mkdir(mode=0o755)
+    for name, data in (("", source), (".br", brotli.compress(source)), (".gz", gzip.compress(source))):
+        (folder / f"probe.0123456789ab.js{name}").write_bytes(data)
+        (folder / f"probe.0123456789ab.js{name}").chmod(0o644)
+
+    path = "/static/dist/probe.0123456789ab.js"
+    status, headers, body = get(port, path, **{"Accept-Encoding": "gzip, deflate, br"})
+    assert status == 200
+    assert headers.get("Content-Encoding") == "br"
+    assert brotli.decompress(body) == source
+    assert headers.get("Cache-Control") == "public, max-age=315360000, immutable"
+    status, headers, body = get(port, path, **{"Accept-Encoding": "gzip"})
+    assert (status, headers.get("Content-Encoding"), gzip.decompress(body)) == (200, "gzip", source)
+    status, headers, body = get(port, path)
+    assert (status, headers.get("Content-Encoding"), body) == (200, None, source)
+    served = [line for line in (run_dir / "access.log").read_text().splitlines() if path in line]
+    assert len(served) == 3
+    assert all(line.endswith(" -") for line in served), served  # no worker was asked
 
 
 def test_the_proxy_refuses_a_body_over_the_limit(proxied):
