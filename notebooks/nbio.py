@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
+
 @functools.cache
 def _nbformat() -> ModuleType:
     """nbformat, imported on first use: with jsonschema it is a third of a worker's start, and
