@@ -1,7 +1,7 @@
 """Worker start: process start to the first 200 from /healthz, and what a worker imports.
 
     .venv/bin/python bench/startup.py            # 5 runs of each, about 1 minute on 2 cores
-    .venv/bin/python bench/startup.py --runs 9
+    .venv/bin/python bench/startup.py --runs 9 --baseline /tmp/base   # interleaved with another checkout
 
 Two ways a worker starts, each against a fresh database and its own redis-server (loopback):
 - `daphne config.asgi:application`, as `manage.py stack` and the tests start workers;
@@ -48,10 +48,10 @@ HEAVY = (
 )
 
 
-def first_answer(argv: list[str], port: int, env: dict[str, str]) -> float:
-    """Seconds from spawning `argv` to the first 200 from its /healthz."""
+def first_answer(argv: list[str], port: int, env: dict[str, str], tree: Path = ROOT) -> float:
+    """Seconds from spawning `argv` in the checkout `tree` to the first 200 from its /healthz."""
     start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=LOG)
+    proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=LOG)
     try:
         while True:
             try:
@@ -68,7 +68,9 @@ def first_answer(argv: list[str], port: int, env: dict[str, str]) -> float:
         proc.wait(10)
 
 
-def imports(env: dict[str, str], count: int) -> tuple[float, list[tuple[str, float]], list[str]]:
+def imports(
+    env: dict[str, str], count: int, tree: Path = ROOT
+) -> tuple[float, list[tuple[str, float]], list[str]]:
     """(total s, the `count` slowest modules by cumulative time, heavy modules imported)."""
     code = (
         "import django; django.setup(); import config.asgi, sys; "
@@ -76,7 +78,7 @@ def imports(env: dict[str, str], count: int) -> tuple[float, list[tuple[str, flo
     )
     done = subprocess.run(
         [PYTHON, "-X", "importtime", "-c", code],
-        cwd=ROOT,
+        cwd=tree,
         env=env,
         capture_output=True,
         text=True,
@@ -92,42 +94,52 @@ def imports(env: dict[str, str], count: int) -> tuple[float, list[tuple[str, flo
     return total, top, [m for m in done.stdout.strip().split(",") if m]
 
 
+def argv_for(how: str, port: int) -> list[str]:
+    if how == "daphne":
+        return [PYTHON, "-m", "daphne", *daphne_args("127.0.0.1", port)]
+    return [PYTHON, "manage.py", "serve", "127.0.0.1", str(port), "--behind-proxy"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. `git worktree add /tmp/base main`) measured in turn with this one",
+    )
     args = parser.parse_args()
+    trees = {"this checkout": ROOT}
+    if args.baseline:
+        trees = {f"baseline ({args.baseline})": args.baseline.resolve(), **trees}
     stack = Stack()
     listener = socket.create_server(("127.0.0.1", 0))  # stands in for the kernel server
     env = {**stack.env, "JUPYTER_SERVER_URL": f"http://127.0.0.1:{listener.getsockname()[1]}"}
     env["JUPYTER_SERVER_TOKEN"] = "unused"
+    loads = []
     try:
-        results = {}
-        for name in ("daphne", "serve"):
-            times = []
-            for _ in range(args.runs):
-                port = free_port()
-                if name == "daphne":
-                    argv = [PYTHON, "-m", "daphne", *daphne_args("127.0.0.1", port)]
-                else:
-                    argv = [PYTHON, "manage.py", "serve", "127.0.0.1", str(port), "--behind-proxy"]
-                times.append(first_answer(argv, port, env))
-            results[name] = times
-        total, top, heavy = imports(env, 12)
-        load = Path("/proc/loadavg").read_text().split()[:3]
-        print(f"\n/proc/loadavg at the end: {' '.join(load)}\n")
+        results: dict[tuple[str, str], list[float]] = {}
+        for how in ("daphne", "serve"):
+            for _ in range(args.runs):  # in turn, so that both see the same machine
+                for label, tree in trees.items():
+                    port = free_port()
+                    results.setdefault((label, how), []).append(
+                        first_answer(argv_for(how, port), port, env, tree)
+                    )
+                    loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
+        print(f"\n/proc/loadavg (1 min) during the runs: {min(loads):.1f} to {max(loads):.1f}\n")
         print(
             f"| start to first /healthz 200 ({args.runs} runs) | median ms | min | max |\n|---|---|---|---|"
         )
-        labels = {
-            "daphne": "`daphne config.asgi:application`",
-            "serve": "`manage.py serve` (collectstatic first)",
-        }
-        for name, times in results.items():
+        labels = {"daphne": "`daphne config.asgi:application`", "serve": "`manage.py serve`"}
+        for (label, how), times in results.items():
             ms = [1000 * t for t in times]
-            print(f"| {labels[name]} | {statistics.median(ms):.0f} | {min(ms):.0f} | {max(ms):.0f} |")
-        print(f"\nImports of `django.setup(); import config.asgi`: {total:.2f} s at top level.")
-        print("Heavy optional modules imported:", ", ".join(heavy) or "none")
-        print("Slowest (cumulative):", ", ".join(f"{n} {s:.2f} s" for n, s in top))
+            print(f"| {label}: {labels[how]} | {statistics.median(ms):.0f} | {min(ms):.0f} | {max(ms):.0f} |")
+        for label, tree in trees.items():
+            total, top, heavy = imports(env, 8, tree)
+            print(f"\n{label}: imports of `django.setup(); import config.asgi` {total:.2f} s at top level.")
+            print("Heavy optional modules imported:", ", ".join(heavy) or "none")
+            print("Slowest (cumulative):", ", ".join(f"{n} {s:.2f} s" for n, s in top))
     finally:
         listener.close()
         stack.close()
