@@ -1,14 +1,18 @@
-"""Scale of the deployment: 2 daphne workers behind the repo's nginx (deploy/nginx.conf.in),
-redis-server, SQLite or DATABASE_URL's PostgreSQL, everything on free loopback ports.
+"""Scale of the deployment: 2 and 4 daphne workers behind the repo's nginx (deploy/nginx.conf.in),
+redis-server, SQLite or DATABASE_URL's PostgreSQL, and the same load against pycrdt-websocket
+(bench/pycrdt_server.py, one process) in the same run; everything on free loopback ports.
 
-    .venv/bin/python bench/deploy_scale.py                 # about 2-3 minutes on 2 cores
-    .venv/bin/python bench/deploy_scale.py --observers 999 --rooms 1000 --seconds 10
+    .venv/bin/python bench/deploy_scale.py                 # about 5-8 minutes on 2 cores
+    .venv/bin/python bench/deploy_scale.py --observers 999 --rooms 1000 --seconds 10 --workers 2 4
 
 Scenarios (bounded in count and time):
 - lecture: one room, 1 writer at 20 updates/s, N observers, all through nginx (which spreads
-  sockets over both workers): delivery latency p50/p99 and the share of updates delivered;
+  sockets over the workers): delivery latency p50/p99 and the share of updates delivered;
 - 10 writers x 10 updates/s in one room with the same observers;
-- many rooms on one worker (directly, one client each): join p50/p99, worker RSS per room;
+- the same two against pycrdt-websocket (its rooms start empty: the first writer adds the one
+  cell the app's blank notebook has);
+- many rooms on one worker (directly, one client each; after the last worker count) and on the
+  pycrdt-websocket process: join p50/p99, RSS per room;
 - worker start: process start to first answer of /healthz, and what `config.asgi` imports.
 Prints a Markdown table (bench/README.md keeps the last one).
 """
@@ -33,6 +37,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 import django
 
 django.setup()
+
+from pycrdt import Array, Map, Text  # noqa: E402
 
 from bench.rt_scenarios import percentile  # noqa: E402
 from bench.rt_ws import Observer, YClient, marker  # noqa: E402
@@ -62,21 +68,31 @@ def notebooks(stack: Stack, email: str, count: int) -> tuple[str, list[str]]:
     return out["cookie"], out["ids"]
 
 
-async def lecture(
-    port: int, room: str, headers: dict, observers: int, writers: int, rate: float, seconds: float
-):
+def seed_first_cell(client: YClient) -> None:
+    """pycrdt-websocket's rooms start empty: give the room the app's blank notebook's one cell."""
+    cells = client.doc.get("cells", type=Array)
+    if len(cells) == 0:
+        before = client.doc.get_state()
+        cells.append(Map({"id": "c0", "cell_type": "code", "source": Text(""), "metadata": Map()}))
+        client.send_update(client.doc.get_update(before))
+
+
+async def lecture(url: str, headers: dict, observers: int, writers: int, rate: float, seconds: float):
     latencies: list[float] = []
-    url = f"ws://127.0.0.1:{port}/ws/notebooks/{room}"
     tag = f"L{writers}x{int(rate)}"
+    authors = [await YClient().open(url, headers)]
+    await asyncio.wait_for(authors[0].synced, 20)
+    seed_first_cell(authors[0])
+    for _ in range(writers - 1):
+        authors.append(await YClient().open(url, headers))
+        await asyncio.wait_for(authors[-1].synced, 20)
     watching = []
     for start in range(0, observers, 50):  # open in waves: a burst of handshakes is not the test
         batch = [
             Observer(tag.encode(), latencies).open(url, headers) for _ in range(min(50, observers - start))
         ]
         watching += await asyncio.gather(*batch)
-    authors = [await YClient().open(url, headers) for _ in range(writers)]
-    for author in authors:
-        await asyncio.wait_for(author.synced, 20)
+    await asyncio.sleep(1)  # every observer's handshake answered
     sent = 0
 
     async def write(index: int, author: YClient) -> None:
@@ -96,12 +112,12 @@ async def lecture(
     return {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99), "delivered": delivered}
 
 
-async def many_rooms(port: int, pid: int, rooms: list[str], headers: dict):
+async def many_rooms(urls: list[str], pid: int, headers: dict):
     before = rss_kib(pid)
     joins, clients = [], []
-    for room in rooms:
+    for url in urls:
         start = time.monotonic()
-        client = await YClient(follow=False).open(f"ws://127.0.0.1:{port}/ws/notebooks/{room}", headers)
+        client = await YClient(follow=False).open(url, headers)
         await asyncio.wait_for(client.synced, 20)
         joins.append((time.monotonic() - start) * 1000)
         clients.append(client)
@@ -112,7 +128,7 @@ async def many_rooms(port: int, pid: int, rooms: list[str], headers: dict):
     return {
         "p50": percentile(joins, 0.5),
         "p99": percentile(joins, 0.99),
-        "rss_per_room": (after - before) / len(rooms),
+        "rss_per_room": (after - before) / len(urls),
     }
 
 
@@ -155,40 +171,86 @@ def top_imports(stack: Stack, count: int = 6) -> list[tuple[str, float]]:
     return sorted(rows, key=lambda r: -r[1])[:count]
 
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def start_nginx(stack: Stack, workers: list[int], run_dir: Path) -> tuple[int, subprocess.Popen]:
+    port = free_port()
+    conf = run_dir / f"nginx-{port}.conf"
+    conf.write_text(nginx_conf(f"127.0.0.1:{port}", [f"127.0.0.1:{w}" for w in workers], run_dir))
+    argv = nginx_argv(conf, run_dir)
+    argv[0] = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = stack._spawn(argv, log=f"nginx-{port}.log")
+    wait_for_port(port, proc)
+    return port, proc
+
+
+def start_pycrdt(stack: Stack) -> tuple[int, int]:
+    """bench/pycrdt_server.py under daphne, its store in the stack's directory: (port, pid)."""
+    port = free_port()
+    env = {"PYCRDT_BENCH_STORE": str(stack.tmp / "ystore.sqlite3")}
+    proc = stack._spawn(
+        [PYTHON, "-m", "daphne", "-p", str(port), "bench.pycrdt_server:application"], "pycrdt.log", env
+    )
+    wait_for_port(port, proc)
+    return port, proc.pid
+
+
+async def lectures(args, name: str, url: str, headers: dict, rows: list) -> None:
+    for writers, rate in ((1, 20), (10, 10)):
+        result = await lecture(url, headers, args.observers, writers, rate, args.seconds)
+        label = (
+            f"{name}: 1 room, {writers} writer{'s' * (writers > 1)} x {rate}/s, {args.observers} observers"
+        )
+        rows.append((label, result, loadavg()))
+        print(rows[-1], flush=True)
+
+
 async def run(args) -> None:
     stack = Stack(
         COLLAB_MAX_SOCKETS_PER_ROOM="2000", COLLAB_MAX_SOCKETS_PER_PERSON="5000", DISABLE_RATE_LIMITS="true"
     )
     run_dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
     run_dir.chmod(0o755)
+    rows: list = []
     try:
-        workers = [stack.start_worker() for _ in range(2)]
-        port = free_port()
-        conf = run_dir / "nginx.conf"
-        conf.write_text(nginx_conf(f"127.0.0.1:{port}", [f"127.0.0.1:{w}" for w in workers], run_dir))
-        argv = nginx_argv(conf, run_dir)
-        argv[0] = shutil.which("nginx") or "/usr/sbin/nginx"
-        wait_for_port(port, stack._spawn(argv, log="nginx.log"))
-        cookie, ids = notebooks(stack, "bench@example.com", args.rooms + 1)
-        headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
-        rows = []
-        one = await lecture(port, ids[0], headers, args.observers, 1, 20, args.seconds)
-        rows.append((f"1 room, 1 writer x 20/s, {args.observers} observers, via nginx", one))
-        ten = await lecture(port, ids[0], headers, args.observers, 10, 10, args.seconds)
-        rows.append((f"1 room, 10 writers x 10/s, {args.observers} observers, via nginx", ten))
-        direct = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{workers[0]}"}
-        rooms = await many_rooms(workers[0], stack.workers[workers[0]].pid, ids[1:], direct)
+        cookie, ids = notebooks(stack, "bench@example.com", args.rooms + 2)
+        for count in args.workers:
+            workers = [stack.start_worker() for _ in range(count)]
+            port, nginx = start_nginx(stack, workers, run_dir)
+            headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
+            room = ids[0] if count == args.workers[0] else ids[1]
+            url = f"ws://127.0.0.1:{port}/ws/notebooks/{room}"
+            await lectures(args, f"app, {count} workers via nginx", url, headers, rows)
+            if count == args.workers[-1]:
+                direct = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{workers[0]}"}
+                urls = [f"ws://127.0.0.1:{workers[0]}/ws/notebooks/{i}" for i in ids[2:]]
+                app_rooms = await many_rooms(urls, stack.workers[workers[0]].pid, direct)
+                app_rooms["load"] = loadavg()
+            nginx.terminate()
+            nginx.wait(10)
+            for worker in workers:
+                stack.kill_worker(worker)
+        port, pid = start_pycrdt(stack)
+        headers = {"Origin": f"http://127.0.0.1:{port}"}
+        await lectures(args, "pycrdt-websocket, 1 process", f"ws://127.0.0.1:{port}/lecture", headers, rows)
+        urls = [f"ws://127.0.0.1:{port}/room-{i}" for i in range(args.rooms)]
+        pycrdt_rooms = await many_rooms(urls, pid, headers)
+        pycrdt_rooms["load"] = loadavg()
         starts = worker_start(stack)
-        print("\n| scenario | p50 ms | p99 ms | delivered / other |\n|---|---|---|---|")
-        for name, r in rows:
-            print(f"| {name} | {r['p50']:.1f} | {r['p99']:.1f} | {r['delivered']:.1f} % |")
-        print(
-            f"| {args.rooms} rooms on one worker, one client each: join | {rooms['p50']:.1f} | "
-            f"{rooms['p99']:.1f} | RSS {rooms['rss_per_room']:.0f} KiB per room |"
-        )
+        print("\n| scenario | p50 ms | p99 ms | delivered / other | loadavg |\n|---|---|---|---|---|")
+        for name, r, load in rows:
+            print(f"| {name} | {r['p50']:.1f} | {r['p99']:.1f} | {r['delivered']:.1f} % | {load} |")
+        for name, r in (("app, one worker", app_rooms), ("pycrdt-websocket", pycrdt_rooms)):
+            print(
+                f"| {name}: {args.rooms} rooms, one client each: join | {r['p50']:.1f} | "
+                f"{r['p99']:.1f} | RSS {r['rss_per_room']:.0f} KiB per room | {r['load']} |"
+            )
         fastest, slowest = 1000 * min(starts), 1000 * max(starts)
         print(
-            f"| worker start to first /healthz answer (3 runs) | {fastest:.0f} | {slowest:.0f} | min / max |"
+            f"| worker start to first /healthz answer (3 runs) | {fastest:.0f} | {slowest:.0f} | min / max"
+            f" | {loadavg()} |"
         )
         print(
             "\nSlowest top-level imports of a worker:",
@@ -206,9 +268,11 @@ def main() -> None:
     parser.add_argument("--observers", type=int, default=200)
     parser.add_argument("--rooms", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 4])
     args = parser.parse_args()
     args.observers = min(args.observers, 1000)
     args.rooms = min(args.rooms, 2000)
+    args.workers = [min(max(1, n), 8) for n in args.workers]
     asyncio.run(run(args))
 
 

@@ -55,9 +55,11 @@ from kernels import assist
 from kernels.execution import Event, Finished, InputRequested, KernelLost, KernelStatus, Output
 from kernels.jobs import (
     CELL_NOT_RUN,
+    NOT_REACHED,
     InputRefused,
     Job,
     PendingInput,
+    connection_lost_message,
     detached,
     died_message,
     load_user,
@@ -234,9 +236,10 @@ class KernelBridge(RunQueue, Takeover, InputPrompts, OutputSink):
             self.channels = None
             self.kernel_id = None
             self.status = "dead"
-            self.message = "The kernel is gone; the next run starts a new one."
+            cell_message, self.message = connection_lost_message(exc, self._on_default_server)
+            await self._fail_queue(NOT_REACHED)
             if lost is not None:
-                await self._lost(lost, died_message(self._on_default_server))
+                await self._lost(lost, cell_message)
             await self._broadcast()
 
     async def _on_event(self, event: Event) -> None:

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from accounts.models import User
 from audit import log as audit
-from kernels.jupyter import KernelServerError
+from kernels.jupyter import KernelGone, KernelServerError
 from notebooks.models import Notebook
 
 log = logging.getLogger("kernels.bridge")
@@ -39,6 +39,28 @@ def died_message(sandboxed: bool) -> str:
             f" {settings.KERNEL_MAX_PROCESSES} processes. Run it again to start a new kernel."
         )
     return text
+
+
+def connection_lost_message(exc: Exception, sandboxed: bool) -> tuple[str, str]:
+    """(the running cell's error, the kernel status message) when the kernel's connection ended
+    for good: its server stopped answering (stopped, killed), or the kernel is gone from a
+    server that answers (e.g. one restarted since)."""
+    if isinstance(exc, KernelGone):
+        return (
+            "The kernel is gone from its kernel server (stopped, or the server was restarted) while"
+            " this cell was running. Run it again to start a new kernel.",
+            "The kernel is gone from its kernel server; the next run starts a new one.",
+        )
+    if isinstance(exc, KernelServerError):
+        return (
+            "The kernel server stopped answering while this cell was running, and its kernel is"
+            " lost. Run it again to start a new kernel once the server is back.",
+            "The kernel server stopped answering; the next run starts a new kernel once it is back.",
+        )
+    return died_message(sandboxed), "The kernel is gone; the next run starts a new one."
+
+
+NOT_REACHED = "Not run: the kernel server was lost before this cell's turn. Run it again."
 
 
 @dataclass

@@ -17,6 +17,9 @@ Rules:
   lasting directory to keep kernels' files across server restarts.
 - `start()` blocks until `/api/status` answers; `stop()` terminates the process group and
   removes the temporary dirs. Both are synchronous: call them from a thread in async code.
+- `keep_running()` (what `manage.py serve` and `stack` use) restarts a server that died or was
+  killed, on the same URL with the same token; the kernels it ran are gone, and the bridge
+  fails their cells and starts a new kernel on the next run.
 
 `python -m kernels.local_server` runs one in the foreground and prints its URL.
 """
@@ -24,6 +27,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -32,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +44,7 @@ from types import TracebackType
 
 import httpx
 
+log = logging.getLogger(__name__)
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 NODELAY_CLASS = "kernels.nodelay.NoDelayWebsocketConnection"
 SANDBOX_ENTRY = str(Path(__file__).resolve().parent / "sandbox_entry")
@@ -144,6 +150,9 @@ class LocalJupyterServer:
         self.root_dir: Path | None = None
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._keeper: threading.Thread | None = None
+        self._keeper_stop = threading.Event()
+        self._restart_lock = threading.Lock()
 
     def __enter__(self) -> LocalJupyterServer:
         self.start()
@@ -179,15 +188,7 @@ class LocalJupyterServer:
             self.token = secrets.token_hex(32)
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
-            self._proc = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
-                self._argv(),
-                env=self._env(),
-                cwd=str(self.root_dir),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL if self.quiet else None,
-                stderr=subprocess.DEVNULL if self.quiet else None,
-                start_new_session=True,  # its kernels die with it: we signal the whole group
-            )
+            self._launch()
             try:
                 self._wait_ready()
                 return
@@ -202,8 +203,65 @@ class LocalJupyterServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server (SIGTERM to its process group, SIGKILL after `timeout`)."""
+        self._keeper_stop.set()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join()
+        self._keeper = None
         self._kill(timeout)
         self._cleanup_dirs()
+
+    def restart(self) -> None:
+        """Start it again after it died (or was killed), on the same port with the same token,
+        so whoever holds its URL and token (settings, other workers' environment) keeps
+        working. What the dead process left in its process group (kernels) is killed first."""
+        if self._tmp is None:
+            raise RuntimeError("server not started")
+        with self._restart_lock:
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            self._launch()
+            try:
+                self._wait_ready()
+            except RuntimeError:
+                self._kill()
+                raise
+
+    def keep_running(self, interval: float = 1.0) -> None:
+        """Watch the server from a daemon thread and `restart()` it whenever its process has
+        ended (killed, crashed) until `stop()`; the bridge tells the cells it was running."""
+        if self._keeper is not None:
+            return
+        self._keeper_stop.clear()
+        self._keeper = threading.Thread(
+            target=self._keep, args=(interval,), name="jupyter-keeper", daemon=True
+        )
+        self._keeper.start()
+
+    def _keep(self, interval: float) -> None:
+        while not self._keeper_stop.wait(interval):
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                continue
+            code = proc.returncode if proc is not None else None
+            log.warning("the local Jupyter Server exited with code %s; restarting it", code)
+            try:
+                self.restart()
+            except (OSError, RuntimeError):
+                log.exception("the local Jupyter Server did not restart; trying again")
+
+    def _launch(self) -> None:
+        self._proc = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+            self._argv(),
+            env=self._env(),
+            cwd=str(self.root_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL if self.quiet else None,
+            stderr=subprocess.DEVNULL if self.quiet else None,
+            start_new_session=True,  # its kernels die with it: we signal the whole group
+        )
 
     def _argv(self) -> list[str]:
         assert self.root_dir is not None

@@ -107,6 +107,8 @@ class RunQueue:
             except Exception as exc:
                 log.warning("running cell %s of %s failed", job.cell_id, self.notebook_id, exc_info=True)
                 self.message = f"Could not run: {reason(exc)}"
+                if self.channels is None:  # not "starting" forever
+                    self.status = "not started"
                 with contextlib.suppress(Exception):
                     await self._edit(lambda doc, cid=job.cell_id: self._fail_cell(cid, CELL_NOT_RUN))
                 self._finish(job, "error")
@@ -162,6 +164,13 @@ class RunQueue:
         if dropped:
             await self._edit(lambda doc: self._mark(dropped, "idle"))
         await self._broadcast()
+
+    async def _fail_queue(self, message: str) -> None:
+        """Clear the queue, each cell saying why it did not run."""
+        dropped = [job.cell_id for job in self.queue]
+        self.queue.clear()
+        if dropped:
+            await self._edit(lambda doc: [self._fail_cell(cell_id, message) for cell_id in dropped])
 
     def _finish(self, job: Job, outcome: str) -> None:
         job.outcome = outcome

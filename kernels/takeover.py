@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 from channels.db import database_sync_to_async
-from notebooks.docschema import execution_states
 from pycrdt import Doc
 
 from kernels import leases, servers
@@ -26,6 +25,7 @@ from kernels.jobs import (
     load_user,
 )
 from kernels.jupyter import JupyterClient, KernelChannels, KernelServerError
+from notebooks.docschema import execution_states
 
 log = logging.getLogger("kernels.bridge")
 

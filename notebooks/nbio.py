@@ -6,15 +6,27 @@ is written anywhere.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
 import warnings
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import nbformat
-from nbformat import NotebookNode
-from nbformat.v4 import convert as v4_convert
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+
+@functools.cache
+def _nbformat() -> ModuleType:
+    """nbformat, imported on first use: with jsonschema it is a third of a worker's start, and
+    only imports, exports and saved notebooks need it."""
+    import nbformat
+    import nbformat.v4.convert  # for the attribute `_nbformat().v4.convert`
+
+    return nbformat
+
 
 CURRENT_MINOR = 5  # cell ids exist from 4.5 on
 MAX_CELLS = 10_000
@@ -101,8 +113,8 @@ def _upgrade_and_validate(raw: dict) -> NotebookNode:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            nb = nbformat.reads(json.dumps(raw), as_version=4)
-    except nbformat.ValidationError as e:
+            nb = _nbformat().reads(json.dumps(raw), as_version=4)
+    except _nbformat().ValidationError as e:
         raise NotebookFileError(f"The notebook cannot be read: {_first_line(e)}") from None
     except Exception as e:  # nbformat raises bare KeyErrors and others for broken v2/v3 files
         raise NotebookFileError(
@@ -110,7 +122,7 @@ def _upgrade_and_validate(raw: dict) -> NotebookNode:
         ) from None
     _validate(nb)  # before upgrading: the upgrade must not hide schema errors
     if nb.nbformat_minor < CURRENT_MINOR:
-        nb = v4_convert.upgrade(nb, from_version=4, from_minor=nb.nbformat_minor)
+        nb = _nbformat().v4.convert.upgrade(nb, from_version=4, from_minor=nb.nbformat_minor)
     _validate(nb)  # also makes duplicate cell ids unique
     return nb
 
@@ -119,8 +131,8 @@ def _validate(nb: NotebookNode) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            nbformat.validate(nb)
-    except nbformat.ValidationError as e:
+            _nbformat().validate(nb)
+    except _nbformat().ValidationError as e:
         where = "/".join(str(p) for p in getattr(e, "absolute_path", []) or [])
         place = f" (at {where})" if where else ""
         raise NotebookFileError(
@@ -135,7 +147,7 @@ def _first_line(e: Exception) -> str:
 
 def from_dict(data: dict) -> NotebookNode:
     """A notebook read back from a document, validated; raises if it is not a valid notebook."""
-    nb = nbformat.from_dict(data)
+    nb = _nbformat().from_dict(data)
     _validate(nb)
     return nb
 
@@ -151,7 +163,7 @@ def salvage(data: Any) -> tuple[NotebookNode, list[str]]:
     data = data if isinstance(data, dict) else {}
     found: list[str] = []
     metadata = data.get("metadata")
-    nb = nbformat.from_dict({"cells": [], "nbformat": 4, "nbformat_minor": CURRENT_MINOR})
+    nb = _nbformat().from_dict({"cells": [], "nbformat": 4, "nbformat_minor": CURRENT_MINOR})
     nb.metadata = metadata if isinstance(metadata, dict) else {}
     if not _is_valid(nb):
         found.append("notebook metadata that does not validate: dropped")
@@ -202,12 +214,12 @@ def _salvage_cell(cell: dict, index: int, found: list[str]) -> NotebookNode:
     if not _is_valid(_one_cell(salvaged)):
         found.append(f"cell {index} does not validate: made a raw cell with its source")
         salvaged = {"id": cell_id, "cell_type": "raw", "source": source, "metadata": {}}
-    return nbformat.from_dict(salvaged)
+    return _nbformat().from_dict(salvaged)
 
 
 def _one_cell(cell: dict) -> NotebookNode:
     nb = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": CURRENT_MINOR}
-    return nbformat.from_dict(nb)
+    return _nbformat().from_dict(nb)
 
 
 def _is_valid(nb: NotebookNode) -> bool:
@@ -220,19 +232,19 @@ def _is_valid(nb: NotebookNode) -> bool:
 
 def write_ipynb(nb: NotebookNode) -> bytes:
     """The .ipynb bytes of a notebook, as Jupyter writes them."""
-    return nbformat.writes(nb).encode("utf-8") + b"\n"
+    return _nbformat().writes(nb).encode("utf-8") + b"\n"
 
 
 def normalise(nb: NotebookNode) -> dict:
     """The canonical JSON form used to compare notebooks."""
-    return json.loads(nbformat.writes(nb))
+    return json.loads(_nbformat().writes(nb))
 
 
 def blank_notebook() -> NotebookNode:
-    nb = nbformat.v4.new_notebook()
+    nb = _nbformat().v4.new_notebook()
     nb.metadata = {
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
     }
-    nb.cells = [nbformat.v4.new_code_cell("")]
+    nb.cells = [_nbformat().v4.new_code_cell("")]
     return nb

@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jupyter_ydoc import YNotebook
-from nbformat import NotebookNode
 from pycrdt import Array, Doc, Map, Text
 
 from notebooks import docschema, nbio
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def read_notebook(doc: Doc) -> NotebookNode:
     salvaged (`nbio.salvage`) rather than making the notebook impossible to open or download."""
     meta = docschema.meta(doc).to_py() or {}
     try:
+        from jupyter_ydoc import YNotebook  # imported on first use: a worker starts faster
+
         data = YNotebook(doc).get()
     except Exception:  # a cell that is not a map
         data = _plain(doc, meta)

@@ -8,6 +8,8 @@ from django.core.management import call_command
 from django.template import Context, Template
 from django.test import Client
 
+from config.static_collect import STAMP, collect_if_changed
+
 pytestmark = pytest.mark.django_db
 
 
@@ -56,3 +58,19 @@ def test_before_collectstatic_the_plain_names_are_served(settings, tmp_path):
     assert static_url("dist/editor.js") == "/static/dist/editor.js"
     response = Client().get("/static/dist/editor.js")
     assert response.status_code == 200
+
+
+def test_it_collects_again_only_when_a_source_changed(settings, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "app.css").write_text("body { color: red }")
+    settings.STATICFILES_DIRS = [source]
+    settings.STATIC_ROOT = tmp_path / "collected"
+    settings.STATIC_ROOT.mkdir()
+    assert collect_if_changed() is True
+    assert collect_if_changed() is False  # the same sources: nothing to do
+    (source / "app.css").write_text("body { color: blue }")
+    assert collect_if_changed() is True
+    assert "blue" in (settings.STATIC_ROOT / "app.css").read_text()
+    (settings.STATIC_ROOT / STAMP).unlink()
+    assert collect_if_changed() is True  # no stamp: collected again

@@ -1,15 +1,19 @@
 """The repo's nginx configuration in front of two real daphne workers and a redis-server:
-pages, websockets (each client on whichever worker nginx picks), the body limit, gzip."""
+pages, websockets (each client on whichever worker nginx picks), the body limit, gzip, static
+files from disk (brotli too) or from the workers when not collected."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import shutil
 import urllib.error
 import urllib.request
 
+import brotli
 import pytest
 
+from config.deploy import BROTLI_STATIC_MODULE
 from tests.support.processes import Stack, start_proxy
 from tests.support.yclient import open_client, settle
 
@@ -47,6 +51,31 @@ def test_pages_and_static_files_come_through_gzipped(proxied):
     status, headers, _ = get(port, "/static/dist/editor.js", **{"Accept-Encoding": "gzip"})
     assert status == 200
     assert headers.get("Content-Encoding") == "gzip"
+
+
+def test_collected_static_files_come_from_disk_brotli_encoded_and_cached_for_ever(proxied):
+    _, port, run_dir = proxied
+    assert BROTLI_STATIC_MODULE.exists(), "scripts/install_nginx.sh installs it"
+    source = b"export const probe = 'served by nginx';\n" * 100
+    folder = run_dir / "static" / "dist"
+    folder.mkdir(mode=0o755)
+    for name, data in (("", source), (".br", brotli.compress(source)), (".gz", gzip.compress(source))):
+        (folder / f"probe.0123456789ab.js{name}").write_bytes(data)
+        (folder / f"probe.0123456789ab.js{name}").chmod(0o644)
+
+    path = "/static/dist/probe.0123456789ab.js"
+    status, headers, body = get(port, path, **{"Accept-Encoding": "gzip, deflate, br"})
+    assert status == 200
+    assert headers.get("Content-Encoding") == "br"
+    assert brotli.decompress(body) == source
+    assert headers.get("Cache-Control") == "public, max-age=315360000, immutable"
+    status, headers, body = get(port, path, **{"Accept-Encoding": "gzip"})
+    assert (status, headers.get("Content-Encoding"), gzip.decompress(body)) == (200, "gzip", source)
+    status, headers, body = get(port, path)
+    assert (status, headers.get("Content-Encoding"), body) == (200, None, source)
+    served = [line for line in (run_dir / "access.log").read_text().splitlines() if path in line]
+    assert len(served) == 3
+    assert all(line.endswith(" -") for line in served), served  # no worker was asked
 
 
 def test_the_proxy_refuses_a_body_over_the_limit(proxied):

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
-from pycrdt import Array, Map, Text
 
 from audit.models import AuditEvent
 from config.asgi import application
@@ -19,7 +18,7 @@ from notebooks import actions
 from notebooks.models import Grant, Role
 from tests.support.cast import cookie_for
 from tests.support.consumer import close_all, joined
-from tests.support.kernels import outputs, post
+from tests.support.kernels import add_code_cell, outputs, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,20 +31,6 @@ async def kernel_settings(settings, jupyter_server: LocalJupyterServer) -> Async
     async with asyncio.timeout(60):  # a shutdown that hangs fails the test instead of the run
         for bridge in list(BRIDGES.values()):
             await bridge.shutdown()
-
-
-def add_code_cell(client, cell_id: str, source: str) -> None:
-    cell = Map(
-        {
-            "id": cell_id,
-            "cell_type": "code",
-            "source": Text(source),
-            "metadata": Map(),
-            "outputs": Array(),
-            "execution_count": None,
-        }
-    )
-    client.cells.append(cell)
 
 
 async def test_a_run_reaches_every_socket_and_the_database(notebook, alice, bob):

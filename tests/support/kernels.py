@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
 from django.test import Client
 from django.utils.crypto import get_random_string
+from pycrdt import Array, Map, Text
 
 from config.asgi import application
 from kernels.execution import Finished, KernelLost, Output
@@ -77,3 +78,17 @@ async def runs_a_kernel_start_to_end(url: str, token: str) -> None:
         finally:
             await client.shutdown_kernel(kernel["id"])
         assert await client.get_kernel(kernel["id"]) is None
+
+
+def add_code_cell(client, cell_id: str, source: str) -> None:
+    cell = Map(
+        {
+            "id": cell_id,
+            "cell_type": "code",
+            "source": Text(source),
+            "metadata": Map(),
+            "outputs": Array(),
+            "execution_count": None,
+        }
+    )
+    client.cells.append(cell)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 
-from config.deploy import nginx_argv, nginx_conf
+from config.deploy import BROTLI_STATIC_MODULE, nginx_argv, nginx_conf
 from config.serving import daphne_args
 from tests.support.waiting import eventually
 
@@ -174,15 +174,19 @@ class Stack:
 def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> tuple[int, Path]:
     """nginx from the repo's configuration in front of `workers` new workers of `stack`; nginx is
     stopped with the stack, its directory (the caller removes it) is reachable by nginx's workers."""
-    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+    nginx_missing = shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()
+    if nginx_missing or not BROTLI_STATIC_MODULE.exists():
         subprocess.run(["scripts/install_nginx.sh"], check=True)
     upstreams = [f"127.0.0.1:{stack.start_worker()}" for _ in range(workers)]
     port = free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="collab-nginx-"))
     run_dir.chmod(0o755)  # nginx's workers (www-data when started as root) keep uploads here
+    (run_dir / "static").mkdir(mode=0o755)  # its static root: empty, so the workers serve them
     conf = run_dir / "nginx.conf"
     access_log = str(run_dir / "access.log")
-    conf.write_text(nginx_conf(f"127.0.0.1:{port}", upstreams, run_dir, access_log, max_body=max_body))
+    conf.write_text(
+        nginx_conf(f"127.0.0.1:{port}", upstreams, run_dir, access_log, max_body, run_dir / "static")
+    )
     argv = nginx_argv(conf, run_dir)
     argv[0] = shutil.which("nginx") or "/usr/sbin/nginx"
     wait_for_port(port, stack._spawn(argv, log="nginx.log"))

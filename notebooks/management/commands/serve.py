@@ -12,10 +12,10 @@ import os
 
 from daphne.cli import CommandLineInterface
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from config.serving import daphne_args
+from config.static_collect import collect_if_changed
 from kernels.local_server import LocalJupyterServer, Sandbox, SandboxUnavailable
 
 
@@ -44,8 +44,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, host: str, port: int, behind_proxy: bool = False, **options):
-        # hashed, gzip-compressed static files (WhiteNoise serves them with a far-future cache)
-        call_command("collectstatic", interactive=False, verbosity=0)
+        # hashed, gzip-compressed static files (WhiteNoise serves them with a far-future cache),
+        # collected again only when the sources changed
+        collect_if_changed()
         os.umask(0o077)  # the database, emails and kernel homes it creates are the app's alone
         url = f"http://{host}:{port}/"
         if not os.environ.get("SITE_URL"):  # links in emails sent without a request point here
@@ -67,6 +68,7 @@ class Command(BaseCommand):
                 server.start()
             except SandboxUnavailable as exc:
                 raise CommandError(str(exc)) from exc
+            server.keep_running()  # killed or crashed: back on the same URL and token
             os.environ["JUPYTER_SERVER_URL"] = settings.JUPYTER_SERVER_URL = server.url
             os.environ["JUPYTER_SERVER_TOKEN"] = settings.JUPYTER_SERVER_TOKEN = server.token
         try:

@@ -65,6 +65,7 @@ class Command(BaseCommand):
             if not settings.JUPYTER_SERVER_URL:
                 server = local_server()
                 server.start()
+                server.keep_running()  # killed or crashed: back on the same URL and token
                 self.env["JUPYTER_SERVER_URL"], self.env["JUPYTER_SERVER_TOKEN"] = server.url, server.token
             if not self.env.get("REDIS_URL"):
                 self.env["REDIS_URL"] = self._redis()
