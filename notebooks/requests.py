@@ -20,6 +20,8 @@ REQUESTABLE = [Role.VIEWER, Role.EDITOR, Role.RUNNER]
 
 
 def parse_role(value: str | None) -> Role:
+    if not value:
+        raise Refused("Choose the access you ask for: view, edit, or edit and run.", "bad_role")
     try:
         role = Role(value or "")
     except ValueError:
@@ -114,8 +116,11 @@ def pending(access: Access) -> list[AccessRequest]:
 
 
 def _pending_row(access: Access, request_id) -> AccessRequest:
-    queryset = AccessRequest.objects.select_related("user").filter(
-        notebook=access.notebook, status=AccessRequest.Status.PENDING
+    """Locked until the decision commits: a second approver waits, then finds it decided."""
+    queryset = (
+        AccessRequest.objects.select_related("user")
+        .select_for_update(of=("self",))
+        .filter(notebook=access.notebook, status=AccessRequest.Status.PENDING)
     )
     return acl.get_or_refuse(queryset, request_id, "pending access request")
 

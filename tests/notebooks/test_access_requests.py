@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.core import mail
+from django.db import connections
 from django.test import Client
 
 from audit.models import AuditEvent
 from notebooks import emails, sharing
 from notebooks import requests as access_requests
-from notebooks.access import Action, access_notebook, principal_from_session
+from notebooks.access import Action, Refused, access_notebook, principal_from_session
 from notebooks.models import AccessRequest, Grant, Invitation, Removal, Role
 from tests.conftest import make_user
 
@@ -96,6 +99,14 @@ def test_bad_requests_are_named_not_500(notebook, charlie, role, message, words)
     assert response.status_code == 400
     assert words in response.json()["error"]
     assert not AccessRequest.objects.exists()
+
+
+def test_a_request_without_a_role_says_to_choose_one(notebook, charlie):
+    response = client_for(charlie).post(
+        f"/n/{notebook.pk}/request-access", {"message": "hi"}, headers={"Accept": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "Choose the access you ask for: view, edit, or edit and run."
 
 
 def test_asking_for_what_one_has_is_refused(notebook, bob):
@@ -266,3 +277,55 @@ def test_approving_never_lowers_a_role(notebook, bob):
     assert "already has “can edit”" in response.content.decode()
     assert Grant.objects.get(user=bob).role == "editor"
     assert AccessRequest.objects.get().status == "pending"
+
+
+# two people deciding the same request at once
+
+
+def test_a_decline_while_an_approval_is_under_way_waits_and_finds_it_decided(notebook, charlie, monkeypatch):
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+    ask(client_for(charlie), notebook, "editor")
+    req = AccessRequest.objects.get()
+    results = {}
+
+    def decline_elsewhere():
+        try:
+            access_requests.decline(owner_access(notebook), req.pk)
+            results["decline"] = "declined"
+        except Refused as e:
+            results["decline"] = e.code
+        finally:
+            connections.close_all()
+
+    real_invite = sharing.invite
+
+    def invite_while_someone_declines(*args, **kwargs):
+        done = real_invite(*args, **kwargs)
+        other = threading.Thread(target=decline_elsewhere)
+        other.start()
+        # the decline either finishes (nothing stops it) or waits for this transaction's lock
+        deadline = time.monotonic() + 30
+        while other.is_alive() and not _waiting_for_a_lock() and time.monotonic() < deadline:
+            other.join(0.01)
+        results["blocked"] = other.is_alive()
+        results["thread"] = other
+        return done
+
+    monkeypatch.setattr(sharing, "invite", invite_while_someone_declines)
+    access_requests.approve(owner_access(notebook), req.pk, Role.EDITOR)
+    results["thread"].join(30)
+    assert results["blocked"]
+    assert results["decline"] == "not_found"
+    assert AccessRequest.objects.get().status == "approved"
+    assert not AuditEvent.objects.filter(action="access.declined").exists()
+
+
+def _waiting_for_a_lock() -> bool:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
