@@ -23,8 +23,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HOST = "localhost:8765"
 
 
+class ServedClient(Client):
+    """Requests as they reach a server listening on `port` (the test client says 80)."""
+
+    def __init__(self, port: str = "8765", **defaults):
+        super().__init__(**defaults)
+        self.port = port
+
+    def generic(self, *args, **extra):
+        return super().generic(*args, **{"SERVER_PORT": self.port, **extra})
+
+
 def client_for(user) -> Client:
-    client = Client(HTTP_HOST=HOST)
+    client = ServedClient(HTTP_HOST=HOST)
     client.force_login(user)
     return client
 
@@ -195,6 +206,19 @@ def test_the_invitation_names_notebook_inviter_message_and_links_on_the_served_h
     assert re.search(rf"http://{re.escape(HOST)}/invite/\S+", sent.body)
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1:6666", "localhost:6666", "localhost"])
+def test_the_invitation_link_ignores_a_host_naming_another_port(notebook, settings, host):
+    """Someone else listening on another port of the same machine does not receive the token
+    by inviting with a forged Host: the link then goes to SITE_URL."""
+    settings.SITE_URL = "http://127.0.0.1:8765"
+    owner = ServedClient(HTTP_HOST=host)
+    owner.force_login(notebook.owner)
+    invite = {"action": "invite", "emails": "dana@example.com", "role": "viewer"}
+    owner.post(f"/n/{notebook.pk}/share", invite)
+    [sent] = mail.outbox
+    assert re.search(r"http://127\.0\.0\.1:8765/invite/\S+", sent.body), sent.body
+
+
 def test_one_bad_address_is_named_kept_in_the_form_and_the_rest_invited(notebook):
     owner = client_for(notebook.owner)
     response = owner.post(
@@ -329,3 +353,30 @@ def _waiting_for_a_lock() -> bool:
             " WHERE wait_event_type = 'Lock' AND datname = current_database()"
         )
         return cursor.fetchone()[0] > 0
+
+
+def test_a_declined_request_cannot_be_approved_afterwards(notebook, charlie):
+    ask(client_for(charlie), notebook, "editor")
+    req = AccessRequest.objects.get()
+    owner = client_for(notebook.owner)
+    owner.post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "decline"})
+    response = owner.post(
+        f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "approve", "role": "editor"}, follow=True
+    )
+    assert "no such pending access request" in response.content.decode()
+    assert not Grant.objects.filter(user=charlie).exists()
+    assert AccessRequest.objects.get().status == "declined"
+
+
+def test_asking_and_deciding_need_the_csrf_token(notebook, charlie):
+    stranger = Client(enforce_csrf_checks=True)
+    stranger.force_login(charlie)
+    assert stranger.post(f"/n/{notebook.pk}/request-access", {"role": "editor"}).status_code == 403
+    assert not AccessRequest.objects.exists()
+    ask(client_for(charlie), notebook, "editor")
+    req = AccessRequest.objects.get()
+    owner = Client(enforce_csrf_checks=True)
+    owner.force_login(notebook.owner)
+    response = owner.post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "approve", "role": "editor"})
+    assert response.status_code == 403
+    assert AccessRequest.objects.get().status == "pending"
