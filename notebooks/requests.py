@@ -39,10 +39,15 @@ def ask(principal: Principal, notebook: Notebook, role: Role, message: str, requ
     _check_rate(user)
     with transaction.atomic():
         existing = AccessRequest.objects.select_for_update().filter(notebook=notebook, user=user).first()
+        # asked (or declined) a moment ago: update the request, mail nobody again; a decline
+        # does not open the way to asking (and mailing) again at once
         recently = (
             existing is not None
-            and existing.status == AccessRequest.Status.PENDING
-            and (timezone.now() - existing.updated_at).total_seconds() < EMAIL_EVERY_SECONDS
+            and existing.status != AccessRequest.Status.APPROVED
+            and (
+                timezone.now() - max(existing.updated_at, existing.decided_at or existing.updated_at)
+            ).total_seconds()
+            < EMAIL_EVERY_SECONDS
         )
         req, _ = AccessRequest.objects.update_or_create(
             notebook=notebook,

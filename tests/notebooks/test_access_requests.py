@@ -380,3 +380,13 @@ def test_asking_and_deciding_need_the_csrf_token(notebook, charlie):
     response = owner.post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "approve", "role": "editor"})
     assert response.status_code == 403
     assert AccessRequest.objects.get().status == "pending"
+
+
+def test_asking_again_right_after_a_decline_does_not_mail_again(notebook, charlie):
+    client = client_for(charlie)
+    ask(client, notebook, "editor")
+    req = AccessRequest.objects.get()
+    client_for(notebook.owner).post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "decline"})
+    ask(client, notebook, "editor", "please, really")
+    assert AccessRequest.objects.get().status == "pending"  # on the share page again
+    assert len(mail.outbox) == 1
