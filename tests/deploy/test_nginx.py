@@ -107,16 +107,18 @@ def test_websocket_clients_sync_through_the_proxy_whichever_worker_they_reach(pr
     assert len(used) == 2, log  # least_conn spread the four sockets over both workers
 
 
-def post_form(port: int, path: str, cookie: str, data: dict) -> tuple[int, dict, bytes]:
-    """A browser's form POST through the proxy: its session and CSRF cookies, the token, and
-    the Origin a browser sends for the address it is on."""
-    status, headers, body = get(port, path, Cookie=cookie)
+def post_form(
+    port: int, path: str, cookie: str, data: dict, post_to: str | None = None, **headers: str
+) -> tuple[int, dict, bytes]:
+    """A browser's form POST (to `post_to`, else to the form's page `path`): its session and
+    CSRF cookies, the token, and the Origin a browser sends for the address it is on."""
+    status, got, body = get(port, path, Cookie=cookie)
     assert status == 200, body[:500]
-    csrf = re.search(r"csrftoken=([^;]+)", headers.get("Set-Cookie", "")).group(1)
+    csrf = re.search(r"csrftoken=([^;]+)", got.get("Set-Cookie", "")).group(1)
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
+        f"http://127.0.0.1:{port}{post_to or path}",
         data=urllib.parse.urlencode({**data, "csrfmiddlewaretoken": csrf}).encode(),
-        headers={"Cookie": f"{cookie}; csrftoken={csrf}", "Origin": f"http://127.0.0.1:{port}"},
+        headers={"Cookie": f"{cookie}; csrftoken={csrf}", "Origin": f"http://127.0.0.1:{port}", **headers},
     )
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -148,3 +150,25 @@ def test_an_invitation_sent_through_the_proxy_links_to_the_proxy_and_its_token_s
     log = (run_dir / "access.log").read_text()
     assert "/invite/<token>" in log
     assert token not in log
+
+
+def test_the_workers_count_access_requests_together(proxied):
+    """Rate limits hold across workers: each worker alone would let all of these through."""
+    from notebooks.requests import REQUESTS_PER_HOUR
+
+    stack, _, _ = proxied
+    owner = stack.user_with_notebook("limits@example.com", title="Rate limits")
+    asker = stack.user_with_notebook("asker@example.com", title="Own")
+    workers = list(stack.workers)
+    statuses = []
+    for i in range(REQUESTS_PER_HOUR + 1):
+        status, _, _ = post_form(
+            workers[i % len(workers)],
+            f"/n/{asker['notebook_id']}/share",  # a page of one's own, for the CSRF token
+            asker["cookie"],
+            {"role": "editor"},
+            post_to=f"/n/{owner['notebook_id']}/request-access",
+            Accept="application/json",
+        )
+        statuses.append(status)
+    assert statuses == [200] * REQUESTS_PER_HOUR + [429]
