@@ -191,9 +191,10 @@ else:
 if os.environ.get("REDIS_URL"):
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.SharedCache",  # this worker's memory while Redis is down
             "LOCATION": os.environ["REDIS_URL"],
             "KEY_PREFIX": "cache",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
 
