@@ -39,3 +39,16 @@ def _fail_open(name: str):
 
 for _name in METHODS:
     setattr(SharedCache, _name, _fail_open(_name))
+
+
+def count_up(key: str, by: int = 1, seconds: int = 3600) -> int:
+    """Add `by` to the counter `key`, which starts at 0 and lasts `seconds`; a counter that
+    expired between the two calls starts again rather than failing."""
+    from django.core.cache import cache
+
+    cache.add(key, 0, seconds)
+    try:
+        return cache.incr(key, by)
+    except ValueError:
+        cache.set(key, by, seconds)
+        return by

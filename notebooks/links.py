@@ -13,6 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from audit import log as audit
+from config.cache import count_up
 from notebooks import access as acl
 from notebooks.access import Access, Refused, hash_token, link_is_valid
 from notebooks.actions import notify_after_commit
@@ -87,8 +88,7 @@ def _too_many_guesses(request) -> bool:
 
 def _count_guess(request) -> None:
     key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
-    cache.add(key, 0, 600)
-    cache.incr(key)
+    count_up(key, 1, 600)
 
 
 def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import log as audit
+from config.cache import count_up
 from notebooks import access as acl
 from notebooks import emails
 from notebooks.access import Access, Principal, Refused
@@ -78,12 +79,11 @@ def ask(principal: Principal, notebook: Notebook, role: Role, message: str, requ
 
 def _check_rate(user) -> None:
     key = f"access-requests:{user.pk}"
-    cache.add(key, 0, 3600)
     if cache.get(key, 0) >= REQUESTS_PER_HOUR:
         raise Refused(
             f"You can ask for access at most {REQUESTS_PER_HOUR} times an hour; try again later.", "rate"
         )
-    cache.incr(key)
+    count_up(key)
 
 
 def approver_emails(notebook: Notebook, requester, role: Role) -> list[str]:

@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit import log as audit
+from config.cache import count_up
 from notebooks import access as acl
 from notebooks import emails as mail
 from notebooks.access import Access, Refused, hash_token
@@ -256,10 +257,9 @@ def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
 def _check_send_rate(access: Access, count: int) -> None:
     """At most INVITATIONS_PER_HOUR emails per person per hour."""
     key = f"invites:{access.principal.key}"
-    cache.add(key, 0, 3600)
     if cache.get(key, 0) + count > INVITATIONS_PER_HOUR:
         raise ShareError(f"You can send at most {INVITATIONS_PER_HOUR} invitations an hour; try again later.")
-    cache.incr(key, count)
+    count_up(key, count)
 
 
 def withdraw_invitation(access: Access, invitation_id: int, request=None) -> None:

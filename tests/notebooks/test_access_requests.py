@@ -390,3 +390,18 @@ def test_asking_again_right_after_a_decline_does_not_mail_again(notebook, charli
     ask(client, notebook, "editor", "please, really")
     assert AccessRequest.objects.get().status == "pending"  # on the share page again
     assert len(mail.outbox) == 1
+
+
+def test_a_counter_expiring_between_its_add_and_its_increment_is_no_error(notebook, charlie, monkeypatch):
+    """The hour's counter can expire right after `add` found it there; `incr` then has nothing."""
+    from django.core.cache import cache
+
+    monkeypatch.setattr(cache, "add", lambda *args, **kwargs: False)  # "it is there" (and then gone)
+    client = client_for(charlie)
+    client.raise_request_exception = False
+    assert ask(client, notebook, "editor", json=True).status_code == 200
+    owner = client_for(notebook.owner)
+    owner.raise_request_exception = False
+    invite = {"action": "invite", "emails": "dana@example.com", "role": "viewer"}
+    assert owner.post(f"/n/{notebook.pk}/share", invite).status_code == 302
+    assert Invitation.objects.filter(email="dana@example.com").exists()
