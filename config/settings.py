@@ -186,6 +186,17 @@ if os.environ.get("REDIS_URL"):
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# The cache holds rate-limit counters (access requests, invitations, link guesses, allauth's
+# logins): with REDIS_URL every worker counts in the same place, and a restart resets nothing.
+if os.environ.get("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.SharedCache",  # this worker's memory while Redis is down
+            "LOCATION": os.environ["REDIS_URL"],
+            "KEY_PREFIX": "cache",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
 
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [

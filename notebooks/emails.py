@@ -1,8 +1,11 @@
 """The emails sharing sends: what they say and where their links point.
 
 Links are built from the request being answered (`build_absolute_uri`: the host and port the
-app is served on), or from `SITE_URL` when there is no request (`manage.py serve` sets it from
-its host and port). Mail goes out only once the transaction that caused it commits.
+app is served on) when its Host names the port it came in on; otherwise (a Host naming another
+port, which anyone can send and which would hand an invitation's token to whoever listens
+there; or a request through a proxy) and when there is no request, from `SITE_URL`
+(`manage.py serve` and `stack` set it from their host and port). Mail goes out only once the
+transaction that caused it commits.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from __future__ import annotations
 import unicodedata
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import DisallowedHost, ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import transaction
+from django.http.request import split_domain_port
 
 from notebooks.refusals import Refused, Rule
 
@@ -22,9 +26,19 @@ MAX_ADDRESSES = 200  # per invite form
 
 
 def absolute(request, path: str) -> str:
-    if request is not None:
+    if request is not None and _addressed_to_its_own_port(request):
         return request.build_absolute_uri(path)
     return settings.SITE_URL.rstrip("/") + path
+
+
+def _addressed_to_its_own_port(request) -> bool:
+    """The Host (an allowed one) names the port this server received the request on."""
+    try:
+        host = request.get_host()
+    except DisallowedHost:
+        return False
+    port = split_domain_port(host)[1] or ("443" if request.is_secure() else "80")
+    return port == str(request.META.get("SERVER_PORT", ""))
 
 
 def clean_message(text: str | None) -> str:

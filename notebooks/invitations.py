@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit import log as audit
+from config.cache import count_up
 from notebooks import access as acl
 from notebooks import emails as mail
 from notebooks.access import Access, Refused, Rule, hash_token
@@ -166,11 +167,10 @@ def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
 def _check_send_rate(access: Access, count: int) -> None:
     """At most INVITATIONS_PER_HOUR emails per person per hour."""
     key = f"invites:{access.principal.key}"
-    cache.add(key, 0, 3600)
     if cache.get(key, 0) + count > INVITATIONS_PER_HOUR:
         reason = f"You can send at most {INVITATIONS_PER_HOUR} invitations an hour; try again later."
         raise Refused(reason, Rule.RATE_LIMITED)
-    cache.incr(key, count)
+    count_up(key, count)
 
 
 def withdraw_invitation(access: Access, invitation_id: int, request=None) -> None:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from audit import log as audit
 from audit.models import AuditEvent
+from config.cache import count_up
 from notebooks import access as acl
 from notebooks import crypto
 from notebooks.access import Access, Refused, Rule, hash_token
@@ -183,8 +184,7 @@ def _too_many_guesses(request) -> bool:
 
 def _count_guess(request) -> None:
     key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
-    cache.add(key, 0, 600)
-    cache.incr(key)
+    count_up(key, 1, 600)
 
 
 def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import log as audit
+from config.cache import count_up
 from notebooks import access as acl
 from notebooks import emails
 from notebooks.access import Access, Principal, Refused, Rule
@@ -20,6 +21,8 @@ REQUESTABLE = [Role.VIEWER, Role.EDITOR, Role.RUNNER]
 
 
 def parse_role(value: str | None) -> Role:
+    if not value:
+        raise Refused("Choose the access you ask for: view, edit, or edit and run.", "bad_role")
     try:
         role = Role(value or "")
     except ValueError:
@@ -37,10 +40,15 @@ def ask(principal: Principal, notebook: Notebook, role: Role, message: str, requ
     _check_rate(user)
     with transaction.atomic():
         existing = AccessRequest.objects.select_for_update().filter(notebook=notebook, user=user).first()
+        # asked (or declined) a moment ago: update the request, mail nobody again; a decline
+        # does not open the way to asking (and mailing) again at once
         recently = (
             existing is not None
-            and existing.status == AccessRequest.Status.PENDING
-            and (timezone.now() - existing.updated_at).total_seconds() < EMAIL_EVERY_SECONDS
+            and existing.status != AccessRequest.Status.APPROVED
+            and (
+                timezone.now() - max(existing.updated_at, existing.decided_at or existing.updated_at)
+            ).total_seconds()
+            < EMAIL_EVERY_SECONDS
         )
         req, _ = AccessRequest.objects.update_or_create(
             notebook=notebook,
@@ -71,13 +79,12 @@ def ask(principal: Principal, notebook: Notebook, role: Role, message: str, requ
 
 def _check_rate(user) -> None:
     key = f"access-requests:{user.pk}"
-    cache.add(key, 0, 3600)
     if cache.get(key, 0) >= REQUESTS_PER_HOUR:
         raise Refused(
             f"You can ask for access at most {REQUESTS_PER_HOUR} times an hour; try again later.",
             Rule.RATE_LIMITED,
         )
-    cache.incr(key)
+    count_up(key)
 
 
 def approver_emails(notebook: Notebook, requester, role: Role) -> list[str]:
@@ -115,8 +122,11 @@ def pending(access: Access) -> list[AccessRequest]:
 
 
 def _pending_row(access: Access, request_id) -> AccessRequest:
-    queryset = AccessRequest.objects.select_related("user").filter(
-        notebook=access.notebook, status=AccessRequest.Status.PENDING
+    """Locked until the decision commits: a second approver waits, then finds it decided."""
+    queryset = (
+        AccessRequest.objects.select_related("user")
+        .select_for_update(of=("self",))
+        .filter(notebook=access.notebook, status=AccessRequest.Status.PENDING)
     )
     return acl.get_or_refuse(queryset, request_id, "pending access request")
 

@@ -43,6 +43,7 @@ TOP_FILES = {
     "kernels/views.py",
     "accounts/views.py",
     "accounts/forms.py",
+    "accounts/adapter.py",  # allauth loads it by name from settings; it builds links as sharing does
 }
 RECORDER_FILES = {"audit/__init__.py", "audit/apps.py", "audit/log.py", "audit/models.py"}
 LAYER_NAMES = ["base", "accounts", "recorder", "notebooks", "collab", "kernels", "top"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import brotli
@@ -23,7 +25,8 @@ LIMIT = 2 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def proxied():
-    stack = Stack(REQUEST_MAX_BODY_BYTES=str(LIMIT))
+    stack = Stack(REQUEST_MAX_BODY_BYTES=str(LIMIT), EMAIL_BACKEND="file")
+    stack.env["EMAIL_FILE_PATH"] = str(stack.tmp / "mail")
     run_dir = None
     try:
         port, run_dir = start_proxy(stack, max_body=LIMIT)
@@ -108,3 +111,70 @@ def test_websocket_clients_sync_through_the_proxy_whichever_worker_they_reach(pr
     log = (run_dir / "access.log").read_text()
     used = {line.rsplit(" ", 1)[-1] for line in log.splitlines() if "/ws/notebooks/" in line}
     assert len(used) == 2, log  # least_conn spread the four sockets over both workers
+
+
+def post_form(
+    port: int, path: str, cookie: str, data: dict, post_to: str | None = None, **headers: str
+) -> tuple[int, dict, bytes]:
+    """A browser's form POST (to `post_to`, else to the form's page `path`): its session and
+    CSRF cookies, the token, and the Origin a browser sends for the address it is on."""
+    status, got, body = get(port, path, Cookie=cookie)
+    assert status == 200, body[:500]
+    csrf = re.search(r"csrftoken=([^;]+)", got.get("Set-Cookie", "")).group(1)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{post_to or path}",
+        data=urllib.parse.urlencode({**data, "csrfmiddlewaretoken": csrf}).encode(),
+        headers={"Cookie": f"{cookie}; csrftoken={csrf}", "Origin": f"http://127.0.0.1:{port}", **headers},
+    )
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_an_invitation_sent_through_the_proxy_links_to_the_proxy_and_its_token_stays_out_of_the_log(
+    proxied,
+):
+    stack, port, run_dir = proxied
+    owner = stack.user_with_notebook("inviter@example.com", title="Invitations through nginx")
+    share = f"/n/{owner['notebook_id']}/share"
+    status, _, body = post_form(
+        port, share, owner["cookie"], {"action": "invite", "emails": "dana@example.com", "role": "viewer"}
+    )
+    assert status == 302, body[:2000]  # a browser's own Origin passes the CSRF check
+    sent = "".join(p.read_text() for p in (stack.tmp / "mail").glob("*"))
+    link = re.search(r"http://\S+/invite/[\w-]+", sent).group(0)
+    assert link.startswith(f"http://127.0.0.1:{port}/invite/"), sent
+    token = link.rsplit("/", 1)[1]
+    get(port, f"/invite/{token}")  # followed to the token-free /invite/ (this client keeps no session)
+    log = (run_dir / "access.log").read_text()
+    assert "/invite/<token>" in log
+    assert token not in log
+
+
+def test_the_workers_count_access_requests_together(proxied):
+    """Rate limits hold across workers: each worker alone would let all of these through."""
+    from notebooks.requests import REQUESTS_PER_HOUR
+
+    stack, _, _ = proxied
+    owner = stack.user_with_notebook("limits@example.com", title="Rate limits")
+    asker = stack.user_with_notebook("asker@example.com", title="Own")
+    workers = list(stack.workers)
+    statuses = []
+    for i in range(REQUESTS_PER_HOUR + 1):
+        status, _, _ = post_form(
+            workers[i % len(workers)],
+            f"/n/{asker['notebook_id']}/share",  # a page of one's own, for the CSRF token
+            asker["cookie"],
+            {"role": "editor"},
+            post_to=f"/n/{owner['notebook_id']}/request-access",
+            Accept="application/json",
+        )
+        statuses.append(status)
+    assert statuses == [200] * REQUESTS_PER_HOUR + [429]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.core import mail
+from django.db import connections
 from django.test import Client
 
 from audit.models import AuditEvent
 from notebooks import emails, sharing
 from notebooks import requests as access_requests
-from notebooks.access import Action, access_notebook, principal_from_session
+from notebooks.access import Action, Refused, access_notebook, principal_from_session
 from notebooks.models import AccessRequest, Grant, Invitation, Removal, Role
 from tests.support.cast import make_user
 
@@ -20,8 +23,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HOST = "localhost:8765"
 
 
+class ServedClient(Client):
+    """Requests as they reach a server listening on `port` (the test client says 80)."""
+
+    def __init__(self, port: str = "8765", **defaults):
+        super().__init__(**defaults)
+        self.port = port
+
+    def generic(self, *args, **extra):
+        return super().generic(*args, **{"SERVER_PORT": self.port, **extra})
+
+
 def client_for(user) -> Client:
-    client = Client(HTTP_HOST=HOST)
+    client = ServedClient(HTTP_HOST=HOST)
     client.force_login(user)
     return client
 
@@ -96,6 +110,14 @@ def test_bad_requests_are_named_not_500(notebook, charlie, role, message, words)
     assert response.status_code == 400
     assert words in response.json()["error"]
     assert not AccessRequest.objects.exists()
+
+
+def test_a_request_without_a_role_says_to_choose_one(notebook, charlie):
+    response = client_for(charlie).post(
+        f"/n/{notebook.pk}/request-access", {"message": "hi"}, headers={"Accept": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "Choose the access you ask for: view, edit, or edit and run."
 
 
 def test_asking_for_what_one_has_is_refused(notebook, bob):
@@ -184,6 +206,19 @@ def test_the_invitation_names_notebook_inviter_message_and_links_on_the_served_h
     assert re.search(rf"http://{re.escape(HOST)}/invite/\S+", sent.body)
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1:6666", "localhost:6666", "localhost"])
+def test_the_invitation_link_ignores_a_host_naming_another_port(notebook, settings, host):
+    """Someone else listening on another port of the same machine does not receive the token
+    by inviting with a forged Host: the link then goes to SITE_URL."""
+    settings.SITE_URL = "http://127.0.0.1:8765"
+    owner = ServedClient(HTTP_HOST=host)
+    owner.force_login(notebook.owner)
+    invite = {"action": "invite", "emails": "dana@example.com", "role": "viewer"}
+    owner.post(f"/n/{notebook.pk}/share", invite)
+    [sent] = mail.outbox
+    assert re.search(r"http://127\.0\.0\.1:8765/invite/\S+", sent.body), sent.body
+
+
 def test_one_bad_address_is_named_kept_in_the_form_and_the_rest_invited(notebook):
     owner = client_for(notebook.owner)
     response = owner.post(
@@ -266,3 +301,107 @@ def test_approving_never_lowers_a_role(notebook, bob):
     assert "already has “can edit”" in response.content.decode()
     assert Grant.objects.get(user=bob).role == "editor"
     assert AccessRequest.objects.get().status == "pending"
+
+
+# two people deciding the same request at once
+
+
+def test_a_decline_while_an_approval_is_under_way_waits_and_finds_it_decided(notebook, charlie, monkeypatch):
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+    ask(client_for(charlie), notebook, "editor")
+    req = AccessRequest.objects.get()
+    results = {}
+
+    def decline_elsewhere():
+        try:
+            access_requests.decline(owner_access(notebook), req.pk)
+            results["decline"] = "declined"
+        except Refused as e:
+            results["decline"] = e.code
+        finally:
+            connections.close_all()
+
+    real_invite = sharing.invite
+
+    def invite_while_someone_declines(*args, **kwargs):
+        done = real_invite(*args, **kwargs)
+        other = threading.Thread(target=decline_elsewhere)
+        other.start()
+        # the decline either finishes (nothing stops it) or waits for this transaction's lock
+        deadline = time.monotonic() + 30
+        while other.is_alive() and not _waiting_for_a_lock() and time.monotonic() < deadline:
+            other.join(0.01)
+        results["blocked"] = other.is_alive()
+        results["thread"] = other
+        return done
+
+    monkeypatch.setattr(sharing, "invite", invite_while_someone_declines)
+    access_requests.approve(owner_access(notebook), req.pk, Role.EDITOR)
+    results["thread"].join(30)
+    assert results["blocked"]
+    assert results["decline"] == "not_found"
+    assert AccessRequest.objects.get().status == "approved"
+    assert not AuditEvent.objects.filter(action="access.declined").exists()
+
+
+def _waiting_for_a_lock() -> bool:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def test_a_declined_request_cannot_be_approved_afterwards(notebook, charlie):
+    ask(client_for(charlie), notebook, "editor")
+    req = AccessRequest.objects.get()
+    owner = client_for(notebook.owner)
+    owner.post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "decline"})
+    response = owner.post(
+        f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "approve", "role": "editor"}, follow=True
+    )
+    assert "no such pending access request" in response.content.decode()
+    assert not Grant.objects.filter(user=charlie).exists()
+    assert AccessRequest.objects.get().status == "declined"
+
+
+def test_asking_and_deciding_need_the_csrf_token(notebook, charlie):
+    stranger = Client(enforce_csrf_checks=True)
+    stranger.force_login(charlie)
+    assert stranger.post(f"/n/{notebook.pk}/request-access", {"role": "editor"}).status_code == 403
+    assert not AccessRequest.objects.exists()
+    ask(client_for(charlie), notebook, "editor")
+    req = AccessRequest.objects.get()
+    owner = Client(enforce_csrf_checks=True)
+    owner.force_login(notebook.owner)
+    response = owner.post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "approve", "role": "editor"})
+    assert response.status_code == 403
+    assert AccessRequest.objects.get().status == "pending"
+
+
+def test_asking_again_right_after_a_decline_does_not_mail_again(notebook, charlie):
+    client = client_for(charlie)
+    ask(client, notebook, "editor")
+    req = AccessRequest.objects.get()
+    client_for(notebook.owner).post(f"/n/{notebook.pk}/requests/{req.pk}", {"decision": "decline"})
+    ask(client, notebook, "editor", "please, really")
+    assert AccessRequest.objects.get().status == "pending"  # on the share page again
+    assert len(mail.outbox) == 1
+
+
+def test_a_counter_expiring_between_its_add_and_its_increment_is_no_error(notebook, charlie, monkeypatch):
+    """The hour's counter can expire right after `add` found it there; `incr` then has nothing."""
+    from django.core.cache import cache
+
+    monkeypatch.setattr(cache, "add", lambda *args, **kwargs: False)  # "it is there" (and then gone)
+    client = client_for(charlie)
+    client.raise_request_exception = False
+    assert ask(client, notebook, "editor", json=True).status_code == 200
+    owner = client_for(notebook.owner)
+    owner.raise_request_exception = False
+    invite = {"action": "invite", "emails": "dana@example.com", "role": "viewer"}
+    assert owner.post(f"/n/{notebook.pk}/share", invite).status_code == 302
+    assert Invitation.objects.filter(email="dana@example.com").exists()

@@ -177,8 +177,9 @@ def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> 
     nginx_missing = shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()
     if nginx_missing or not BROTLI_STATIC_MODULE.exists():
         subprocess.run(["scripts/install_nginx.sh"], check=True)
-    upstreams = [f"127.0.0.1:{stack.start_worker()}" for _ in range(workers)]
     port = free_port()
+    stack.env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")  # as `manage.py stack` sets it
+    upstreams = [f"127.0.0.1:{stack.start_worker()}" for _ in range(workers)]
     run_dir = Path(tempfile.mkdtemp(prefix="collab-nginx-"))
     run_dir.chmod(0o755)  # nginx's workers (www-data when started as root) keep uploads here
     (run_dir / "static").mkdir(mode=0o755)  # its static root: empty, so the workers serve them

@@ -1,0 +1,48 @@
+"""The shared cache: counters in a real Redis; while Redis is unreachable, in the worker."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from config.cache import SharedCache
+from tests.support.processes import free_port, wait_for_port
+
+
+def cache_at(port: int) -> SharedCache:
+    return SharedCache(
+        f"redis://127.0.0.1:{port}/0",
+        {"KEY_PREFIX": "t", "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}},
+    )
+
+
+@pytest.fixture
+def redis_port():
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_two_workers_count_in_the_same_place(redis_port):
+    first, second = cache_at(redis_port), cache_at(redis_port)
+    first.add("n", 0, 60)
+    first.incr("n")
+    second.incr("n", 2)
+    assert first.get("n") == second.get("n") == 3
+
+
+def test_an_unreachable_redis_counts_in_the_worker_instead_of_failing():
+    cache = cache_at(free_port())  # nothing listens there
+    assert cache.add("n", 0, 60)
+    assert cache.incr("n") == 1
+    assert cache.get("n") == 1
+    assert cache.get("missing", 7) == 7
