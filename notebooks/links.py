@@ -130,9 +130,10 @@ def replace_link(access: Access, link_id, request=None) -> tuple[ShareLink, str]
 
 
 def general_access(notebook) -> tuple[str, ShareLink | None]:
-    """The notebook's general access level and its live general link (None: restricted)."""
+    """The notebook's general access level and its live general link (None: restricted). A
+    general link whose changer lost access lets nobody in, so it reads as restricted."""
     link = ShareLink.objects.usable().filter(notebook=notebook, general=True).first()
-    if link is None:
+    if link is None or acl.link_role(notebook, link) is None:
         return RESTRICTED, None
     return (SIGNED_IN if link.require_login else ANYONE), link
 

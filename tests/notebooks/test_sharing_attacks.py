@@ -1,0 +1,68 @@
+"""Sharing under hostile input and role games: general access, copying links, removing people."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from notebooks import access as acl
+from notebooks import sharing
+from notebooks.models import Grant, Role, ShareLink
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def access_of(user, notebook):
+    return acl.access_notebook(acl.Principal(user=user), notebook.pk)
+
+
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+HOSTILE_IDS = ["", "abc", "1.5", "-1", "99999999999999999999999", "9" * 400, "1e3", "\u0661", "0x1"]
+ID_FIELDS = [
+    ("copy_link", "link_id"),
+    ("replace_link", "link_id"),
+    ("revoke_link", "link_id"),
+    ("remove_person", "user_id"),
+    ("remove_guest", "join_id"),
+    ("remove_grant", "grant_id"),
+    ("change_role", "grant_id"),
+    ("transfer", "grant_id"),
+    ("resend", "invitation_id"),
+    ("withdraw", "invitation_id"),
+]
+
+
+@pytest.mark.parametrize(("action", "field"), ID_FIELDS)
+def test_hostile_ids_get_a_message_never_a_500(notebook, action, field):
+    owner = signed_in(notebook.owner)
+    for value in HOSTILE_IDS:
+        response = owner.post(
+            f"/n/{notebook.pk}/share", {"action": action, field: value, "role": "viewer"}, follow=True
+        )
+        assert response.status_code == 200, (action, value)
+    response = owner.post(f"/n/{notebook.pk}/share", {"action": action, "role": "viewer"}, follow=True)
+    assert response.status_code == 200
+
+
+def test_general_access_made_dead_by_its_changer_leaving_reads_restricted(notebook, bob, charlie):
+    """An editor who may share re-saves general access, then is removed: the general link dies
+    with them (it is capped by its maker), and the share page must not claim it still works."""
+    notebook.editors_can_share = True
+    notebook.save()
+    grant = Grant.objects.create(notebook=notebook, user=bob, role=Role.EDITOR, granted_by=notebook.owner)
+    sharing.set_general_access(access_of(notebook.owner, notebook), "signed_in", Role.VIEWER)
+    sharing.set_general_access(access_of(bob, notebook), "signed_in", Role.VIEWER)
+    sharing.remove_grant(access_of(notebook.owner, notebook), grant.pk)
+    assert acl.link_role(notebook, ShareLink.objects.get(general=True)) is None  # it lets nobody in
+    assert sharing.general_access(notebook) == ("restricted", None)
+    page = signed_in(notebook.owner).get(f"/n/{notebook.pk}/share").content.decode()
+    assert 'value="restricted" selected' in page
+    sharing.set_general_access(access_of(notebook.owner, notebook), "signed_in", Role.VIEWER)  # reopened
+    level, link = sharing.general_access(notebook)
+    assert level == "signed_in"
+    assert acl.link_role(notebook, link) is Role.VIEWER
