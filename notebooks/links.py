@@ -177,6 +177,33 @@ def set_general_access(access: Access, level: str, role: Role | None, request=No
         notify_after_commit(access.notebook.pk)
 
 
+def renew_general_link(access: Access, request=None) -> tuple[ShareLink, str]:
+    """A new URL for general access (same level and role), for when the old one went where it
+    should not: the old URL stops opening, and people who joined through it keep no access
+    through it (they open the new one). For an owner or whoever last set general access."""
+    acl.check_may_share(access)
+    with transaction.atomic():
+        link = ShareLink.objects.usable().select_for_update().filter(notebook=access.notebook, general=True)
+        link = link.first()
+        if link is None:
+            raise Refused("General access is restricted: there is no link to renew.", Rule.NOT_FOUND)
+        acl.check_may_manage(access, link.created_by_id)
+        token = secrets.token_urlsafe(24)
+        link.token_hash, link.token_encrypted = hash_token(token), crypto.encrypt(token, KEY_PURPOSE)
+        link.use_count = 0
+        link.save(update_fields=["token_hash", "token_encrypted", "use_count"])
+        LinkJoin.objects.filter(link=link).delete()
+        audit.record(
+            "link.renewed",
+            notebook=access.notebook,
+            request=request,
+            link_label=link.label,
+            **access.audit_actor,
+        )
+        notify_after_commit(access.notebook.pk)
+    return link, token
+
+
 def _too_many_guesses(request) -> bool:
     key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
     return cache.get(key, 0) >= LINK_GUESSES_PER_IP

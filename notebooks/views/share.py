@@ -178,6 +178,10 @@ def _act(request, access) -> None:
     elif action == "copy_link":
         token = sharing.copy_link(access, post.get("link_id"), request)
         request.session["shown_link"] = {"id": int(post["link_id"]), "token": token}
+    elif action == "renew_general_link":
+        link, token = sharing.renew_general_link(access, request)
+        request.session["shown_link"] = {"id": link.pk, "token": token}
+        messages.success(request, "General access has a new link; the old one no longer opens.")
     elif action == "replace_link":
         link, token = sharing.replace_link(access, post.get("link_id"), request)
         request.session["shown_link"] = {"id": link.pk, "token": token}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
+from audit.models import AuditEvent
 from notebooks import access as acl
 from notebooks import sharing
 from notebooks.models import Grant, Role, ShareLink
@@ -66,3 +69,34 @@ def test_general_access_made_dead_by_its_changer_leaving_reads_restricted(notebo
     level, link = sharing.general_access(notebook)
     assert level == "signed_in"
     assert acl.link_role(notebook, link) is Role.VIEWER
+
+
+def test_a_leaked_general_link_is_renewed(notebook, bob):
+    """Restricting and reopening general access brings its old URL back: renewing it is the
+    way to a URL the leak does not know; whoever joined through the old one is out."""
+    owner = signed_in(notebook.owner)
+    url = f"/n/{notebook.pk}/share"
+    owner.post(url, {"action": "general_access", "level": "anyone", "role": "editor"})
+    general = ShareLink.objects.get(general=True)
+    owner.post(url, {"action": "copy_link", "link_id": general.pk})
+    old = shown_token(owner.get(url).content.decode())
+    guest = Client()
+    guest.get(f"/s/{old}")
+    assert guest.get(f"/n/{notebook.pk}/").status_code == 200
+    owner.post(url, {"action": "renew_general_link"})
+    new = shown_token(owner.get(url).content.decode())
+    assert new != old
+    assert guest.get(f"/n/{notebook.pk}/").status_code == 302  # out: sign in or a link
+    assert Client().get(f"/s/{old}").status_code == 404
+    assert sharing.general_access(notebook)[0] == "anyone"
+    newcomer = Client()
+    assert newcomer.get(f"/s/{new}").status_code == 302
+    assert newcomer.get(f"/n/{notebook.pk}/").status_code == 200
+    assert AuditEvent.objects.filter(action="link.renewed").count() == 1
+    owner.post(url, {"action": "general_access", "level": "restricted", "role": "viewer"})
+    response = owner.post(url, {"action": "renew_general_link"}, follow=True)
+    assert "no link to renew" in response.content.decode()
+
+
+def shown_token(page: str) -> str:
+    return re.search(r'data-testid="shown-link">[^<]*/s/([A-Za-z0-9_-]+)<', page).group(1)
