@@ -9,7 +9,7 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from notebooks import access as acl
-from notebooks import sharing
+from notebooks import crypto, sharing
 from notebooks.models import Grant, Role, ShareLink
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -100,3 +100,18 @@ def test_a_leaked_general_link_is_renewed(notebook, bob):
 
 def shown_token(page: str) -> str:
     return re.search(r'data-testid="shown-link">[^<]*/s/([A-Za-z0-9_-]+)<', page).group(1)
+
+
+def test_a_rotated_secret_key_still_reads_tokens_through_its_fallbacks(settings):
+    """Django rotates SECRET_KEY by moving the old one to SECRET_KEY_FALLBACKS: stored tokens
+    (share links, kernel servers) stay readable then, and are unreadable without it."""
+    settings.SECRET_KEY = "old-" + "k" * 50
+    stored = crypto.encrypt("a token", "share-link")
+    server = crypto.encrypt("a server token")
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-" + "n" * 50, ["old-" + "k" * 50]
+    assert crypto.decrypt(stored, "share-link") == "a token"
+    assert crypto.decrypt(server) == "a server token"
+    assert crypto.decrypt(crypto.encrypt("fresh", "share-link"), "share-link") == "fresh"
+    settings.SECRET_KEY_FALLBACKS = []
+    with pytest.raises(crypto.TokenUnreadable):
+        crypto.decrypt(stored, "share-link")
