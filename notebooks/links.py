@@ -97,17 +97,27 @@ def copy_link(access: Access, link_id, request=None) -> str:
     """A live link's token again, for an owner or the link's maker; audited."""
     link = acl.get_or_refuse(ShareLink.objects.usable().filter(notebook=access.notebook), link_id, "link")
     acl.check_may_copy_link(access, link)
-    try:
-        token = crypto.decrypt(link.token_encrypted, KEY_PURPOSE) if link.token_encrypted else ""
-    except crypto.TokenUnreadable:
-        token = ""
-    if not token:
-        reason = "This link was made before links could be copied again; replace it to get one you can copy."
+    way_out = "use “New link” under General access" if link.general else "replace it"
+    if not link.token_encrypted:
+        reason = f"This link was made before links could be copied again; {way_out} to get one you can copy."
         raise Refused(reason, Rule.NOT_COPYABLE)
+    try:
+        token = crypto.decrypt(link.token_encrypted, KEY_PURPOSE)
+    except crypto.TokenUnreadable:
+        reason = f"This link's stored copy cannot be read (the server's secret key changed); {way_out}."
+        raise Refused(reason, Rule.NOT_COPYABLE) from None
     audit.record(
         "link.copied", notebook=access.notebook, request=request, link_label=link.label, **access.audit_actor
     )
     return token
+
+
+def token_readable(link: ShareLink) -> bool:
+    """Can this link's token be copied again (stored, and readable with the server's keys)?"""
+    try:
+        return bool(link.token_encrypted) and bool(crypto.decrypt(link.token_encrypted, KEY_PURPOSE))
+    except crypto.TokenUnreadable:
+        return False
 
 
 def replace_link(access: Access, link_id, request=None) -> tuple[ShareLink, str]:

@@ -32,4 +32,5 @@ from notebooks.links import (  # noqa: F401
     replace_link,
     revoke_link,
     set_general_access,
+    token_readable,
 )

@@ -115,3 +115,22 @@ def test_a_rotated_secret_key_still_reads_tokens_through_its_fallbacks(settings)
     settings.SECRET_KEY_FALLBACKS = []
     with pytest.raises(crypto.TokenUnreadable):
         crypto.decrypt(stored, "share-link")
+
+
+def test_an_unreadable_stored_token_says_so_and_the_general_link_is_renewed(notebook):
+    """A tampered row (or a dropped key) is a clean refusal naming the way out, for a named link
+    (replace it) and for the general link (give it a new link), never a 500."""
+    owner = signed_in(notebook.owner)
+    url = f"/n/{notebook.pk}/share"
+    link, _ = sharing.create_link(access_of(notebook.owner, notebook), label="named", role=Role.VIEWER)
+    sharing.set_general_access(access_of(notebook.owner, notebook), "anyone", Role.VIEWER)
+    general = ShareLink.objects.get(general=True)
+    ShareLink.objects.filter(pk__in=[link.pk, general.pk]).update(token_encrypted="gAAAAA-tampered")
+    page = owner.post(url, {"action": "copy_link", "link_id": link.pk}, follow=True).content.decode()
+    assert "cannot be read" in page
+    assert "Replace" in page
+    page = owner.post(url, {"action": "copy_link", "link_id": general.pk}, follow=True).content.decode()
+    assert "cannot be read" in page
+    assert "New link" in page
+    owner.post(url, {"action": "renew_general_link"})
+    assert shown_token(owner.get(url).content.decode())
