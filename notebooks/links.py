@@ -19,7 +19,7 @@ from notebooks import access as acl
 from notebooks import crypto
 from notebooks.access import Access, Refused, Rule, hash_token
 from notebooks.actions import notify_after_commit
-from notebooks.models import LinkJoin, Role, ShareLink
+from notebooks.models import LinkJoin, Notebook, Role, ShareLink
 
 LINK_GUESSES_PER_IP = 20  # wrong tokens per 10 minutes before the IP is refused
 KEY_PURPOSE = "share-link"  # the key the tokens are encrypted with is derived for this only
@@ -157,6 +157,9 @@ def set_general_access(access: Access, level: str, role: Role | None, request=No
     acl.check_general_access(access, level, None if level == RESTRICTED else role)
     now = timezone.now()
     with transaction.atomic():
+        # The notebook's row is the lock: with no general link yet there is no row to lock, and
+        # two first saves at once would both insert one.
+        Notebook.objects.select_for_update().filter(pk=access.notebook.pk).exists()
         link = ShareLink.objects.select_for_update().filter(notebook=access.notebook, general=True).first()
         if level == RESTRICTED:
             if link is not None and link.revoked_at is None:

@@ -134,3 +134,30 @@ def test_an_unreadable_stored_token_says_so_and_the_general_link_is_renewed(note
     assert "New link" in page
     owner.post(url, {"action": "renew_general_link"})
     assert shown_token(owner.get(url).content.decode())
+
+
+def test_concurrent_first_general_access_changes_make_one_link(notebook):
+    """Two saves of general access at once (a double click, two owners) when there is no general
+    link yet: one link, no integrity error."""
+    import threading
+
+    from django.db import connection
+
+    barrier, errors = threading.Barrier(6), []
+
+    def save(level):
+        try:
+            barrier.wait()
+            sharing.set_general_access(access_of(notebook.owner, notebook), level, Role.VIEWER)
+        except Exception as exc:  # the failure is what the test reports
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=save, args=(lvl,)) for lvl in ["anyone", "signed_in"] * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert ShareLink.objects.filter(general=True).count() == 1
