@@ -161,3 +161,46 @@ def test_concurrent_first_general_access_changes_make_one_link(notebook):
         t.join()
     assert errors == []
     assert ShareLink.objects.filter(general=True).count() == 1
+
+
+@pytest.mark.parametrize("action", ["general_access", "copy_link", "renew_general_link", "remove_guest"])
+def test_a_share_form_without_its_csrf_token_changes_nothing(notebook, action):
+    sharing.set_general_access(access_of(notebook.owner, notebook), "anyone", Role.VIEWER)
+    general = ShareLink.objects.get(general=True)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(notebook.owner)
+    post = {"action": action, "level": "restricted", "link_id": general.pk, "join_id": "1"}
+    response = client.post(f"/n/{notebook.pk}/share", post)
+    assert response.status_code == 403
+    assert ShareLink.objects.get(general=True).token_hash == general.token_hash
+    assert sharing.general_access(notebook)[0] == "anyone"
+    assert not AuditEvent.objects.filter(action__in=["link.copied", "link.renewed"]).exists()
+
+
+def test_reopening_general_access_keeps_a_removed_person_out(notebook, bob):
+    owner = signed_in(notebook.owner)
+    url = f"/n/{notebook.pk}/share"
+    owner.post(url, {"action": "general_access", "level": "signed_in", "role": "editor"})
+    owner.post(url, {"action": "copy_link", "link_id": ShareLink.objects.get(general=True).pk})
+    token = shown_token(owner.get(url).content.decode())
+    bob_client = signed_in(bob)
+    bob_client.get(f"/s/{token}")
+    assert bob_client.get(f"/n/{notebook.pk}/").status_code == 200
+    owner.post(url, {"action": "remove_person", "user_id": bob.pk})
+    owner.post(url, {"action": "general_access", "level": "restricted", "role": "viewer"})
+    owner.post(url, {"action": "general_access", "level": "anyone", "role": "editor"})
+    assert bob_client.get(f"/s/{token}").status_code == 404
+    assert bob_client.get(f"/n/{notebook.pk}/").status_code == 403
+
+
+def test_whoever_last_set_general_access_may_renew_it(notebook, bob, charlie):
+    notebook.editors_can_share = True
+    notebook.save()
+    for user in (bob, charlie):
+        Grant.objects.create(notebook=notebook, user=user, role=Role.EDITOR, granted_by=notebook.owner)
+    sharing.set_general_access(access_of(bob, notebook), "anyone", Role.VIEWER)
+    with pytest.raises(acl.Refused) as refused:
+        sharing.renew_general_link(access_of(charlie, notebook))
+    assert refused.value.code is acl.Rule.OWNER_ONLY
+    link, token = sharing.renew_general_link(access_of(bob, notebook))
+    assert sharing.copy_link(access_of(bob, notebook), link.pk) == token
