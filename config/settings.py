@@ -58,6 +58,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Former keys, space-separated, while rotating: they still read sessions, signatures and the
+# tokens kept encrypted (notebooks/crypto.py); new ones use SECRET_KEY.
+SECRET_KEY_FALLBACKS = os.environ.get("SECRET_KEY_FALLBACKS", "").split()
 DEBUG = envbool("DEBUG", "false")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")

@@ -20,7 +20,7 @@ from notebooks import access as acl
 from notebooks import crypto
 from notebooks.access import Access, Refused, Rule, hash_token
 from notebooks.actions import notify_after_commit
-from notebooks.models import LinkJoin, Role, ShareLink
+from notebooks.models import LinkJoin, Notebook, Role, ShareLink
 
 LINK_GUESSES_PER_IP = 20  # wrong tokens per 10 minutes before the IP is refused
 KEY_PURPOSE = "share-link"  # the key the tokens are encrypted with is derived for this only
@@ -98,17 +98,27 @@ def copy_link(access: Access, link_id, request=None) -> str:
     """A live link's token again, for an owner or the link's maker; audited."""
     link = acl.get_or_refuse(ShareLink.objects.usable().filter(notebook=access.notebook), link_id, "link")
     acl.check_may_copy_link(access, link)
-    try:
-        token = crypto.decrypt(link.token_encrypted, KEY_PURPOSE) if link.token_encrypted else ""
-    except crypto.TokenUnreadable:
-        token = ""
-    if not token:
-        reason = "This link was made before links could be copied again; replace it to get one you can copy."
+    way_out = "use “New link” under General access" if link.general else "replace it"
+    if not link.token_encrypted:
+        reason = f"This link was made before links could be copied again; {way_out} to get one you can copy."
         raise Refused(reason, Rule.NOT_COPYABLE)
+    try:
+        token = crypto.decrypt(link.token_encrypted, KEY_PURPOSE)
+    except crypto.TokenUnreadable:
+        reason = f"This link's stored copy cannot be read (the server's secret key changed); {way_out}."
+        raise Refused(reason, Rule.NOT_COPYABLE) from None
     audit.record(
         "link.copied", notebook=access.notebook, request=request, link_label=link.label, **access.audit_actor
     )
     return token
+
+
+def token_readable(link: ShareLink) -> bool:
+    """Can this link's token be copied again (stored, and readable with the server's keys)?"""
+    try:
+        return bool(link.token_encrypted) and bool(crypto.decrypt(link.token_encrypted, KEY_PURPOSE))
+    except crypto.TokenUnreadable:
+        return False
 
 
 def replace_link(access: Access, link_id, request=None) -> tuple[ShareLink, str]:
@@ -131,9 +141,10 @@ def replace_link(access: Access, link_id, request=None) -> tuple[ShareLink, str]
 
 
 def general_access(notebook) -> tuple[str, ShareLink | None]:
-    """The notebook's general access level and its live general link (None: restricted)."""
+    """The notebook's general access level and its live general link (None: restricted). A
+    general link whose changer lost access lets nobody in, so it reads as restricted."""
     link = ShareLink.objects.usable().filter(notebook=notebook, general=True).first()
-    if link is None:
+    if link is None or acl.link_role(notebook, link) is None:
         return RESTRICTED, None
     return (SIGNED_IN if link.require_login else ANYONE), link
 
@@ -147,6 +158,9 @@ def set_general_access(access: Access, level: str, role: Role | None, request=No
     acl.check_general_access(access, level, None if level == RESTRICTED else role)
     now = timezone.now()
     with transaction.atomic():
+        # The notebook's row is the lock: with no general link yet there is no row to lock, and
+        # two first saves at once would both insert one.
+        Notebook.objects.select_for_update().filter(pk=access.notebook.pk).exists()
         link = ShareLink.objects.select_for_update().filter(notebook=access.notebook, general=True).first()
         if level == RESTRICTED:
             if link is not None and link.revoked_at is None:
@@ -175,6 +189,33 @@ def set_general_access(access: Access, level: str, role: Role | None, request=No
             **access.audit_actor,
         )
         notify_after_commit(access.notebook.pk)
+
+
+def renew_general_link(access: Access, request=None) -> tuple[ShareLink, str]:
+    """A new URL for general access (same level and role), for when the old one went where it
+    should not: the old URL stops opening, and people who joined through it keep no access
+    through it (they open the new one). For an owner or whoever last set general access."""
+    acl.check_may_share(access)
+    with transaction.atomic():
+        link = ShareLink.objects.usable().select_for_update().filter(notebook=access.notebook, general=True)
+        link = link.first()
+        if link is None:
+            raise Refused("General access is restricted: there is no link to renew.", Rule.NOT_FOUND)
+        acl.check_may_manage(access, link.created_by_id)
+        token = secrets.token_urlsafe(24)
+        link.token_hash, link.token_encrypted = hash_token(token), crypto.encrypt(token, KEY_PURPOSE)
+        link.use_count = 0
+        link.save(update_fields=["token_hash", "token_encrypted", "use_count"])
+        LinkJoin.objects.filter(link=link).delete()
+        audit.record(
+            "link.renewed",
+            notebook=access.notebook,
+            request=request,
+            link_label=link.label,
+            **access.audit_actor,
+        )
+        notify_after_commit(access.notebook.pk)
+    return link, token
 
 
 def _too_many_guesses(request) -> bool:

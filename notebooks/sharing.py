@@ -28,7 +28,9 @@ from notebooks.links import (  # noqa: F401
     general_access,
     note_if_expired,
     open_link,
+    renew_general_link,
     replace_link,
     revoke_link,
     set_general_access,
+    token_readable,
 )

@@ -303,6 +303,20 @@ def test_copy_a_link(notebook, kind):
 
 
 @pytest.mark.parametrize("kind", PRINCIPALS)
+def test_renew_the_general_link(notebook, kind):
+    """General access gets a new URL from an owner only (or whoever last set it): nobody else
+    may cut everyone's way in, nor see the new URL."""
+    _editors_share(notebook)
+    sharing.set_general_access(owner_access(notebook), "anyone", Role.VIEWER)
+    old_hash = ShareLink.objects.get(general=True).token_hash
+    client = principal(kind, notebook)
+    client.post(f"/n/{notebook.pk}/share", {"action": "renew_general_link"})
+    renewed = ShareLink.objects.get(general=True).token_hash != old_hash
+    assert renewed == (kind == "owner")
+    assert AuditEvent.objects.filter(action="link.renewed").exists() == (kind == "owner")
+
+
+@pytest.mark.parametrize("kind", PRINCIPALS)
 def test_health_is_public_and_tells_nothing_more(notebook, kind):
     response = principal(kind, notebook).get("/healthz")
     assert (response.status_code, response.content) == (200, b"ok\n")

@@ -96,6 +96,7 @@ def share(request, notebook_id):
         "general_level": level,
         "general_link": general,
         "general_copyable": general is not None and acl.may(acl.check_may_copy_link, access, general),
+        "general_readable": general is not None and sharing.token_readable(general),
         "levels": sharing.LEVELS.items(),
         "shown": request.session.pop("shown_link", None),
         "roles": acl.grantable_roles(access),
@@ -117,7 +118,8 @@ def _links(access) -> list:
     for row in rows:
         row.effective = acl.link_role(notebook, row)
         row.capped = row.effective is None or row.effective != row.role
-        row.copyable = row.token_encrypted and acl.may(acl.check_may_copy_link, access, row)
+        row.readable = sharing.token_readable(row)
+        row.copyable = row.readable and acl.may(acl.check_may_copy_link, access, row)
         row.replaceable = acl.may(acl.check_may_manage, access, row.created_by_id)
     return rows
 
@@ -178,6 +180,10 @@ def _act(request, access) -> None:
     elif action == "copy_link":
         token = sharing.copy_link(access, post.get("link_id"), request)
         request.session["shown_link"] = {"id": int(post["link_id"]), "token": token}
+    elif action == "renew_general_link":
+        link, token = sharing.renew_general_link(access, request)
+        request.session["shown_link"] = {"id": link.pk, "token": token}
+        messages.success(request, "General access has a new link; the old one no longer opens.")
     elif action == "replace_link":
         link, token = sharing.replace_link(access, post.get("link_id"), request)
         request.session["shown_link"] = {"id": link.pk, "token": token}
