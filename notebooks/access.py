@@ -414,6 +414,29 @@ def check_may_change_settings(access: Access) -> None:
 
 # access requests (notebooks.requests)
 
+REQUESTABLE_ROLES = [Role.VIEWER, Role.EDITOR, Role.RUNNER]  # what one may ask for
+
+
+def roles_to_request(current: Access | None) -> list[Role]:
+    """The roles someone with `current` access (None: none) may ask for: those above it."""
+    return [r for r in REQUESTABLE_ROLES if current is None or r.rank > current.role.rank]
+
+
+def roles_to_approve(access: Access, current: Access | None) -> list[Role]:
+    """The roles `access` may approve for someone holding `current`: above what they have, up
+    to the approver's own role."""
+    above = current.role.rank if current is not None else -1
+    return [r for r in REQUESTABLE_ROLES if above < r.rank <= access.role.rank]
+
+
+def check_approval_raises(current: Access | None, role: Role, name: str) -> None:
+    """Approving never lowers a role: `role` must be above what the requester has."""
+    if current is not None and current.role.rank >= role.rank:
+        raise Refused(
+            f"{name} already has “{current.role.label.lower()}”: approve a higher role or decline.",
+            Rule.HAS_ROLE,
+        )
+
 
 def check_may_request(principal: Principal, notebook: Notebook, role: Role) -> None:
     """A signed-in person asks for a role above the one they have (owners have everything)."""

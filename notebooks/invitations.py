@@ -235,3 +235,18 @@ def bind_invitations(user, request=None) -> int:
             )
         bound += 1
     return bound
+
+
+def invitation_by_hash(token_hash: str) -> Invitation | None:
+    """The invitation with this token hash if it was not withdrawn and has not expired
+    (accepted ones too: the caller tells whose)."""
+    return (
+        Invitation.objects.select_related("notebook")
+        .filter(
+            token_hash=token_hash,
+            withdrawn_at__isnull=True,
+            expires_at__gt=timezone.now(),
+            notebook__deleted_at__isnull=True,
+        )
+        .first()
+    )

@@ -17,7 +17,7 @@ from notebooks.models import AccessRequest, Grant, Notebook, Role
 
 REQUESTS_PER_HOUR = 20  # per person, over all notebooks
 EMAIL_EVERY_SECONDS = 600  # asking again within this updates the request without mailing again
-REQUESTABLE = [Role.VIEWER, Role.EDITOR, Role.RUNNER]
+REQUESTABLE = acl.REQUESTABLE_ROLES
 
 
 def parse_role(value: str | None) -> Role:
@@ -114,8 +114,7 @@ def pending(access: Access) -> list[AccessRequest]:
             continue
         row.removed = acl.is_removed(access.notebook, row.user)
         row.current = acl.resolve(Principal(user=row.user), access.notebook)
-        above = row.current.role.rank if row.current is not None else -1
-        row.roles = [r for r in REQUESTABLE if above < r.rank <= access.role.rank]
+        row.roles = acl.roles_to_approve(access, row.current)
         row.default_role = row.role if Role(row.role) in row.roles else (row.roles or [Role.VIEWER])[-1].value
         shown.append(row)
     return shown
@@ -144,12 +143,7 @@ def approve(access: Access, request_id, role: Role, request=None) -> AccessReque
         if not acl.may_approve_request(access, req.user, role):
             raise Refused("Only an owner can give this person that access.", Rule.OWNER_ONLY)
         current = acl.resolve(Principal(user=req.user), access.notebook)
-        if current is not None and current.role.rank >= role.rank:
-            raise Refused(
-                f"{req.user.name} already has “{current.role.label.lower()}”: approve a higher role"
-                " or decline.",
-                Rule.HAS_ROLE,
-            )
+        acl.check_approval_raises(current, role, req.user.name)
         sharing.invite(access, [req.user.email], role, request)
         _decide(access, req, AccessRequest.Status.APPROVED, request, role=role.value, asked=req.role)
     return req

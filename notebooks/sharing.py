@@ -16,6 +16,7 @@ from notebooks.invitations import (  # noqa: F401
     INVITATION_DAYS,
     INVITATIONS_PER_HOUR,
     bind_invitations,
+    invitation_by_hash,
     invite,
     resend_invitation,
     withdraw_invitation,

@@ -34,7 +34,7 @@ def request_access_form(context) -> dict:
         return {"notebook": None}
     principal = acl.principal_from_session(request.user, request.session)
     current = acl.resolve(principal, notebook)
-    roles = [r for r in access_requests.REQUESTABLE if current is None or r.rank > current.role.rank]
+    roles = acl.roles_to_request(current)
     mine = access_requests.my_request(principal, notebook)
     asked = mine.role if mine is not None and mine.status == "pending" else None
     return {

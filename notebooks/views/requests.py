@@ -9,11 +9,10 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from notebooks import access as acl
-from notebooks import emails
+from notebooks import emails, sharing
 from notebooks import requests as access_requests
 from notebooks.models import Invitation, Notebook
 from notebooks.refusals import Rule
@@ -100,10 +99,8 @@ def open_pending_invitation(request):
     request.session.pop(PENDING_INVITATION, None)
     mine = EmailAddress.objects.filter(user=request.user, email__iexact=invitation.email)
     if mine.exists():
-        from notebooks.sharing import bind_invitations
-
         mine.update(verified=True)
-        bind_invitations(request.user, request=request)
+        sharing.bind_invitations(request.user, request=request)
     return redirect(invitation.notebook)
 
 
@@ -113,23 +110,12 @@ def _pending_invitation(request) -> Invitation | None:
     token_hash = request.session.get(PENDING_INVITATION)
     if not token_hash:
         return None
-    return (
-        Invitation.objects.select_related("notebook")
-        .filter(
-            token_hash=token_hash,
-            withdrawn_at__isnull=True,
-            expires_at__gt=timezone.now(),
-            notebook__deleted_at__isnull=True,
-        )
-        .first()
-    )
+    return sharing.invitation_by_hash(token_hash)
 
 
 def invite_addresses(request, access, role) -> None:
     """The share page's invite form: the valid addresses are invited; addresses that are not
     addresses are named and put back into the form (with the message) for correcting."""
-    from notebooks import sharing
-
     text, message = request.POST.get("emails", ""), request.POST.get("message", "")
     valid, invalid = emails.split_addresses(text)
     if len(valid) + len(invalid) > emails.MAX_ADDRESSES:
