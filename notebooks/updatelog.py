@@ -10,6 +10,7 @@ Synchronous ORM code; the room calls it through `database_sync_to_async`. Rules:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from pycrdt import Doc, merge_updates
 
 from notebooks import docschema
 from notebooks.models import Notebook, NotebookUpdate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,19 +51,47 @@ def _merge(updates: list[bytes]) -> bytes:
 
 
 def load(notebook_id) -> Loaded | None:
-    with transaction.atomic():
-        nb = (
-            Notebook.objects.filter(pk=notebook_id).values("epoch", "snapshot", "snapshot_seq", "seq").first()
-        )
-        if nb is None:
-            return None
-        rows = list(
-            NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__gt=nb["snapshot_seq"])
-            .order_by("seq")
-            .values_list("data", flat=True)
-        )
-    state = _merge([bytes(nb["snapshot"]), *map(bytes, rows)])
+    nb, rows = _read(notebook_id)
+    if nb is None:
+        return None
+    state = _merge([bytes(nb["snapshot"]), *(data for _, data in rows)])
     return Loaded(epoch=str(nb["epoch"]), state=state, seq=nb["seq"], snapshot_seq=nb["snapshot_seq"])
+
+
+def _head(notebook_id, lock: bool = False) -> dict | None:
+    rows = Notebook.objects.filter(pk=notebook_id)
+    if lock:
+        rows = rows.select_for_update()
+    return rows.values("epoch", "snapshot", "snapshot_seq", "seq").first()
+
+
+def _read(notebook_id, after: int | None = None) -> tuple[dict | None, list[tuple[int, bytes]]]:
+    """The notebook's row and its update rows after `after` (default: after the snapshot, or
+    from the snapshot if it is past `after`), read so that they fit together.
+
+    Two statements: on PostgreSQL each sees what was committed when it started, so a compaction
+    committing between them would leave a hole (the old snapshot, then only the rows after the
+    new one). Sequence numbers have no holes, so one shows; the second try locks the notebook
+    row, which a compaction's swap also locks."""
+    for lock in (False, True):
+        with transaction.atomic():
+            nb = _head(notebook_id, lock)
+            if nb is None:
+                return None, []
+            start = nb["snapshot_seq"] if after is None else max(after, nb["snapshot_seq"])
+            rows = NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__gt=start).order_by("seq")
+            found = [(seq, bytes(data)) for seq, data in rows.values_list("seq", "data")]
+        if _follows(start, found, nb["seq"]):
+            break
+    else:
+        log.error("the update log of %s has a hole after %s", notebook_id, start)
+    return nb, found
+
+
+def _follows(start: int, rows: list[tuple[int, bytes]], last: int) -> bool:
+    """Whether `rows` are every row from `start` + 1 on, up to `last` at least."""
+    seqs = [seq for seq, _ in rows]
+    return seqs == list(range(start + 1, start + 1 + len(seqs))) and start + len(seqs) >= last
 
 
 class Replaced(Exception):
@@ -118,18 +149,12 @@ def updates_after(notebook_id, after_seq: int) -> tuple[list[tuple[int, bytes]],
     """Rows after `after_seq`, and the notebook's last seq. If compaction already folded some
     of them away, the snapshot comes first with its own seq (applying it again is harmless:
     Yjs ignores what a document already holds)."""
-    with transaction.atomic():
-        nb = Notebook.objects.filter(pk=notebook_id).values("snapshot", "snapshot_seq", "seq").first()
-        if nb is None:
-            return [], after_seq
-        start = after_seq
-        out: list[tuple[int, bytes]] = []
-        if after_seq < nb["snapshot_seq"]:
-            out.append((nb["snapshot_seq"], bytes(nb["snapshot"])))
-            start = nb["snapshot_seq"]
-        rows = NotebookUpdate.objects.filter(notebook_id=notebook_id, seq__gt=start).order_by("seq")
-        out += [(seq, bytes(data)) for seq, data in rows.values_list("seq", "data")]
-    return out, nb["seq"]
+    nb, rows = _read(notebook_id, after_seq)
+    if nb is None:
+        return [], after_seq
+    if after_seq < nb["snapshot_seq"]:
+        rows.insert(0, (nb["snapshot_seq"], bytes(nb["snapshot"])))
+    return rows, nb["seq"]
 
 
 def compact(notebook_id, keep_recent: int) -> tuple[int, int]:

@@ -77,6 +77,32 @@ def test_updates_after_a_compacted_point_start_with_the_snapshot(notebook):
     assert [seq for seq, _ in rows[1:]] == list(range(21, 31))
 
 
+def _compacted_after_reading_the_head(notebook_id, monkeypatch) -> None:
+    """A reader reads the notebook's row, then a compaction commits, then the reader reads
+    the update rows (PostgreSQL's read committed lets the two statements see different
+    commits)."""
+    stale = persistence._head(notebook_id)
+    persistence.compact(notebook_id, keep_recent=10)
+    heads, real = iter([stale]), persistence._head
+    monkeypatch.setattr(persistence, "_head", lambda pk, lock=False: next(heads, None) or real(pk, lock))
+
+
+def test_a_load_racing_a_compaction_still_has_every_update(notebook, monkeypatch):
+    doc = edits(notebook.pk, 60)
+    _compacted_after_reading_the_head(notebook.pk, monkeypatch)
+    loaded = persistence.load(notebook.pk)
+    assert ydoc.read_notebook(ydoc.doc_from_updates(loaded.state)) == ydoc.read_notebook(doc)
+    assert (loaded.seq, loaded.snapshot_seq) == (60, 50)
+
+
+def test_updates_after_racing_a_compaction_start_with_the_snapshot(notebook, monkeypatch):
+    edits(notebook.pk, 60)
+    _compacted_after_reading_the_head(notebook.pk, monkeypatch)
+    rows, last = persistence.updates_after(notebook.pk, 5)
+    assert last == 60
+    assert [seq for seq, _ in rows] == [50, *range(51, 61)]
+
+
 async def test_a_room_repairs_a_gap_from_the_database(notebook):
     loaded = await database_sync_to_async(persistence.load)(notebook.pk)
     room = Room(str(notebook.pk), loaded)
@@ -129,6 +155,9 @@ async def test_a_room_whose_database_write_fails_closes_its_sockets_and_unloads(
     class FakeSocket:
         client_id = None
         ext = False
+
+        def send_now(self, frame):
+            return False
 
         async def send_frame(self, frame):
             pass
