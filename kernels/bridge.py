@@ -161,11 +161,12 @@ class KernelBridge(RunQueue, Takeover, InputPrompts, OutputSink):
         self.status = "restarting"
         self._drop_input()
         await self._broadcast()
+        queued = list(self.queue)  # cleared; runs asked for while it restarts go to the new kernel
         lost = await self.channels.restart()
         if lost is not None:
-            await self._lost(lost, "The kernel was restarted while this cell was running.")
+            await self._lost(lost, "The kernel was restarted while this cell was running.", queued)
         else:
-            await self._drop_queue()
+            await self._drop_queue(queued)
         self.status = "idle"
         self._audit("kernel.restarted", user, request_meta)
         await self._broadcast()

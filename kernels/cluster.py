@@ -53,6 +53,8 @@ from kernels.bridge import BRIDGES, InputRefused, get_bridge, load_user
 
 log = logging.getLogger(__name__)
 
+READ_RETRY_INTERVAL = 0.5  # seconds between attempts to reach the channel layer while it is down
+
 Op = Literal["run", "interrupt", "restart", "shutdown", "status", "input", "complete", "inspect"]
 
 
@@ -209,6 +211,9 @@ class Node:
             return await asyncio.wait_for(future, settings.KERNEL_FORWARD_TIMEOUT)
         except TimeoutError:
             return _busy()
+        except Exception as e:  # the channel layer (Redis) cannot be reached: the same answer
+            log.warning("could not ask the worker running notebook %s's kernel: %r", notebook_id, e)
+            return _busy()
         finally:
             self._waiting.pop(request_id, None)
 
@@ -284,9 +289,12 @@ class Node:
                 event = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("kernel cluster receive failed")
-                await asyncio.sleep(0.5)
+            except Exception as exc:  # Redis is down: one line now, one when it answers again
+                log.warning(
+                    "kernel cluster: receiving failed (%r); retrying until the channel layer answers", exc
+                )
+                await self._until_layer_answers()
+                log.warning("kernel cluster: receiving restored")
                 continue
             if event.get("type") == "kernel.reply":
                 future = self._waiting.get(event.get("id", ""))
@@ -294,6 +302,15 @@ class Node:
                     future.set_result(event["reply"])
             elif event.get("type") == "kernel.request":
                 self._task(self._answer(event), "kernel-cluster-request")
+
+    async def _until_layer_answers(self) -> None:
+        """Retry every `READ_RETRY_INTERVAL` s until the layer takes a message for this worker's
+        own channel (a blocked `receive` would not say when it works again); the reader skips it."""
+        while True:
+            await asyncio.sleep(READ_RETRY_INTERVAL)
+            with contextlib.suppress(Exception):  # still down: try again
+                await self.layer.send(self.channel, {"type": "kernel.layer_back"})
+                return
 
     async def _answer(self, event: RequestEvent) -> None:
         notebook_id = event["notebook"]

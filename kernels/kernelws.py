@@ -79,6 +79,7 @@ class KernelChannels:
         self._probe_ids: set[str] = set()  # probes sent on this connection
         self._asks: dict[str, asyncio.Future[dict[str, Any]]] = {}  # msg_id -> its shell reply's content
         self._probing_since = 0.0
+        self._restarting = False  # a restart through REST is under way (see `restart`)
         self._probe_interval = settings.KERNEL_PROBE_INTERVAL
         # Set when the kernel answers a probe sent on this connection: it has then handled every
         # shell request sent before (a run a previous connection left in flight included).
@@ -154,13 +155,22 @@ class KernelChannels:
 
     async def restart(self) -> KernelLost | None:
         """Restart through REST. The server sends no `restarting` status for a restart it was
-        asked for, so the pending executions are reported lost here."""
-        await self.client.restart_kernel(self.kernel_id)
+        asked for, so the executions sent before it are reported lost here. Shell requests sent
+        while the server restarts the kernel are held (not lost) and go to the new kernel once
+        its iopub answers; probes sent to the old kernel no longer count as its answer."""
+        before = self.tracker.abandon("restarting")
+        if self._held is None:
+            self._held = []
+        elif before is not None:  # held, never sent: must not run on the new kernel
+            self._held = [m for m in self._held if m["header"]["msg_id"] not in before.msg_ids]
+        self._restarting = True
+        self._probe_ids.clear()
+        try:
+            await self.client.restart_kernel(self.kernel_id)
+        finally:
+            self._restarting = False
         await self._hold_until_iopub()
-        lost = self.tracker.abandon("restarting")
-        if lost is not None and self._held:  # never sent: must not run on the new kernel
-            self._held = [m for m in self._held if m["header"]["msg_id"] not in lost.msg_ids]
-        return lost
+        return before
 
     async def _hold_until_iopub(self) -> None:
         """After a restart (asked for, or the server's own after a crash) the server's iopub
@@ -186,6 +196,8 @@ class KernelChannels:
         return msg.get("channel") == "iopub" and parent in self._probe_ids
 
     async def _probe_again(self) -> None:
+        if self._restarting:  # the old kernel's answer would not tell us the new one's iopub is up
+            return
         if time.monotonic() - self._probing_since > settings.KERNEL_PROBE_GIVE_UP:
             await self._release_held()  # the kernel does not answer: let its requests fail as they may
         else:
@@ -194,8 +206,12 @@ class KernelChannels:
 
     async def _release_held(self) -> None:
         held, self._held = self._held or [], None
-        for msg in held:
-            await self._send_now("shell", msg)
+        for index, msg in enumerate(held):
+            try:
+                await self._send_now("shell", msg)
+            except (websockets.ConnectionClosed, KernelServerError):
+                self._held = held[index:]  # not sent: the next connection sends them (see `open`)
+                raise
 
     def make_message(
         self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None = None

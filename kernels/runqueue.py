@@ -112,7 +112,8 @@ class RunQueue:
                 with contextlib.suppress(Exception):
                     await self._edit(lambda doc, cid=job.cell_id: self._fail_cell(cid, CELL_NOT_RUN))
                 self._finish(job, "error")
-                await self._drop_queue()
+                with contextlib.suppress(Exception):  # the cells behind it say why too
+                    await self._fail_queue(CELL_NOT_RUN)
             finally:
                 if self.running is job:
                     self.running = None
@@ -148,7 +149,8 @@ class RunQueue:
         self._remember(job.record())
         await job.done
 
-    async def _lost(self, lost: KernelLost, message: str) -> None:
+    async def _lost(self, lost: KernelLost, message: str, queued: list[Job] | None = None) -> None:
+        """Fail the executions lost; clear the queue (only the jobs `queued`, when given)."""
         self._drop_input()
         await self._flush()
         for msg_id in lost.msg_ids:
@@ -156,11 +158,13 @@ class RunQueue:
             if job is not None:
                 await self._edit(lambda doc, cid=job.cell_id, text=message: self._fail_cell(cid, text))
                 self._finish(job, "lost")
-        await self._drop_queue()
+        await self._drop_queue(queued)
 
-    async def _drop_queue(self) -> None:
-        dropped = [job.cell_id for job in self.queue]
-        self.queue.clear()
+    async def _drop_queue(self, only: list[Job] | None = None) -> None:
+        """Clear the queue (or take just the jobs `only` out of it); the cells go back to idle."""
+        gone = self.queue if only is None else [job for job in self.queue if any(job is o for o in only)]
+        dropped = [job.cell_id for job in gone]
+        self.queue = deque(job for job in self.queue if not any(job is g for g in gone))
         if dropped:
             await self._edit(lambda doc: self._mark(dropped, "idle"))
         await self._broadcast()

@@ -106,6 +106,41 @@ async def test_two_queued_runs_finish_in_order(notebook, alice):
     await close_all(a)
 
 
+async def test_a_restart_fails_what_came_before_it_and_runs_what_came_during_it(notebook, alice):
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "import time; print('long', flush=True); time.sleep(30)")
+    add_code_cell(a, "queued", "print('queued before the restart')")
+    add_code_cell(a, "during", "print('sent during the restart')")
+    await a.flush()
+    await a.pump()
+    long = a.cells[0]["id"]
+    bridge = get_bridge(notebook.pk)
+    await bridge.enqueue([long, "queued"], alice)
+    await a.pump_until(lambda: any("long" in str(o) for o in outputs(a, 0)), timeout=30, what="the long run")
+    assert bridge.channels is not None
+    client = bridge.channels.client
+    asked = asyncio.Event()
+    restart_kernel = client.restart_kernel
+
+    async def restart_kernel_and_say_so(kernel_id: str):
+        asked.set()
+        return await restart_kernel(kernel_id)
+
+    client.restart_kernel = restart_kernel_and_say_so
+    restarting = asyncio.create_task(bridge.restart(alice))
+    await asked.wait()  # the server is restarting the kernel now
+    await bridge.enqueue(["during"], alice)
+    await restarting
+    async with asyncio.timeout(60):
+        await bridge.wait_idle()
+    await a.pump()
+    assert outputs(a, 0)[-1]["evalue"] == "The kernel was restarted while this cell was running."
+    assert (outputs(a, 1), a.cells[1]["execution_state"]) == ([], "idle")  # queued before: cleared
+    assert outputs(a, 2) == [{"output_type": "stream", "name": "stdout", "text": "sent during the restart\n"}]
+    assert a.cells[2]["execution_count"] == 1  # by the new kernel
+    await close_all(a)
+
+
 async def test_two_runners_queueing_at_once_share_one_kernel(notebook, alice, bob):
     await database_sync_to_async(Grant.objects.create)(notebook=notebook, user=bob, role=Role.RUNNER)
     a = await joined(notebook.pk, alice)

@@ -58,3 +58,51 @@ async def test_a_run_sent_before_iopub_is_subscribed_reports_busy_and_finishes()
             await channels.close()
     assert finished.status == "ok"
     assert "busy" in states
+
+
+async def test_a_held_run_is_sent_on_the_next_connection_when_the_socket_drops_at_release():
+    # The probe's answer arrives and the socket closes before the held run could be sent: the run
+    # must wait for the next connection (same session id), not vanish.
+    connections = []
+
+    async def kernel_that_drops_the_first_connection(ws) -> None:
+        connections.append(ws)
+        async for raw in ws:
+            msg = json.loads(raw)
+            request = msg["header"]
+            for channel, msg_type, content in (
+                ("iopub", "status", {"execution_state": "busy"}),
+                ("shell", request["msg_type"].replace("_request", "_reply"), {"status": "ok"}),
+                ("iopub", "status", {"execution_state": "idle"}),
+            ):
+                header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type}
+                reply = {"channel": channel, "header": header, "parent_header": request, "content": content}
+                await ws.send(json.dumps({**reply, "metadata": {}}))
+            if len(connections) == 1:  # answered the first probe, then the network fails
+                await ws.close()
+                return
+
+    def kernel_model(connection, request):  # the REST call made before reconnecting
+        if "upgrade" not in request.headers:
+            response = connection.respond(200, json.dumps({"id": "k1", "name": "python3"}))
+            response.headers["Content-Type"] = "application/json"
+            return response
+        return None
+
+    kernel = kernel_that_drops_the_first_connection
+    async with serve(kernel, "127.0.0.1", 0, process_request=kernel_model) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with JupyterClient(f"http://127.0.0.1:{port}") as client:
+            channels = client.channels("k1")
+            await channels.open()
+            msg_id = await channels.execute("1 + 1")  # held until the probe's answer
+
+            async def until_finished():
+                async for event in channels.events():
+                    if isinstance(event, Finished) and event.msg_id == msg_id:
+                        return event
+
+            finished = await asyncio.wait_for(until_finished(), 10)
+            await channels.close()
+    assert finished.status == "ok"
+    assert len(connections) == 2

@@ -190,27 +190,33 @@ def _mallory(app: Stack, tmp: Path, email: str) -> Browserish:
     return Browserish(app.port, mallory["cookie"], mallory["notebook_id"])
 
 
-def _run(client: Browserish, cell_id: str, timeout: float = 60) -> dict:
-    """Run one cell and wait for the run to end (not just start: the count comes first)."""
+def _run(client: Browserish, cell_id: str, last_words: str, timeout: float = 60) -> dict:
+    """Run one cell, wait for the run to end and for `last_words` (what the cell prints last)
+    to be in its saved outputs: a download reads the database, whose writes follow the run's
+    end by a few milliseconds (the execution count arrives first, with the run's start)."""
     assert client.post("run", {"cell_ids": [cell_id]}).status_code == 202
+    seen: list[dict] = []
 
     def finished() -> dict | None:
         status = client.status()
         if status["running"] == cell_id or cell_id in status["queue"]:
             return None
-        cell = client.cell(cell_id)
-        return cell if cell.get("execution_count") is not None or cell["outputs"] else None
+        seen[:] = [client.cell(cell_id)]
+        return seen[0] if last_words in texts(seen[0]) + json.dumps(seen[0]["outputs"]) else None
 
-    return eventually(finished, timeout=timeout, what=f"cell {cell_id} to finish")
+    try:
+        return eventually(finished, timeout=timeout, what=f"cell {cell_id} to finish")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the cell: {json.dumps(seen[-1:])[:3000]}") from None
 
 
 def test_a_strangers_cell_reaches_nothing_but_its_own_kernel(app, tmp_path):
     alice = Browserish(app.port, app.alice["cookie"], app.alice["notebook_id"])
-    assert "uid 2" in texts(_run(alice, "w"))  # Alice's home now holds her file
+    assert "uid 2" in texts(_run(alice, "w", "home"))  # Alice's home now holds her file
     assert (ROOT / "var" / "secret_key").exists()
 
     mallory = _mallory(app, tmp_path, "mallory@example.com")
-    cell = _run(mallory, "attack", timeout=120)
+    cell = _run(mallory, "attack", "\nuid ", timeout=120)
     out = texts(cell) or json.dumps(cell["outputs"])
     lines = {line.split(" ", 1)[0]: line for line in out.splitlines() if " " in line}
     for name in ATTEMPTS:
@@ -223,16 +229,16 @@ def test_a_strangers_cell_reaches_nothing_but_its_own_kernel(app, tmp_path):
     assert "alice's secret" not in out
 
     # the kernel survived all of it, and the app and the neighbour kept going
-    assert "still here 42" in texts(_run(mallory, "alive"))
+    assert "still here 42" in texts(_run(mallory, "alive", "still here"))
     assert httpx.get(f"http://127.0.0.1:{app.port}/accounts/login/").status_code == 200
-    assert "alice's secret 7f3a" in texts(_run(alice, "r"))
+    assert "alice's secret 7f3a" in texts(_run(alice, "r", "secret"))
 
 
 def test_two_notebooks_kernels_are_different_users_that_cannot_see_each_other(app, tmp_path):
     alice = Browserish(app.port, app.alice["cookie"], app.alice["notebook_id"])
     mallory = _mallory(app, tmp_path, "mallory2@example.com")
-    mine = texts(_run(mallory, "probe"))
-    theirs = texts(_run(alice, "probe"))  # both kernels are running now
+    mine = texts(_run(mallory, "probe", "home"))
+    theirs = texts(_run(alice, "probe", "home"))  # both kernels are running now
     uid_m, uid_a = (int(text.split("uid ")[1].split()[0]) for text in (mine, theirs))
     assert uid_m != uid_a
     assert min(uid_m, uid_a) >= 200000
@@ -248,11 +254,11 @@ def test_two_notebooks_kernels_are_different_users_that_cannot_see_each_other(ap
 
 def test_a_kernel_killed_by_its_cpu_limit_says_so_in_the_cell(app, tmp_path):
     mallory = _mallory(app, tmp_path, "mallory3@example.com")
-    cell = _run(mallory, "spin", timeout=CPU_SECONDS * 6)
+    cell = _run(mallory, "spin", "The kernel died", timeout=CPU_SECONDS * 6)
     error = json.dumps(cell["outputs"])
     assert "The kernel died while this cell was running" in error
     assert f"{CPU_SECONDS} s of CPU time" in error
-    assert "still here 42" in texts(_run(mallory, "alive"))  # the next run has a kernel
+    assert "still here 42" in texts(_run(mallory, "alive", "still here"))  # the next run has a kernel
 
 
 def test_the_apps_secrets_are_readable_by_the_app_only():

@@ -236,6 +236,28 @@ async def test_the_first_output_after_a_restart_is_not_lost(fresh_cell: Cell) ->
         assert fresh_cell.outputs[-1]["text"].endswith(f"after restart {attempt}\n")
 
 
+async def test_a_run_sent_while_the_kernel_restarts_runs_on_the_new_kernel(fresh_cell: Cell) -> None:
+    # A restart fails only what was sent before it: a run sent while the server is still
+    # restarting the kernel is held, runs on the new kernel, and keeps its output.
+    channels = fresh_cell.channels
+    asked = asyncio.Event()
+    restart_kernel = channels.client.restart_kernel
+
+    async def restart_kernel_slowly(kernel_id: str) -> dict[str, Any]:
+        asked.set()
+        return await restart_kernel(kernel_id)
+
+    channels.client.restart_kernel = restart_kernel_slowly
+    restarting = asyncio.create_task(channels.restart())
+    await asked.wait()
+    finished = await fresh_cell.run("import os; print('ran', os.getpid())", timeout=30)
+    assert await restarting is None  # nothing was running when the restart was asked for
+    assert isinstance(finished, Finished)
+    assert finished.status == "ok"
+    assert fresh_cell.outputs[-1]["text"].startswith("ran ")
+    assert fresh_cell.notebook_cell()["execution_count"] == 1  # the new kernel ran it
+
+
 async def test_it_replays_what_was_buffered_after_reconnecting(
     client: JupyterClient, shared_kernel: str
 ) -> None:

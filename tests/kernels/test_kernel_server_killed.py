@@ -87,10 +87,14 @@ async def test_a_killed_remote_server_fails_the_cells_then_a_fresh_kernel_runs(n
     assert "kernel server" in bridge.info()["message"]
     await assert_still_editable(notebook, alice, a)
 
-    await bridge.enqueue(["waiting"], alice)  # the server is still down: a clear error
+    first = a.cells[0]["id"]
+    await bridge.enqueue(["waiting", first], alice)  # the server is still down: a clear error
     async with asyncio.timeout(30):
         await bridge.wait_idle()
+    await a.pump()
     assert "kernel server could not be reached" in bridge.info()["message"]
+    for index in (1, 0):  # the cell queued behind the first says so too (it was dropped silently)
+        assert outputs(a, index)[-1]["evalue"].startswith("Could not run"), outputs(a, index)
     assert bridge.info()["status"] == "not started"
 
     await asyncio.to_thread(server.restart)  # back (same URL and token): a new kernel
