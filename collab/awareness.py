@@ -52,14 +52,7 @@ class Presence:
             if client != client_id:
                 continue  # a socket cannot speak for another client
             if state != "null":
-                try:
-                    obj = json.loads(state)
-                except (ValueError, RecursionError):
-                    raise ProtocolError("awareness state is not JSON") from None
-                if not isinstance(obj, dict):
-                    raise ProtocolError("awareness state is not an object")
-                obj["user"] = identity
-                state = json.dumps(obj, separators=(",", ":"))
+                state = _stamped(state, identity)
             out.append((client, clock, state))
         self.apply(out)
         return client_id, encode_awareness(out) if out else b""
@@ -98,3 +91,23 @@ class Presence:
 
     def users(self) -> list[dict]:
         return [json.loads(s).get("user", {}) for _, s, _ in self.states.values()]
+
+
+def _refuse_constant(name: str) -> None:
+    raise ProtocolError(f"awareness state is not JSON a browser can read ({name})")
+
+
+def _stamped(state: str, identity: dict) -> str:
+    """A client's JSON state with the socket's verified identity as its `user`. NaN, Infinity
+    and numbers too large for a double are refused: browsers' JSON.parse rejects them."""
+    try:
+        obj = json.loads(state, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise ProtocolError("awareness state is not JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("awareness state is not an object")
+    obj["user"] = identity
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise ProtocolError("awareness state is not JSON a browser can read (number out of range)") from None

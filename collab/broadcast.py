@@ -10,10 +10,10 @@ import asyncio
 import logging
 import time
 
-from collab import protocol
+from collab import metrics, protocol
 from collab.conf import conf
 from collab.fanout import fanout
-from collab.socket import Socket
+from collab.socket import Outgoing, Socket
 
 log = logging.getLogger("collab.rooms")
 
@@ -62,9 +62,12 @@ class RoomBroadcast:
         await fanout().publish({"type": "kernel", "notebook": self.id, "payload": payload})
 
     async def _send_kernel_state(self, payload: dict) -> None:
+        frames = {may_run: Outgoing(kernel_frame(payload, may_run)) for may_run in (False, True)}
         for socket in list(self.sockets):
             if socket.ext:
-                await send_to(socket, kernel_frame(payload, socket.may_run))
+                frame = frames[bool(socket.may_run)]
+                if not socket.send_now(frame):
+                    await send_to(socket, frame.data)
 
     async def send_presence(self, socket: Socket) -> None:
         full = self.presence.full()
@@ -74,18 +77,30 @@ class RoomBroadcast:
     # sending
 
     async def _send_local(self, frame: bytes) -> None:
-        for socket in list(self.sockets):
-            await send_to(socket, frame)
+        await fan_out(list(self.sockets), frame)
 
     async def broadcast_ext(self, frame: bytes) -> None:
-        for socket in list(self.sockets):
-            if socket.ext:
-                await send_to(socket, frame)
+        await fan_out([s for s in self.sockets if s.ext], frame)
 
 
 def kernel_frame(payload: dict, may_run: bool) -> bytes:
     """The KERNEL frame for one socket: without the message for those who may not run."""
     return protocol.kernel(payload if may_run else {**payload, "message": ""})
+
+
+async def fan_out(sockets: list[Socket], frame: bytes) -> None:
+    """The same frame to every socket, in this order: encoded once and written straight to
+    each socket's connection where it can be (`Socket.send_now`, no await, no task), the
+    ordinary awaited send otherwise. A socket that fails or has gone never stops the others."""
+    shared = Outgoing(frame)
+    awaited = 0
+    for socket in sockets:
+        if not socket.send_now(shared):
+            awaited += 1
+            await send_to(socket, frame)
+    metrics.inc("frames_written_direct", len(sockets) - awaited)
+    if awaited:
+        metrics.inc("frames_sent_awaited", awaited)
 
 
 async def send_to(socket: Socket, frame: bytes) -> None:

@@ -3,9 +3,11 @@ hands frames to the notebook's Room. Runs in the event loop; ORM work goes throu
 database_sync_to_async.
 
 Close codes: 4400 malformed frame, 4401 not signed in / link no longer valid, 4403 no access,
-4404 no such notebook, 4409 document replaced (reload), 4413 too large / too many sockets,
-4429 the client does not read what is sent to it (collab.daphne_patches), 4503 the server cannot
-reach its database right now (reconnect; unsaved edits are sent again).
+4404 no such notebook, 4409 document replaced (reload), 4413 too large / too many sockets of
+one person, 4429 the room is full (collab.rooms) or the client does not read what is sent to it
+(collab.daphne_patches): it reconnects later, 4503 the server cannot reach its database right
+now (reconnect; unsaved edits are sent again), also when it fails while the session and user
+are read, before this consumer runs (`collab.auth`).
 
 Every way a socket ends (a clean close, a close code, a handler that fails, the application
 instance cancelled) runs `_leave`, so a socket never stays in its room or in its person's count.
@@ -24,10 +26,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from audit import log as audit
-from collab import commands, metrics, protocol
+from collab import commands, daphne_patches, metrics, protocol
+from collab.auth import UNAVAILABLE, UNAVAILABLE_REASON
 from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
 from collab.rooms import Room, RoomError, get_room
+from collab.socket import Outgoing
 from notebooks import access as acl
 from notebooks.models import Grant, Notebook, ShareLink
 from notebooks.sharing import note_if_expired
@@ -57,6 +61,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     client_id: int | None = None
     ext = False
     counted: str | None = None  # the Principal.key this socket counts against
+    _join_recorded: asyncio.Future | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -74,23 +79,26 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self.cells_touched: set[str] = set()
         self.principal = acl.principal_from_session(self.scope.get("user"), self.scope.get("session"))
         await self.accept()
+        room: Room | None = None
         try:
             self.access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
             room = await get_room(self.notebook_id)
             if self.epoch and self.epoch != room.epoch:
                 raise RoomError(4409, "This notebook was replaced; reload to see the new version.")
             self._count_person()
-            room.add(self)
+            room.add(self, guest=self.access.is_guest)
         except acl.NoAccess as e:
             await database_sync_to_async(self._audit)("access.denied", reason=e.reason)
             await self.close_with(CLOSE_CODES[e.code], e.reason)
             return
         except RoomError as e:
+            if room is not None:  # loaded for this join alone, it must not stay in memory
+                room.unload_if_unused()
             await self.close_with(e.code, e.reason)
             return
         except Exception as e:  # the database is unreachable: say so, the client retries
             log.warning("opening notebook %s failed: %r", self.notebook_id, e)
-            await self.close_with(4503, "The server cannot open this notebook right now. Reconnecting.")
+            await self.close_with(UNAVAILABLE, UNAVAILABLE_REASON)
             return
         self.room = room
         await self.send_frame(protocol.sync_step1(room.doc.get_state()))
@@ -101,6 +109,11 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 await self.send_frame(kernel_frame(room.kernel_state, self.may_run))
             if (kernels := commands.handler()) is not None:
                 await kernels.socket_joined()
+        # Recorded while the client syncs, not before its first frame is read: the join's
+        # writes (audit row, last seen) would otherwise hold up its sync step 1.
+        self._join_recorded = asyncio.ensure_future(self._record_join())
+
+    async def _record_join(self) -> None:
         try:
             await database_sync_to_async(self._joined)()
         except Exception as e:  # the join is live; only its audit record is missing
@@ -139,10 +152,12 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         room, self.room = self.room, None
         if self.client_id is not None:
             room.presence.release(self.client_id, self)
-        room.sockets.discard(self)
+        room.discard(self)
         await room.remove(self)
         cells = sorted(self.cells_touched)
         try:
+            if self._join_recorded is not None:  # "left" is never recorded before "joined"
+                await self._join_recorded
             await database_sync_to_async(self._audit)("session.left", **self.stats, cells=cells)
         except Exception as e:
             log.warning("recording the end of a session failed: %r", e)
@@ -257,6 +272,18 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             )
 
     # called by the room
+
+    def send_now(self, frame: Outgoing) -> bool:
+        """Under daphne, the room's frame goes straight to this socket's connection
+        (`daphne_patches.write_frame`); elsewhere (tests' in-memory server) False."""
+        websocket = self.scope.get(daphne_patches.SCOPE_KEY)
+        if websocket is None:
+            return False
+        try:
+            return daphne_patches.write_frame(websocket, frame)
+        except Exception:  # a socket going away must not stop the room's other sockets
+            log.debug("writing a frame failed", exc_info=True)
+            return True
 
     async def send_frame(self, frame: bytes) -> None:
         await self.send(bytes_data=frame)

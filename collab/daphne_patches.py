@@ -1,4 +1,4 @@
-"""Two changes to daphne's websocket protocol. Runs in Twisted's reactor thread; never blocks.
+"""Three changes to daphne's websocket protocol. Runs in Twisted's reactor thread; never blocks.
 
 Close reasons: daphne drops the `reason` of an ASGI `websocket.close`; people should read why
 they were disconnected, so pass it on to the close frame.
@@ -9,16 +9,30 @@ room's writer, say), so a code it refuses becomes 4500 and a long reason is cut.
 
 Send buffer: Twisted buffers whatever a client does not read, without limit, so one client that
 stops reading would hold every frame of its room in the worker's memory. When more than
-`COLLAB_MAX_SEND_BUFFER` bytes wait for a socket, it is closed with 4429 and a reason, and cut
+`COLLAB_MAX_SEND_BUFFER` bytes wait for a socket (beyond the largest frame it was sent: a
+notebook larger than the limit reaches a joiner as one frame, which may take a while), it is
+closed with 4429 and a reason, and cut
 `COLLAB_SLOW_CLOSE_GRACE` seconds later if the close frame is not through by then (a client
-that reads nothing never reads it); its buffer is freed with it."""
+that reads nothing never reads it); its buffer is freed with it.
+
+One frame for many sockets: a room sends each update to every socket of the room. Going
+through Channels' `send` and autobahn's `sendMessage` costs a chain of coroutines and a framing
+per socket; server frames are never masked, so without per-message compression the same
+websocket frame bytes serve every socket. Under daphne each websocket's scope carries its
+protocol (`SCOPE_KEY`), and `write_frame` writes an `Outgoing` frame, encoded once, straight to
+the connection, with the same send-buffer limit: Twisted's buffer when something already waits
+there, else the socket at once (what does not fit goes to Twisted's buffer, in order)."""
 
 from __future__ import annotations
 
 import logging
+import struct
+import sys
 
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
+
+from collab.socket import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +53,10 @@ def close_args(code: int | None, reason: str | None) -> tuple[int, str | None]:
 
 
 def buffered_bytes(transport) -> int:
-    """Bytes Twisted holds for this connection and has not handed to the kernel yet."""
-    return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
+    """Bytes Twisted holds for this connection and has not handed to the kernel yet (its
+    `dataBuffer` keeps what was written until the next refill, `offset` marks how far)."""
+    written = getattr(transport, "offset", 0)
+    return len(getattr(transport, "dataBuffer", b"")) - written + getattr(transport, "_tempDataLen", 0)
 
 
 def _too_slow(self) -> bool:
@@ -48,7 +64,7 @@ def _too_slow(self) -> bool:
         return True  # already closing: drop what the room still sends
     limit = settings.COLLAB["MAX_SEND_BUFFER"]
     waiting = buffered_bytes(self.transport)
-    if not limit or waiting <= limit:
+    if not limit or waiting <= limit + getattr(self, "_largest_frame", 0):
         return False
     self._closing_slow = True
     log.warning("a client does not read (%d bytes waiting); closing its socket with %d", waiting, TOO_SLOW)
@@ -60,14 +76,21 @@ def _too_slow(self) -> bool:
     return True
 
 
+def _sending(self, size: int) -> None:
+    if size > getattr(self, "_largest_frame", 0):
+        self._largest_frame = size
+
+
 def _cut(transport) -> None:
     if transport.connected:
         transport.abortConnection()
 
 
 def _handle_reply(self, message):
-    if message.get("type") == "websocket.send" and self.state == self.STATE_OPEN and _too_slow(self):
-        return None
+    if message.get("type") == "websocket.send" and self.state == self.STATE_OPEN:
+        if _too_slow(self):
+            return None
+        _sending(self, len(message.get("bytes") or message.get("text") or ""))
     if message.get("type") == "websocket.close" and self.state != self.STATE_CONNECTING:
         code, reason = close_args(message.get("code"), message.get("reason"))
         try:
@@ -79,5 +102,90 @@ def _handle_reply(self, message):
     return _original(self, message)
 
 
+_GONE = (WebSocketProtocol.STATE_CLOSING, WebSocketProtocol.STATE_CLOSED)
+SCOPE_KEY = "collab.websocket"  # the daphne WebSocketProtocol of this websocket's scope
+
+
+def encode_binary(payload: bytes) -> bytes:
+    """One unmasked, unfragmented binary websocket frame (RFC 6455 5.2), as a server sends."""
+    n = len(payload)
+    if n <= 125:
+        header = struct.pack("!BB", 0x82, n)
+    elif n <= 0xFFFF:
+        header = struct.pack("!BBH", 0x82, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x82, 127, n)
+    return header + payload
+
+
+def write_frame(protocol: WebSocketProtocol, frame: Outgoing) -> bool:
+    """Write `frame` to this websocket without going through daphne's send. False when only
+    daphne's own path will do (not yet open, compression or fragmenting in use, autobahn's send
+    queue busy, over the message limit): the caller sends it that way. True also when the
+    frame is dropped because the socket is being closed as too slow, as `_handle_reply` does."""
+    size = len(frame.data)
+    if protocol.state in _GONE:
+        return True  # closing or closed: daphne would drop it too (autobahn refuses to send)
+    if (
+        protocol.state != WebSocketProtocol.STATE_OPEN
+        or protocol._perMessageCompress is not None
+        or protocol.send_queue
+        or 0 < protocol.autoFragmentSize < size
+        or 0 < protocol.maxMessagePayloadSize < size
+    ):
+        return False
+    if _too_slow(protocol):
+        return True
+    _sending(protocol, size)
+    if frame.encoded is None:
+        frame.encoded = encode_binary(frame.data)
+    _write(protocol.transport, frame.encoded)
+    return True
+
+
+def _write(transport, data: bytes) -> None:
+    """Into the socket at once when nothing waits in Twisted's buffer (no reactor round trip,
+    no registering for writability), the rest into the buffer; Twisted's own write otherwise."""
+    if (
+        not transport.dataBuffer
+        and not getattr(transport, "_tempDataLen", 1)
+        and transport.connected
+        and not transport.disconnecting
+        and isinstance(transport, _TCP_SERVER)
+    ):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int):
+            if sent >= len(data):
+                return
+            data = data[sent:]
+    transport.write(data)  # also what finds and reports a lost connection
+
+
+def _tcp_server_class() -> type:
+    from twisted.internet import tcp  # daphne installs its reactor before importing us
+
+    return tcp.Server
+
+
+_TCP_SERVER: type = type("NoTransport", (), {})
+
+
+def _create_application(original):
+    def create_application(self, protocol, scope):
+        if isinstance(protocol, WebSocketProtocol):
+            scope[SCOPE_KEY] = protocol
+        return original(self, protocol, scope)
+
+    create_application.collab_patched = True
+    return create_application
+
+
 def install() -> None:
+    global _TCP_SERVER
     WebSocketProtocol.handle_reply = _handle_reply
+    # Only inside daphne (which imported its server, and with it the reactor, before the
+    # application): importing daphne.server elsewhere would install a reactor.
+    server = sys.modules.get("daphne.server")
+    if server is not None and not getattr(server.Server.create_application, "collab_patched", False):
+        server.Server.create_application = _create_application(server.Server.create_application)
+        _TCP_SERVER = _tcp_server_class()

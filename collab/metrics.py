@@ -12,9 +12,12 @@ HELP = {
     "updates_received": "Document updates accepted from sockets.",
     "awareness_dropped": "Awareness messages dropped (another socket's client id, throttled, too large).",
     "frames_malformed": "Sockets closed with 4400 for a malformed frame.",
-    "frames_too_large": "Sockets closed with 4413 for a message, document or socket count too large.",
+    "frames_too_large": "Sockets closed with 4413 for a message, document or one person's sockets too many.",
     "sockets_refused_per_person": "Sockets refused because one person had too many open.",
+    "sockets_refused_room_full": "Sockets refused (4429): the room, or its share for link guests, was full.",
     "gap_updates_repaired": "Updates fetched from the database to repair gaps in the sequence.",
+    "frames_written_direct": "Room frames written straight to a connection, encoded once per fan-out.",
+    "frames_sent_awaited": "Room frames sent the ordinary way (sockets the direct path cannot serve).",
     "handler_errors": "Socket handlers that failed unexpectedly (closed with 1011, cleaned up).",
 }
 

@@ -170,12 +170,21 @@ def command(request_id, op: str, args: dict) -> bytes:
 
 AwarenessEntry = tuple[int, int, str]  # client id, clock, JSON state ("null" = gone)
 
+MAX_NUMBER = 2**53 - 1  # what a browser's lib0 decoder reads (Yjs ids are 32-bit, Yrs ids 53)
+
 
 def parse_awareness(update: bytes) -> list[AwarenessEntry]:
+    """The entries of an awareness update; numbers a browser could not decode are refused
+    (relayed, one such entry would break every receiver's whole message)."""
     reader = Reader(update)
     entries = [(reader.var_uint(), reader.var_uint(), reader.var_string()) for _ in range(reader.var_uint())]
     if not reader.done():
         raise ProtocolError("trailing bytes after awareness entries")
+    for client, clock, _ in entries:
+        if client > MAX_NUMBER:
+            raise ProtocolError("awareness client id is larger than 2^53-1")
+        if clock > MAX_NUMBER:
+            raise ProtocolError("awareness clock is larger than 2^53-1")
     return entries
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from channels.db import database_sync_to_async
 from pycrdt import Doc, Map, merge_updates
 
-from collab import protocol
+from collab import metrics, protocol
 from collab.awareness import Presence
 from collab.broadcast import RoomBroadcast, send_to
 from collab.conf import conf
@@ -48,6 +48,7 @@ ROOMS: dict[str, Room] = {}
 _loading: dict[str, asyncio.Lock] = {}
 
 
+ROOM_FULL = 4429  # the client reconnects later, as after any 4429
 SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
     "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
@@ -115,6 +116,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
         self._ahead: set[int] = set()
         self.sockets: set[Socket] = set()
+        self.guests: set[Socket] = set()  # the sockets of people who came through a share link
         self.holders = 0  # non-socket users of the room (the kernel bridge)
         self.presence = Presence()
         self.kernel_state: dict | None = None  # last kernel status, for joiners
@@ -158,14 +160,32 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         log.error("%s failed; closing the room", task.get_name(), exc_info=task.exception())
         detach(self._fail(task.exception()))
 
-    def add(self, socket: Socket) -> None:
+    def add(self, socket: Socket, guest: bool = False) -> None:
+        """Admit a socket. Guests (who came through a share link) share at most
+        `MAX_GUEST_SOCKETS_PER_ROOM` places: every anonymous visit of a link is a new guest, so
+        the per-person cap does not bound them, and the owner and grantees keep the rest. A
+        full room closes with 4429: places come free, the client tries again."""
         if len(self.sockets) >= conf("MAX_SOCKETS_PER_ROOM"):
-            raise RoomError(4413, "This notebook has too many people connected right now.")
+            metrics.inc("sockets_refused_room_full")
+            raise RoomError(ROOM_FULL, "This notebook has too many people connected right now; retrying.")
+        if guest and len(self.guests) >= conf("MAX_GUEST_SOCKETS_PER_ROOM"):
+            metrics.inc("sockets_refused_room_full")
+            raise RoomError(
+                ROOM_FULL,
+                "Too many people are connected to this notebook through share links right now; retrying.",
+            )
         self.sockets.add(socket)
+        if guest:
+            self.guests.add(socket)
         self._cancel_unload()
 
-    async def remove(self, socket: Socket) -> None:
+    def discard(self, socket: Socket) -> None:
+        """Give back a socket's place (synchronous: it happens even if its task is cancelled)."""
         self.sockets.discard(socket)
+        self.guests.discard(socket)
+
+    async def remove(self, socket: Socket) -> None:
+        self.discard(socket)
         self._aw_last.pop(socket, None)
         self._aw_pending.pop(socket, None)
         if socket.client_id is not None and socket.client_id in self.presence.states:
@@ -184,6 +204,11 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if self._unload_handle is not None:
             self._unload_handle.cancel()
             self._unload_handle = None
+
+    def unload_if_unused(self) -> None:
+        """For a caller that loaded the room and then did not join it (a refused join): the
+        room unloads after the usual delay unless someone else joins or holds it."""
+        self._schedule_unload()
 
     def _schedule_unload(self) -> None:
         if not self.sockets and self.holders <= 0 and self._unload_handle is None:
@@ -312,30 +337,33 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             self._queue(Pending(update, user_id, None), None, within)
 
     async def _relayer(self) -> None:
-        """Hand committed batches to the local sockets and the other workers, in order."""
+        """Hand committed batches to the local sockets and the other workers, in order. Batches
+        that committed while the previous relay was going on go out together: one frame."""
         while True:
-            first, batch, durable_state = await self._committed.get()
+            committed = [await self._committed.get()]
+            while not self._committed.empty():
+                committed.append(self._committed.get_nowait())
             try:
-                await self._relay(first, batch, durable_state)
+                await self._relay(committed)
             except Exception:
                 log.exception("relaying updates of %s failed", self.id)
             finally:
-                self._committed.task_done()
+                for _ in committed:
+                    self._committed.task_done()
 
-    async def _relay(
-        self, first: int, batch: list[tuple[Pending, Socket | None]], durable_state: bytes
-    ) -> None:
-        updates = [p.data for p, _ in batch]
+    async def _relay(self, committed: list[tuple[int, list[tuple[Pending, Socket | None]], bytes]]) -> None:
+        updates = [p.data for _, batch, _ in committed for p, _ in batch]
         merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
         await self._send_local(protocol.sync_update(merged))
-        senders = {s for _, s in batch if s is not None and s.ext}
+        senders = {s for _, batch, _ in committed for _, s in batch if s is not None and s.ext}
         if senders:
-            saved = protocol.saved(durable_state)
+            saved = protocol.saved(committed[-1][2])  # the newest batch's durable state
             for socket in senders:
                 await send_to(socket, saved)
-        await fanout().publish(
-            {"type": "updates", "notebook": self.id, "first_seq": first, "updates": updates}
-        )
+        for first, batch, _ in committed:  # one message per batch: another worker's may lie between
+            event = {"type": "updates", "notebook": self.id, "first_seq": first}
+            await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
+        first, batch, _ = committed[-1]
         backlog = first + len(batch) - 1 - self.snapshot_seq
         if backlog > conf("COMPACT_AFTER_UPDATES") + conf("KEEP_RECENT_UPDATES"):
             self._start_compaction()

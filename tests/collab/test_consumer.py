@@ -112,6 +112,27 @@ async def test_it_answers_4404_for_a_missing_notebook(alice):
     assert client.closed["code"] == 4404
 
 
+async def test_a_join_whose_session_cannot_be_read_is_closed_with_4503(notebook, alice, monkeypatch, caplog):
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.db import OperationalError
+
+    cookie = await database_sync_to_async(cookie_for)(alice)
+
+    def unreachable(self):
+        raise OperationalError("connection failed: server closed the connection unexpectedly\n\tmore")
+
+    monkeypatch.setattr(SessionStore, "load", unreachable)  # read before the consumer runs
+    client, connected = await connect(notebook.pk, cookie)
+    assert connected  # accepted, then closed: the client reconnects, as after any 4503
+    await client.wait_closed()
+    assert client.closed["code"] == 4503
+    assert client.closed["reason"] == "The server cannot open this notebook right now. Reconnecting."
+    warnings = [r for r in caplog.records if "database unreachable" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].exc_info is None
+    assert "\n" not in warnings[0].getMessage()
+
+
 async def test_it_rejects_a_foreign_origin(notebook, alice):
     cookie = await database_sync_to_async(cookie_for)(alice)
     _, connected = await connect(notebook.pk, cookie, origin=(b"origin", b"http://evil.example"))
@@ -166,14 +187,17 @@ async def test_it_closes_4413_when_the_document_would_grow_too_large(notebook, a
     await close_all(a)
 
 
-async def test_it_limits_sockets_per_room(notebook, alice, settings):
+async def test_it_limits_sockets_per_room_with_4429_so_the_client_tries_again(notebook, alice, settings):
     settings.COLLAB = {**settings.COLLAB, "MAX_SOCKETS_PER_ROOM": 1}
     a = await joined(notebook.pk, alice)
     cookie = await database_sync_to_async(cookie_for)(alice)
     b, _ = await connect(notebook.pk, cookie)
     await b.wait_closed()
-    assert b.closed["code"] == 4413
+    assert b.closed["code"] == 4429
+    assert "too many people connected" in b.closed["reason"]
     await close_all(a)
+    again = await joined(notebook.pk, alice)  # the place came free
+    await close_all(again)
 
 
 async def test_it_tells_a_client_of_another_epoch_to_reload(notebook, alice):

@@ -9,12 +9,14 @@ import os
 import statistics
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
+import websockets
 
 from tests.support.faults import TcpProxy, Typist, all_saved, type_for
 from tests.support.processes import Stack
 from tests.support.waiting import eventually_async
-from tests.support.yclient import open_client
+from tests.support.yclient import connect, open_client
 
 pytestmark = pytest.mark.processes
 
@@ -77,6 +79,42 @@ async def test_a_database_outage_loses_no_edit_and_notebooks_open_again(pg_stack
         await t.stop()
 
 
+async def test_a_join_while_the_database_is_down_is_closed_with_4503_and_pages_show_no_traceback(pg_stack):
+    stack, proxy = pg_stack
+    alice = stack.user_with_notebook("db-join@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    port = stack.start_worker(DATABASE_URL=proxy.url_for(stack.database_url), DB_CONN_MAX_AGE="60")
+    first = await open_client(port, nid, cookie)  # the worker holds a connection through the proxy
+    await first.ws.close()
+    proxy.refuse(60)
+    try:
+        # The session and user are read from the database before the consumer runs: each join
+        # is still accepted and closed with 4503, which the client retries, not refused with 500.
+        for _ in range(3):
+            ws = await asyncio.wait_for(connect(port, nid, cookie), 10)
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4503
+            assert ws.close_reason == "The server cannot open this notebook right now. Reconnecting."
+        pages = {}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for path in ("/", f"/n/{nid}/", "/healthz"):
+                page = await http.get(path, headers={"Cookie": cookie})
+                pages[path] = page.status_code
+                assert "Traceback" not in page.text, page.text
+                assert "psycopg" not in page.text, page.text
+        assert pages == {"/": 503, f"/n/{nid}/": 503, "/healthz": 503}, pages
+    finally:
+        proxy.refusing_until = 0
+    log = stack.log(port)
+    assert "Exception inside application" not in log
+    assert log.count("a websocket join found the database unreachable") == 3, log
+    assert log.count("Service Unavailable: ") == 3, log  # one line per page, no traceback
+    assert "Traceback" not in log, log
+    joiner = await asyncio.wait_for(open_client(port, nid, cookie), 10)  # and back
+    await joiner.ws.close()
+
+
 async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
     alice = stack.user_with_notebook("redis-restart@example.com")
     nid, cookie = alice["notebook_id"], alice["cookie"]
@@ -89,6 +127,9 @@ async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
     await reader.start()
     visitors = [await open_client(port, other, other_cookie) for port in (a, b)]
     await type_for([writer, reader], 0.5)
+    async with httpx.AsyncClient(timeout=10) as http:  # any request makes a worker join the kernel cluster
+        for port in (a, b):
+            await http.get(f"http://127.0.0.1:{port}/accounts/login/")
     stack.kill_redis()
     for visitor in visitors:  # their rooms unload while Redis is down
         await visitor.ws.close()
@@ -118,5 +159,13 @@ async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
     for port in (a, b):  # the notebooks whose rooms unloaded during the outage open again
         visitor = await asyncio.wait_for(open_client(port, other, other_cookie), 10)
         await visitor.ws.close()
+    for port in (a, b):  # the kernel cluster's reader said so once, and once that it was back
+        log = await eventually_async(
+            lambda p=port: "kernel cluster: receiving restored" in stack.log(p) and stack.log(p),
+            timeout=10,
+            what="the kernel cluster's reader to recover",
+        )
+        assert log.count("kernel cluster: receiving failed") == 1, log
+        assert log.count("kernel cluster: receiving restored") == 1, log
     for t in (writer, reader):
         await t.stop()

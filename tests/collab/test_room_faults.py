@@ -30,6 +30,9 @@ class FakeSocket:
     def __init__(self):
         self.closed: list[tuple[int, str]] = []
 
+    def send_now(self, frame):
+        return False
+
     async def send_frame(self, frame):
         pass
 

@@ -7,12 +7,15 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from django.test import Client
 
 from collab import consumers, protocol
 from collab.rooms import ROOMS
+from notebooks import sharing
 from notebooks.models import Role
 from tests.support.cast import cookie_for
 from tests.support.consumer import close_all, connect, grant, joined
+from tests.support.principals import owner_access
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,6 +72,59 @@ async def test_one_viewer_cannot_fill_a_room_and_lock_the_owner_out(notebook, al
     await close_all(owner, again)
 
 
+def link_guest_cookies(notebook, count: int) -> list[str]:
+    """`count` anonymous people who each opened the same share link: one guest each."""
+    _, token = sharing.create_link(
+        owner_access(notebook), label="open", role=Role.VIEWER, require_login=False
+    )
+    cookies = []
+    for _ in range(count):
+        client = Client()
+        assert client.get(f"/s/{token}").status_code == 302
+        cookies.append(f"sessionid={client.cookies['sessionid'].value}")
+    return cookies
+
+
+async def test_link_guests_cannot_fill_a_room_and_lock_the_owner_out(notebook, alice, bob, settings):
+    # Each anonymous visit of a link is a new guest, so the per-person cap does not bound them:
+    # together they get a share of the room, and the owner and grantees keep the rest.
+    settings.COLLAB = {
+        **settings.COLLAB,
+        "MAX_SOCKETS_PER_ROOM": 6,
+        "MAX_GUEST_SOCKETS_PER_ROOM": 4,
+        "MAX_SOCKETS_PER_PERSON": 2,
+    }
+    await grant(notebook, bob, Role.VIEWER)
+    cookies = await database_sync_to_async(link_guest_cookies)(notebook, 4)
+    guests = []
+    for cookie in cookies[:2]:
+        for _ in range(2):
+            guest, connected = await connect(notebook.pk, cookie)
+            assert connected
+            await guest.start()
+            await guest.pump_until(guest.synced.is_set, what="the guest's first sync")
+            guests.append(guest)
+    refused = []
+    for cookie in cookies[2:]:
+        extra, _ = await connect(notebook.pk, cookie)
+        await extra.wait_closed()
+        refused.append(extra.closed)
+    assert {closed["code"] for closed in refused} == {4429}  # the client tries again later
+    assert all("through share links" in closed["reason"] for closed in refused)
+    owner = await joined(notebook.pk, alice)
+    grantee = await joined(notebook.pk, bob)
+    assert owner.closed is None
+    assert grantee.closed is None
+    assert len(room_of(notebook).sockets) == 6
+    await close_all(guests[0])
+    again, connected = await connect(notebook.pk, cookies[2])  # a place of the guests' share is free
+    assert connected
+    await again.start()
+    await again.pump_until(again.synced.is_set, what="the guest's first sync")
+    assert again.closed is None
+    await close_all(*guests[1:], again, owner, grantee)
+
+
 async def test_a_socket_cannot_claim_or_remove_another_clients_presence(notebook, alice, bob):
     await grant(notebook, bob, Role.VIEWER)
     a = await joined(notebook.pk, alice)
@@ -116,3 +172,54 @@ async def test_a_command_nested_past_the_parsers_depth_closes_4400(notebook, ali
     assert b.closed["code"] == 4400
     assert len(room_of(notebook).sockets) == 1
     await close_all(a)
+
+
+BAD_PRESENCE = [
+    pytest.param(2**53, 1, '{"cell":"a"}', "client id", id="client id past 2^53-1"),
+    pytest.param(None, 2**53, '{"cell":"a"}', "clock", id="clock past 2^53-1"),
+    pytest.param(None, 1, '{"x":NaN}', "JSON", id="NaN"),
+    pytest.param(None, 1, '{"x":1e999}', "JSON", id="a number JSON cannot hold"),
+    pytest.param(None, 1, '{"x":-Infinity}', "JSON", id="Infinity"),
+]
+
+
+@pytest.mark.parametrize(("client_id", "clock", "state", "named"), BAD_PRESENCE)
+async def test_presence_a_browser_could_not_decode_closes_4400_and_is_not_relayed(
+    notebook, alice, bob, client_id, clock, state, named
+):
+    # One entry that browsers' decoders reject (lib0 numbers stop at 2^53, JSON.parse refuses
+    # NaN and Infinity) would break every newcomer's whole presence message.
+    await grant(notebook, bob, Role.VIEWER)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    entry = (b.doc.client_id if client_id is None else client_id, clock, state)
+    await b.comm.send_to(bytes_data=protocol.awareness(protocol.encode_awareness([entry])))
+    await b.wait_closed()
+    assert b.closed["code"] == 4400
+    assert named in b.closed["reason"]
+    assert room_of(notebook).presence.states == {}
+    await a.set_awareness({"cell": "mine"})
+    await a.pump()
+    assert set(a.awareness) == {a.doc.client_id}
+    await close_all(a)
+
+
+async def test_a_room_loaded_for_a_join_that_is_then_refused_unloads(notebook, alice, settings):
+    """A refused first joiner (a stale epoch here) must not keep the notebook in memory."""
+    from tests.support.waiting import eventually_async
+
+    settings.COLLAB = {**settings.COLLAB, "ROOM_UNLOAD_DELAY": 0.2}
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    refused, _ = await connect(notebook.pk, cookie, query="epoch=not-the-epoch")
+    await refused.wait_closed()
+    assert refused.closed["code"] == 4409
+    await eventually_async(lambda: str(notebook.pk) not in ROOMS, timeout=5, what="the room to unload")
+
+
+@pytest.mark.parametrize("path", ["0123456789abcdef0123456789abcdef", "not-a-notebook", "x/y"])
+async def test_a_websocket_to_no_notebook_path_closes_4404_not_a_server_error(alice, path):
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    client, connected = await connect(path, cookie)
+    assert connected
+    await client.wait_closed()
+    assert client.closed["code"] == 4404

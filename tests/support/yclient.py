@@ -155,13 +155,18 @@ class WsClient(YClient):
             pass
 
 
-async def open_client(port: int, notebook_id: str, cookie: str) -> WsClient:
-    """A client of the worker on `port`, signed in with `cookie`, after its first sync."""
-    ws = await websockets.connect(
+async def connect(port: int, notebook_id: str, cookie: str) -> websockets.asyncio.client.ClientConnection:
+    """A bare websocket to the notebook on the worker on `port`, signed in with `cookie`."""
+    return await websockets.connect(
         f"ws://127.0.0.1:{port}/ws/notebooks/{notebook_id}",
         additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
         max_size=None,
     )
+
+
+async def open_client(port: int, notebook_id: str, cookie: str) -> WsClient:
+    """A client of the worker on `port`, signed in with `cookie`, after its first sync."""
+    ws = await connect(port, notebook_id, cookie)
     client = WsClient(ws)
     await client.start()
     await asyncio.wait_for(client.synced.wait(), 10)
