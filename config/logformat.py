@@ -1,7 +1,8 @@
 """Logs without secrets: share-link and invitation tokens in `/s/<token>` and `/invite/<token>`
-paths, cookie values, tokens in query strings, Authorization headers and passwords in URLs are
-taken out of every record (the `RedactSecrets` filter on the console handler) and of daphne's
-access log; LOG_FORMAT=json writes one JSON object per line, traceback included and redacted too."""
+paths, email confirmation and password-reset keys, cookie values, tokens in query strings,
+Authorization headers and passwords in URLs are taken out of every record (the `RedactSecrets`
+filter on the console handler) and of daphne's access log; LOG_FORMAT=json writes one JSON
+object per line, traceback included and redacted too."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from datetime import UTC, datetime
 _SECRETS = [
     (re.compile(r"/s/[A-Za-z0-9_\-]+"), "/s/<token>"),
     (re.compile(r"/invite/[A-Za-z0-9_\-]+"), "/invite/<token>"),  # emailed invitations
+    (re.compile(r"/confirm-email/[^/\s]+"), "/confirm-email/<key>"),  # allauth's emailed links
+    (re.compile(r"/password/reset/key/[^/\s]+"), "/password/reset/key/<key>"),
     (re.compile(r"(?i)\b(sessionid|csrftoken|messages)=[^;\s,'\"]+"), r"\1=<redacted>"),
     (re.compile(r"(?i)\b(token|key|password)=[^&\s,'\"]+"), r"\1=<redacted>"),
     (re.compile(r"(?i)\b(authorization:?\s*['\"]?(?:token|bearer|basic)\s+)[^\s'\",]+"), r"\1<redacted>"),
@@ -31,6 +34,17 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+class QuietRefusals(logging.Filter):
+    """Django logs every 403 and 404 with the exception that caused it: a traceback for an
+    everyday answer (someone opens a link they have no access to). Keep the one line. The same
+    for a 503 (the database unreachable, `config.views.server_error`): one line per request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "django.request" and getattr(record, "status_code", None) in (403, 404, 503):
+            record.exc_info = record.exc_text = None
         return True
 
 

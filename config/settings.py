@@ -228,8 +228,8 @@ if envbool("DISABLE_RATE_LIMITS", "false"):
 LOGIN_REDIRECT_URL = "/notebooks/"
 LOGIN_URL = "/accounts/login/"
 
-# Email: console by default; EMAIL_URL=smtp://user:pass@host:port (smtps:// for TLS) or
-# EMAIL_BACKEND=file with EMAIL_FILE_PATH for a folder of .log files.
+# Email: console by default (config/mail.py); EMAIL_URL=smtp://user:pass@host:port (smtps:// for
+# TLS) or EMAIL_BACKEND=file with EMAIL_FILE_PATH for a folder of .log files.
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"{SITE_NAME} <noreply@localhost>")
 _email_url = os.environ.get("EMAIL_URL", "")
 if _email_url:
@@ -243,11 +243,11 @@ if _email_url:
     EMAIL_HOST_PASSWORD = unquote(_parts.password or "")
     EMAIL_USE_SSL = _parts.scheme == "smtps"
     EMAIL_USE_TLS = _parts.scheme == "smtp+tls"
-elif os.environ.get("EMAIL_BACKEND", "console") == "file":
-    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+else:  # console: the message in EMAIL_FILE_PATH, its links' tokens hidden on the console
     EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "emails"))
-else:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    EMAIL_BACKEND = {
+        "file": "django.core.mail.backends.filebased.EmailBackend",
+    }.get(os.environ.get("EMAIL_BACKEND", "console"), "config.mail.PrivateConsoleBackend")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -269,6 +269,10 @@ STORAGES = {
 NOTEBOOK_MAX_UPLOAD_BYTES = envint("NOTEBOOK_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
 NOTEBOOK_MAX_CELLS = envint("NOTEBOOK_MAX_CELLS", 10_000)  # an import's cost grows with its cells
 NOTEBOOK_MAX_JSON_DEPTH = envint("NOTEBOOK_MAX_JSON_DEPTH", 100)
+# Imports (uploads, replacements) one worker runs at once; more are answered 503 "try again".
+NOTEBOOK_MAX_CONCURRENT_IMPORTS = envint("NOTEBOOK_MAX_CONCURRENT_IMPORTS", 1)
+# Bytes of .ipynb one person may import an hour (counted over all workers with Redis).
+NOTEBOOK_IMPORT_BYTES_PER_HOUR = envint("NOTEBOOK_IMPORT_BYTES_PER_HOUR", 10 * NOTEBOOK_MAX_UPLOAD_BYTES)
 DATA_UPLOAD_MAX_MEMORY_SIZE = NOTEBOOK_MAX_UPLOAD_BYTES + 1024 * 1024
 # Any request body, refused with 413 from its headers before it is buffered (config.body_limit);
 # several files uploaded at once share it. The proxy (deploy/nginx.conf) has the same limit.
@@ -364,6 +368,9 @@ COLLAB = {
     "MAX_MESSAGE_BYTES": envint("COLLAB_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
     "MAX_DOCUMENT_BYTES": envint("COLLAB_MAX_DOCUMENT_BYTES", 64 * 1024 * 1024),
     "MAX_SOCKETS_PER_ROOM": envint("COLLAB_MAX_SOCKETS_PER_ROOM", 500),
+    # Of those, what all who came through a share link share (each anonymous visit is a new
+    # guest): the owner and grantees always keep the rest.
+    "MAX_GUEST_SOCKETS_PER_ROOM": envint("COLLAB_MAX_GUEST_SOCKETS_PER_ROOM", 300),
     # One person's sockets on one worker, all rooms together (tabs, devices, reconnects).
     "MAX_SOCKETS_PER_PERSON": envint("COLLAB_MAX_SOCKETS_PER_PERSON", 20),
     "MAX_AWARENESS_BYTES": envint("COLLAB_MAX_AWARENESS_BYTES", 16 * 1024),
@@ -386,11 +393,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "config.logformat.JsonLinesFormatter"}},
-    "filters": {"redact": {"()": "config.logformat.RedactSecrets"}},
+    "filters": {
+        "redact": {"()": "config.logformat.RedactSecrets"},
+        "refusals": {"()": "config.logformat.QuietRefusals"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "filters": ["redact"],
+            "filters": ["refusals", "redact"],
             **({"formatter": "json"} if LOG_FORMAT == "json" else {}),
         }
     },

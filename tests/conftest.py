@@ -46,6 +46,9 @@ def _fast_settings(settings, tmp_path):
     }
     fanout._fanout = None  # each test has its own event loop, so its own fan-out reader
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    # PBKDF2's 1,000,000 rounds cost ~0.35 s of CPU per user made or password checked; no test
+    # is about the hash's strength, so the test cast's passwords use a fast hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     cache.clear()  # rate-limit counters
     settings.ACCOUNT_RATE_LIMITS = False
     settings.STORAGES = {

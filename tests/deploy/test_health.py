@@ -78,3 +78,53 @@ def test_json_log_lines_carry_no_tokens_cookies_or_passwords():
     for secret in ("AbC123_-xyz", "t0psecret", "abc123", "zz,", "hunter2"):
         assert secret not in line
     assert "/s/<token>" in entry["message"]
+
+
+def test_a_refused_request_logs_one_line_without_a_traceback(client, django_user_model, notebook):
+    """A 403 is an everyday answer (someone without access opens a link): one warning line,
+    not a traceback per refusal filling the operators' logs."""
+    import io
+    import logging
+
+    [console] = [
+        h
+        for h in logging.getLogger().handlers
+        if any(f.__class__.__name__ == "QuietRefusals" for f in h.filters)
+    ] or [None]
+    assert console is not None, "the console handler quiets refusals"
+    stream = io.StringIO()
+    old = console.setStream(stream)
+    try:
+        stranger = django_user_model.objects.create_user(email="stranger@example.com", password="pw-12345678")
+        client.force_login(stranger)
+        assert client.get(f"/n/{notebook.pk}/").status_code == 403
+        assert client.get(f"/n/{notebook.pk}/activity").status_code == 403
+    finally:
+        console.setStream(old)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert all("Forbidden" in line and "Traceback" not in line for line in lines), lines
+
+
+def test_console_email_keeps_its_links_secrets_in_a_private_file(settings, tmp_path, capsys):
+    from django.core import mail
+
+    settings.EMAIL_BACKEND = "config.mail.PrivateConsoleBackend"
+    settings.EMAIL_FILE_PATH = str(tmp_path / "emails")
+    links = [
+        "http://127.0.0.1:8000/invite/Zx9-invitation_TOKEN",
+        "http://127.0.0.1:8000/accounts/confirm-email/MQ:1vabc:confirmKEY/",
+        "http://127.0.0.1:8000/accounts/password/reset/key/1-resetKEY/",
+    ]
+    mail.send_mail("You are invited", "Open it: " + "\n".join(links), None, ["dana@example.com"])
+    shown = capsys.readouterr().out
+    assert "You are invited" in shown
+    assert "dana@example.com" in shown
+    for secret in ("invitation_TOKEN", "confirmKEY", "resetKEY"):
+        assert secret not in shown
+    assert "/invite/<token>" in shown
+    saved = list((tmp_path / "emails").iterdir())
+    assert len(saved) == 1
+    assert str(saved[0]) in shown
+    assert all(link in saved[0].read_text() for link in links)
+    assert (tmp_path / "emails").stat().st_mode & 0o777 == 0o700

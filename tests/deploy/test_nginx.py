@@ -21,11 +21,12 @@ from tests.support.yclient import open_client, settle
 
 pytestmark = pytest.mark.processes
 LIMIT = 2 * 1024 * 1024
+METRICS_TOKEN = "metrics-token-for-tests"
 
 
 @pytest.fixture(scope="module")
 def proxied():
-    stack = Stack(REQUEST_MAX_BODY_BYTES=str(LIMIT), EMAIL_BACKEND="file")
+    stack = Stack(REQUEST_MAX_BODY_BYTES=str(LIMIT), EMAIL_BACKEND="file", METRICS_TOKEN=METRICS_TOKEN)
     stack.env["EMAIL_FILE_PATH"] = str(stack.tmp / "mail")
     run_dir = None
     try:
@@ -178,3 +179,44 @@ def test_the_workers_count_access_requests_together(proxied):
         )
         statuses.append(status)
     assert statuses == [200] * REQUESTS_PER_HOUR + [429]
+
+
+def test_a_client_cannot_choose_the_address_its_limits_are_counted_by(proxied):
+    """nginx tells the workers the address it saw, not one the client wrote into X-Forwarded-For:
+    rotating that header would otherwise undo every per-address limit."""
+    from notebooks.links import LINK_GUESSES_PER_IP
+
+    _, port, _ = proxied
+    answers = [
+        get(port, f"/s/not-a-token-{i}", **{"X-Forwarded-For": f"203.0.113.{i}"})
+        for i in range(LINK_GUESSES_PER_IP + 1)
+    ]
+    assert all(b"Too many invalid links" not in body for _, _, body in answers[:-1])
+    assert b"Too many invalid links" in answers[-1][2], answers[-1]
+
+
+def test_a_worker_serving_notebooks_stays_healthy(proxied):
+    """/healthz's channel-layer check must not wait behind the worker's own cross-worker reader."""
+    stack, port, _ = proxied
+    owner = stack.user_with_notebook("healthy@example.com", title="Health")
+
+    async def scenario():
+        clients = [await open_client(w, owner["notebook_id"], owner["cookie"]) for w in stack.workers]
+        answers = [get(worker, "/healthz") for worker in stack.workers] + [get(port, "/healthz")]
+        for client in clients:
+            await client.ws.close()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert [(status, body) for status, _, body in answers] == [(200, b"ok\n")] * 3
+    assert [get(worker, "/healthz")[0] for worker in stack.workers] == [200, 200]  # after they left, too
+
+
+def test_metrics_are_for_the_workers_scraper_not_through_the_proxy(proxied):
+    stack, port, _ = proxied
+    bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    worker = next(iter(stack.workers))
+    status, _, body = get(worker, "/metrics", **bearer)
+    assert status == 200
+    assert b"collab_rooms_open" in body
+    assert get(port, "/metrics", **bearer)[0] == 404

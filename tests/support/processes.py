@@ -117,11 +117,12 @@ class Stack:
     def database_url(self) -> str | None:
         return self.env.get("DATABASE_URL")
 
-    def start_worker(self, **env: str) -> int:
-        """Start a daphne worker; `env` overrides the stack's environment for it alone."""
+    def start_worker(self, behind_proxy: bool = False, **env: str) -> int:
+        """Start a daphne worker; `env` overrides the stack's environment for it alone. Behind a
+        proxy it takes the client's address from X-Forwarded-For, as `manage.py stack` runs it."""
         port = free_port()
         proc = self._spawn(
-            [PYTHON, "-m", "daphne", *daphne_args("127.0.0.1", port)],
+            [PYTHON, "-m", "daphne", *daphne_args("127.0.0.1", port, behind_proxy)],
             log=f"daphne-{port}.log",
             env=env,
         )
@@ -179,7 +180,7 @@ def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> 
         subprocess.run(["scripts/install_nginx.sh"], check=True)
     port = free_port()
     stack.env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")  # as `manage.py stack` sets it
-    upstreams = [f"127.0.0.1:{stack.start_worker()}" for _ in range(workers)]
+    upstreams = [f"127.0.0.1:{stack.start_worker(behind_proxy=True)}" for _ in range(workers)]
     run_dir = Path(tempfile.mkdtemp(prefix="collab-nginx-"))
     run_dir.chmod(0o755)  # nginx's workers (www-data when started as root) keep uploads here
     (run_dir / "static").mkdir(mode=0o755)  # its static root: empty, so the workers serve them
@@ -192,6 +193,22 @@ def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> 
     argv[0] = shutil.which("nginx") or "/usr/sbin/nginx"
     wait_for_port(port, stack._spawn(argv, log="nginx.log"))
     return port, run_dir
+
+
+def child_processes(pid: int) -> dict[int, list[str]]:
+    """The live (not zombie) children of process `pid`: their pids and command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(stat[1]) == pid and stat[0] != "Z":
+            found[int(entry.name)] = argv
+    return found
 
 
 def make_user_and_notebook(email: str, notebook_json: str) -> dict:

@@ -52,11 +52,15 @@ class Command(BaseCommand):
         if not os.environ.get("SITE_URL"):  # links in emails sent without a request point here
             os.environ["SITE_URL"] = settings.SITE_URL = url.rstrip("/")
         verification = settings.ACCOUNT_EMAIL_VERIFICATION
+        emails = {
+            "config.mail.PrivateConsoleBackend": "shown here with their links' keys hidden,\n  each whole in",
+            "django.core.mail.backends.filebased.EmailBackend": "written to",
+        }.get(settings.EMAIL_BACKEND)
+        emails = f"{emails} {settings.EMAIL_FILE_PATH}/" if emails else "sent through EMAIL_URL"
         self.stdout.write(
             f"\n  {settings.SITE_NAME} is running at {url}\n"
             f"  Sign up at {url}accounts/signup/ (email verification: {verification};\n"
-            f"  emails, including the verification link, are printed in this terminal"
-            f" unless EMAIL_URL is set).\n  Press Ctrl-C to stop.\n\n"
+            f"  emails are {emails}).\n  Press Ctrl-C to stop.\n\n"
         )
         self.stdout.flush()
         server = None

@@ -1,7 +1,14 @@
 """The whole stack on one machine: N daphne workers on loopback behind nginx, a redis-server for
 the channel layer (unless REDIS_URL is set), one local Jupyter Server for all workers (unless
-JUPYTER_SERVER_URL is set). The database is DATABASE_URL's (or SQLite). Runs until Ctrl-C or
-until a process of it exits; then stops the others. `./run.sh --workers N` runs this."""
+JUPYTER_SERVER_URL is set). The database is DATABASE_URL's (or SQLite). `./run.sh --workers N`
+runs this.
+
+It supervises what it started: a daphne worker or the redis-server that exits is started again
+with the same arguments (same port, which nginx and the workers know), after a delay that
+doubles with each exit within `RESTART_WINDOW` seconds (0.5 s, 1 s, 2 s, ...); one that exits
+`RESTART_LIMIT` times within that window, or nginx exiting, stops the whole stack, as does
+Ctrl-C or SIGTERM. The local Jupyter Server is restarted by its own keeper
+(`LocalJupyterServer.keep_running`)."""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -45,6 +54,40 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
     raise CommandError(f"nothing listens on {port} after {timeout} s")
 
 
+RESTART_LIMIT = 5  # exits of one process within RESTART_WINDOW seconds that stop the stack
+RESTART_WINDOW = 30.0
+FIRST_DELAY, MAX_DELAY = 0.5, 8.0
+
+
+class Restarts:
+    """When a process that exited is started again: after a delay that doubles with each exit
+    within `window` seconds, or never (None) once it exited `limit` times within `window`."""
+
+    def __init__(self, limit: int = RESTART_LIMIT, window: float = RESTART_WINDOW):
+        self.limit, self.window = limit, window
+        self.exits: deque[float] = deque()
+
+    def died(self, now: float) -> float | None:
+        self.exits.append(now)
+        while self.exits[0] <= now - self.window:
+            self.exits.popleft()
+        if len(self.exits) >= self.limit:
+            return None
+        return min(FIRST_DELAY * 2 ** (len(self.exits) - 1), MAX_DELAY)
+
+
+@dataclass
+class Child:
+    """A process of the stack: what it is called in messages, how to start it again."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen
+    restart: bool
+    restarts: Restarts = field(default_factory=Restarts)
+    start_at: float | None = None  # when to start it again, while it is down
+
+
 class Command(BaseCommand):
     help = "Run N daphne workers behind nginx, with Redis and a Jupyter Server, on this machine."
 
@@ -55,10 +98,10 @@ class Command(BaseCommand):
 
     def handle(self, workers: int, host: str, port: int, **options):
         os.umask(0o077)
-        self.procs: list[subprocess.Popen] = []
+        self.children: list[Child] = []
         self.env = dict(os.environ)
         self.env.setdefault("SITE_URL", f"http://{host}:{port}")  # links in emails sent without a request
-        run_dir = Path(tempfile.mkdtemp(prefix="colab-nginx-"))
+        run_dir = Path(tempfile.mkdtemp(prefix="confer-nginx-"))
         run_dir.chmod(0o755)  # nginx's workers keep uploads here while they arrive
         server = None
         try:
@@ -72,7 +115,7 @@ class Command(BaseCommand):
             upstreams = [f"127.0.0.1:{self._worker()}" for _ in range(workers)]
             conf = run_dir / "nginx.conf"
             conf.write_text(nginx_conf(f"{host}:{port}", upstreams, run_dir))
-            nginx = self._spawn(nginx_argv(conf, run_dir))
+            nginx = self._spawn("nginx", nginx_argv(conf, run_dir), restart=False)
             wait_for_port(port, nginx)
             self.stdout.write(
                 f"\n  {settings.SITE_NAME} is running at http://{host}:{port}/"
@@ -87,10 +130,13 @@ class Command(BaseCommand):
                 server.stop()
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    def _spawn(self, argv: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, env=self.env, cwd=settings.BASE_DIR)  # noqa: S603
-        self.procs.append(proc)
+    def _spawn(self, name: str, argv: list[str], restart: bool = True) -> subprocess.Popen:
+        proc = self._popen(argv)
+        self.children.append(Child(name, argv, proc, restart))
         return proc
+
+    def _popen(self, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(argv, env=self.env, cwd=settings.BASE_DIR)  # noqa: S603
 
     def _redis(self) -> str:
         if shutil.which("redis-server") is None:
@@ -107,13 +153,14 @@ class Command(BaseCommand):
             "--appendonly",
             "no",
         ]
-        wait_for_port(port, self._spawn(argv))
+        wait_for_port(port, self._spawn("redis-server", argv))
         return f"redis://127.0.0.1:{port}/0"
 
     def _worker(self) -> int:
         port = free_port()
         proc = self._spawn(
-            [sys.executable, "-m", "daphne", *daphne_args("127.0.0.1", port, behind_proxy=True)]
+            f"daphne worker on 127.0.0.1:{port}",
+            [sys.executable, "-m", "daphne", *daphne_args("127.0.0.1", port, behind_proxy=True)],
         )
         wait_for_port(port, proc)
         return port
@@ -122,19 +169,49 @@ class Command(BaseCommand):
         stop = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
         try:
-            while not stop and all(p.poll() is None for p in self.procs):
-                time.sleep(0.5)
+            while not stop and self._supervise(time.monotonic()):
+                time.sleep(0.2)
         except KeyboardInterrupt:
             pass
-        for proc in self.procs:
-            if proc.poll() is not None:
-                self.stderr.write(f"{proc.args[0]} exited with {proc.returncode}; stopping the stack.")
+
+    def _supervise(self, now: float) -> bool:
+        """Start again what is due, note what exited; False when the stack must stop."""
+        for child in self.children:
+            if child.start_at is not None:
+                if now < child.start_at:
+                    continue
+                child.start_at = None
+                try:
+                    child.proc = self._popen(child.argv)
+                except OSError as e:
+                    if not self._ended(child, f"could not start again ({e})", now):
+                        return False
+                continue
+            code = child.proc.poll()
+            if code is not None and not self._ended(child, f"exited with {code}", now):
+                return False
+        return True
+
+    def _ended(self, child: Child, what: str, now: float) -> bool:
+        """Say that `child` ended and when it starts again; False when the stack must stop."""
+        if not child.restart:
+            self.stderr.write(f"{child.name} {what}; stopping the stack.")
+            return False
+        delay = child.restarts.died(now)
+        if delay is None:
+            limit, window = child.restarts.limit, child.restarts.window
+            self.stderr.write(f"{child.name} {what}, {limit} times within {window:g} s; stopping the stack.")
+            return False
+        self.stderr.write(f"{child.name} {what}; starting it again in {delay:g} s.")
+        child.start_at = now + delay
+        return True
 
     def _stop(self) -> None:
-        for proc in reversed(self.procs):
+        procs = [child.proc for child in self.children if child.start_at is None]
+        for proc in reversed(procs):
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.procs:
+        for proc in procs:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
