@@ -3,18 +3,25 @@ audit event in the same transaction, and tells live rooms after the commit."""
 
 from __future__ import annotations
 
+import ctypes
+import threading
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import PurePath
+from typing import BinaryIO
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
 from audit import log as audit
+from config.cache import count_up
 from notebooks import nbio, updatelog, ydoc
 from notebooks.access import Access
 from notebooks.events import notebook_changed
 from notebooks.models import Notebook
+from notebooks.refusals import Refused, Rule
 
 
 def notify_after_commit(notebook_id, kind: str = "access") -> None:
@@ -30,7 +37,10 @@ def title_from_filename(filename: str) -> str:
 
 
 def _create(owner, title: str, nb, request, action: str, **details) -> Notebook:
-    state = ydoc.notebook_to_update(nb)
+    return _create_from_state(owner, title, ydoc.notebook_to_update(nb), request, action, **details)
+
+
+def _create_from_state(owner, title: str, state: bytes, request, action: str, **details) -> Notebook:
     with transaction.atomic():
         notebook = Notebook.objects.create(owner=owner, title=title, snapshot=state, last_edited_by=owner)
         audit.record(action, notebook=notebook, actor=owner, request=request, **details)
@@ -41,30 +51,95 @@ def create_blank(owner, request=None, title: str = "Untitled") -> Notebook:
     return _create(owner, title, nbio.blank_notebook(), request, "notebook.created")
 
 
-def read_upload(data: bytes):
-    """An uploaded .ipynb within the configured size, cell-count and nesting limits."""
+def read_upload(source: bytes | BinaryIO):
+    """An uploaded .ipynb (its bytes, or the uploaded file) within the configured size,
+    cell-count and nesting limits."""
     limits = settings.NOTEBOOK_MAX_CELLS, settings.NOTEBOOK_MAX_JSON_DEPTH
-    return nbio.read_ipynb(data, settings.NOTEBOOK_MAX_UPLOAD_BYTES, *limits)
+    return nbio.read_ipynb(source, settings.NOTEBOOK_MAX_UPLOAD_BYTES, *limits)
 
 
-def upload_bytes(upload) -> bytes:
-    """An uploaded file's bytes, refused from its size before it is read into memory."""
+def _document_of(source: bytes | BinaryIO) -> tuple[bytes, int]:
+    """The document state of an uploaded .ipynb and its number of cells. The parsed notebook
+    is gone when this returns: only the state is held while the database writes it."""
+    nb = read_upload(source)
+    return ydoc.notebook_to_update(nb), len(nb.cells)
+
+
+class ImportsBusy(Exception):
+    """This worker already runs `NOTEBOOK_MAX_CONCURRENT_IMPORTS` imports."""
+
+    retry_after = 5  # seconds, for the Retry-After header
+
+    def __init__(self):
+        super().__init__("Another import is running on this server; try again in a moment.")
+
+
+_imports_running = 0
+_imports_lock = threading.Lock()
+
+
+@contextmanager
+def import_slot():
+    """Hold one of the `NOTEBOOK_MAX_CONCURRENT_IMPORTS` places for imports (uploads and
+    replacements) of this worker, or raise ImportsBusy at once. A 45 MB notebook takes seconds
+    and about 300 MB to import, in a thread that shares the interpreter lock with the worker's
+    event loop: three at once grew a worker by a GB and stalled its websockets for seconds."""
+    global _imports_running
+    with _imports_lock:
+        if _imports_running >= settings.NOTEBOOK_MAX_CONCURRENT_IMPORTS:
+            raise ImportsBusy
+        _imports_running += 1
+    try:
+        yield
+    finally:
+        with _imports_lock:
+            _imports_running -= 1
+        _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    """Return the memory an import freed to the system: glibc's malloc keeps freed pages
+    (notably in the arenas of the threads requests run in), so a worker would stay hundreds
+    of MB larger after one big import. Skipped where there is no glibc."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def take_import_budget(user, size: int) -> None:
+    """Count an upload of `size` bytes against its person's `NOTEBOOK_IMPORT_BYTES_PER_HOUR`,
+    or refuse it (before it is read) with Refused(RATE_LIMITED)."""
+    limit = settings.NOTEBOOK_IMPORT_BYTES_PER_HOUR
+    key = f"import-bytes:{user.pk}"
+    if cache.get(key, 0) + size > limit:
+        raise Refused(
+            f"You can import at most {nbio.megabytes(limit)} of notebooks an hour; try again later.",
+            Rule.RATE_LIMITED,
+        )
+    count_up(key, size)
+
+
+def import_upload(owner, upload, request=None) -> Notebook:
+    """Import an uploaded file (Django's UploadedFile): refused from its size before it is
+    read, counted against its owner's hourly budget, read and parsed without keeping its bytes."""
     nbio.check_size(upload.size, settings.NOTEBOOK_MAX_UPLOAD_BYTES)
-    return upload.read()
+    take_import_budget(owner, upload.size)
+    return import_ipynb(owner, upload.name, upload, request)
 
 
-def import_ipynb(owner, filename: str, data: bytes, request=None) -> Notebook:
-    """Raises NotebookFileError (and creates nothing) if the file is not a usable notebook."""
-    nb = read_upload(data)
-    return _create(
+def import_ipynb(owner, filename: str, source: bytes | BinaryIO, request=None) -> Notebook:
+    """Raises NotebookFileError (and creates nothing) if the file is not a usable notebook.
+    `source` is the file's bytes or a file with a `size` (an upload)."""
+    size = len(source) if isinstance(source, bytes) else source.size
+    state, cells = _document_of(source)
+    return _create_from_state(
         owner,
         title_from_filename(filename),
-        nb,
+        state,
         request,
         "notebook.imported",
         filename=filename,
-        bytes=len(data),
-        cells=len(nb.cells),
+        bytes=size,
+        cells=cells,
     )
 
 
@@ -105,15 +180,19 @@ def rename(access: Access, title: str, request=None) -> None:
 
 
 def duplicate(access: Access, owner, request=None) -> Notebook:
-    nb = current_notebook(access.notebook.pk)
-    return _create(
-        owner,
-        f"Copy of {access.notebook.title}"[:200],
-        nb,
-        request,
-        "notebook.created",
-        copied_from=str(access.notebook.pk),
-    )
+    """A copy costs what an import of it would: it takes an import place (ImportsBusy) and
+    counts its document's size against its owner's hourly budget (Refused)."""
+    with import_slot():
+        state = ydoc.notebook_to_update(current_notebook(access.notebook.pk))
+        take_import_budget(owner, len(state))
+        return _create_from_state(
+            owner,
+            f"Copy of {access.notebook.title}"[:200],
+            state,
+            request,
+            "notebook.created",
+            copied_from=str(access.notebook.pk),
+        )
 
 
 def trash(access: Access, request=None) -> None:
@@ -138,11 +217,17 @@ def purge(notebook: Notebook, user, request=None) -> None:
         notebook.delete()
 
 
-def replace_content(access: Access, filename: str, data: bytes, request=None) -> None:
+def replace_with_upload(access: Access, upload, request=None) -> None:
+    """`replace_content` with an uploaded file, refused and counted as `import_upload` does."""
+    nbio.check_size(upload.size, settings.NOTEBOOK_MAX_UPLOAD_BYTES)
+    take_import_budget(access.principal.user, upload.size)
+    replace_content(access, upload.name, upload, request)
+
+
+def replace_content(access: Access, filename: str, source: bytes | BinaryIO, request=None) -> None:
     """Replace the document with an uploaded file: a new epoch, so open editors reload
     instead of merging their old history into the new one."""
-    nb = read_upload(data)
-    state = ydoc.notebook_to_update(nb)
+    state, cells = _document_of(source)
     with transaction.atomic():
         updatelog.replace(access.notebook.pk, state)
         audit.record(
@@ -151,7 +236,7 @@ def replace_content(access: Access, filename: str, data: bytes, request=None) ->
             actor=access.principal.user,
             request=request,
             filename=filename,
-            cells=len(nb.cells),
+            cells=cells,
         )
         notify_after_commit(access.notebook.pk, "replaced")
 

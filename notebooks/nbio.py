@@ -12,7 +12,7 @@ import re
 import uuid
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -37,25 +37,30 @@ class NotebookFileError(ValueError):
     """An uploaded file that cannot become a notebook; the message says why."""
 
 
-def _megabytes(n: int) -> str:
+def megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
 def check_size(size: int, max_bytes: int) -> None:
     if size > max_bytes:
         raise NotebookFileError(
-            f"The file is {_megabytes(size)}; the largest notebook accepted is {_megabytes(max_bytes)}."
+            f"The file is {megabytes(size)}; the largest notebook accepted is {megabytes(max_bytes)}."
         )
 
 
 def read_ipynb(
-    data: bytes, max_bytes: int, max_cells: int = MAX_CELLS, max_depth: int = MAX_DEPTH
+    source: bytes | BinaryIO, max_bytes: int, max_cells: int = MAX_CELLS, max_depth: int = MAX_DEPTH
 ) -> NotebookNode:
-    """Parse, upgrade to v4.5 (every cell gets a unique id) and validate an .ipynb file.
+    """Parse, upgrade to v4.5 (every cell gets a unique id) and validate an .ipynb file (its
+    bytes, or a binary file, which is read here so that its bytes are freed once decoded).
     Its cost is linear in its size: at most `max_cells` cells, JSON nested at most `max_depth`
-    levels (deeper nesting would exhaust Python's stack in the parser and validators)."""
+    levels (deeper nesting would exhaust Python's stack in the parser and validators). It is
+    parsed once, and each form (bytes, text, parsed JSON) is let go as soon as the next exists:
+    a 45 MB file is several hundred MB of Python objects."""
+    data = source if isinstance(source, bytes) else source.read(max_bytes + 1)
+    del source
     check_size(len(data), max_bytes)
-    if not data.strip():
+    if not data or data.isspace():
         raise NotebookFileError("The file is empty.")
     try:
         text = data.decode("utf-8-sig")
@@ -63,6 +68,7 @@ def read_ipynb(
         raise NotebookFileError(
             f"The file is not UTF-8 text (byte 0x{data[e.start]:02x} at position {e.start})."
         ) from None
+    del data
     too_deep = NotebookFileError(f"The file's JSON is nested deeper than {max_depth} levels.")
     try:
         raw = json.loads(text)
@@ -72,6 +78,7 @@ def read_ipynb(
         ) from None
     except RecursionError:
         raise too_deep from None
+    del text
     if _deeper_than(raw, max_depth):
         raise too_deep
     if not isinstance(raw, dict):
@@ -81,7 +88,9 @@ def read_ipynb(
         raise NotebookFileError("The JSON has no 'nbformat' field, so it is not a Jupyter notebook.")
     if (count := _count_cells(raw)) > max_cells:
         raise NotebookFileError(f"The notebook has {count:,} cells; at most {max_cells:,} are accepted.")
-    return _upgrade_and_validate(raw)
+    nb = _to_v4(raw)
+    del raw  # the lines of every source and output, now joined in `nb`
+    return _upgrade_and_validate(nb)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -109,21 +118,45 @@ def _count_cells(raw: dict) -> int:
     return 0
 
 
-def _upgrade_and_validate(raw: dict) -> NotebookNode:
+def _to_v4(raw: dict) -> NotebookNode:
+    """What `nbformat.reads(text, as_version=4)` does once the text is parsed (its own
+    validation only logs, and `_upgrade_and_validate` validates), without parsing it again."""
+    nbf = _nbformat()
     try:
+        major, minor = nbf.reader.get_version(raw)
+        if major not in nbf.versions:
+            raise nbf.NBFormatError(f"Unsupported nbformat version {major}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            nb = _nbformat().reads(json.dumps(raw), as_version=4)
-    except _nbformat().ValidationError as e:
+            try:
+                nb = nbf.versions[major].to_notebook_json(raw, minor=minor)
+            except AttributeError as e:
+                raise nbf.ValidationError(
+                    f"The notebook is invalid and is missing an expected key: {e}"
+                ) from None
+            return nbf.convert(nb, 4)
+    except nbf.ValidationError as e:
         raise NotebookFileError(f"The notebook cannot be read: {_first_line(e)}") from None
     except Exception as e:  # nbformat raises bare KeyErrors and others for broken v2/v3 files
-        raise NotebookFileError(
-            f"The notebook cannot be read or converted to version 4 ({type(e).__name__}: {e})."
-        ) from None
-    _validate(nb)  # before upgrading: the upgrade must not hide schema errors
+        raise _unreadable(e) from None
+
+
+def _unreadable(e: Exception) -> NotebookFileError:
+    return NotebookFileError(
+        f"The notebook cannot be read or converted to version 4 ({type(e).__name__}: {e})."
+    )
+
+
+def _upgrade_and_validate(nb: NotebookNode) -> NotebookNode:
+    try:
+        _validate(nb)  # before upgrading: the upgrade must not hide schema errors
+    except NotebookFileError:
+        raise
+    except Exception as e:  # e.g. a version or cells field of the wrong type
+        raise _unreadable(e) from None
     if nb.nbformat_minor < CURRENT_MINOR:
         nb = _nbformat().v4.convert.upgrade(nb, from_version=4, from_minor=nb.nbformat_minor)
-    _validate(nb)  # also makes duplicate cell ids unique
+        _validate(nb)  # also makes duplicate cell ids unique (validating a 4.5 notebook did)
     return nb
 
 

@@ -2,9 +2,24 @@ from __future__ import annotations
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
 
 from notebooks import access as acl
+
+
+def wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def busy(request, error):
+    """503 with Retry-After: the server cannot do this right now (`actions.ImportsBusy`)."""
+    if wants_json(request):
+        response = JsonResponse({"error": str(error), "code": "busy"}, status=503)
+    else:
+        response = render(request, "503.html", {"reason": str(error)}, status=503)
+    response["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def principal(request) -> acl.Principal:

@@ -10,7 +10,7 @@ from notebooks import access as acl
 from notebooks import actions
 from notebooks.models import LinkJoin, Notebook, ShareLink
 from notebooks.nbio import NotebookFileError
-from notebooks.views.common import principal
+from notebooks.views.common import busy, principal
 
 
 def home(request):
@@ -63,14 +63,18 @@ def create(request):
 @login_required
 @require_POST
 def upload(request):
-    files = request.FILES.getlist("files")
-    if not files:
-        messages.error(request, "Choose one or more .ipynb files to upload.")
-    for upload in files:
-        try:
-            actions.import_ipynb(request.user, upload.name, actions.upload_bytes(upload), request)
-        except NotebookFileError as e:
-            messages.error(request, f"{upload.name} was not imported: {e}")
-        else:
-            messages.success(request, f"{upload.name} was imported.")
+    try:
+        with actions.import_slot():  # before the files are parsed as notebooks
+            files = request.FILES.getlist("files")
+            if not files:
+                messages.error(request, "Choose one or more .ipynb files to upload.")
+            for upload in files:
+                try:
+                    actions.import_upload(request.user, upload, request)
+                except (NotebookFileError, acl.Refused) as e:
+                    messages.error(request, f"{upload.name} was not imported: {e}")
+                else:
+                    messages.success(request, f"{upload.name} was imported.")
+    except actions.ImportsBusy as e:
+        return busy(request, e)
     return redirect("my_notebooks")

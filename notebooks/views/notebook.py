@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
 import unicodedata
+from functools import lru_cache
+from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
@@ -11,10 +14,32 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from accounts.models import PALETTE
 from notebooks import access as acl
 from notebooks import actions
 from notebooks.nbio import NotebookFileError
-from notebooks.views.common import get_access, principal
+from notebooks.views.common import busy, get_access, principal
+
+EDITOR_PRELOAD = Path(settings.BASE_DIR) / "static" / "dist" / "editor.preload.json"
+
+
+def editor_preloads() -> list[str]:
+    """The static paths of the chunks editor.js imports, for <link rel="modulepreload"> (the
+    build lists them in dist/editor.preload.json); none if the file is missing or unreadable."""
+    try:
+        mtime = EDITOR_PRELOAD.stat().st_mtime_ns
+    except OSError:
+        return []
+    return _read_preloads(mtime)
+
+
+@lru_cache(maxsize=1)
+def _read_preloads(_mtime: int) -> list[str]:
+    try:
+        names = json.loads(EDITOR_PRELOAD.read_text())
+    except (OSError, ValueError):
+        return []
+    return [f"dist/{name}" for name in names if isinstance(name, str)]
 
 
 def editor(request, notebook_id):
@@ -26,6 +51,7 @@ def editor(request, notebook_id):
         "wsPath": "/ws/notebooks",
         "epoch": str(notebook.epoch),
         "me": access.identity,
+        "palette": PALETTE,
         "canEdit": access.can(acl.Action.EDIT),
         "canRun": access.can(acl.Action.RUN),
         "isOwner": access.can(acl.Action.OWN),
@@ -43,7 +69,7 @@ def editor(request, notebook_id):
     return render(
         request,
         "notebooks/editor.html",
-        {"notebook": notebook, "access": access, "editor_config": config},
+        {"notebook": notebook, "access": access, "editor_config": config, "preload": editor_preloads()},
     )
 
 
@@ -79,7 +105,13 @@ def rename(request, notebook_id):
 @require_POST
 def duplicate(request, notebook_id):
     access = get_access(request, notebook_id)
-    copy = actions.duplicate(access, request.user, request)
+    try:
+        copy = actions.duplicate(access, request.user, request)
+    except actions.ImportsBusy as e:
+        return busy(request, e)
+    except acl.Refused as e:
+        messages.error(request, f"The notebook was not copied: {e}")
+        return redirect(access.notebook)
     messages.success(request, f"Made “{copy.title}”.")
     return redirect("my_notebooks")
 
@@ -124,12 +156,15 @@ def purge(request, notebook_id):
 @require_POST
 def replace(request, notebook_id):
     access = get_access(request, notebook_id, acl.Action.OWN)
-    upload = request.FILES.get("file")
     try:
-        if upload is None:
-            raise NotebookFileError("Choose an .ipynb file.")
-        actions.replace_content(access, upload.name, actions.upload_bytes(upload), request)
-    except NotebookFileError as e:
+        with actions.import_slot():
+            upload = request.FILES.get("file")
+            if upload is None:
+                raise NotebookFileError("Choose an .ipynb file.")
+            actions.replace_with_upload(access, upload, request)
+    except actions.ImportsBusy as e:
+        return busy(request, e)
+    except (NotebookFileError, acl.Refused) as e:
         messages.error(request, f"The notebook was not replaced: {e}")
     else:
         messages.success(request, "The notebook was replaced; everyone with it open reloads.")

@@ -16,13 +16,9 @@ from notebooks import emails, sharing
 from notebooks import requests as access_requests
 from notebooks.models import Invitation, Notebook
 from notebooks.refusals import Rule
-from notebooks.views.common import get_access, principal
+from notebooks.views.common import get_access, principal, wants_json
 
 STATUS_FOR_CODE = {Rule.LOGIN_REQUIRED: 401, Rule.RATE_LIMITED: 429}
-
-
-def _wants_json(request) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
 
 
 @require_POST
@@ -31,7 +27,7 @@ def request_access(request, notebook_id):
     notebook = Notebook.objects.alive().select_related("owner").filter(pk=notebook_id).first()
     if notebook is None:
         raise Http404("This notebook does not exist or was deleted.")
-    if not request.user.is_authenticated and not _wants_json(request):
+    if not request.user.is_authenticated and not wants_json(request):
         return redirect_to_login(notebook.get_absolute_url())
     try:
         role = access_requests.parse_role(request.POST.get("role"))
@@ -39,12 +35,12 @@ def request_access(request, notebook_id):
             principal(request), notebook, role, request.POST.get("message", ""), request
         )
     except acl.Refused as e:
-        if _wants_json(request):
+        if wants_json(request):
             return JsonResponse({"error": str(e), "code": e.code}, status=STATUS_FOR_CODE.get(e.code, 400))
         messages.error(request, str(e))
         return redirect(notebook)
     done = f"Your request for “{req.get_role_display().lower()}” was sent to the people who can share it."
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({"ok": True, "role": req.role, "message": done})
     messages.success(request, done)
     return redirect(notebook)

@@ -44,3 +44,38 @@ def test_the_500_page_needs_neither_the_session_nor_the_database(settings):
     assert "Confer Test" in page
     assert 'data-testid="error-retry"' in page  # not "Log in": the page cannot know who is signed in
     assert "?next=" not in page
+
+
+def test_a_page_asked_for_while_the_database_is_unreachable_says_so_in_one_log_line(alice, monkeypatch):
+    """An outage is not a bug in the page: 503 with a retry, one log line, no traceback each."""
+    import io
+    import logging
+
+    from django.db import OperationalError
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.test import Client
+
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+
+    def unreachable(self):
+        raise OperationalError('connection to server at "127.0.0.1", port 5432 failed: refused')
+
+    handlers = logging.getLogger().handlers
+    [console] = [h for h in handlers if any(type(f).__name__ == "QuietRefusals" for f in h.filters)]
+    stream = io.StringIO()
+    old = console.setStream(stream)
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", unreachable)
+    try:
+        response = client.get("/notebooks/")
+    finally:
+        monkeypatch.undo()
+        console.setStream(old)
+    page = response.content.decode()
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "cannot reach its database" in page
+    assert "Traceback" not in page
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert "Service Unavailable" in lines[0]
