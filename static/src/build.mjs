@@ -1,4 +1,5 @@
-// Builds static/dist/editor.{js,css} (+ KaTeX woff2 fonts) from static/src/main.js.
+// Builds static/dist/editor.{js,css} (+ KaTeX woff2 fonts) from static/src/main.js, and
+// static/dist/preconnect.js (the page's early WebSocket, imports nothing) from static/src/preconnect.js.
 //
 // The output must be byte-for-byte reproducible (scripts/check_bundle.sh rebuilds it in a clean
 // checkout and compares), so: no timestamps, no absolute paths, content-hashed asset names only.
@@ -30,8 +31,11 @@ const katexWoff2Only = {
 await rm(outdir, { recursive: true, force: true })
 const result = await esbuild.build({
   absWorkingDir: root,
-  entryPoints: ['static/src/main.js'],
-  entryNames: 'editor',
+  entryPoints: [
+    { in: 'static/src/main.js', out: 'editor' },
+    { in: 'static/src/preconnect.js', out: 'preconnect' }
+  ],
+  entryNames: '[name]',
   chunkNames: 'chunks/[name]-[hash]', // loaded on demand (KaTeX)
   splitting: true,
   assetNames: 'fonts/[name]-[hash]',
@@ -44,9 +48,17 @@ const result = await esbuild.build({
   charset: 'utf8',
   loader: { '.woff2': 'file' },
   plugins: [katexWoff2Only],
-  metafile: Boolean(process.env.BUNDLE_METAFILE),
+  metafile: true,
   logLevel: 'warning'
 })
+// The chunks editor.js imports statically, for the page's <link rel="modulepreload"> (read by
+// notebooks/views/notebook.py): without it the browser asks for them only once editor.js is in.
+const editorOut = result.metafile.outputs['static/dist/editor.js']
+const preload = editorOut.imports
+  .filter((i) => i.kind === 'import-statement')
+  .map((i) => path.posix.relative('static/dist', i.path))
+  .sort()
+await writeFile(path.join(outdir, 'editor.preload.json'), JSON.stringify(preload) + '\n')
 if (process.env.BUNDLE_METAFILE) {
   await writeFile(process.env.BUNDLE_METAFILE, JSON.stringify(result.metafile))
 }

@@ -248,19 +248,30 @@ export class CellView {
     this._renderMarkdownIfNeeded()
   }
 
-  /** The expensive part: a CodeMirror editor (a few milliseconds each). */
-  mountEditorIfNear () {
-    if (this.near) this._mountEditor()
+  /**
+   * The expensive part: a CodeMirror editor (a few milliseconds each). `attach: false` makes it
+   * outside the page and leaves it for `attachEditor()` (see NotebookView.mountEditors); true
+   * when an editor was made.
+   */
+  mountEditorIfNear ({ attach = true } = {}) {
+    return this.near ? this._mountEditor({ attach }) : false
+  }
+
+  /** Puts an editor made with `attach: false` in the page. */
+  attachEditor () {
+    if (!this.editor || this.editor.view.dom.parentNode === this.editorHost) return
+    this.editorHost.append(this.editor.view.dom)
+    this._syncVisibility()
   }
 
   _wantsEditor () {
     return this.near && (this.type !== 'markdown' || this.editing) && Boolean(this.ytext)
   }
 
-  _mountEditor () {
-    if (this.editor || !this._wantsEditor()) return
+  _mountEditor ({ attach = true } = {}) {
+    if (this.editor || !this._wantsEditor()) return false
     this.editor = createCellEditor({
-      parent: this.editorHost,
+      parent: attach ? this.editorHost : undefined,
       ytext: this.ytext,
       awareness: this.nb.awareness,
       undoManager: this.nb.model.undoManager,
@@ -271,7 +282,8 @@ export class CellView {
       onFocus: () => this.nb.onEditorFocus(this),
       onBlur: () => this.nb.onEditorBlur(this)
     })
-    this._syncVisibility()
+    if (attach) this._syncVisibility()
+    return true
   }
 
   _unmountEditor () {

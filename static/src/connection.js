@@ -38,6 +38,7 @@ export class Connection {
     this.provider = new WebsocketProvider(`${scheme}://${location.host}${cfg.wsPath}`, cfg.notebookId, ydoc, {
       params: { epoch: cfg.epoch, ext: '1' },
       disableBc: true,
+      WebSocketPolyfill: openSocket(takeEarlySocket()),
       shouldReconnect: (event) => !TERMINAL_CLOSE_CODES.has(event.code)
     })
     this._registerHandlers()
@@ -204,6 +205,67 @@ export class Connection {
     this.provider.disconnect()
     this.cb.onClosed(info)
   }
+}
+
+/** The socket preconnect.js opened before this bundle ran, if any; none is opened after this. */
+export function takeEarlySocket () {
+  const early = window.__nbEarlySocket || null
+  window.__nbEarlySocket = false
+  return early
+}
+
+/**
+ * The provider's WebSocket constructor: its first connection adopts `early` (the page's early
+ * socket, when it was opened for the same URL), later ones are plain WebSockets. An early socket
+ * the provider does not take is closed.
+ */
+export function openSocket (early) {
+  let first = true
+  return function (url, protocols) {
+    const adopt = first && early && early.url === url
+    if (first && early && !adopt) early.ws.close()
+    first = false
+    return adopt ? new AdoptedSocket(early) : new WebSocket(url, protocols)
+  }
+}
+
+/**
+ * The early socket behind the WebSocket interface y-websocket uses. The provider's handlers are
+ * set right after construction; the events that happened before (open, the server's first
+ * frames, even a close) are replayed to them in order in a microtask, then later ones are passed
+ * on as they come. The early script already sent sync step 1 with an empty state vector, and the
+ * server's answer to it holds the whole document, so the provider's own first sync step 1 would
+ * only fetch a part of it again: it is not sent.
+ */
+class AdoptedSocket {
+  constructor (early) {
+    this._early = early
+    this._ws = early.ws
+    this.url = early.url
+    this.onopen = this.onmessage = this.onerror = this.onclose = null
+    this._step1Skipped = false
+    queueMicrotask(() => early.attach((type, event) => this[`on${type}`]?.(event)))
+  }
+
+  get CONNECTING () { return 0 }
+  get OPEN () { return 1 }
+  get CLOSING () { return 2 }
+  get CLOSED () { return 3 }
+  get readyState () { return this._ws.readyState }
+  get binaryType () { return this._ws.binaryType }
+  set binaryType (value) { this._ws.binaryType = value }
+  get bufferedAmount () { return this._ws.bufferedAmount }
+
+  send (data) {
+    const bytes = data instanceof Uint8Array ? data : null
+    if (!this._step1Skipped && this._early.step1Sent && bytes && bytes[0] === 0 && bytes[1] === 0) {
+      this._step1Skipped = true // [messageSync, sync step 1]: see the class comment
+      return
+    }
+    this._ws.send(data)
+  }
+
+  close (code, reason) { this._ws.close(code, reason) }
 }
 
 function readJson (decoder) {

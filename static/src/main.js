@@ -145,7 +145,7 @@ function boot () {
   notebook = new NotebookView({ root: shell.cells, model, awareness, connection, cfg, status })
   shell.header.querySelector('.nb-toolbar').after(notebook.find.el)
   applyAccess('')
-  const presence = new PresenceView({ awareness, notebook, me: cfg.me })
+  const presence = new PresenceView({ awareness, notebook, me: cfg.me, palette: cfg.palette })
   shell.header.querySelector('.nb-header-right').prepend(presence.el, presence.followPill)
   const share = shareDialog(cfg, presence)
   if (share.button) {
@@ -180,9 +180,19 @@ function boot () {
     if (window.confirm('Shut the kernel down? Variables and imports will be lost for everyone in this notebook.')) kernelAction('shutdown')
   })
   if (session.canRun) {
-    notebook.runs.fetchKernel().then((state) => {
-      if (state?.status && status.kernelEl.dataset.state === 'unknown') { status.setKernel(state); notebook.setKernel(state) }
-    })
+    // Asked once the document is in (the socket often says it first), or after a few seconds
+    // without it: not in the way of the first sync, on the server or in this page.
+    let asked = false
+    const askKernel = () => {
+      if (asked) return
+      asked = true
+      clearTimeout(timer)
+      notebook.runs.fetchKernel().then((state) => {
+        if (state?.status && status.kernelEl.dataset.state === 'unknown') { status.setKernel(state); notebook.setKernel(state) }
+      })
+    }
+    const timer = setTimeout(askKernel, 3000)
+    connection.provider.once('sync', askKernel)
   }
   shell.notebookMenu?.on('open-activity', () => { location.href = `/n/${cfg.notebookId}/activity` })
   shell.notebookMenu?.on('open-kernel-settings', () => { location.href = `/n/${cfg.notebookId}/kernel/settings` })

@@ -204,7 +204,8 @@ export class NotebookView {
 
   // The cells on screen when the notebook first arrives get their editors, outputs and rendered
   // markdown in the task that brought them, not two frames later when the IntersectionObserver
-  // has reported and the next frame has come round (one forced layout; toolbars follow).
+  // has reported and the next frame has come round (one forced layout; toolbars follow, after the
+  // first paint).
   _showFirstScreen () {
     this._firstScreenShown = true
     const onScreen = [] // all positions first: reading one after a mount would lay out again
@@ -213,15 +214,25 @@ export class NotebookView {
       if (rect.top >= window.innerHeight) break
       if (rect.bottom > 0) onScreen.push(view)
     }
+    for (const view of onScreen) view.setNear(true)
+    this.mountEditors(onScreen) // before anything else changes the page: see mountEditors
     for (const view of onScreen) {
-      view.setNear(true)
       view.el.classList.remove('is-far')
-      view.mountEditorIfNear()
       view.show()
       this.toRealize.add(view)
     }
     performance.mark('nb:first-cells')
-    this._scheduleRealize()
+    // Their hidden toolbars and the cells below wait for the frame after the first paint.
+    requestAnimationFrame(() => this._scheduleRealize())
+  }
+
+  // Making a CodeMirror view reads the page's selection, for which the browser first lays the
+  // page out again if anything in it changed: editors made in the page one after another (or
+  // between other changes) cost a layout of the whole notebook each. Made outside the page, then
+  // put in together, they cost one at most.
+  mountEditors (views) {
+    const made = views.filter((view) => view.mountEditorIfNear({ attach: false }))
+    for (const view of made) view.attachEditor()
   }
 
   // Creating editors is the expensive part; spread it over frames (a few ms each), nearest to
@@ -243,18 +254,23 @@ export class NotebookView {
       // the cells off screen follow in the next frames.
       const fresh = queue.filter(([d, view]) => d < 1 && !view.shown)
       if (fresh.length) {
-        for (const [, view] of fresh) view.mountEditorIfNear()
+        this.mountEditors(fresh.map(([, view]) => view))
         for (const [, view] of fresh) view.show()
         this._scheduleRealize()
         return
       }
       // cells on screen get their outputs and rendered markdown at once, editors follow
       for (const [d, view] of queue) if (d < 1) view.realize()
+      const made = []
       for (const [, view] of queue) {
         this.toRealize.delete(view)
-        view.realize()
-        view.mountEditorIfNear()
+        if (view.mountEditorIfNear({ attach: false })) made.push(view)
         if (performance.now() - start > 16) break
+      }
+      for (const view of made) view.attachEditor()
+      for (const [, view] of queue) {
+        if (this.toRealize.has(view)) break
+        view.realize()
       }
       for (const view of this.toRealize) if (!view.el.isConnected) this.toRealize.delete(view)
       this._scheduleRealize()

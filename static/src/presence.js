@@ -3,22 +3,53 @@
 import { h, initials, safeColor } from './dom.js'
 
 // Guests on one link all carry the link's name ("Guest via Seminar link"); each gets an animal
-// of its own, the same in every browser (from its id), so two guests never look identical.
+// and a colour of its own, the same in every browser: taken from its id, and where two guests'
+// ids land on the same animal or colour, the later id (in id order) takes the next free one.
 const ANIMALS = ['Otter', 'Heron', 'Lynx', 'Panda', 'Koala', 'Falcon', 'Walrus', 'Gecko', 'Ibis', 'Marten', 'Quokka', 'Yak',
   'Bison', 'Crane', 'Dingo', 'Egret', 'Ferret', 'Jackal', 'Kiwi', 'Lemur', 'Moose', 'Newt', 'Ocelot', 'Puffin', 'Raven', 'Stoat',
   'Tapir', 'Urial', 'Vole', 'Wombat', 'Zebu', 'Alpaca']
 
-export function guestName (id, name) {
-  if (!String(id).startsWith('g:')) return name
+function idHash (id) {
   let hash = 0
   for (const c of String(id)) hash = (hash * 31 + c.charCodeAt(0)) >>> 0
-  const via = name.replace(/^Guest\s+/, '')
-  return `Guest ${ANIMALS[hash % ANIMALS.length]} (${via})`
+  return hash
+}
+
+function guestVia (name) {
+  return name.replace(/^Guest\s+/, '')
+}
+
+// The first of `choices` from position `start` on that is not in `taken` (all taken: `start`'s).
+function firstFree (choices, start, taken) {
+  for (let i = 0; i < choices.length; i++) {
+    const choice = choices[(start + i) % choices.length]
+    if (!taken.has(choice)) return choice
+  }
+  return choices[start % choices.length]
+}
+
+/** Gives each guest among `people` an animal and a colour no one else present shows. */
+export function distinguishGuests (people, palette) {
+  const guests = people.filter((p) => String(p.id).startsWith('g:')).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  const names = new Set(people.filter((p) => !guests.includes(p)).map((p) => p.name))
+  const colours = new Set(people.filter((p) => !guests.includes(p)).map((p) => String(p.color).toLowerCase()))
+  for (const guest of guests) {
+    const hash = idHash(guest.id)
+    const via = guestVia(guest.via)
+    const animals = ANIMALS.map((animal) => `Guest ${animal} (${via})`)
+    guest.name = firstFree(animals, hash % ANIMALS.length, names)
+    names.add(guest.name)
+    const own = palette.indexOf(String(guest.color).toLowerCase())
+    if (own >= 0) guest.color = firstFree(palette, own, colours)
+    colours.add(String(guest.color).toLowerCase())
+  }
+  return people
 }
 
 export class PresenceView {
-  constructor ({ awareness, notebook, me }) {
+  constructor ({ awareness, notebook, me, palette }) {
     this.awareness = awareness
+    this.palette = (palette || []).map((colour) => String(colour).toLowerCase())
     this.nb = notebook
     this.me = me
     this.following = null
@@ -43,14 +74,14 @@ export class PresenceView {
       const key = user.id ?? `client:${clientId}`
       let person = byUser.get(key)
       if (!person) {
-        person = { id: key, name: guestName(key, String(user.name)), color: user.color, role: user.role, isMe: false, cells: [] }
+        person = { id: key, name: String(user.name), via: String(user.name), color: user.color, role: user.role, isMe: false, cells: [] }
         byUser.set(key, person)
       }
       if (clientId === selfId) person.isMe = true
       else if (state.cell) person.cells.push(state.cell)
     }
     if (this.me?.id && byUser.has(this.me.id)) byUser.get(this.me.id).isMe = true
-    return [...byUser.values()].sort((a, b) => (b.isMe - a.isMe) || a.name.localeCompare(b.name))
+    return distinguishGuests([...byUser.values()], this.palette).sort((a, b) => (b.isMe - a.isMe) || a.name.localeCompare(b.name))
   }
 
   render () {

@@ -141,3 +141,34 @@ def test_the_page_works_on_a_narrow_screen(browser, stack, shared):
     assert width <= 400
     assert page.errors == []
     page.context.close()
+
+
+def test_the_socket_opened_before_the_editor_ran_is_the_one_it_edits_through(browser, stack, shared):
+    """The page's first script opens the notebook's socket while editor.js loads; the editor
+    adopts it (one socket, not two), edits go through it, and when it closes the editor
+    reconnects on a socket of its own and syncs again."""
+    page = logged_in_page(browser, stack, shared["alice"]["cookie"])
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.goto(shared["url"], wait_until="domcontentloaded")
+    page.wait_for_function("window.__editor && window.__editor.provider.synced")
+    assert page.evaluate("performance.getEntriesByName('nb:preconnect').length") == 1
+    assert page.evaluate("window.__nbEarlySocket") is False  # taken; a late copy opens nothing
+    assert len(sockets) == 1
+    assert page.evaluate("window.__editor.provider.ws instanceof WebSocket") is False  # the adopted one
+    other = open_editor(browser, stack, shared["bob"], shared["url"])
+    page.evaluate("window.__editor.ydoc.getArray('cells').get(0).get('source').insert(0, '# early\\n')")
+    eventually(lambda: cell_text(other).startswith("# early\n"), timeout=10, what="the edit to reach Bob")
+    page.evaluate("window.__editor.provider.ws.close()")
+    page.wait_for_function(
+        "window.__editor.provider.synced && window.__editor.provider.ws instanceof WebSocket", timeout=20_000
+    )
+    assert len(sockets) == 2
+    other.evaluate("window.__editor.ydoc.getArray('cells').get(0).get('source').insert(0, '# later\\n')")
+    eventually(lambda: cell_text(page).startswith("# later\n# early\n"), timeout=10, what="Bob's edit")
+    page.evaluate("window.__editor.ydoc.getArray('cells').get(0).get('source').delete(0, 15)")
+    eventually(lambda: cell_text(other) == cell_text(page), timeout=10, what="both to converge")
+    assert page.errors == []
+    assert other.errors == []
+    page.context.close()
+    other.context.close()

@@ -248,6 +248,33 @@ def test_two_guests_on_one_link_look_different(browser, stack, data):
     close(*guests)
 
 
+def test_guests_whose_ids_share_an_animal_and_a_colour_still_look_different(browser, stack, data):
+    # "g:test0" and "g:test17" hash to the same animal, and both carry the same colour: the one
+    # later in id order takes the next free animal and colour, in every browser alike.
+    page = open_page(browser, stack, data["alice"], data["second"])
+    page.evaluate(
+        """() => {
+        const awareness = window.__editor.connection.awareness
+        const user = (id) => ({ user: { id, name: 'Guest via Seminar', color: '#0c8599', role: 'editor' } })
+        awareness.states.set(990001, user('g:test17'))
+        awareness.states.set(990002, user('g:test0'))
+        awareness.emit('change', [{ added: [990001, 990002], updated: [], removed: [] }, 'local'])
+        }"""
+    )
+    page.wait_for_function("document.querySelectorAll('[data-testid=avatar]').length === 3")
+    shown = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('[data-testid=avatar]')].map((el) =>"
+        " [el.dataset.userId, [el.title, getComputedStyle(el).getPropertyValue('--avatar-color').trim()]]))"
+    )
+    first, second = shown["g:test0"][0], shown["g:test17"][0]
+    assert first == "Guest Yak (via Seminar)"  # its own animal: first in id order
+    assert second.startswith("Guest ")
+    assert second.endswith("(via Seminar)")
+    assert second != first
+    assert len({colour for _, colour in shown.values()}) == 3
+    close(page)
+
+
 def test_find_and_replace_across_the_notebook(browser, stack, data):
     page = open_page(browser, stack, data["alice"], data["find"])
     page.locator('[data-cell-id="b1"] [data-testid="cell-editor"]').click()
