@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import django
+import psutil
 
 django.setup()
 
@@ -77,7 +78,45 @@ def seed_first_cell(client: YClient) -> None:
         client.send_update(client.doc.get_update(before))
 
 
-async def lecture(url: str, headers: dict, observers: int, writers: int, rate: float, seconds: float):
+class CpuMeter:
+    """CPU seconds (user + system) of named groups of processes over a window; a server
+    process's children count with it (nginx's workers with its master), the load generator is
+    this process alone (the servers are its children)."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = {name: [psutil.Process(pid) for pid in pids] for name, pids in groups.items()}
+        self.groups["load generator"] = [psutil.Process()]
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        totals = {}
+        for name, procs in self.groups.items():
+            total = 0.0
+            for proc in procs:
+                children = proc.children(recursive=True) if name != "load generator" else []
+                for p in [proc, *children]:
+                    try:
+                        t = p.cpu_times()
+                    except psutil.NoSuchProcess:
+                        continue
+                    total += t.user + t.system
+            totals[name] = total
+        return totals
+
+    def used(self) -> dict[str, float]:
+        end = self._now()
+        return {name: end[name] - self.start[name] for name in end}
+
+
+def cpu_text(cpu: dict[str, float], frames: int) -> str:
+    """CPU seconds per 1,000 frames delivered to observers, per group of processes."""
+    per = 1000 / max(1, frames)
+    return ", ".join(f"{name} {seconds * per:.3f}" for name, seconds in cpu.items())
+
+
+async def lecture(
+    url: str, headers: dict, observers: int, writers: int, rate: float, seconds: float, procs: dict
+):
     latencies: list[float] = []
     tag = f"L{writers}x{int(rate)}"
     authors = [await YClient().open(url, headers)]
@@ -94,6 +133,8 @@ async def lecture(url: str, headers: dict, observers: int, writers: int, rate: f
         watching += await asyncio.gather(*batch)
     await asyncio.sleep(1)  # every observer's handshake answered
     sent = 0
+    meter = CpuMeter(procs)
+    frames_before = sum(o.frames for o in watching)
 
     async def write(index: int, author: YClient) -> None:
         nonlocal sent
@@ -106,10 +147,18 @@ async def lecture(url: str, headers: dict, observers: int, writers: int, rate: f
     deadline = time.monotonic() + 10
     while len(latencies) < sent * observers and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
+    cpu = meter.used()
+    frames = sum(o.frames for o in watching) - frames_before
     for client in watching + authors:
         await client.close()
     delivered = 100 * len(latencies) / max(1, sent * observers)
-    return {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99), "delivered": delivered}
+    return {
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "delivered": delivered,
+        "cpu": cpu,
+        "frames": frames,
+    }
 
 
 async def many_rooms(urls: list[str], pid: int, headers: dict):
@@ -197,9 +246,9 @@ def start_pycrdt(stack: Stack) -> tuple[int, int]:
     return port, proc.pid
 
 
-async def lectures(args, name: str, url: str, headers: dict, rows: list) -> None:
+async def lectures(args, name: str, url: str, headers: dict, rows: list, procs: dict) -> None:
     for writers, rate in ((1, 20), (10, 10)):
-        result = await lecture(url, headers, args.observers, writers, rate, args.seconds)
+        result = await lecture(url, headers, args.observers, writers, rate, args.seconds, procs)
         label = (
             f"{name}: 1 room, {writers} writer{'s' * (writers > 1)} x {rate}/s, {args.observers} observers"
         )
@@ -222,7 +271,12 @@ async def run(args) -> None:
             headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
             room = ids[0] if count == args.workers[0] else ids[1]
             url = f"ws://127.0.0.1:{port}/ws/notebooks/{room}"
-            await lectures(args, f"app, {count} workers via nginx", url, headers, rows)
+            procs = {
+                "workers": [stack.workers[w].pid for w in workers],
+                "nginx": [nginx.pid],
+                "redis": [stack.redis.pid],
+            }
+            await lectures(args, f"app, {count} workers via nginx", url, headers, rows, procs)
             if count == args.workers[-1]:
                 direct = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{workers[0]}"}
                 urls = [f"ws://127.0.0.1:{workers[0]}/ws/notebooks/{i}" for i in ids[2:]]
@@ -232,21 +286,32 @@ async def run(args) -> None:
             nginx.wait(10)
             for worker in workers:
                 stack.kill_worker(worker)
-        port, pid = start_pycrdt(stack)
-        headers = {"Origin": f"http://127.0.0.1:{port}"}
-        await lectures(args, "pycrdt-websocket, 1 process", f"ws://127.0.0.1:{port}/lecture", headers, rows)
-        urls = [f"ws://127.0.0.1:{port}/room-{i}" for i in range(args.rooms)]
-        pycrdt_rooms = await many_rooms(urls, pid, headers)
-        pycrdt_rooms["load"] = loadavg()
+        room_rows = [("app, one worker", app_rooms)]
+        if not args.skip_pycrdt:
+            port, pid = start_pycrdt(stack)
+            headers = {"Origin": f"http://127.0.0.1:{port}"}
+            url = f"ws://127.0.0.1:{port}/lecture"
+            await lectures(args, "pycrdt-websocket, 1 process", url, headers, rows, {"server": [pid]})
+            urls = [f"ws://127.0.0.1:{port}/room-{i}" for i in range(args.rooms)]
+            pycrdt_rooms = await many_rooms(urls, pid, headers)
+            pycrdt_rooms["load"] = loadavg()
+            room_rows.append(("pycrdt-websocket", pycrdt_rooms))
         starts = worker_start(stack)
         print("\n| scenario | p50 ms | p99 ms | delivered / other | loadavg |\n|---|---|---|---|---|")
         for name, r, load in rows:
             print(f"| {name} | {r['p50']:.1f} | {r['p99']:.1f} | {r['delivered']:.1f} % | {load} |")
-        for name, r in (("app, one worker", app_rooms), ("pycrdt-websocket", pycrdt_rooms)):
+        for name, r in room_rows:
             print(
                 f"| {name}: {args.rooms} rooms, one client each: join | {r['p50']:.1f} | "
                 f"{r['p99']:.1f} | RSS {r['rss_per_room']:.0f} KiB per room | {r['load']} |"
             )
+        print(
+            "\nCPU seconds per 1,000 frames delivered to observers (frames counted; every process"
+            " of the machine's 2 cores, the load generator included):\n"
+        )
+        for name, r, _ in rows:
+            print(f"- {name}: {cpu_text(r['cpu'], r['frames'])} ({r['frames']:,} frames)")
+        print()
         fastest, slowest = 1000 * min(starts), 1000 * max(starts)
         print(
             f"| worker start to first /healthz answer (3 runs) | {fastest:.0f} | {slowest:.0f} | min / max"
@@ -269,6 +334,7 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--skip-pycrdt", action="store_true", help="the app only")
     args = parser.parse_args()
     args.observers = min(args.observers, 1000)
     args.rooms = min(args.rooms, 2000)

@@ -95,7 +95,7 @@ async def joined(target: Target, worker: int, room: str, **kw) -> YClient:
         await asyncio.wait_for(asyncio.shield(client.synced), 30)
     except TimeoutError:
         ws = client.ws
-        state = f"closed {ws.close_code} {ws.ws.close_reason!r}" if ws.closed.done() else "open"
+        state = f"closed {ws.close_code} {ws.close_reason!r}" if ws.closed.done() else "open"
         raise RuntimeError(
             f"no sync from {target.name} worker {worker} for {room} in 30 s (socket {state})"
         ) from None

@@ -3,10 +3,13 @@ and 9 observers each) for 20 minutes; does anything grow or drift?
 
     .venv/bin/python bench/soak.py                       # 20 minutes (+1 to set up)
     .venv/bin/python bench/soak.py --minutes 2           # a smoke run
+    .venv/bin/python bench/soak.py --replace             # writers replace, documents stay small
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/soak.py
 
 Every 30 s: RSS of each worker and of redis-server, and /proc/loadavg. Every minute: the
-delivery latency p50/p99 of the updates sent in that minute (over every observer). Database size
+delivery latency p50/p99 of the updates sent in that minute (over every observer). Writers append
+a marker to the first cell, so documents grow; with `--replace` each marker replaces the cell's
+text, so documents stay the same size and what grows is the server's own (the control). Database size
 before and after (PostgreSQL: pg_database_size; SQLite: the file and its WAL). Everything runs on
 free loopback ports and is stopped at the end. Prints Markdown tables.
 """
@@ -51,7 +54,8 @@ def database_bytes(stack: Stack) -> int:
 class Room:
     """One room: a writer and observers; latencies stamped with the minute they were sent."""
 
-    def __init__(self, index: int, observers: int) -> None:
+    def __init__(self, index: int, observers: int, replace: bool = False) -> None:
+        self.replace = replace
         self.tag = f"S{index}"
         self.latencies: list[float] = []
         self.mark = 0  # latencies before this index were counted in an earlier minute
@@ -71,7 +75,8 @@ class Room:
         assert self.writer is not None
         seq = 0
         while time.monotonic() < until:
-            self.writer.send_update(self.writer.append_to_first_cell(marker(self.tag, 0, seq)))
+            edit = self.writer.replace_first_cell if self.replace else self.writer.append_to_first_cell
+            self.writer.send_update(edit(marker(self.tag, 0, seq)))
             seq += 1
             sent[0] += 1
             await asyncio.sleep(1 / rate)
@@ -86,7 +91,7 @@ async def soak(args, stack: Stack, port: int, pids: dict[str, int]) -> None:
     cookie, ids = notebooks(stack, "soak@example.com", args.rooms)
     headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
     db_before = database_bytes(stack)
-    rooms = [Room(i, args.clients - 1) for i in range(args.rooms)]
+    rooms = [Room(i, args.clients - 1, args.replace) for i in range(args.rooms)]
     for room, notebook in zip(rooms, ids, strict=True):
         await room.open(f"ws://127.0.0.1:{port}/ws/notebooks/{notebook}", headers)
     start = time.monotonic()
@@ -128,7 +133,8 @@ def report(args, samples, minutes, db_before, db_after, delivered, expected) -> 
     names = list(samples[0][1])
     print(
         f"\n{args.rooms} rooms x {args.clients} clients (1 writer x {args.rate}/s each), 2 workers via nginx,"
-        f" {args.minutes} min; delivered {100 * delivered / max(1, expected):.2f} % of {expected}\n"
+        f" {args.minutes} min, writers {'replace' if args.replace else 'append'};"
+        f" delivered {100 * delivered / max(1, expected):.2f} % of {expected}\n"
     )
     print("| t s | " + " | ".join(f"{n} RSS MiB" for n in names) + " | loadavg |")
     print("|---|" + "---|" * len(names) + "---|")
@@ -146,6 +152,7 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rate", type=float, default=5)
+    parser.add_argument("--replace", action="store_true", help="writers replace the cell's text")
     args = parser.parse_args()
     stack = Stack(COLLAB_MAX_SOCKETS_PER_PERSON="5000", DISABLE_RATE_LIMITS="true")
     run_dir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
