@@ -40,10 +40,15 @@ class RedactSecrets(logging.Filter):
 class QuietRefusals(logging.Filter):
     """Django logs every 403 and 404 with the exception that caused it: a traceback for an
     everyday answer (someone opens a link they have no access to). Keep the one line. The same
-    for a 503 (the database unreachable, `config.views.server_error`): one line per request."""
+    for a 503 (the database unreachable, `config.views.server_error`): one line per request, and
+    for a 400 (a form anyone can send broken: a bad multipart body on `django.request`, too many
+    fields or files on `django.security.*`)."""
+
+    QUIET = {400, 403, 404, 503}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == "django.request" and getattr(record, "status_code", None) in (403, 404, 503):
+        quiet_logger = record.name == "django.request" or record.name.startswith("django.security.")
+        if quiet_logger and getattr(record, "status_code", None) in self.QUIET:
             record.exc_info = record.exc_text = None
         return True
 

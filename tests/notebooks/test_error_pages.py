@@ -79,3 +79,36 @@ def test_a_page_asked_for_while_the_database_is_unreachable_says_so_in_one_log_l
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1, lines
     assert "Service Unavailable" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        # a multipart body without its boundary (django.request logs it)
+        (b"--x\r\nContent-Disposition: form-data", "multipart/form-data"),
+        # more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS (django.security.TooManyFieldsSent logs it)
+        ("&".join(f"f{i}=1" for i in range(1200)).encode(), "application/x-www-form-urlencoded"),
+    ],
+)
+def test_a_malformed_request_is_one_log_line_without_a_traceback(alice, body, content_type):
+    """Anyone can send a broken form: a 400 and one line, not a traceback per request."""
+    import io
+    import logging
+
+    from django.test import Client
+
+    client = Client(raise_request_exception=False, enforce_csrf_checks=True)  # reads the form
+    client.force_login(alice)
+    client.cookies["csrftoken"] = "a" * 32  # so that the check goes on to read the form
+    handlers = logging.getLogger().handlers
+    [console] = [h for h in handlers if any(type(f).__name__ == "QuietRefusals" for f in h.filters)]
+    stream = io.StringIO()
+    old = console.setStream(stream)
+    try:
+        response = client.generic("POST", "/notebooks/new", body, content_type=content_type)
+    finally:
+        console.setStream(old)
+    assert response.status_code == 400
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert "Traceback" not in stream.getvalue()
