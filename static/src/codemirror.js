@@ -47,6 +47,7 @@ const theme = EditorView.theme({
 
 /** The language, read-only state and collaboration binding of one cell editor. */
 export function createCellEditor ({ parent, ytext, awareness, undoManager, cellType, readOnly, keys, extensions = [], onFocus, onBlur }) {
+  readOnly = Boolean(readOnly)
   const language = new Compartment()
   const editable = new Compartment()
   const view = new EditorView({
@@ -85,7 +86,10 @@ export function createCellEditor ({ parent, ytext, awareness, undoManager, cellT
   return {
     view,
     setReadOnly (value) {
-      view.dispatch({ effects: editable.reconfigure(accessExtension(value)) })
+      // a reconfiguration makes CodeMirror read the page's selection, a layout of the whole page
+      if (Boolean(value) === readOnly) return
+      readOnly = Boolean(value)
+      view.dispatch({ effects: editable.reconfigure(accessExtension(readOnly)) })
     },
     destroy () { destroyed = true; view.destroy() }
   }
