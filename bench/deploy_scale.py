@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import re
 import shutil
@@ -42,7 +43,7 @@ django.setup()
 from pycrdt import Array, Map, Text  # noqa: E402
 
 from bench.rt_scenarios import percentile  # noqa: E402
-from bench.rt_ws import Observer, YClient, marker  # noqa: E402
+from bench.rt_ws import YClient, marker, observe_in_child  # noqa: E402
 from config.deploy import nginx_argv, nginx_conf  # noqa: E402
 from config.serving import daphne_args  # noqa: E402
 from tests.support.processes import PYTHON, Stack, free_port, wait_for_port  # noqa: E402
@@ -81,11 +82,11 @@ def seed_first_cell(client: YClient) -> None:
 class CpuMeter:
     """CPU seconds (user + system) of named groups of processes over a window; a server
     process's children count with it (nginx's workers with its master), the load generator is
-    this process alone (the servers are its children)."""
+    this process and its observer processes (the servers are its children too)."""
 
-    def __init__(self, groups: dict[str, list[int]]):
+    def __init__(self, groups: dict[str, list[int]], generator: list[int] = ()):
         self.groups = {name: [psutil.Process(pid) for pid in pids] for name, pids in groups.items()}
-        self.groups["load generator"] = [psutil.Process()]
+        self.groups["load generator"] = [psutil.Process(), *(psutil.Process(pid) for pid in generator)]
         self.start = self._now()
 
     def _now(self) -> dict[str, float]:
@@ -115,9 +116,15 @@ def cpu_text(cpu: dict[str, float], frames: int) -> str:
 
 
 async def lecture(
-    url: str, headers: dict, observers: int, writers: int, rate: float, seconds: float, procs: dict
+    url: str,
+    headers: dict,
+    observers: int,
+    writers: int,
+    rate: float,
+    seconds: float,
+    procs: dict,
+    observer_procs: int = 1,
 ):
-    latencies: list[float] = []
     tag = f"L{writers}x{int(rate)}"
     authors = [await YClient().open(url, headers)]
     await asyncio.wait_for(authors[0].synced, 20)
@@ -125,32 +132,28 @@ async def lecture(
     for _ in range(writers - 1):
         authors.append(await YClient().open(url, headers))
         await asyncio.wait_for(authors[-1].synced, 20)
-    watching = []
-    for start in range(0, observers, 50):  # open in waves: a burst of handshakes is not the test
-        batch = [
-            Observer(tag.encode(), latencies).open(url, headers) for _ in range(min(50, observers - start))
-        ]
-        watching += await asyncio.gather(*batch)
-    await asyncio.sleep(1)  # every observer's handshake answered
-    sent = 0
-    meter = CpuMeter(procs)
-    frames_before = sum(o.frames for o in watching)
+    watching = ObserverProcesses(url, headers, tag.encode(), observers, observer_procs)
+    await watching.open()
+    try:
+        await asyncio.sleep(1)  # every observer's handshake answered
+        sent = 0
+        meter = CpuMeter(procs, watching.pids)
+        watching.go()
 
-    async def write(index: int, author: YClient) -> None:
-        nonlocal sent
-        for seq in range(int(seconds * rate)):
-            author.send_update(author.append_to_first_cell(marker(tag, index, seq)))
-            sent += 1
-            await asyncio.sleep(1 / rate)
+        async def write(index: int, author: YClient) -> None:
+            nonlocal sent
+            for seq in range(int(seconds * rate)):
+                author.send_update(author.append_to_first_cell(marker(tag, index, seq)))
+                sent += 1
+                await asyncio.sleep(1 / rate)
 
-    await asyncio.gather(*(write(i, a) for i, a in enumerate(authors)))
-    deadline = time.monotonic() + 10
-    while len(latencies) < sent * observers and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    cpu = meter.used()
-    frames = sum(o.frames for o in watching) - frames_before
-    for client in watching + authors:
-        await client.close()
+        await asyncio.gather(*(write(i, a) for i, a in enumerate(authors)))
+        latencies, frames = await watching.collect(sent, 10)
+        cpu = meter.used()
+    finally:
+        await watching.close()
+        for client in authors:
+            await client.close()
     delivered = 100 * len(latencies) / max(1, sent * observers)
     return {
         "p50": percentile(latencies, 0.5),
@@ -159,6 +162,55 @@ async def lecture(
         "cpu": cpu,
         "frames": frames,
     }
+
+
+class ObserverProcesses:
+    """`count` observers spread over `processes` processes (`rt_ws.observe_in_child`)."""
+
+    def __init__(self, url: str, headers: dict, tag: bytes, count: int, processes: int):
+        context = multiprocessing.get_context("spawn")
+        processes = max(1, min(processes, count))
+        shares = [count // processes + (i < count % processes) for i in range(processes)]
+        self.children = []
+        for share in shares:
+            here, there = context.Pipe()
+            args = (there, url, headers, tag, share)
+            proc = context.Process(target=observe_in_child, args=args, daemon=True)
+            self.children.append((proc, here))
+        self.pids: list[int] = []
+
+    async def _recv(self, conn, timeout: float):
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, conn.poll, timeout):
+            raise TimeoutError("an observer process did not answer")
+        return conn.recv()
+
+    async def open(self) -> None:
+        for proc, _ in self.children:
+            proc.start()
+        for _, conn in self.children:
+            _, pid = await self._recv(conn, 120)
+            self.pids.append(pid)
+
+    def go(self) -> None:
+        for _, conn in self.children:
+            conn.send(("go",))
+
+    async def collect(self, updates: int, seconds: float) -> tuple[list[float], int]:
+        for _, conn in self.children:
+            conn.send(("stop", updates, seconds))
+        latencies, frames = [], 0
+        for _, conn in self.children:
+            _, got, seen = await self._recv(conn, seconds + 30)
+            latencies += got
+            frames += seen
+        return latencies, frames
+
+    async def close(self) -> None:
+        for proc, _ in self.children:
+            await asyncio.get_running_loop().run_in_executor(None, proc.join, 30)
+            if proc.is_alive():
+                proc.kill()
 
 
 async def many_rooms(urls: list[str], pid: int, headers: dict):
@@ -248,7 +300,9 @@ def start_pycrdt(stack: Stack) -> tuple[int, int]:
 
 async def lectures(args, name: str, url: str, headers: dict, rows: list, procs: dict) -> None:
     for writers, rate in ((1, 20), (10, 10)):
-        result = await lecture(url, headers, args.observers, writers, rate, args.seconds, procs)
+        result = await lecture(
+            url, headers, args.observers, writers, rate, args.seconds, procs, args.observer_procs
+        )
         label = (
             f"{name}: 1 room, {writers} writer{'s' * (writers > 1)} x {rate}/s, {args.observers} observers"
         )
@@ -335,6 +389,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--skip-pycrdt", action="store_true", help="the app only")
+    parser.add_argument(
+        "--observer-procs",
+        type=int,
+        default=2,
+        help="processes the observers are spread over (1: all in this process, as before)",
+    )
     args = parser.parse_args()
     args.observers = min(args.observers, 1000)
     args.rooms = min(args.rooms, 2000)

@@ -333,3 +333,33 @@ class Observer:
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
+
+
+def observe_in_child(conn, url: str, headers: dict[str, str], tag: bytes, count: int) -> None:
+    """A process of observers (`multiprocessing`, spawn): opens `count` of them, says
+    ("ready", pid), and on ("go",) starts counting frames; on ("stop", updates, seconds) waits up
+    to `seconds` for every observer to have seen `updates` markers and answers
+    ("done", latencies, frames). Observers in several processes time arrivals on all cores, as
+    separate browsers would; the markers carry CLOCK_MONOTONIC, shared by every process."""
+    asyncio.run(_observe(conn, url, headers, tag, count))
+
+
+async def _observe(conn, url: str, headers: dict[str, str], tag: bytes, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    watching: list[Observer] = []
+    try:
+        for start in range(0, count, 50):  # in waves: a burst of handshakes is not the test
+            batch = [Observer(tag, latencies).open(url, headers) for _ in range(min(50, count - start))]
+            watching += await asyncio.gather(*batch)
+        conn.send(("ready", os.getpid()))
+        await loop.run_in_executor(None, conn.recv)  # ("go",)
+        frames_before = sum(o.frames for o in watching)
+        _, updates, seconds = await loop.run_in_executor(None, conn.recv)
+        deadline = time.monotonic() + seconds
+        while len(latencies) < updates * count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        conn.send(("done", latencies, sum(o.frames for o in watching) - frames_before))
+    finally:
+        for observer in watching:
+            await observer.close()
