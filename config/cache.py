@@ -4,6 +4,7 @@ never turns a login or a share link into an error."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from django.core.cache.backends.locmem import LocMemCache
@@ -41,10 +42,11 @@ for _name in METHODS:
     setattr(SharedCache, _name, _fail_open(_name))
 
 
-def count_up(key: str, by: int = 1, seconds: int = 3600) -> int:
+def count_up(key: str, by: int = 1, seconds: int = 3600, cache=None) -> int:
     """Add `by` to the counter `key`, which starts at 0 and lasts `seconds`; a counter that
     expired between the two calls starts again rather than failing."""
-    from django.core.cache import cache
+    if cache is None:
+        from django.core.cache import cache
 
     cache.add(key, 0, seconds)
     try:
@@ -52,3 +54,22 @@ def count_up(key: str, by: int = 1, seconds: int = 3600) -> int:
     except ValueError:
         cache.set(key, by, seconds)
         return by
+
+
+def take(key: str, by: int, limit: int, seconds: int = 3600, cache=None) -> bool:
+    """Count `by` against `limit` on the counter `key`: True if it fits. One atomic add, so
+    requests at the same moment on any number of workers never pass `limit` together (a
+    check and then an add would let them all see the old count); what does not fit is given
+    back at once and counts for nothing."""
+    if count_up(key, by, seconds, cache) <= limit:
+        return True
+    give_back(key, by, cache)
+    return False
+
+
+def give_back(key: str, by: int = 1, cache=None) -> None:
+    """Undo `by` of a `take` (an attempt that turned out not to count)."""
+    if cache is None:
+        from django.core.cache import cache
+    with contextlib.suppress(ValueError):  # expired meanwhile: nothing left to give back
+        cache.decr(key, by)

@@ -11,12 +11,11 @@ from pathlib import PurePath
 from typing import BinaryIO
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
 from audit import log as audit
-from config.cache import count_up
+from config.cache import take
 from notebooks import nbio, updatelog, ydoc
 from notebooks.access import Access
 from notebooks.events import notebook_changed
@@ -109,13 +108,11 @@ def take_import_budget(user, size: int) -> None:
     """Count an upload of `size` bytes against its person's `NOTEBOOK_IMPORT_BYTES_PER_HOUR`,
     or refuse it (before it is read) with Refused(RATE_LIMITED)."""
     limit = settings.NOTEBOOK_IMPORT_BYTES_PER_HOUR
-    key = f"import-bytes:{user.pk}"
-    if cache.get(key, 0) + size > limit:
+    if not take(f"import-bytes:{user.pk}", size, limit):
         raise Refused(
             f"You can import at most {nbio.megabytes(limit)} of notebooks an hour; try again later.",
             Rule.RATE_LIMITED,
         )
-    count_up(key, size)
 
 
 def import_upload(owner, upload, request=None) -> Notebook:

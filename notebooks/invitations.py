@@ -8,14 +8,13 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
 from audit import log as audit
-from config.cache import count_up
+from config.cache import take
 from notebooks import access as acl
 from notebooks import emails as mail
 from notebooks.access import Access, Refused, Rule, hash_token
@@ -166,11 +165,9 @@ def resend_invitation(access: Access, invitation_id: int, request=None) -> None:
 
 def _check_send_rate(access: Access, count: int) -> None:
     """At most INVITATIONS_PER_HOUR emails per person per hour."""
-    key = f"invites:{access.principal.key}"
-    if cache.get(key, 0) + count > INVITATIONS_PER_HOUR:
+    if not take(f"invites:{access.principal.key}", count, INVITATIONS_PER_HOUR):
         reason = f"You can send at most {INVITATIONS_PER_HOUR} invitations an hour; try again later."
         raise Refused(reason, Rule.RATE_LIMITED)
-    count_up(key, count)
 
 
 def withdraw_invitation(access: Access, invitation_id: int, request=None) -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from audit import log as audit
 from audit.models import AuditEvent
-from config.cache import count_up
+from config.cache import give_back, take
 from notebooks import access as acl
 from notebooks import crypto
 from notebooks.access import Access, Refused, Rule, hash_token
@@ -218,27 +217,24 @@ def renew_general_link(access: Access, request=None) -> tuple[ShareLink, str]:
     return link, token
 
 
-def _too_many_guesses(request) -> bool:
-    key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
-    return cache.get(key, 0) >= LINK_GUESSES_PER_IP
-
-
-def _count_guess(request) -> None:
-    key = f"link-guess:{request.META.get('REMOTE_ADDR')}"
-    count_up(key, 1, 600)
+def _guess_key(request) -> str:
+    return f"link-guess:{request.META.get('REMOTE_ADDR')}"
 
 
 def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:
     """Join a share link (by its token, or the token's hash kept in the session while its
     holder signs in): a `LinkJoin` for the signed-in user, or for the session's guest key;
     raise Refused with the reason (code "login_required" when signing in would help)."""
-    if _too_many_guesses(request):
+    # Every attempt takes a guess first (so that many at once cannot all pass a count of the
+    # guesses before them); one that finds a link gives it back: only unknown tokens count.
+    if not take(_guess_key(request), 1, LINK_GUESSES_PER_IP, 600):
         reason = "Too many invalid links were tried from your address; wait a few minutes."
         raise Refused(reason, Rule.RATE_LIMITED)
     token_hash = token_hash or hash_token(token)
     link = ShareLink.objects.with_validity().select_related("notebook").filter(token_hash=token_hash).first()
-    if link is None:
-        _count_guess(request)
+    if link is not None:
+        give_back(_guess_key(request))
+    else:
         audit.record("access.denied", request=request, actor=request.user, reason="unknown link token")
         raise Refused("This link does not exist.", Rule.LINK_UNKNOWN)
     user = request.user if request.user.is_authenticated else None

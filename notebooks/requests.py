@@ -4,12 +4,11 @@ grants need a verified address apply) or declines. Every step is audited."""
 
 from __future__ import annotations
 
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
 from audit import log as audit
-from config.cache import count_up
+from config.cache import take
 from notebooks import access as acl
 from notebooks import emails
 from notebooks.access import Access, Principal, Refused, Rule
@@ -78,13 +77,11 @@ def ask(principal: Principal, notebook: Notebook, role: Role, message: str, requ
 
 
 def _check_rate(user) -> None:
-    key = f"access-requests:{user.pk}"
-    if cache.get(key, 0) >= REQUESTS_PER_HOUR:
+    if not take(f"access-requests:{user.pk}", 1, REQUESTS_PER_HOUR):
         raise Refused(
             f"You can ask for access at most {REQUESTS_PER_HOUR} times an hour; try again later.",
             Rule.RATE_LIMITED,
         )
-    count_up(key)
 
 
 def approver_emails(notebook: Notebook, requester, role: Role) -> list[str]:

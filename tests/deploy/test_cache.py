@@ -46,3 +46,32 @@ def test_an_unreachable_redis_counts_in_the_worker_instead_of_failing():
     assert cache.incr("n") == 1
     assert cache.get("n") == 1
     assert cache.get("missing", 7) == 7
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_a_limit_taken_at_the_same_moment_by_many_workers_admits_exactly_the_limit(redis_port, reachable):
+    """Forty requests at once, each through its own worker's cache: ten fit, thirty are refused,
+    and the refused ones leave the count at the limit (they count for nothing)."""
+    import threading
+
+    from config.cache import take
+
+    port = redis_port if reachable else free_port()  # unreachable: each worker counts alone
+    caches = [cache_at(port) for _ in range(40)] if reachable else [cache_at(port)] * 40
+    start = threading.Barrier(40)
+    results = []
+
+    def request(cache):
+        start.wait()
+        results.append(take("invites:alice", 1, 10, 60, cache))
+
+    threads = [threading.Thread(target=request, args=(c,)) for c in caches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results.count(True) == 10
+    assert results.count(False) == 30
+    assert caches[0].get("invites:alice") == 10
+    assert not take("invites:alice", 1, 10, 60, caches[0])
+    assert take("invites:alice", 1, 11, 60, caches[0])  # a higher limit has room for one more

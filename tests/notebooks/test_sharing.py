@@ -132,6 +132,20 @@ def test_wrong_tokens_are_rate_limited(notebook):
     assert "Too many invalid links" in response.content.decode()
 
 
+def test_opening_a_real_link_is_not_a_guess(notebook):
+    """Every open takes a guess before the lookup (many at once cannot all slip under the
+    limit); one that finds its link gives it back, so a class behind one address keeps joining."""
+    _, token = make_link(notebook, require_login=False)
+    for _ in range(sharing.LINK_GUESSES_PER_IP * 2):
+        assert Client().get(f"/s/{token}").status_code == 302
+    client = Client()
+    for _ in range(sharing.LINK_GUESSES_PER_IP - 1):
+        client.get("/s/wrong-token")
+    assert client.get(f"/s/{token}").status_code == 302  # 19 wrong ones: still room
+    client.get("/s/wrong-token")
+    assert "Too many invalid links" in client.get(f"/s/{token}").content.decode()
+
+
 async def test_a_viewer_link_guest_cannot_change_the_document(notebook):
     _, token = await database_sync_to_async(make_link)(notebook, role=Role.VIEWER, require_login=False)
     guest = await database_sync_to_async(guest_via)(token)
