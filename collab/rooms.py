@@ -352,6 +352,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                     self._committed.task_done()
 
     async def _relay(self, committed: list[tuple[int, list[tuple[Pending, Socket | None]], bytes]]) -> None:
+        # The other workers first: their sockets must not wait for this worker's whole fan-out
+        # (a lecture's watchers are on every worker). A channel layer that neither answers nor
+        # refuses holds the local sockets for at most PUBLISH_FIRST_WAIT; publishing then goes on
+        # beside them, and the next relay waits for it (batches are published in order).
+        publishing = asyncio.ensure_future(self._publish(committed))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(publishing), conf("PUBLISH_FIRST_WAIT"))
         updates = [p.data for _, batch, _ in committed for p, _ in batch]
         merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
         await self._send_local(protocol.sync_update(merged))
@@ -360,13 +367,16 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             saved = protocol.saved(committed[-1][2])  # the newest batch's durable state
             for socket in senders:
                 await send_to(socket, saved)
-        for first, batch, _ in committed:  # one message per batch: another worker's may lie between
-            event = {"type": "updates", "notebook": self.id, "first_seq": first}
-            await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
+        await publishing
         first, batch, _ = committed[-1]
         backlog = first + len(batch) - 1 - self.snapshot_seq
         if backlog > conf("COMPACT_AFTER_UPDATES") + conf("KEEP_RECENT_UPDATES"):
             self._start_compaction()
+
+    async def _publish(self, committed: list[tuple[int, list[tuple[Pending, Socket | None]], bytes]]) -> None:
+        for first, batch, _ in committed:  # one message per batch: another worker's may lie between
+            event = {"type": "updates", "notebook": self.id, "first_seq": first}
+            await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
 
     async def _fail(self, exc: BaseException | None = None) -> None:
         """Nothing more can be saved: tell every socket (its client still holds its unsaved

@@ -379,6 +379,9 @@ COLLAB = {
     "SLOW_CLOSE_GRACE": envfloat("COLLAB_SLOW_CLOSE_GRACE", 2.0),
     # With this many updates waiting, a room writes at once instead of waiting the batch window.
     "PERSIST_BIG_BATCH": envint("COLLAB_PERSIST_BIG_BATCH", 64),
+    # How long a relay waits for the channel layer to take a batch for the other workers before
+    # serving its own sockets anyway (a Redis that neither answers nor refuses).
+    "PUBLISH_FIRST_WAIT": envfloat("COLLAB_PUBLISH_FIRST_WAIT", 0.02),
     # Rows per INSERT statement of the update log (SQLite allows 32,766 parameters per statement).
     "PERSIST_INSERT_ROWS": envint("COLLAB_PERSIST_INSERT_ROWS", 500),
 }

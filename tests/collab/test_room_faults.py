@@ -281,3 +281,49 @@ async def test_a_sharing_change_is_not_refused_while_the_channel_layer_is_down(n
     monkeypatch.setattr(fanout().layer, "group_send", down)
     await asyncio.wait_for(notify(notebook.pk, "access"), 5)
     assert fanout().down
+
+
+class RecordingSocket(FakeSocket):
+    def __init__(self, order: list[str]):
+        super().__init__()
+        self.order = order
+
+    def send_now(self, frame):
+        self.order.append("local")
+        return True
+
+
+async def test_other_workers_get_a_batch_before_the_local_sockets_do(notebook, monkeypatch):
+    """A lecture's watchers sit on every worker: the others' share must not wait for this
+    worker's whole fan-out (hundreds of sockets) before it is even published."""
+    room = await get_room(str(notebook.pk))
+    order: list[str] = []
+    for _ in range(3):
+        room.add(RecordingSocket(order))
+
+    async def group_send(group, event):
+        order.append(f"published {event['type']}")
+
+    monkeypatch.setattr(fanout().layer, "group_send", group_send)
+    room.receive_update(typed(room, "hello "), None)
+    await eventually_async(lambda: len(order) >= 4, what="the batch relayed")
+    assert order == ["published updates", "local", "local", "local"]
+    await room.close()
+
+
+async def test_a_hanging_channel_layer_does_not_hold_the_local_sockets(notebook, monkeypatch, settings):
+    room = await get_room(str(notebook.pk))
+    order: list[str] = []
+    room.add(RecordingSocket(order))
+    release = asyncio.Event()
+
+    async def group_send(group, event):
+        await release.wait()  # Redis neither answers nor refuses
+        order.append("published")
+
+    monkeypatch.setattr(fanout().layer, "group_send", group_send)
+    room.receive_update(typed(room, "hello "), None)
+    await eventually_async(lambda: order == ["local"], what="the local sockets served", timeout=2)
+    release.set()
+    await eventually_async(lambda: order == ["local", "published"], what="then published", timeout=2)
+    await room.close()
