@@ -10,6 +10,8 @@ import asyncio
 import logging
 import time
 
+from pycrdt import merge_updates
+
 from collab import metrics, protocol
 from collab.conf import conf
 from collab.fanout import fanout
@@ -24,6 +26,8 @@ class RoomBroadcast:
     kernel_state: dict | None
     _aw_last: dict[Socket, float]
     _aw_pending: dict[Socket, bytes]
+    _outbox: list[bytes]
+    _outbox_ready: asyncio.Event
 
     # presence
 
@@ -75,6 +79,27 @@ class RoomBroadcast:
             await send_to(socket, protocol.awareness(full))
 
     # sending
+
+    def send_updates_local(self, updates: list[bytes]) -> None:
+        """Document updates for the local sockets: queued for `_sender`, which sends everything
+        queued by then as one frame. A worker that falls behind (a lecture: every update to
+        hundreds of sockets) sends fewer, larger frames instead of queueing one per update."""
+        self._outbox.extend(updates)
+        self._outbox_ready.set()
+
+    async def _sender(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            await asyncio.sleep(0)  # what else is ready in this turn of the loop joins the frame
+            self._outbox_ready.clear()
+            updates, self._outbox = self._outbox, []
+            if not updates:
+                continue
+            merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
+            metrics.inc("update_frames_sent")
+            if len(updates) > 1:
+                metrics.inc("updates_merged", len(updates))
+            await self._send_local(protocol.sync_update(merged))
 
     async def _send_local(self, frame: bytes) -> None:
         await fan_out(list(self.sockets), frame)

@@ -18,6 +18,8 @@ HELP = {
     "gap_updates_repaired": "Updates fetched from the database to repair gaps in the sequence.",
     "frames_written_direct": "Room frames written straight to a connection, encoded once per fan-out.",
     "frames_sent_awaited": "Room frames sent the ordinary way (sockets the direct path cannot serve).",
+    "update_frames_sent": "Frames of document updates a room sent to its local sockets.",
+    "updates_merged": "Document updates that shared a frame with others (the worker was behind).",
     "handler_errors": "Socket handlers that failed unexpectedly (closed with 1011, cleaned up).",
 }
 

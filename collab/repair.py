@@ -19,9 +19,8 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
-from pycrdt import merge_updates
 
-from collab import metrics, protocol
+from collab import metrics
 from collab.conf import conf
 from collab.fanout import fanout
 from notebooks import updatelog
@@ -86,8 +85,7 @@ class GapRepair:
         metrics.inc("gap_updates_repaired", len(relay))
         if relay:
             self.size += sum(map(len, relay))
-            merged = relay[0] if len(relay) == 1 else merge_updates(*relay)
-            await self._send_local(protocol.sync_update(merged))
+            self.send_updates_local(relay)
 
     def _should_poll(self) -> bool:
         """Ask the database for the notebook's counter only when it can matter: while the
@@ -139,9 +137,7 @@ class GapRepair:
             self._mark(seq)
         if fresh:
             self._active_at = asyncio.get_running_loop().time()
-            await self._send_local(
-                protocol.sync_update(fresh[0] if len(fresh) == 1 else merge_updates(*fresh))
-            )
+            self.send_updates_local(fresh)
 
 
 def _notebook_seq(notebook_id: str) -> int | None:

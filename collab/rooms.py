@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable
 
 from channels.db import database_sync_to_async
-from pycrdt import Doc, Map, merge_updates
+from pycrdt import Doc, Map
 
 from collab import metrics, protocol
 from collab.awareness import Presence
@@ -136,12 +136,20 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._active_at = -1e9  # loop time of the last edit written or received here
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}
+        self._outbox: list[bytes] = []  # document updates for the local sockets (`_sender`)
+        self._outbox_ready = asyncio.Event()
 
     # lifecycle
 
     async def start(self) -> None:
         await fanout().subscribe(self.id, self)
-        for work, name in ((self._writer, "writer"), (self._relayer, "relayer"), (self._watch, "watch")):
+        tasks = (
+            (self._writer, "writer"),
+            (self._relayer, "relayer"),
+            (self._sender, "sender"),
+            (self._watch, "watch"),
+        )
+        for work, name in tasks:
             self._spawn(work(), f"room-{name}-{self.id}")
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
@@ -359,9 +367,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         publishing = asyncio.ensure_future(self._publish(committed))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(publishing), conf("PUBLISH_FIRST_WAIT"))
-        updates = [p.data for _, batch, _ in committed for p, _ in batch]
-        merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
-        await self._send_local(protocol.sync_update(merged))
+        self.send_updates_local([p.data for _, batch, _ in committed for p, _ in batch])
         senders = {s for _, batch, _ in committed for _, s in batch if s is not None and s.ext}
         if senders:
             saved = protocol.saved(committed[-1][2])  # the newest batch's durable state

@@ -327,3 +327,37 @@ async def test_a_hanging_channel_layer_does_not_hold_the_local_sockets(notebook,
     release.set()
     await eventually_async(lambda: order == ["local", "published"], what="then published", timeout=2)
     await room.close()
+
+
+class FrameSocket(FakeSocket):
+    def __init__(self):
+        super().__init__()
+        self.frames: list[bytes] = []
+
+    def send_now(self, frame):
+        self.frames.append(frame.data)
+        return True
+
+
+async def test_updates_that_arrive_while_the_room_is_busy_share_one_frame(notebook):
+    """A worker behind on its fan-out sends what waits as one frame, not one frame each."""
+    from collab import protocol
+
+    room = await get_room(str(notebook.pk))
+    base = room.doc.get_update()
+    watcher = FrameSocket()
+    room.add(watcher)
+    first = typed(room, "one ")
+    room.doc.apply_update(first)
+    second = typed(room, "two ")
+    room.send_updates_local([first])  # say a committed batch and another worker's, in one turn
+    room.send_updates_local([second])
+    await eventually_async(lambda: watcher.frames, what="a frame sent")
+    await asyncio.sleep(0.05)
+    assert len(watcher.frames) == 1
+    message = protocol.parse(watcher.frames[0])
+    assert message.sync_type is protocol.SyncType.UPDATE
+    received = ydoc.doc_from_updates(base)
+    received.apply_update(message.payload)
+    assert str(received.get("cells", type=Array)[0]["source"]).startswith("two one ")
+    await room.close()
