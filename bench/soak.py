@@ -10,7 +10,9 @@ Every 30 s: RSS of each worker and of redis-server, and /proc/loadavg. Every min
 delivery latency p50/p99 of the updates sent in that minute (over every observer). Writers append
 a marker to the first cell, so documents grow; with `--replace` each marker replaces the cell's
 text, so documents stay the same size and what grows is the server's own (the control). Database size
-before and after (PostgreSQL: pg_database_size; SQLite: the file and its WAL). Everything runs on
+before, every `--size-every` minutes and after, with the update log's rows and (PostgreSQL) its
+table's size: compaction deletes folded rows, autovacuum makes their space reusable, so the size
+should level off. (PostgreSQL: pg_database_size; SQLite: the file and its WAL). Everything runs on
 free loopback ports and is stopped at the end. Prints Markdown tables.
 """
 
@@ -37,18 +39,25 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def database_bytes(stack: Stack) -> int:
+def database_sizes(stack: Stack) -> dict:
+    """The database's size, and the update log's rows and table size (indexes and TOAST
+    included): PostgreSQL's pg_database_size and pg_total_relation_size; SQLite's file and WAL."""
     out = stack.django(
-        "import json\nfrom django.db import connection\n"
+        "import json, os\nfrom django.db import connection\n"
+        "from notebooks.models import Notebook, NotebookUpdate\n"
+        "rows = NotebookUpdate.objects.count()\n"
         "if connection.vendor == 'postgresql':\n"
         "    with connection.cursor() as c:\n"
-        "        c.execute('SELECT pg_database_size(current_database())'); size = c.fetchone()[0]\n"
+        "        c.execute('SELECT pg_database_size(current_database()), pg_total_relation_size(%s),"
+        " pg_total_relation_size(%s)', [NotebookUpdate._meta.db_table, Notebook._meta.db_table])\n"
+        "        size, log, notebooks = c.fetchone()\n"
         "else:\n"
-        "    import os\n    name = str(connection.settings_dict['NAME'])\n"
+        "    name = str(connection.settings_dict['NAME'])\n"
         "    size = sum(os.path.getsize(p) for p in (name, name + '-wal') if os.path.exists(p))\n"
-        "print(json.dumps(size))"
+        "    log = notebooks = None\n"
+        "print(json.dumps({'size': size, 'rows': rows, 'log': log, 'notebooks': notebooks}))"
     )
-    return int(out)
+    return out
 
 
 class Room:
@@ -90,7 +99,8 @@ class Room:
 async def soak(args, stack: Stack, port: int, pids: dict[str, int]) -> None:
     cookie, ids = notebooks(stack, "soak@example.com", args.rooms)
     headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
-    db_before = database_bytes(stack)
+    db_before = database_sizes(stack)
+    sizes = [(0, db_before)]
     rooms = [Room(i, args.clients - 1, args.replace) for i in range(args.rooms)]
     for room, notebook in zip(rooms, ids, strict=True):
         await room.open(f"ws://127.0.0.1:{port}/ws/notebooks/{notebook}", headers)
@@ -118,6 +128,8 @@ async def soak(args, stack: Stack, port: int, pids: dict[str, int]) -> None:
                 f" {len(minute)} deliveries, load {loadavg()}",
                 flush=True,
             )
+            if len(minutes) % args.size_every == 0:
+                sizes.append((len(minutes), await asyncio.to_thread(database_sizes, stack)))
         await asyncio.sleep(0.5)
     await asyncio.gather(*writers)
     expected = sent[0] * (args.clients - 1)
@@ -125,11 +137,11 @@ async def soak(args, stack: Stack, port: int, pids: dict[str, int]) -> None:
     delivered = sum(len(r.latencies) for r in rooms)
     for room in rooms:
         await room.close()
-    db_after = database_bytes(stack)
-    report(args, samples, minutes, db_before, db_after, delivered, expected)
+    sizes.append(("end", database_sizes(stack)))
+    report(args, samples, minutes, sizes, delivered, expected)
 
 
-def report(args, samples, minutes, db_before, db_after, delivered, expected) -> None:
+def report(args, samples, minutes, sizes, delivered, expected) -> None:
     names = list(samples[0][1])
     print(
         f"\n{args.rooms} rooms x {args.clients} clients (1 writer x {args.rate}/s each), 2 workers via nginx,"
@@ -143,7 +155,11 @@ def report(args, samples, minutes, db_before, db_after, delivered, expected) -> 
     print("\n| minute | p50 ms | p99 ms | deliveries | loadavg |\n|---|---|---|---|---|")
     for minute, p50, p99, count, load in minutes:
         print(f"| {minute} | {p50:.1f} | {p99:.1f} | {count} | {load} |")
-    print(f"\nDatabase: {db_before / 1e6:.2f} MB before, {db_after / 1e6:.2f} MB after.")
+    print("\n| minute | database MB | update log rows | update log table MB | notebooks table MB |")
+    print("|---|---|---|---|---|")
+    for minute, size in sizes:
+        tables = [f"{size[k] / 1e6:.2f}" if size[k] is not None else "-" for k in ("log", "notebooks")]
+        print(f"| {minute} | {size['size'] / 1e6:.2f} | {size['rows']:,} | {' | '.join(tables)} |")
 
 
 def main() -> None:
@@ -153,6 +169,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rate", type=float, default=5)
     parser.add_argument("--replace", action="store_true", help="writers replace the cell's text")
+    parser.add_argument("--size-every", type=int, default=2, help="minutes between database size readings")
     args = parser.parse_args()
     stack = Stack(COLLAB_MAX_SOCKETS_PER_PERSON="5000", DISABLE_RATE_LIMITS="true")
     run_dir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
