@@ -20,6 +20,7 @@ HELP = {
     "frames_sent_awaited": "Room frames sent the ordinary way (sockets the direct path cannot serve).",
     "update_frames_sent": "Frames of document updates a room sent to its local sockets.",
     "updates_merged": "Document updates that shared a frame with others (the worker was behind).",
+    "batches_not_published": "Batches not published (the channel layer hung too long); others repair them.",
     "handler_errors": "Socket handlers that failed unexpectedly (closed with 1011, cleaned up).",
 }
 

@@ -129,6 +129,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._wake = asyncio.Event()
         self._due = 0.0  # loop time by which the waiting changes are to be written
         self._committed: asyncio.Queue = asyncio.Queue()
+        self._last_publish: asyncio.Future | None = None  # the newest of `_publish_in_order`
+        self._publish_backlog = 0  # batches relayed here and not yet handed to the channel layer
         self._tasks: list[asyncio.Task] = []
         self._unload_handle: asyncio.TimerHandle | None = None
         self._repair_handle: asyncio.TimerHandle | None = None
@@ -241,6 +243,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.flushed(), conf("PERSIST_RETRY_FOR") + 5)
                 await asyncio.wait_for(self._committed.join(), 5)  # other workers hear of them
+                if self._last_publish is not None:
+                    await asyncio.wait_for(asyncio.shield(self._last_publish), 5)
         finally:
             await self._forget()
 
@@ -363,8 +367,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         # The other workers first: their sockets must not wait for this worker's whole fan-out
         # (a lecture's watchers are on every worker). A channel layer that neither answers nor
         # refuses holds the local sockets for at most PUBLISH_FIRST_WAIT; publishing then goes on
-        # beside them, and the next relay waits for it (batches are published in order).
-        publishing = asyncio.ensure_future(self._publish(committed))
+        # beside them, each relay's batches after the previous relay's (`_publish_in_order`),
+        # and the next relay does not wait for it: this worker's sockets go on getting every
+        # batch while Redis hangs.
+        publishing = self._publish_in_order(committed)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(publishing), conf("PUBLISH_FIRST_WAIT"))
         self.send_updates_local([p.data for _, batch, _ in committed for p, _ in batch])
@@ -373,16 +379,43 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             saved = protocol.saved(committed[-1][2])  # the newest batch's durable state
             for socket in senders:
                 await send_to(socket, saved)
-        await publishing
         first, batch, _ = committed[-1]
         backlog = first + len(batch) - 1 - self.snapshot_seq
         if backlog > conf("COMPACT_AFTER_UPDATES") + conf("KEEP_RECENT_UPDATES"):
             self._start_compaction()
 
-    async def _publish(self, committed: list[tuple[int, list[tuple[Pending, Socket | None]], bytes]]) -> None:
-        for first, batch, _ in committed:  # one message per batch: another worker's may lie between
-            event = {"type": "updates", "notebook": self.id, "first_seq": first}
-            await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
+    def _publish_in_order(
+        self, committed: list[tuple[int, list[tuple[Pending, Socket | None]], bytes]]
+    ) -> asyncio.Future:
+        """Publish these batches once everything relayed before them is published (or given
+        up); the returned future is done when they are. While the layer hangs, at most
+        `PUBLISH_BACKLOG` batches wait: beyond that they are not published at all, and the
+        other workers fetch them from the database (a gap in the sequence, or their periodic
+        check): a long hang holds a bounded amount of memory."""
+        if self._publish_backlog >= conf("PUBLISH_BACKLOG"):
+            metrics.inc("batches_not_published", len(committed))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        self._publish_backlog += len(committed)
+        previous = self._last_publish
+        self._last_publish = asyncio.ensure_future(self._publish(committed, after=previous))
+        return self._last_publish
+
+    async def _publish(
+        self,
+        committed: list[tuple[int, list[tuple[Pending, Socket | None]], bytes]],
+        after: asyncio.Future | None,
+    ) -> None:
+        try:
+            if after is not None:
+                with contextlib.suppress(Exception):  # fanout.publish logs a failing layer itself
+                    await asyncio.shield(after)
+            for first, batch, _ in committed:  # one message per batch: another worker's may lie between
+                event = {"type": "updates", "notebook": self.id, "first_seq": first}
+                await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
+        finally:
+            self._publish_backlog -= len(committed)
 
     async def _fail(self, exc: BaseException | None = None) -> None:
         """Nothing more can be saved: tell every socket (its client still holds its unsaved

@@ -382,6 +382,9 @@ COLLAB = {
     # How long a relay waits for the channel layer to take a batch for the other workers before
     # serving its own sockets anyway (a Redis that neither answers nor refuses).
     "PUBLISH_FIRST_WAIT": envfloat("COLLAB_PUBLISH_FIRST_WAIT", 0.02),
+    # Batches of a room that may wait for a channel layer that hangs; later ones are left to
+    # the other workers' gap repair from the database.
+    "PUBLISH_BACKLOG": envint("COLLAB_PUBLISH_BACKLOG", 1000),
     # Rows per INSERT statement of the update log (SQLite allows 32,766 parameters per statement).
     "PERSIST_INSERT_ROWS": envint("COLLAB_PERSIST_INSERT_ROWS", 500),
 }

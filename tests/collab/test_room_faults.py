@@ -361,3 +361,55 @@ async def test_updates_that_arrive_while_the_room_is_busy_share_one_frame(notebo
     received.apply_update(message.payload)
     assert str(received.get("cells", type=Array)[0]["source"]).startswith("two one ")
     await room.close()
+
+
+async def test_local_sockets_keep_getting_batches_while_the_channel_layer_hangs(notebook, monkeypatch):
+    """Redis stopped (neither answering nor refusing) for seconds: every later batch still
+    reaches this worker's sockets at once, not only the first; the other workers get them all,
+    in order, when the layer answers again."""
+    room = await get_room(str(notebook.pk))
+    order: list[str] = []
+    room.add(RecordingSocket(order))
+    release = asyncio.Event()
+    published: list[int] = []
+
+    async def group_send(group, event):
+        await release.wait()
+        published.append(event["first_seq"])
+
+    monkeypatch.setattr(fanout().layer, "group_send", group_send)
+    for n in range(1, 4):
+        room.receive_update(typed(room, f"line {n} "), None)
+        await eventually_async(lambda n=n: order.count("local") == n, what=f"batch {n} served", timeout=2)
+    assert published == []
+    release.set()
+    await eventually_async(lambda: len(published) == 3, what="all published", timeout=2)
+    assert published == sorted(published)
+    await room.close()
+
+
+async def test_a_channel_layer_that_hangs_long_holds_a_bounded_backlog(notebook, monkeypatch, settings):
+    """Beyond PUBLISH_BACKLOG batches waiting for the layer, later ones are not published (the
+    other workers repair them from the database): a long hang cannot fill the worker's memory."""
+    settings.COLLAB = {**settings.COLLAB, "PUBLISH_BACKLOG": 2}
+    room = await get_room(str(notebook.pk))
+    order: list[str] = []
+    room.add(RecordingSocket(order))
+    release = asyncio.Event()
+    published: list[int] = []
+
+    async def group_send(group, event):
+        await release.wait()
+        published.append(event["first_seq"])
+
+    monkeypatch.setattr(fanout().layer, "group_send", group_send)
+    for n in range(1, 5):
+        room.receive_update(typed(room, f"line {n} "), None)
+        await eventually_async(lambda n=n: order.count("local") == n, what=f"batch {n} served", timeout=2)
+    release.set()
+    await eventually_async(lambda: len(published) == 2, what="the backlog published", timeout=2)
+    await asyncio.sleep(0.1)
+    assert len(published) == 2
+    assert published == sorted(published)  # the first two, in order
+    assert room._publish_backlog == 0
+    await room.close()
