@@ -75,3 +75,51 @@ def test_a_limit_taken_at_the_same_moment_by_many_workers_admits_exactly_the_lim
     assert caches[0].get("invites:alice") == 10
     assert not take("invites:alice", 1, 10, 60, caches[0])
     assert take("invites:alice", 1, 11, 60, caches[0])  # a higher limit has room for one more
+
+
+@pytest.fixture
+def expires_after_command(monkeypatch, redis_port):
+    """Let the counter `n` expire right after the cache's `after`-th command to Redis (as a
+    10-minute counter does, at some moment, under a request that is using it)."""
+    import redis
+
+    raw = redis.Redis(port=redis_port)
+    sent = {"count": 0, "after": None}
+    execute = redis.Redis.execute_command
+
+    def execute_command(self, *args, **options):
+        result = execute(self, *args, **options)
+        if self is not raw:
+            sent["count"] += 1
+            if sent["count"] == sent["after"]:
+                raw.delete(":1:".join(["t", "n"]))
+        return result
+
+    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
+
+    def arm(after: int):
+        sent["count"], sent["after"] = 0, after
+        return raw
+
+    return arm
+
+
+@pytest.mark.parametrize("after", [1, 2, 3])
+def test_a_counter_that_expires_mid_way_never_stays_without_an_expiry(
+    redis_port, expires_after_command, after
+):
+    """A limit is an hourly (or 10-minute) one: a counter that expired between two of the
+    cache's commands must not come back as a key that never expires (an address or a person
+    refused for good once it reaches the limit again) nor below zero (a guess more, for good)."""
+    from config.cache import give_back, take
+
+    cache = cache_at(redis_port)
+    assert take("n", 1, 5, 60, cache)
+    raw = expires_after_command(after)
+    give_back("n", 1, cache)
+    assert raw.ttl("t:1:n") != -1  # -2: gone; otherwise a positive expiry
+    assert int(raw.get("t:1:n") or 0) >= 0
+    raw.set("t:1:n", 1, ex=60)
+    expires_after_command(after)
+    take("n", 1, 5, 60, cache)
+    assert raw.ttl("t:1:n") != -1
