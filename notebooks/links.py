@@ -6,8 +6,10 @@ taken atomically; who may do what is decided by the checks in `notebooks.access`
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime
 
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -22,6 +24,9 @@ from notebooks.actions import notify_after_commit
 from notebooks.models import LinkJoin, Notebook, Role, ShareLink
 
 LINK_GUESSES_PER_IP = 20  # wrong tokens per 10 minutes before the IP is refused
+# How long an open waits for other opens from its address whose lookups are under way (a class
+# behind one address, all at once) before it is refused.
+LINK_GUESS_WAIT = 2.0
 KEY_PURPOSE = "share-link"  # the key the tokens are encrypted with is derived for this only
 
 # General access: who the notebook's general link lets in (restricted: nobody).
@@ -221,13 +226,31 @@ def _guess_key(request) -> str:
     return f"link-guess:{request.META.get('REMOTE_ADDR')}"
 
 
+def _wrong_key(request) -> str:
+    return f"link-wrong:{request.META.get('REMOTE_ADDR')}"
+
+
+def _take_a_guess(request) -> bool:
+    """Take a guess for this attempt. The count holds the address's wrong guesses and its
+    lookups under way; at the limit, an address whose wrong guesses alone do not reach it waits
+    (at most LINK_GUESS_WAIT) for those lookups to end: they are mostly people opening a real
+    link, who give their guess back. Nothing is looked up without a guess taken, so no more than
+    the limit of wrong tokens are ever tried."""
+    deadline = time.monotonic() + LINK_GUESS_WAIT
+    while not take(_guess_key(request), 1, LINK_GUESSES_PER_IP, 600):
+        if cache.get(_wrong_key(request), 0) >= LINK_GUESSES_PER_IP or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:
     """Join a share link (by its token, or the token's hash kept in the session while its
     holder signs in): a `LinkJoin` for the signed-in user, or for the session's guest key;
     raise Refused with the reason (code "login_required" when signing in would help)."""
     # Every attempt takes a guess first (so that many at once cannot all pass a count of the
     # guesses before them); one that finds a link gives it back: only unknown tokens count.
-    if not take(_guess_key(request), 1, LINK_GUESSES_PER_IP, 600):
+    if not _take_a_guess(request):
         reason = "Too many invalid links were tried from your address; wait a few minutes."
         raise Refused(reason, Rule.RATE_LIMITED)
     token_hash = token_hash or hash_token(token)
@@ -235,6 +258,7 @@ def open_link(request, token: str = "", *, token_hash: str = "") -> ShareLink:
     if link is not None:
         give_back(_guess_key(request))
     else:
+        take(_wrong_key(request), 1, 2**31, 600)  # counted (atomically, with its expiry), never refused
         audit.record("access.denied", request=request, actor=request.user, reason="unknown link token")
         raise Refused("This link does not exist.", Rule.LINK_UNKNOWN)
     user = request.user if request.user.is_authenticated else None

@@ -279,3 +279,23 @@ def test_the_sharing_page_can_be_framed_by_the_editor_only(notebook):
     assert response["X-Frame-Options"] == "SAMEORIGIN"
     assert 'class="embed"' in response.content.decode()
     assert client.get(f"/n/{notebook.pk}/")["X-Frame-Options"] == "DENY"
+
+
+def test_a_class_opening_a_link_at_the_same_moment_is_not_refused(notebook):
+    """Thirty people behind one address open the link at once: for a moment every one of them
+    holds a guess (taken before the lookup, given back after it), the count is at the limit, and
+    the next one waits for those lookups instead of being told of invalid links."""
+    import threading
+
+    from config.cache import give_back, take
+
+    _, token = make_link(notebook, require_login=False)
+    key = "link-guess:127.0.0.1"
+    for _ in range(sharing.LINK_GUESSES_PER_IP):  # twenty classmates' lookups under way
+        assert take(key, 1, sharing.LINK_GUESSES_PER_IP, 600)
+    done = threading.Timer(0.2, lambda: [give_back(key) for _ in range(sharing.LINK_GUESSES_PER_IP)])
+    done.start()
+    try:
+        assert Client().get(f"/s/{token}").status_code == 302
+    finally:
+        done.join()
