@@ -82,8 +82,8 @@ class RoomBroadcast:
 
     def send_updates_local(self, updates: list[bytes]) -> None:
         """Document updates for the local sockets: queued for `_sender`, which sends everything
-        queued by then as one frame. A worker that falls behind (a lecture: every update to
-        hundreds of sockets) sends fewer, larger frames instead of queueing one per update."""
+        queued by then as one frame. A big room with fast edits (a lecture: every update to
+        hundreds of sockets) sends fewer, larger frames instead of one fan-out per update."""
         self._outbox.extend(updates)
         self._outbox_ready.set()
 
@@ -99,7 +99,16 @@ class RoomBroadcast:
             metrics.inc("update_frames_sent")
             if len(updates) > 1:
                 metrics.inc("updates_merged", len(updates))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             await self._send_local(protocol.sync_update(merged))
+            # A room whose fan-out is long (hundreds of sockets) lets the next updates gather
+            # for as long as it took, up to FANOUT_GATHER_MAX: it then takes at most about half
+            # of the worker's time, and sends fewer, merged frames when edits come fast. A
+            # small room's fan-out is short: its next frame does not wait.
+            spent = loop.time() - started
+            if spent >= conf("FANOUT_GATHER_MIN"):
+                await asyncio.sleep(min(spent, conf("FANOUT_GATHER_MAX")))
 
     async def _send_local(self, frame: bytes) -> None:
         await fan_out(list(self.sockets), frame)

@@ -385,6 +385,11 @@ COLLAB = {
     # Batches of a room that may wait for a channel layer that hangs; later ones are left to
     # the other workers' gap repair from the database.
     "PUBLISH_BACKLOG": envint("COLLAB_PUBLISH_BACKLOG", 1000),
+    # After a fan-out of document updates that took at least FANOUT_GATHER_MIN seconds (a room
+    # with hundreds of sockets), the room's next updates gather for as long as it took, at most
+    # FANOUT_GATHER_MAX, and go out as one frame.
+    "FANOUT_GATHER_MIN": envfloat("COLLAB_FANOUT_GATHER_MIN", 0.002),
+    "FANOUT_GATHER_MAX": envfloat("COLLAB_FANOUT_GATHER_MAX", 0.02),
     # Rows per INSERT statement of the update log (SQLite allows 32,766 parameters per statement).
     "PERSIST_INSERT_ROWS": envint("COLLAB_PERSIST_INSERT_ROWS", 500),
 }

@@ -413,3 +413,55 @@ async def test_a_channel_layer_that_hangs_long_holds_a_bounded_backlog(notebook,
     assert published == sorted(published)  # the first two, in order
     assert room._publish_backlog == 0
     await room.close()
+
+
+class SlowSocket(FrameSocket):
+    """A socket whose write takes `seconds` (as hundreds of sockets together would)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def send_now(self, frame):
+        import time
+
+        time.sleep(self.seconds)
+        return super().send_now(frame)
+
+
+async def test_a_room_with_a_long_fan_out_gathers_the_next_updates_into_one_frame(notebook, settings):
+    settings.COLLAB = {**settings.COLLAB, "FANOUT_GATHER_MIN": 0.005, "FANOUT_GATHER_MAX": 0.2}
+    room = await get_room(str(notebook.pk))
+    watcher = SlowSocket(0.05)
+    room.add(watcher)
+    updates = []
+    for word in ("one ", "two ", "three ", "four "):
+        updates.append(typed(room, word))
+        room.doc.apply_update(updates[-1])
+    room.send_updates_local(updates[:1])
+    await eventually_async(lambda: watcher.frames, what="the first frame")
+    for update in updates[1:]:  # arrive one by one while the room lets them gather
+        room.send_updates_local([update])
+        await asyncio.sleep(0.005)
+    await eventually_async(lambda: len(watcher.frames) >= 2, what="the gathered frame")
+    await asyncio.sleep(0.15)
+    assert len(watcher.frames) == 2  # the first, then the other three together
+    await room.close()
+
+
+async def test_a_small_room_sends_each_update_at_once(notebook, settings):
+    settings.COLLAB = {**settings.COLLAB, "FANOUT_GATHER_MIN": 0.005, "FANOUT_GATHER_MAX": 0.2}
+    room = await get_room(str(notebook.pk))
+    watcher = FrameSocket()
+    room.add(watcher)
+    loop = asyncio.get_running_loop()
+    for word in ("one ", "two ", "three "):
+        update = typed(room, word)
+        room.doc.apply_update(update)
+        sent = loop.time()
+        room.send_updates_local([update])
+        count = len(watcher.frames)
+        await eventually_async(lambda count=count: len(watcher.frames) > count, what="its frame")
+        assert loop.time() - sent < 0.1
+    assert len(watcher.frames) == 3
+    await room.close()
