@@ -39,15 +39,19 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def database_sizes(stack: Stack) -> dict:
+def database_sizes(stack: Stack, vacuum: bool = False) -> dict:
     """The database's size, and the update log's rows and table size (indexes and TOAST
-    included): PostgreSQL's pg_database_size and pg_total_relation_size; SQLite's file and WAL."""
+    included): PostgreSQL's pg_database_size and pg_total_relation_size; SQLite's file and WAL.
+    With `vacuum` (PostgreSQL), a plain VACUUM of the two tables first, as autovacuum would run
+    (a server with autovacuum off never reuses the space of the rows compaction deletes)."""
     out = stack.django(
         "import json, os\nfrom django.db import connection\n"
         "from notebooks.models import Notebook, NotebookUpdate\n"
         "rows = NotebookUpdate.objects.count()\n"
         "if connection.vendor == 'postgresql':\n"
         "    with connection.cursor() as c:\n"
+        f"        if {vacuum!r}:\n"
+        "            c.execute('VACUUM ' + NotebookUpdate._meta.db_table + ', ' + Notebook._meta.db_table)\n"
         "        c.execute('SELECT pg_database_size(current_database()), pg_total_relation_size(%s),"
         " pg_total_relation_size(%s)', [NotebookUpdate._meta.db_table, Notebook._meta.db_table])\n"
         "        size, log, notebooks = c.fetchone()\n"
@@ -129,7 +133,7 @@ async def soak(args, stack: Stack, port: int, pids: dict[str, int]) -> None:
                 flush=True,
             )
             if len(minutes) % args.size_every == 0:
-                sizes.append((len(minutes), await asyncio.to_thread(database_sizes, stack)))
+                sizes.append((len(minutes), await asyncio.to_thread(database_sizes, stack, args.vacuum)))
         await asyncio.sleep(0.5)
     await asyncio.gather(*writers)
     expected = sent[0] * (args.clients - 1)
@@ -170,6 +174,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5)
     parser.add_argument("--replace", action="store_true", help="writers replace the cell's text")
     parser.add_argument("--size-every", type=int, default=2, help="minutes between database size readings")
+    parser.add_argument("--vacuum", action="store_true", help="VACUUM the two tables at each size reading")
     args = parser.parse_args()
     stack = Stack(COLLAB_MAX_SOCKETS_PER_PERSON="5000", DISABLE_RATE_LIMITS="true")
     run_dir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
