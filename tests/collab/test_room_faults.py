@@ -352,8 +352,8 @@ async def test_updates_that_arrive_while_the_room_is_busy_share_one_frame(notebo
     second = typed(room, "two ")
     room.send_updates_local([first])  # say a committed batch and another worker's, in one turn
     room.send_updates_local([second])
-    await eventually_async(lambda: watcher.frames, what="a frame sent")
-    await asyncio.sleep(0.05)
+    # both were queued before the sender ran: once the queue is empty, no other frame can come
+    await eventually_async(lambda: watcher.frames and not room._outbox, what="the queue sent")
     assert len(watcher.frames) == 1
     message = protocol.parse(watcher.frames[0])
     assert message.sync_type is protocol.SyncType.UPDATE
@@ -408,7 +408,7 @@ async def test_a_channel_layer_that_hangs_long_holds_a_bounded_backlog(notebook,
         await eventually_async(lambda n=n: order.count("local") == n, what=f"batch {n} served", timeout=2)
     release.set()
     await eventually_async(lambda: len(published) == 2, what="the backlog published", timeout=2)
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(asyncio.shield(room._last_publish), 2)  # the end of the publish chain
     assert len(published) == 2
     assert published == sorted(published)  # the first two, in order
     assert room._publish_backlog == 0
@@ -443,8 +443,8 @@ async def test_a_room_with_a_long_fan_out_gathers_the_next_updates_into_one_fram
     for update in updates[1:]:  # arrive one by one while the room lets them gather
         room.send_updates_local([update])
         await asyncio.sleep(0.005)
-    await eventually_async(lambda: len(watcher.frames) >= 2, what="the gathered frame")
-    await asyncio.sleep(0.15)
+    # all three were queued while the room let them gather: once the queue is empty, it is done
+    await eventually_async(lambda: len(watcher.frames) >= 2 and not room._outbox, what="the gathered frame")
     assert len(watcher.frames) == 2  # the first, then the other three together
     await room.close()
 
