@@ -205,6 +205,9 @@ async def test_gap_repair_with_compaction_at_any_moment_keeps_rooms_equal_to_the
     expected = await database_sync_to_async(stored_source)(nid)
     for room in (a, b):
         await room.repair()
+        if room._repair_handle is not None:  # a repair due later would query the database
+            room._repair_handle.cancel()  # while the test's teardown empties it
+            room._repair_handle = None
         assert source(room) == expected
         assert not room._ahead
 
