@@ -366,13 +366,9 @@ async def test_updates_that_arrive_while_the_room_is_busy_share_one_frame(notebo
     await room.close()
 
 
-async def test_local_sockets_keep_getting_batches_while_the_channel_layer_hangs(notebook, monkeypatch):
-    """Redis stopped (neither answering nor refusing) for seconds: every later batch still
-    reaches this worker's sockets at once, not only the first; the other workers get them all,
-    in order, when the layer answers again."""
-    room = await get_room(str(notebook.pk))
-    order: list[str] = []
-    room.add(RecordingSocket(order))
+def hanging_layer(monkeypatch) -> tuple[asyncio.Event, list[int]]:
+    """A channel layer that neither answers nor refuses until the event is set; then it
+    publishes, noting each batch's first seq."""
     release = asyncio.Event()
     published: list[int] = []
 
@@ -381,6 +377,17 @@ async def test_local_sockets_keep_getting_batches_while_the_channel_layer_hangs(
         published.append(event["first_seq"])
 
     monkeypatch.setattr(fanout().layer, "group_send", group_send)
+    return release, published
+
+
+async def test_local_sockets_keep_getting_batches_while_the_channel_layer_hangs(notebook, monkeypatch):
+    """Redis stopped (neither answering nor refusing) for seconds: every later batch still
+    reaches this worker's sockets at once, not only the first; the other workers get them all,
+    in order, when the layer answers again."""
+    room = await get_room(str(notebook.pk))
+    order: list[str] = []
+    room.add(RecordingSocket(order))
+    release, published = hanging_layer(monkeypatch)
     for n in range(1, 4):
         room.receive_update(typed(room, f"line {n} "), None)
         await eventually_async(lambda n=n: order.count("local") == n, what=f"batch {n} served", timeout=2)
@@ -398,14 +405,7 @@ async def test_a_channel_layer_that_hangs_long_holds_a_bounded_backlog(notebook,
     room = await get_room(str(notebook.pk))
     order: list[str] = []
     room.add(RecordingSocket(order))
-    release = asyncio.Event()
-    published: list[int] = []
-
-    async def group_send(group, event):
-        await release.wait()
-        published.append(event["first_seq"])
-
-    monkeypatch.setattr(fanout().layer, "group_send", group_send)
+    release, published = hanging_layer(monkeypatch)
     for n in range(1, 5):
         room.receive_update(typed(room, f"line {n} "), None)
         await eventually_async(lambda n=n: order.count("local") == n, what=f"batch {n} served", timeout=2)
