@@ -32,6 +32,20 @@ def pytest_sessionfinish(session, exitstatus):
             Path(name + suffix).unlink(missing_ok=True)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Before a test's database is emptied, let the database work its event loop left behind
+    finish: a task cancelled while `database_sync_to_async` ran its query leaves that query
+    running in asgiref's thread, and on PostgreSQL it deadlocks with the teardown's TRUNCATE."""
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    # After the last test, that thread's connection is closed too, or PostgreSQL refuses to
+    # drop the test database ("being accessed by other users").
+    last = connections.close_all if nextitem is None else (lambda: None)
+    SyncToAsync.single_thread_executor.submit(last).result(timeout=60)
+
+
 @pytest.fixture(autouse=True)
 def _fast_settings(settings, tmp_path):
     settings.COLLAB = {
