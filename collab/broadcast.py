@@ -55,7 +55,8 @@ class RoomBroadcast:
 
     async def _relay_awareness(self, payload: bytes) -> None:
         await self._send_local(protocol.awareness(payload))
-        await fanout().publish({"type": "awareness", "notebook": self.id, "payload": payload})
+        # Not awaited: the socket's next frames (its edits) must not wait for a layer that hangs.
+        fanout().publish_soon({"type": "awareness", "notebook": self.id, "payload": payload})
 
     async def set_kernel_state(self, payload: dict) -> None:
         """Kernel status for everyone in the notebook, on every worker (the bridge calls this);

@@ -20,6 +20,8 @@ from typing import Any, Literal, TypedDict
 
 from channels.layers import get_channel_layer
 
+from collab import metrics
+from collab.conf import conf
 from collab.tasks import detach
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,11 @@ class KernelEvent(TypedDict):
     payload: dict[str, Any]
 
 
+# Handled beside the reader: a replacement closes every socket of its room (an audit write and a
+# presence message each), an access change re-checks every socket against the database.
+SLOW_EVENTS = frozenset({"replaced", "access"})
+
+
 def group_name(notebook_id: str) -> str:
     return f"nb.{notebook_id}"
 
@@ -77,6 +84,8 @@ class Fanout:
         self._reader: asyncio.Task | None = None
         self.down = False  # the channel layer failed and its groups are not known to be joined
         self._recovery: asyncio.Future | None = None
+        self._soon = 0  # `publish_soon` messages not yet handed to the layer
+        self._soon_tasks: set[asyncio.Task] = set()
 
     async def _ensure_started(self) -> None:
         if self.channel is None:
@@ -106,6 +115,22 @@ class Fanout:
             await self.layer.group_send(group_name(event["notebook"]), event)
         except Exception as exc:  # a lost message is repaired from the database
             self._went_down(exc)
+
+    def publish_soon(self, event: dict) -> None:
+        """Publish beside the caller, for messages a newer one replaces (presence): a layer
+        that hangs holds none of the callers. With the layer down, or with
+        AWARENESS_PUBLISH_BACKLOG of them still waiting, the message is dropped (counted)."""
+        if self.down or self._soon >= conf("AWARENESS_PUBLISH_BACKLOG"):
+            metrics.inc("awareness_publish_dropped")
+            return
+        self._soon += 1
+        task = asyncio.ensure_future(self.publish(event))
+        self._soon_tasks.add(task)
+        task.add_done_callback(self._published_soon)
+
+    def _published_soon(self, task: asyncio.Task) -> None:
+        self._soon -= 1
+        self._soon_tasks.discard(task)
 
     def _went_down(self, exc: BaseException) -> None:
         if not self.down:
@@ -147,11 +172,19 @@ class Fanout:
             if event.get("origin") == WORKER_ID:
                 continue
             room = self.handlers.get(event.get("notebook"))
-            if room is not None:
-                try:
-                    await room.on_fanout(event)
-                except Exception:
-                    log.exception("room failed to handle %s", event.get("type"))
+            if room is None:
+                continue
+            if event.get("type") in SLOW_EVENTS:  # the other rooms' messages must not wait for it
+                detach(_handle(room, event))
+            else:
+                await _handle(room, event)
+
+
+async def _handle(room, event: dict) -> None:
+    try:
+        await room.on_fanout(event)
+    except Exception:
+        log.exception("room failed to handle %s", event.get("type"))
 
 
 _fanout: Fanout | None = None

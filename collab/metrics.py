@@ -11,6 +11,7 @@ COUNTERS: Counter[str] = Counter()
 HELP = {
     "updates_received": "Document updates accepted from sockets.",
     "awareness_dropped": "Awareness messages dropped (another socket's client id, throttled, too large).",
+    "awareness_publish_dropped": "Presence messages not sent to other workers (layer down or backed up).",
     "frames_malformed": "Sockets closed with 4400 for a malformed frame.",
     "frames_too_large": "Sockets closed with 4413 for a message, document or one person's sockets too many.",
     "sockets_refused_per_person": "Sockets refused because one person had too many open.",

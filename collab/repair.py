@@ -55,7 +55,7 @@ class GapRepair:
         if self.closed:
             return
         after = self.seq
-        rows, last = await database_sync_to_async(updatelog.updates_after)(self.id, after)
+        rows, last, snapshot_first = await database_sync_to_async(updatelog.updates_after)(self.id, after)
         # Our own batch may have committed before that read while its numbers are not known
         # here yet: wait for them, or its rows would look missing and reach the sockets twice.
         inflight = self._inflight_done
@@ -66,21 +66,23 @@ class GapRepair:
             return
         relay: list[bytes] = []
         for i, (seq, data) in enumerate(rows):
-            if i == 0 and seq > after + 1:
-                # A snapshot standing for after+1..seq: it may carry, under the number of one
-                # of our own updates, the very ones missing here. Relay only what it adds.
+            if i == 0 and snapshot_first:
+                # The snapshot, standing for after+1..seq (seq may be after+1 itself): it may
+                # carry, under the number of one of our own updates, the very ones missing here,
+                # and the whole document besides. Relay what it adds: the new items, and the
+                # document's deletions (a deletion alone leaves the state vector as it was).
                 before = self.doc.get_state()
                 self.doc.apply_update(data)
-                if self.doc.get_state() != before:
-                    relay.append(self.doc.get_update(before))
+                relay.append(self.doc.get_update(before))
             else:
                 # Every row is applied (Yjs ignores what the Doc holds); only those it did not
                 # hold by number are relayed: the others reached the sockets already.
                 self.doc.apply_update(data)
                 if seq > self.seq and seq not in self._ahead:
                     relay.append(data)
-        # The rows were everything after our watermark up to `last`, read in one transaction.
-        self.seq = max(self.seq, last)
+        # The rows were everything after our watermark up to `last` at least (on PostgreSQL
+        # they are read after the counter, so they may go past it, without holes).
+        self.seq = max(self.seq, last, *(seq for seq, _ in rows))
         self._ahead = {seq for seq in self._ahead if seq > self.seq}
         metrics.inc("gap_updates_repaired", len(relay))
         if relay:
@@ -89,12 +91,19 @@ class GapRepair:
 
     def _should_poll(self) -> bool:
         """Ask the database for the notebook's counter only when it can matter: while the
-        fan-out is down, while a gap is open, or while edits flow in a room someone uses (a
-        lost last message would otherwise go unnoticed). An idle room costs no query."""
+        fan-out is down, while a gap is open, while edits flow in a room someone uses (a lost
+        message would otherwise go unnoticed until the next edit), and, in a room someone uses
+        without editing, at its first check after loading (what was published before it joined
+        its group) and then every RESYNC_IDLE_INTERVAL (a lost last message). A room nobody
+        uses costs no query."""
         if fanout().down or self._ahead:
             return True
-        recent = asyncio.get_running_loop().time() - self._active_at < conf("RESYNC_ACTIVE_FOR")
-        return recent and bool(self.sockets or self.holders)
+        if not (self.sockets or self.holders):
+            return False
+        now = asyncio.get_running_loop().time()
+        return now - self._active_at < conf("RESYNC_ACTIVE_FOR") or now - self._polled_at >= conf(
+            "RESYNC_IDLE_INTERVAL"
+        )
 
     async def _watch(self) -> None:
         """Periodic safety net: catch up with updates whose fan-out message never came, and
@@ -107,6 +116,7 @@ class GapRepair:
             await asyncio.sleep(interval)
             try:
                 if self._should_poll():
+                    self._polled_at = asyncio.get_running_loop().time()
                     latest = await database_sync_to_async(_notebook_seq)(self.id)
                     if latest is None:
                         await self.on_fanout({"type": "access", "notebook": self.id})

@@ -64,7 +64,7 @@ class RoomError(Exception):
 
 async def get_room(notebook_id: str) -> Room:
     room = ROOMS.get(notebook_id)
-    if room is not None and room.closing:
+    if room is not None and (room.closing or room._ending is not None):
         await room.gone.wait()  # a fresh room must not load before the old one has written all
         room = ROOMS.get(notebook_id)
     if room is not None:
@@ -121,6 +121,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self.presence = Presence()
         self.kernel_state: dict | None = None  # last kernel status, for joiners
         self.closing = False  # no new sockets; a joiner waits for `gone`, then loads afresh
+        self._ending: tuple[int, str] | None = None  # failing or replaced: how joiners are refused
         self.closed = False
         self.gone = asyncio.Event()
         self._pending: list[tuple[Pending, Socket | None]] = []
@@ -136,6 +137,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._repair_handle: asyncio.TimerHandle | None = None
         self._compacting = False
         self._active_at = -1e9  # loop time of the last edit written or received here
+        self._polled_at = -1e9  # loop time the database's counter was last asked (`_watch`)
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}
         self._outbox: list[bytes] = []  # document updates for the local sockets (`_sender`)
@@ -174,7 +176,11 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         """Admit a socket. Guests (who came through a share link) share at most
         `MAX_GUEST_SOCKETS_PER_ROOM` places: every anonymous visit of a link is a new guest, so
         the per-person cap does not bound them, and the owner and grantees keep the rest. A
-        full room closes with 4429: places come free, the client tries again."""
+        full room closes with 4429: places come free, the client tries again. A room that is
+        failing or was replaced refuses as it closes its own sockets: a socket admitted while
+        those close would be left on a room nobody keeps."""
+        if self._ending is not None:
+            raise RoomError(*self._ending)
         if len(self.sockets) >= conf("MAX_SOCKETS_PER_ROOM"):
             metrics.inc("sockets_refused_room_full")
             raise RoomError(ROOM_FULL, "This notebook has too many people connected right now; retrying.")
@@ -420,6 +426,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     async def _fail(self, exc: BaseException | None = None) -> None:
         """Nothing more can be saved: tell every socket (its client still holds its unsaved
         edits and sends them again on reconnecting) and forget the room."""
+        self._ending = (SAVE_FAILED, SAVE_FAILED_REASON)
         self._abandon_pending(RuntimeError(f"the room failed: {exc!r}"))
         for socket in list(self.sockets):
             try:
@@ -452,8 +459,9 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             await socket.recheck_access()
 
     async def _replaced(self) -> None:
+        self._ending = (4409, "This notebook was replaced; reload to see the new version.")
         for socket in list(self.sockets):
-            await socket.close_with(4409, "This notebook was replaced; reload to see the new version.")
+            await socket.close_with(*self._ending)
         self.sockets.clear()
         self._abandon_pending(updatelog.Replaced(self.id))
         await self.close()

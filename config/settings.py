@@ -362,6 +362,13 @@ COLLAB = {
     "GAP_REPAIR_DELAY": envfloat("COLLAB_GAP_REPAIR_DELAY", 0.2),
     "RESYNC_INTERVAL": envfloat("COLLAB_RESYNC_INTERVAL", 2.0),
     "RESYNC_ACTIVE_FOR": envfloat("COLLAB_RESYNC_ACTIVE_FOR", 10.0),
+    # A room with sockets and no edits asks the database this often (and once just after it
+    # loads): a lost fan-out message of the last edit, or one published before the room joined
+    # its group, reaches its sockets then.
+    "RESYNC_IDLE_INTERVAL": envfloat("COLLAB_RESYNC_IDLE_INTERVAL", 30.0),
+    # Presence messages waiting for the channel layer at once, per worker; more are dropped
+    # (each client sends its state again within 15 s).
+    "AWARENESS_PUBLISH_BACKLOG": envint("COLLAB_AWARENESS_PUBLISH_BACKLOG", 1000),
     "ACCESS_RECHECK_INTERVAL": envfloat("COLLAB_ACCESS_RECHECK_INTERVAL", 15.0),
     "COMPACT_AFTER_UPDATES": envint("COLLAB_COMPACT_AFTER_UPDATES", 500),
     "KEEP_RECENT_UPDATES": envint("COLLAB_KEEP_RECENT_UPDATES", 100),

@@ -145,16 +145,17 @@ def append(notebook_id, batch: list[Pending], epoch: str | None = None) -> int:
     return first
 
 
-def updates_after(notebook_id, after_seq: int) -> tuple[list[tuple[int, bytes]], int]:
-    """Rows after `after_seq`, and the notebook's last seq. If compaction already folded some
-    of them away, the snapshot comes first with its own seq (applying it again is harmless:
-    Yjs ignores what a document already holds)."""
+def updates_after(notebook_id, after_seq: int) -> tuple[list[tuple[int, bytes]], int, bool]:
+    """Rows after `after_seq`, the notebook's last seq, and whether the first row is the
+    snapshot: if compaction already folded some of them away, the snapshot comes first with its
+    own seq (applying it again is harmless: Yjs ignores what a document already holds)."""
     nb, rows = _read(notebook_id, after_seq)
     if nb is None:
-        return [], after_seq
+        return [], after_seq, False
     if after_seq < nb["snapshot_seq"]:
         rows.insert(0, (nb["snapshot_seq"], bytes(nb["snapshot"])))
-    return rows, nb["seq"]
+        return rows, nb["seq"], True
+    return rows, nb["seq"], False
 
 
 def compact(notebook_id, keep_recent: int) -> tuple[int, int]:

@@ -71,8 +71,9 @@ def test_compaction_keeps_storage_proportional_to_the_document(notebook):
 def test_updates_after_a_compacted_point_start_with_the_snapshot(notebook):
     edits(notebook.pk, 30)
     persistence.compact(notebook.pk, keep_recent=10)
-    rows, last = persistence.updates_after(notebook.pk, 5)
+    rows, last, snapshot_first = persistence.updates_after(notebook.pk, 5)
     assert last == 30
+    assert snapshot_first
     assert rows[0][0] == 20  # the snapshot, standing for 1..20
     assert [seq for seq, _ in rows[1:]] == list(range(21, 31))
 
@@ -98,8 +99,9 @@ def test_a_load_racing_a_compaction_still_has_every_update(notebook, monkeypatch
 def test_updates_after_racing_a_compaction_start_with_the_snapshot(notebook, monkeypatch):
     edits(notebook.pk, 60)
     _compacted_after_reading_the_head(notebook.pk, monkeypatch)
-    rows, last = persistence.updates_after(notebook.pk, 5)
+    rows, last, snapshot_first = persistence.updates_after(notebook.pk, 5)
     assert last == 60
+    assert snapshot_first
     assert [seq for seq, _ in rows] == [50, *range(51, 61)]
 
 
@@ -110,7 +112,7 @@ async def test_a_room_repairs_a_gap_from_the_database(notebook):
     try:
         doc = await database_sync_to_async(edits)(notebook.pk, 5)  # written by "another worker"
         # The fan-out message for 1..4 was lost; only the one for 5 arrives.
-        rows, _ = await database_sync_to_async(persistence.updates_after)(notebook.pk, 4)
+        rows, _, _ = await database_sync_to_async(persistence.updates_after)(notebook.pk, 4)
         await room.on_fanout(
             {"type": "updates", "notebook": str(notebook.pk), "first_seq": 5, "updates": [rows[0][1]]}
         )

@@ -15,8 +15,8 @@ from pycrdt import Array
 from collab import repair, rooms
 from collab.fanout import fanout
 from collab.rooms import ROOMS, Room, get_room
+from notebooks import actions, ydoc
 from notebooks import updatelog as persistence
-from notebooks import ydoc
 from notebooks.updatelog import Pending
 from tests.support.waiting import eventually_async
 
@@ -475,3 +475,174 @@ async def test_a_small_room_sends_each_update_at_once(notebook, settings):
         assert loop.time() - sent < 0.1
     assert len(watcher.frames) == 3
     await room.close()
+
+
+async def test_presence_while_the_channel_layer_hangs_does_not_hold_the_socket(notebook, monkeypatch):
+    """A socket's frames are handled one at a time: its presence message must not wait for a
+    layer that neither answers nor refuses, or its next edits wait with it."""
+    from collab import protocol
+
+    room = await get_room(str(notebook.pk))
+    order: list[str] = []
+    room.add(socket := RecordingSocket(order))
+    release, _ = hanging_layer(monkeypatch)
+    payload = protocol.encode_awareness([(4242, 1, '{"cursor": 1}')])
+    await asyncio.wait_for(room.receive_awareness(socket, payload, {"name": "Alice"}), 1)
+    served = order.count("local")  # the presence itself, to this worker's sockets
+    room.receive_update(typed(room, "then an edit "), socket)
+    await eventually_async(lambda: order.count("local") > served, what="the edit served", timeout=2)
+    release.set()
+    await room.close()
+
+
+async def test_a_room_catches_up_with_what_was_published_before_it_subscribed(notebook, settings):
+    """Another worker commits (and publishes) between this worker's load of the room and its
+    joining of the room's group: the room finds it without anyone editing there."""
+    nid = str(notebook.pk)
+    loaded = await database_sync_to_async(persistence.load)(nid)
+    other = Room(nid, loaded)
+    update = edit(other, "from the other worker ")
+    await database_sync_to_async(persistence.append)(nid, [Pending(update, None, None)])
+    room = Room(nid, loaded)  # loaded before that commit
+    await room.start()
+    room.add(FakeSocket())
+    await eventually_async(lambda: "from the other worker" in source(room), what="the catch-up", timeout=5)
+    await room.close()
+
+
+async def test_an_idle_room_with_sockets_finds_a_lost_last_update(notebook, settings):
+    """The fan-out message of the last edit is lost and nothing is edited after it: the
+    room's sockets still get it, within `RESYNC_IDLE_INTERVAL`."""
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_ACTIVE_FOR": 0.1, "RESYNC_IDLE_INTERVAL": 0.5}
+    nid = str(notebook.pk)
+    room = await get_room(nid)
+    room.add(FakeSocket())
+    await asyncio.wait_for(room.flushed(), 5)
+    other = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    update = edit(other, "lost message ")
+    await database_sync_to_async(persistence.append)(nid, [Pending(update, None, None)])  # no fan-out
+    await eventually_async(lambda: "lost message" in source(room), what="the room to find it", timeout=5)
+    await room.close()
+
+
+class SlowToCloseSocket(FakeSocket):
+    def __init__(self, release: asyncio.Event):
+        super().__init__()
+        self.release = release
+
+    async def close_with(self, code, reason):
+        await self.release.wait()  # its audit write and presence publish take a while
+        self.closed.append((code, reason))
+
+
+async def test_a_socket_joining_while_the_room_is_replaced_is_not_left_on_it(notebook):
+    """While a replaced room closes its sockets one by one, a joiner neither gets into it (it
+    would be dropped unclosed, its edits never saved) nor loads a room before it is gone."""
+    room = await get_room(str(notebook.pk))
+    release = asyncio.Event()
+    room.add(SlowToCloseSocket(release))
+    closing = asyncio.ensure_future(room.on_fanout({"type": "replaced", "notebook": str(notebook.pk)}))
+    await eventually_async(lambda: room._ending is not None or room.closing, what="the replacement to start")
+    with pytest.raises(rooms.RoomError) as refused:
+        room.add(FakeSocket())
+    assert refused.value.code == 4409
+    joining = asyncio.ensure_future(get_room(str(notebook.pk)))
+    await asyncio.sleep(0)  # one turn of the loop: the joiner reaches its wait
+    assert not joining.done()  # waits for the old room to be gone
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    fresh = await asyncio.wait_for(joining, 5)
+    assert fresh is not room
+    await fresh.close()
+
+
+async def test_a_room_slow_to_close_does_not_hold_the_other_rooms_fan_out(notebook, alice):
+    """The worker's one reader of the channel layer hands a replacement (which closes every
+    socket of that room) to the room and goes on: the other rooms' updates keep coming."""
+    from collab.fanout import group_name
+
+    other_nb = await database_sync_to_async(actions.create_blank)(alice, title="Other")
+    slow = await get_room(str(notebook.pk))
+    release = asyncio.Event()
+    slow.add(SlowToCloseSocket(release))
+    busy = await get_room(str(other_nb.pk))
+    busy.add(FakeSocket())
+    layer = fanout().layer
+    replaced = {"type": "replaced", "notebook": slow.id, "origin": "elsewhere"}
+    await layer.group_send(group_name(slow.id), replaced)
+    await eventually_async(lambda: slow._ending is not None, what="the replacement to start")
+    writer = Room(busy.id, await database_sync_to_async(persistence.load)(busy.id))
+    update = edit(writer, "meanwhile ")
+    event = {"type": "updates", "notebook": busy.id, "first_seq": busy.seq + 1, "updates": [update]}
+    await layer.group_send(group_name(busy.id), {**event, "origin": "elsewhere"})
+    await eventually_async(lambda: "meanwhile" in source(busy), what="the other room's update", timeout=2)
+    release.set()
+    await eventually_async(lambda: slow.gone.is_set(), what="the replaced room to close")
+    await busy.close()
+
+
+async def test_gap_repair_relays_only_what_a_snapshot_adds_when_it_is_the_next_number(notebook, settings):
+    """The one missing update was folded into the snapshot, whose number is the room's next:
+    the sockets get what it adds, not the whole document again."""
+    settings.COLLAB = {**settings.COLLAB, "GAP_REPAIR_DELAY": 3600}  # the test repairs by itself
+    nid = str(notebook.pk)
+    room = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    big = edit(room, "x" * 20_000)
+    first = await database_sync_to_async(persistence.append)(nid, [Pending(big, None, None)])
+    room._mark(first)
+    other = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    small = edit(other, "one more ")
+    await database_sync_to_async(persistence.append)(nid, [Pending(small, None, None)])  # lost
+    await database_sync_to_async(persistence.compact)(nid, 0)  # the snapshot's number: first + 1
+    room._outbox.clear()  # (a room not started: what it relays waits in its outbox)
+    await room.repair()
+    assert "one more" in source(room)
+    assert 0 < sum(map(len, room._outbox)) < 2_000  # not the 20 KB document
+
+
+async def test_gap_repair_marks_rows_read_past_the_counter(notebook, monkeypatch, settings):
+    """On PostgreSQL the rows are read after the counter, so they may go past it: those rows
+    reach the sockets once, not again when their fan-out message comes."""
+    settings.COLLAB = {**settings.COLLAB, "GAP_REPAIR_DELAY": 3600}
+    nid = str(notebook.pk)
+    room = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    other = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    updates = [edit(other, "first "), edit(other, "second ")]
+    first = await database_sync_to_async(persistence.append)(nid, [Pending(u, None, None) for u in updates])
+    real = persistence.updates_after
+
+    def counter_read_before_the_second(notebook_id, after):
+        rows, last, snapshot_first = real(notebook_id, after)
+        return rows, last - 1, snapshot_first
+
+    monkeypatch.setattr(persistence, "updates_after", counter_read_before_the_second)
+    await room.repair()  # (a room not started: what it relays waits in its outbox)
+    assert len(room._outbox) == 2
+    room._outbox.clear()
+    await room._on_remote_updates(first, updates)  # their fan-out message, late
+    assert room._outbox == []
+    assert room.seq == first + 1
+
+
+async def test_gap_repair_relays_a_deletion_folded_into_the_snapshot(notebook, settings):
+    """The missing update only deleted text (the state vector stays as it was) and compaction
+    folded it away: the room's sockets still get the deletion."""
+    settings.COLLAB = {**settings.COLLAB, "GAP_REPAIR_DELAY": 3600}  # the test repairs by itself
+    nid = str(notebook.pk)
+    room = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    typed_here = edit(room, "keep drop ")
+    first = await database_sync_to_async(persistence.append)(nid, [Pending(typed_here, None, None)])
+    room._mark(first)
+    watcher = ydoc.doc_from_updates(room.doc.get_update())  # a socket's copy of the document
+    other = Room(nid, await database_sync_to_async(persistence.load)(nid))
+    text = other.doc.get("cells", type=Array)[0]["source"]
+    before = other.doc.get_state()
+    del text[len("keep ") : len("keep drop ")]
+    deletion = other.doc.get_update(before)
+    await database_sync_to_async(persistence.append)(nid, [Pending(deletion, None, None)])  # lost
+    await database_sync_to_async(persistence.compact)(nid, 0)
+    room._outbox.clear()
+    await room.repair()
+    for update in room._outbox:
+        watcher.apply_update(update)
+    assert str(watcher.get("cells", type=Array)[0]["source"]) == source(room) == "keep "
