@@ -84,8 +84,7 @@ class Fanout:
         self._reader: asyncio.Task | None = None
         self.down = False  # the channel layer failed and its groups are not known to be joined
         self._recovery: asyncio.Future | None = None
-        self._soon = 0  # `publish_soon` messages not yet handed to the layer
-        self._soon_tasks: set[asyncio.Task] = set()
+        self._soon: set[asyncio.Task] = set()  # `publish_soon` messages not yet handed to the layer
 
     async def _ensure_started(self) -> None:
         if self.channel is None:
@@ -120,17 +119,12 @@ class Fanout:
         """Publish beside the caller, for messages a newer one replaces (presence): a layer
         that hangs holds none of the callers. With the layer down, or with
         AWARENESS_PUBLISH_BACKLOG of them still waiting, the message is dropped (counted)."""
-        if self.down or self._soon >= conf("AWARENESS_PUBLISH_BACKLOG"):
+        if self.down or len(self._soon) >= conf("AWARENESS_PUBLISH_BACKLOG"):
             metrics.inc("awareness_publish_dropped")
             return
-        self._soon += 1
         task = asyncio.ensure_future(self.publish(event))
-        self._soon_tasks.add(task)
-        task.add_done_callback(self._published_soon)
-
-    def _published_soon(self, task: asyncio.Task) -> None:
-        self._soon -= 1
-        self._soon_tasks.discard(task)
+        self._soon.add(task)
+        task.add_done_callback(self._soon.discard)
 
     def _went_down(self, exc: BaseException) -> None:
         if not self.down:

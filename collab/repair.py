@@ -101,9 +101,8 @@ class GapRepair:
         if not (self.sockets or self.holders):
             return False
         now = asyncio.get_running_loop().time()
-        return now - self._active_at < conf("RESYNC_ACTIVE_FOR") or now - self._polled_at >= conf(
-            "RESYNC_IDLE_INTERVAL"
-        )
+        editing = now - self._active_at < conf("RESYNC_ACTIVE_FOR")
+        return editing or now - self._polled_at >= conf("RESYNC_IDLE_INTERVAL")
 
     async def _watch(self) -> None:
         """Periodic safety net: catch up with updates whose fan-out message never came, and
