@@ -1,7 +1,9 @@
 """Presence state of one room. Runs in the event loop; pure bookkeeping, no I/O.
 
 Rules: a socket speaks only for the one Yjs client id it first claimed, and may claim only an id
-that no other socket (of this worker, or of another one whose state is fresh) holds; the server
+that no other socket (of this worker, or of another one whose state is fresh) holds, and that no
+other person's socket released here within `OUTDATED` seconds (a browser keeps its client id
+when its socket reconnects: the id waits for it); the server
 overwrites the
 `user` field with the socket's verified identity; states not renewed within `OUTDATED` seconds
 are not handed to joiners (clients renew every 15 s, like y-protocols).
@@ -21,10 +23,12 @@ class Presence:
     def __init__(self) -> None:
         self.states: dict[int, tuple[int, str, float]] = {}  # client -> (clock, json, seen)
         self.owners: dict[int, object] = {}  # client -> the local socket that claimed it
+        self.reserved: dict[int, tuple[object, float]] = {}  # released client -> (person, until)
 
-    def claim(self, payload: bytes, owner: object) -> int | None:
+    def claim(self, payload: bytes, owner: object, person: object) -> int | None:
         """The client id a socket's first awareness update speaks for, if it is free: not
-        claimed by another local socket, and not fresh in another worker's states."""
+        claimed by another local socket, not fresh in another worker's states, and not waiting
+        for another person's socket to come back."""
         entries = parse_awareness(payload)
         if not entries:
             return None
@@ -32,15 +36,23 @@ class Presence:
         holder = self.owners.get(client)
         if holder is not None and holder is not owner:
             return None
-        fresh_elsewhere = client in self.states and time.monotonic() - self.states[client][2] < OUTDATED
+        now = time.monotonic()
+        fresh_elsewhere = client in self.states and now - self.states[client][2] < OUTDATED
         if holder is None and fresh_elsewhere:
             return None
+        waiting_for, until = self.reserved.get(client, (person, now))
+        if waiting_for != person and now < until:
+            return None
+        self.reserved.pop(client, None)
         self.owners[client] = owner
         return client
 
-    def release(self, client_id: int, owner: object) -> None:
+    def release(self, client_id: int, owner: object, person: object) -> None:
         if self.owners.get(client_id) is owner:
             del self.owners[client_id]
+            now = time.monotonic()
+            self.reserved = {c: r for c, r in self.reserved.items() if r[1] > now}
+            self.reserved[client_id] = (person, now + OUTDATED)
 
     def stamp(self, payload: bytes, client_id: int | None, identity: dict) -> tuple[int | None, bytes]:
         """Check and stamp a socket's awareness update; return (its client id, update to relay)."""

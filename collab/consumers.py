@@ -151,7 +151,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             return
         room, self.room = self.room, None
         if self.client_id is not None:
-            room.presence.release(self.client_id, self)
+            room.presence.release(self.client_id, self, self.principal.key)
         room.discard(self)
         await room.remove(self)
         cells = sorted(self.cells_touched)
@@ -211,7 +211,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             metrics.inc("awareness_dropped")
             raise RoomError(4413, "Your presence information is larger than the server accepts.")
         if self.client_id is None:
-            self.client_id = self.room.presence.claim(payload, self)
+            self.client_id = self.room.presence.claim(payload, self, self.principal.key)
             if self.client_id is None:
                 metrics.inc("awareness_dropped")
                 return  # another socket speaks for that client id

@@ -223,3 +223,26 @@ async def test_a_websocket_to_no_notebook_path_closes_4404_not_a_server_error(al
     assert connected
     await client.wait_closed()
     assert client.closed["code"] == 4404
+
+
+async def test_a_reconnecting_clients_presence_cannot_be_taken_while_it_is_away(notebook, alice, bob):
+    """The browser keeps its client id across a reconnect: in the moment between its old
+    socket closing and its new one speaking, another person's socket must not claim that id
+    (it would show as the other person, and the owner's return would be ignored)."""
+    await grant(notebook, bob, Role.VIEWER)
+    observer = await joined(notebook.pk, alice)  # keeps the room loaded
+    a = await joined(notebook.pk, alice)
+    mine = a.doc.client_id
+    await a.set_awareness({"cell": "mine"}, clock=1)
+    await observer.pump_until(lambda: mine in observer.awareness, what="Alice's presence")
+    await close_all(a)  # a network blip
+    b = await joined(notebook.pk, bob)
+    await b.set_awareness({"cell": "taken"}, client_id=mine, clock=50)
+    back = await joined(notebook.pk, alice)
+    await back.set_awareness({"cell": "back"}, client_id=mine, clock=2)
+    await observer.pump_until(
+        lambda: (observer.awareness.get(mine) or {}).get("cell") == "back", what="Alice's return"
+    )
+    state = json.loads(room_of(notebook).presence.states[mine][1])
+    assert state["user"]["name"] == "Alice Smith"
+    await close_all(observer, b, back)
