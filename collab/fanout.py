@@ -82,6 +82,7 @@ class Fanout:
         self.channel: str | None = None
         self.handlers: dict[str, Any] = {}  # notebook id -> room
         self._reader: asyncio.Task | None = None
+        self._rejoiner: asyncio.Task | None = None
         self.down = False  # the channel layer failed and its groups are not known to be joined
         self._recovery: asyncio.Future | None = None
         self._soon: set[asyncio.Task] = set()  # `publish_soon` messages not yet handed to the layer
@@ -90,6 +91,7 @@ class Fanout:
         if self.channel is None:
             self.channel = await self.layer.new_channel("collab.")
             self._reader = asyncio.create_task(self._read(), name="collab-fanout")
+            self._rejoiner = asyncio.create_task(self._rejoin_periodically(), name="collab-fanout-rejoin")
 
     async def subscribe(self, notebook_id: str, room) -> None:
         """Never fails: with the layer down the room works alone and joins its group when
@@ -125,6 +127,20 @@ class Fanout:
         task = asyncio.ensure_future(self.publish(event))
         self._soon.add(task)
         task.add_done_callback(self._soon.discard)
+
+    async def _rejoin_periodically(self) -> None:
+        """The channel layer forgets a group's member `group_expiry` after it joined (a day
+        with channels-redis): join every room's group again well before that, or a room open
+        longer would hear the other workers only through its database checks."""
+        while True:
+            await asyncio.sleep(conf("FANOUT_REJOIN_INTERVAL"))
+            if self.down:  # `_recover` joins them all when the layer is back
+                continue
+            try:
+                for notebook_id in list(self.handlers):
+                    await self.layer.group_add(group_name(notebook_id), self.channel)
+            except Exception as exc:
+                self._went_down(exc)
 
     def _went_down(self, exc: BaseException) -> None:
         if not self.down:

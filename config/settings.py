@@ -369,6 +369,9 @@ COLLAB = {
     # Presence messages waiting for the channel layer at once, per worker; more are dropped
     # (each client sends its state again within 15 s).
     "AWARENESS_PUBLISH_BACKLOG": envint("COLLAB_AWARENESS_PUBLISH_BACKLOG", 1000),
+    # Every room's group is joined again this often: the channel layer forgets a member after
+    # its `group_expiry` (channels-redis: a day).
+    "FANOUT_REJOIN_INTERVAL": envfloat("COLLAB_FANOUT_REJOIN_INTERVAL", 3600.0),
     "ACCESS_RECHECK_INTERVAL": envfloat("COLLAB_ACCESS_RECHECK_INTERVAL", 15.0),
     "COMPACT_AFTER_UPDATES": envint("COLLAB_COMPACT_AFTER_UPDATES", 500),
     "KEEP_RECENT_UPDATES": envint("COLLAB_KEEP_RECENT_UPDATES", 100),

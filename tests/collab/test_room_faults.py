@@ -556,6 +556,34 @@ async def test_a_socket_joining_while_the_room_is_replaced_is_not_left_on_it(not
     await fresh.close()
 
 
+async def test_a_room_keeps_hearing_other_workers_after_the_layers_group_expiry(
+    notebook, monkeypatch, settings
+):
+    """The channel layer forgets a group's member after `group_expiry` (a day with
+    channels-redis): a room open longer still gets the other workers' updates."""
+    from collab.fanout import group_name
+
+    settings.COLLAB = {**settings.COLLAB, "FANOUT_REJOIN_INTERVAL": 0.3}
+    layer = fanout().layer
+    monkeypatch.setattr(layer, "group_expiry", 1)
+    room = await get_room(str(notebook.pk))
+    room.add(FakeSocket())
+    joined_at = asyncio.get_running_loop().time()
+    await eventually_async(
+        lambda: asyncio.get_running_loop().time() - joined_at > 2.5, what="the expiry to pass"
+    )
+    writer = Room(room.id, await database_sync_to_async(persistence.load)(room.id))
+    event = {
+        "type": "updates",
+        "notebook": room.id,
+        "first_seq": room.seq + 1,
+        "updates": [edit(writer, "a day on ")],
+    }
+    await layer.group_send(group_name(room.id), {**event, "origin": "elsewhere"})
+    await eventually_async(lambda: "a day on" in source(room), what="the other worker's update", timeout=2)
+    await room.close()
+
+
 async def test_a_room_slow_to_close_does_not_hold_the_other_rooms_fan_out(notebook, alice):
     """The worker's one reader of the channel layer hands a replacement (which closes every
     socket of that room) to the room and goes on: the other rooms' updates keep coming."""
