@@ -2,10 +2,9 @@
 
 Rules: a socket speaks only for the one Yjs client id it first claimed, and may claim only an id
 that no other socket (of this worker, or of another one whose state is fresh) holds, and that no
-other person's socket released here within `OUTDATED` seconds (a browser keeps its client id
-when its socket reconnects: the id waits for it); the server
-overwrites the
-`user` field with the socket's verified identity; states not renewed within `OUTDATED` seconds
+other person's socket released on any worker within `OUTDATED` seconds (a browser keeps its
+client id when its socket reconnects, maybe to another worker: the id waits for it); the server
+overwrites the `user` field with the socket's verified identity; states not renewed within `OUTDATED` seconds
 are not handed to joiners (clients renew every 15 s, like y-protocols).
 """
 
@@ -50,9 +49,17 @@ class Presence:
     def release(self, client_id: int, owner: object, person: object) -> None:
         if self.owners.get(client_id) is owner:
             del self.owners[client_id]
-            now = time.monotonic()
-            self.reserved = {c: r for c, r in self.reserved.items() if r[1] > now}
-            self.reserved[client_id] = (person, now + OUTDATED)
+            self.reserve(client_id, person)
+
+    def reserve(self, client_id: int, person: object) -> None:
+        """Keep a released id for its person for `OUTDATED` seconds: on this worker when its
+        socket here closed, and on the others when they hear of it (`Room.remove`), since the
+        browser's next socket may reach any worker."""
+        if client_id in self.owners:
+            return
+        now = time.monotonic()
+        self.reserved = {c: r for c, r in self.reserved.items() if r[1] > now}
+        self.reserved[client_id] = (person, now + OUTDATED)
 
     def stamp(self, payload: bytes, client_id: int | None, identity: dict) -> tuple[int | None, bytes]:
         """Check and stamp a socket's awareness update; return (its client id, update to relay)."""

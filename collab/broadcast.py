@@ -16,6 +16,7 @@ from collab import metrics, protocol
 from collab.conf import conf
 from collab.fanout import fanout
 from collab.socket import Outgoing, Socket
+from collab.tasks import detach
 
 log = logging.getLogger("collab.rooms")
 
@@ -42,9 +43,7 @@ class RoomBroadcast:
             await self._relay_awareness(stamped)
         else:
             if socket not in self._aw_pending:
-                asyncio.get_running_loop().call_later(
-                    wait, lambda: asyncio.ensure_future(self._flush_awareness(socket))
-                )
+                asyncio.get_running_loop().call_later(wait, lambda: detach(self._flush_awareness(socket)))
             self._aw_pending[socket] = stamped  # only the newest state matters
 
     async def _flush_awareness(self, socket: Socket) -> None:
@@ -53,10 +52,18 @@ class RoomBroadcast:
             self._aw_last[socket] = time.monotonic()
             await self._relay_awareness(stamped)
 
-    async def _relay_awareness(self, payload: bytes) -> None:
-        await self._send_local(protocol.awareness(payload))
+    async def _relay_awareness(self, payload: bytes | None, reserve: tuple[int, str] | None = None) -> None:
+        """A presence change for every socket of the room, here and on the other workers;
+        `reserve`: a client id its person's socket released, for the others to keep too."""
+        if payload:
+            await self._send_local(protocol.awareness(payload))
+        if not payload and reserve is None:
+            return
+        event = {"type": "awareness", "notebook": self.id, "payload": payload or b""}
+        if reserve is not None:
+            event["reserve"] = list(reserve)
         # Not awaited: the socket's next frames (its edits) must not wait for a layer that hangs.
-        fanout().publish_soon({"type": "awareness", "notebook": self.id, "payload": payload})
+        fanout().publish_soon(event)
 
     async def set_kernel_state(self, payload: dict) -> None:
         """Kernel status for everyone in the notebook, on every worker (the bridge calls this);

@@ -37,11 +37,12 @@ class UpdatesEvent(TypedDict):
     updates: list[bytes]
 
 
-class AwarenessEvent(TypedDict):
+class AwarenessEvent(TypedDict, total=False):
     type: Literal["awareness"]
     origin: str
     notebook: str
-    payload: bytes
+    payload: bytes  # empty when it only carries `reserve`
+    reserve: list  # [client id, person]: a released id its person's next socket may reclaim
 
 
 class AccessEvent(TypedDict):

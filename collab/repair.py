@@ -23,6 +23,7 @@ from channels.db import database_sync_to_async
 from collab import metrics
 from collab.conf import conf
 from collab.fanout import fanout
+from collab.tasks import detach
 from notebooks import updatelog
 from notebooks.models import Notebook
 
@@ -45,7 +46,7 @@ class GapRepair:
     def _schedule_repair(self) -> None:
         if self._repair_handle is None:
             self._repair_handle = asyncio.get_running_loop().call_later(
-                conf("GAP_REPAIR_DELAY"), lambda: asyncio.ensure_future(self.repair())
+                conf("GAP_REPAIR_DELAY"), lambda: detach(self.repair())
             )
 
     async def repair(self) -> None:

@@ -131,6 +131,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._due = 0.0  # loop time by which the waiting changes are to be written
         self._committed: asyncio.Queue = asyncio.Queue()
         self._last_publish: asyncio.Future | None = None  # the newest of `_publish_in_order`
+        self._publishing: set[asyncio.Task] = set()  # its chain, cancelled when the room is forgotten
         self._publish_backlog = 0  # batches relayed here and not yet handed to the channel layer
         self._tasks: list[asyncio.Task] = []
         self._unload_handle: asyncio.TimerHandle | None = None
@@ -204,8 +205,12 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self.discard(socket)
         self._aw_last.pop(socket, None)
         self._aw_pending.pop(socket, None)
-        if socket.client_id is not None and socket.client_id in self.presence.states:
-            await self._relay_awareness(self.presence.remove(socket.client_id))
+        client = socket.client_id
+        if client is not None:
+            # The other workers keep the id for its person as this one does (`Presence.release`).
+            person = self.presence.reserved.get(client, (None,))[0]
+            leaving = self.presence.remove(client) if client in self.presence.states else None
+            await self._relay_awareness(leaving, reserve=(client, person) if person is not None else None)
         self._schedule_unload()
 
     def hold(self) -> None:
@@ -229,9 +234,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     def _schedule_unload(self) -> None:
         if not self.sockets and self.holders <= 0 and self._unload_handle is None:
             delay = conf("ROOM_UNLOAD_DELAY")
-            self._unload_handle = asyncio.get_running_loop().call_later(
-                delay, lambda: asyncio.ensure_future(self.unload())
-            )
+            self._unload_handle = asyncio.get_running_loop().call_later(delay, lambda: detach(self.unload()))
 
     async def unload(self) -> None:
         if self.closing or self.sockets or self.holders > 0:
@@ -259,7 +262,9 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._cancel_unload()
         if self._repair_handle is not None:
             self._repair_handle.cancel()
-        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        # Batches still waiting for a layer that hangs are in the database: the other workers
+        # fetch them (a gap, or their periodic check); waiting on would hold this room.
+        tasks = [t for t in [*self._tasks, *self._publishing] if t is not asyncio.current_task()]
         for task in tasks:  # the writer closes the room on failure
             task.cancel()
         if tasks:
@@ -377,7 +382,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         # and the next relay does not wait for it: this worker's sockets go on getting every
         # batch while Redis hangs.
         publishing = self._publish_in_order(committed)
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError):  # `_publish` raises nothing else
             await asyncio.wait_for(asyncio.shield(publishing), conf("PUBLISH_FIRST_WAIT"))
         self.send_updates_local([p.data for _, batch, _ in committed for p, _ in batch])
         senders = {s for _, batch, _ in committed for _, s in batch if s is not None and s.ext}
@@ -405,8 +410,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             return done
         self._publish_backlog += len(committed)
         previous = self._last_publish
-        self._last_publish = asyncio.ensure_future(self._publish(committed, after=previous))
-        return self._last_publish
+        self._last_publish = task = asyncio.ensure_future(self._publish(committed, after=previous))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+        return task
 
     async def _publish(
         self,
@@ -415,11 +422,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     ) -> None:
         try:
             if after is not None:
-                with contextlib.suppress(Exception):  # fanout.publish logs a failing layer itself
+                with contextlib.suppress(Exception):
                     await asyncio.shield(after)
             for first, batch, _ in committed:  # one message per batch: another worker's may lie between
                 event = {"type": "updates", "notebook": self.id, "first_seq": first}
                 await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
+        except Exception:  # fanout.publish logs a failing layer itself; this is anything else
+            log.exception("publishing updates of %s failed; other workers repair from the database", self.id)
         finally:
             self._publish_backlog -= len(committed)
 
@@ -444,8 +453,11 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if kind == "updates":
             await self._on_remote_updates(event["first_seq"], event["updates"])
         elif kind == "awareness":
-            self.presence.apply_remote(event["payload"])
-            await self._send_local(protocol.awareness(event["payload"]))
+            if event.get("reserve"):
+                self.presence.reserve(*event["reserve"])
+            if event["payload"]:
+                self.presence.apply_remote(event["payload"])
+                await self._send_local(protocol.awareness(event["payload"]))
         elif kind == "access":
             await self._recheck_access()
         elif kind == "replaced":

@@ -674,3 +674,40 @@ async def test_gap_repair_relays_a_deletion_folded_into_the_snapshot(notebook, s
     for update in room._outbox:
         watcher.apply_update(update)
     assert str(watcher.get("cells", type=Array)[0]["source"]) == source(room) == "keep "
+
+
+async def test_local_sockets_get_a_batch_whose_publishing_failed_unexpectedly(notebook, monkeypatch):
+    """Publishing is beside the local relay: whatever it raises, this worker's sockets still
+    get the batch (the other workers fetch it from the database)."""
+    room = await get_room(str(notebook.pk))
+    order: list[str] = []
+    room.add(RecordingSocket(order))
+
+    async def publish(event):
+        raise RuntimeError("the layer broke in a way nobody expected")
+
+    monkeypatch.setattr(fanout(), "publish", publish)
+    room.receive_update(typed(room, "hello "), None)
+    await eventually_async(lambda: order == ["local"], what="the local socket served", timeout=2)
+    monkeypatch.undo()
+    await room.close()
+
+
+async def test_a_room_closed_while_the_channel_layer_hangs_is_freed(notebook, monkeypatch):
+    """A closed room stops waiting for a layer that neither answers nor refuses: its batches
+    are in the database for the other workers, and its document must not stay in memory."""
+    room = await get_room(str(notebook.pk))
+    room.add(socket := FakeSocket())
+    release, published = hanging_layer(monkeypatch)
+    for n in range(3):
+        room.receive_update(typed(room, f"line {n} "), socket)
+    await room.flushed()
+    await room.remove(socket)
+    await room.close()
+    refs = weakref.ref(room), weakref.ref(room.doc)
+    del room
+    await asyncio.sleep(0)  # one turn of the loop: the cancelled publishing lets go of the room
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+    assert published == []
+    release.set()

@@ -113,6 +113,33 @@ async def test_presence_crosses_workers_with_the_stamped_identity(stack):
     await b.ws.close()
 
 
+async def test_a_reconnecting_clients_presence_cannot_be_taken_on_another_worker(stack):
+    """A browser keeps its client id when its socket reconnects, and nginx may send the new
+    socket to another worker: in the moment between, another person's socket on that worker
+    must not claim the id (it would show as that person, and the owner's return be ignored)."""
+    alice = stack.user_with_notebook("away@example.com")
+    bob = stack.user_with_notebook("taker@example.com", notebook=None)
+    stack.call("share_with", alice["notebook_id"], "taker@example.com", "viewer")
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    observer = await open_client(b_port, alice["notebook_id"], alice["cookie"])
+    a = await open_client(a_port, alice["notebook_id"], alice["cookie"])
+    mine = a.doc.client_id
+    await a.set_awareness({"cell": "mine"}, clock=1)
+    await eventually_async(lambda: mine in observer.awareness, what="Alice's presence at B")
+    await a.ws.close()  # a network blip; the browser comes back through the other worker
+    await eventually_async(lambda: mine not in observer.awareness, what="Alice's presence to leave B")
+    taker = await open_client(b_port, alice["notebook_id"], bob["cookie"])
+    await taker.set_awareness({"cell": "taken"}, client_id=mine, clock=50)
+    back = await open_client(b_port, alice["notebook_id"], alice["cookie"])
+    await back.set_awareness({"cell": "back"}, client_id=mine, clock=2)
+    await eventually_async(
+        lambda: (observer.awareness.get(mine) or {}).get("cell") == "back", what="Alice's return"
+    )
+    assert observer.awareness[mine]["user"]["name"] != "Taker"
+    for client in (observer, taker, back):
+        await client.ws.close()
+
+
 async def test_a_large_change_goes_through_daphne_and_an_oversized_one_gets_4413(stack):
     alice = stack.user_with_notebook("large@example.com")
     port = stack.start_worker()
