@@ -282,8 +282,12 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     # the document
 
     async def handle_step1(self, socket: Socket, state_vector: bytes) -> None:
-        await self.flushed()  # never hand out what is not yet in the database
-        await socket.send_frame(protocol.sync_step2(self.doc.get_update(state_vector)))
+        # Never hand out what is not yet in the database: the answer is what the Doc holds now,
+        # sent once what was waiting to be written now is (changes arriving meanwhile reach the
+        # socket as every socket gets them, after their own write).
+        answer = self.doc.get_update(state_vector)
+        await self.flushed()
+        await socket.send_frame(protocol.sync_step2(answer))
 
     def receive_update(
         self, update: bytes, socket: Socket | None, user_id=None, link_id=None

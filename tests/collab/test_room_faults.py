@@ -711,3 +711,46 @@ async def test_a_room_closed_while_the_channel_layer_hangs_is_freed(notebook, mo
     assert [r for r in refs if r() is not None] == []
     assert published == []
     release.set()
+
+
+class SentSocket(FakeSocket):
+    def __init__(self):
+        super().__init__()
+        self.sent: list[bytes] = []
+
+    async def send_frame(self, frame):
+        self.sent.append(frame)
+
+
+async def test_a_joiners_first_sync_holds_only_what_is_in_the_database(notebook, monkeypatch, settings):
+    """A change that arrives while a joiner waits for the write in flight is not durable when
+    that write commits: the joiner's first sync must not carry it."""
+    import threading
+
+    from collab import protocol, writes
+
+    settings.COLLAB = {**settings.COLLAB, "PERSIST_BATCH_WINDOW": 0.5}
+    room = await get_room(str(notebook.pk))
+    entered, gate = threading.Event(), threading.Event()
+    append = persistence.append
+
+    def gated_append(*args, **kwargs):
+        entered.set()
+        gate.wait(5)
+        return append(*args, **kwargs)
+
+    monkeypatch.setattr(writes.updatelog, "append", gated_append)
+    await room.edit(lambda doc: doc.get("cells", type=Array)[0]["source"].insert(0, "durable "), within=0)
+    await eventually_async(entered.is_set, what="the first write in flight")
+    joiner = SentSocket()
+    try:
+        step1 = asyncio.ensure_future(room.handle_step1(joiner, b"\x00"))
+        await asyncio.sleep(0.05)  # the joiner waits for the write in flight; then the next change comes
+        room.receive_update(typed(room, "pending "), None)
+    finally:
+        gate.set()
+    await asyncio.wait_for(step1, 5)
+    await room.close()
+    sent = ydoc.doc_from_updates(protocol.parse(joiner.sent[0]).payload)
+    source = str(sent.get("cells", type=Array)[0]["source"])
+    assert "durable " in source and "pending " not in source
