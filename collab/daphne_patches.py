@@ -1,4 +1,4 @@
-"""Three changes to daphne's websocket protocol. Runs in Twisted's reactor thread; never blocks.
+"""Four changes to daphne's websocket protocol. Runs in Twisted's reactor thread; never blocks.
 
 Close reasons: daphne drops the `reason` of an ASGI `websocket.close`; people should read why
 they were disconnected, so pass it on to the close frame.
@@ -21,7 +21,14 @@ per socket; server frames are never masked, so without per-message compression t
 websocket frame bytes serve every socket. Under daphne each websocket's scope carries its
 protocol (`SCOPE_KEY`), and `write_frame` writes an `Outgoing` frame, encoded once, straight to
 the connection, with the same send-buffer limit: Twisted's buffer when something already waits
-there, else the socket at once (what does not fit goes to Twisted's buffer, in order)."""
+there, else the socket at once (what does not fit goes to Twisted's buffer, in order).
+
+Receive queue: daphne puts every frame it reads into the consumer's queue, without limit, so a
+client sending faster than its room handles the messages (presence at the size limit, say)
+grew a worker by hundreds of MB a second. Once `RECEIVE_QUEUE_HIGH` messages wait, the
+connection stops reading (`pauseProducing`), and reads again when at most `RECEIVE_QUEUE_LOW`
+wait: TCP's flow control then holds the sender back, and the worker holds at most a few
+messages per socket."""
 
 from __future__ import annotations
 
@@ -84,6 +91,34 @@ def _sending(self, size: int) -> None:
 def _cut(transport) -> None:
     if transport.connected:
         transport.abortConnection()
+
+
+RECEIVE_QUEUE_HIGH = 16
+RECEIVE_QUEUE_LOW = 4
+RECEIVE_CHECK_EVERY = 0.005  # seconds between looks at a paused socket's queue
+_original_on_message = WebSocketProtocol.onMessage
+
+
+def _on_message(self, payload, isBinary):
+    _original_on_message(self, payload, isBinary)
+    queue = getattr(self, "application_queue", None)
+    if queue is None or getattr(self, "_collab_paused", False) or queue.qsize() < RECEIVE_QUEUE_HIGH:
+        return
+    self._collab_paused = True
+    self.transport.pauseProducing()
+    _resume_when_drained(self)
+
+
+def _resume_when_drained(self) -> None:
+    from twisted.internet import reactor  # daphne installs its reactor before importing us
+
+    if self.state == WebSocketProtocol.STATE_CLOSED:
+        return
+    if self.application_queue.qsize() > RECEIVE_QUEUE_LOW:
+        reactor.callLater(RECEIVE_CHECK_EVERY, _resume_when_drained, self)
+        return
+    self._collab_paused = False
+    self.transport.resumeProducing()
 
 
 def _handle_reply(self, message):
@@ -183,6 +218,7 @@ def _create_application(original):
 def install() -> None:
     global _TCP_SERVER
     WebSocketProtocol.handle_reply = _handle_reply
+    WebSocketProtocol.onMessage = _on_message
     # Only inside daphne (which imported its server, and with it the reactor, before the
     # application): importing daphne.server elsewhere would install a reactor.
     server = sys.modules.get("daphne.server")

@@ -1,0 +1,67 @@
+"""A client that sends faster than the worker handles its messages must not grow the worker
+without bound: daphne queues every received frame for the consumer, so what the worker holds
+for one socket has to be bounded by reading no faster than the room handles it (or by closing
+the socket). A real daphne worker, since the queue is daphne's."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+
+from collab import protocol
+from tests.support.processes import Stack
+from tests.support.waiting import eventually_async
+from tests.support.yclient import connect, open_client
+
+pytestmark = pytest.mark.processes
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    stack = Stack(redis=False)
+    yield stack
+    stack.close()
+
+
+async def test_a_viewer_flooding_presence_does_not_grow_the_worker_without_bound(stack):
+    alice = stack.user_with_notebook("flood-owner@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    viewer = stack.user_with_notebook("flood-viewer@example.com")
+    stack.call("share_with", nid, "flood-viewer@example.com", "viewer")
+    port = stack.start_worker()
+    pid = stack.workers[port].pid
+    writer = await open_client(port, nid, cookie)
+    flooder = await connect(port, nid, viewer["cookie"])
+    await flooder.send(protocol.sync_step1(b"\0"))
+    baseline = rss_mb(pid)
+    state = json.dumps({"pad": "y" * (15 << 10)})  # under COLLAB_MAX_AWARENESS_BYTES (16 KiB)
+    peak, sent, end = baseline, 0, time.monotonic() + 5
+    try:
+        while time.monotonic() < end and peak < baseline + 400:  # stop before the machine suffers
+            await flooder.send(protocol.awareness(protocol.encode_awareness([(4242, sent + 1, state)])))
+            sent += 1
+            if sent % 200 == 0:
+                peak = max(peak, rss_mb(pid))
+    except websockets.ConnectionClosed:
+        pass  # closing the flooder is an acceptable answer too
+    peak = max(peak, rss_mb(pid))
+    await flooder.close()
+    grown = peak - baseline
+    assert grown < 150, f"{sent} presence messages ({sent * 15 // 1024} MiB) grew it by {grown:.0f} MB"
+    writer.text().insert(0, "after")  # the room lives on
+    await writer.flush()
+    observer = await open_client(port, nid, cookie)
+    await eventually_async(lambda: observer.source().startswith("after"), what="the room to live on")
+    await writer.ws.close()
+    await observer.ws.close()
