@@ -36,12 +36,15 @@ class Filters:
     def from_query(cls, params) -> Filters:
         """Unknown or malformed values are dropped rather than answered with an error."""
         person = params.get("person", "").strip()
-        if not (len(person) > 1 and person[0] in "ug" and person[1:].isdigit()):
+        if not (len(person) > 1 and person[0] in "ug" and id_number(person[1:]) is not None):
             person = ""
         action = params.get("action", "").strip()
         if not present.is_known_filter(action):
             action = ""
-        return cls(person, action, _date(params.get("from")), _date(params.get("to")))
+        until = _date(params.get("to"))
+        if until == date.max:  # no day after it to end the range at: the same as no end
+            until = None
+        return cls(person, action, _date(params.get("from")), until)
 
     def apply(self, qs: QuerySet) -> QuerySet:
         if self.person.startswith("u"):
@@ -69,6 +72,18 @@ class Filters:
 
     def __bool__(self) -> bool:
         return any(asdict(self).values())
+
+
+MAX_ID = 2**63 - 1  # the largest key any supported database stores
+
+
+def id_number(value: str | None) -> int | None:
+    """A database id typed into a query string, or None: ASCII digits only (`str.isdigit`
+    also accepts "²", which `int` refuses) and within the database's integers."""
+    if not value or not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if number <= MAX_ID else None
 
 
 def _date(value: str | None) -> date | None:

@@ -45,7 +45,7 @@ def notebook_activity(request, notebook_id):
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    return activity.id_number(value)
 
 
 def _export(request, access, filters, events, fmt: str) -> StreamingHttpResponse:
