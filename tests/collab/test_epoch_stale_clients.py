@@ -1,0 +1,66 @@
+"""A document replaced by its owner stays replaced: a client still holding the old document
+(a tab left open, a stock y-websocket client, edits kept offline) must not merge it back into
+the new one when it reconnects, whether or not it names the epoch it belongs to."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+
+from notebooks import actions
+from notebooks.access import Action, access_notebook, principal_from_session
+from tests.support.cast import cookie_for
+from tests.support.consumer import close_all, connect, joined
+from tests.support.kernels import add_code_cell
+from tests.support.yclient import CommunicatorClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NEW = {
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {},
+    "cells": [{"cell_type": "markdown", "id": "clean", "metadata": {}, "source": "the clean version"}],
+}
+
+
+def replace(notebook, owner) -> None:
+    access = access_notebook(principal_from_session(owner, None), notebook.pk, Action.OWN)
+    actions.replace_content(access, "clean.ipynb", json.dumps(NEW).encode())
+
+
+def stored_sources(notebook_id) -> list[str]:
+    return [cell.source for cell in actions.current_notebook(notebook_id).cells]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: a socket without ?epoch= is never told 4409, so its sync step 2 merges the old document",
+)
+@pytest.mark.parametrize("query", ["", "ext=1"])
+async def test_a_client_without_an_epoch_cannot_bring_a_replaced_document_back(notebook, alice, query):
+    old = await joined(notebook.pk, alice, query=query)
+    add_code_cell(old, "leak", "API_KEY = 'sk-live-123'")
+    await old.flush()
+    await old.pump()
+    await database_sync_to_async(replace)(notebook, alice)
+    await old.wait_closed()
+    assert old.closed["code"] == 4409
+
+    # The same document reconnects the way a stock WebsocketProvider does: no epoch.
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    comm_client, _ = await connect(notebook.pk, cookie, query)
+    stale = CommunicatorClient(comm_client.comm, doc=old.doc)
+    await stale.start()
+    await stale.pump()
+    # Frames are handled in order: once the presence query is answered, the stale
+    # client's sync step 2 (its whole old document) has been handled too.
+    await stale.comm.send_to(bytes_data=bytes([3]))
+    await stale.pump()
+    if stale.closed is None:
+        await close_all(stale)
+
+    sources = await database_sync_to_async(stored_sources)(notebook.pk)
+    assert sources == ["the clean version"], sources
