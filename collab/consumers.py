@@ -30,7 +30,7 @@ from collab import commands, daphne_patches, metrics, protocol
 from collab.auth import UNAVAILABLE, UNAVAILABLE_REASON
 from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
-from collab.rooms import Room, RoomError, get_room
+from collab.rooms import REPLACED, Room, RoomError, get_room
 from collab.socket import Outgoing
 from notebooks import access as acl
 from notebooks.models import Grant, Notebook, ShareLink
@@ -61,6 +61,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     client_id: int | None = None
     ext = False
     counted: str | None = None  # the Principal.key this socket counts against
+    epoch_known = False  # its document is of the room's epoch: named at connect, or `_check_epoch`
     _join_recorded: asyncio.Future | None = None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -84,7 +85,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             self.access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
             room = await get_room(self.notebook_id)
             if self.epoch and self.epoch != room.epoch:
-                raise RoomError(4409, "This notebook was replaced; reload to see the new version.")
+                raise RoomError(*REPLACED)
+            self.epoch_known = bool(self.epoch)
             self._count_person()
             room.add(self, guest=self.access.is_guest)
         except acl.NoAccess as e:
@@ -200,7 +202,9 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         """A state vector pycrdt cannot decode is the client's error (4400), not the server's."""
         undecodable = ProtocolError("the state vector of sync step 1 cannot be decoded")
         try:
-            protocol.parse_state_vector(state_vector)  # cheap; pycrdt's own check follows
+            clocks = protocol.parse_state_vector(state_vector)  # cheap; pycrdt's own check follows
+            if not self.epoch_known:
+                self._check_epoch(clocks)
             await self.room.handle_step1(self, state_vector)
         except ValueError:  # ProtocolError, or pycrdt's "Cannot decode state"
             raise undecodable from None
@@ -217,8 +221,21 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 return  # another socket speaks for that client id
         await self.room.receive_awareness(self, payload, self.access.identity)
 
+    def _check_epoch(self, clocks: dict[int, int]) -> None:
+        """A client that does not name its document's epoch (`?epoch=`, which the editor always
+        sends) may still hold a replaced document: a tab or a stock y-websocket client that
+        reconnects by itself. Its state vector tells: a document of this epoch holds only
+        writers this room knows. One with a writer the room has never seen is from before a
+        replacement, and would merge the old document back: 4409, like a stale epoch."""
+        known = protocol.parse_state_vector(self.room.doc.get_state())
+        if any(clock and client not in known for client, clock in clocks.items()):
+            raise RoomError(*REPLACED)
+        self.epoch_known = True
+
     async def _update(self, update: bytes) -> None:
         """Write access is decided here, for every update, against the socket's current role."""
+        if not self.epoch_known:
+            raise ProtocolError("a client that names no epoch sends sync step 1 before any update")
         if not self.access.can(acl.Action.EDIT):
             own = self.room.doc.get_update(self.room.doc.get_state())
             if not protocol.is_redundant(update, own):

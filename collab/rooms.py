@@ -48,6 +48,7 @@ ROOMS: dict[str, Room] = {}
 _loading: dict[str, asyncio.Lock] = {}
 
 
+REPLACED = (4409, "This notebook was replaced; reload to see the new version.")
 ROOM_FULL = 4429  # the client reconnects later, as after any 4429
 SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
@@ -475,7 +476,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             await socket.recheck_access()
 
     async def _replaced(self) -> None:
-        self._ending = (4409, "This notebook was replaced; reload to see the new version.")
+        self._ending = REPLACED
         for socket in list(self.sockets):
             await socket.close_with(*self._ending)
         self.sockets.clear()

@@ -35,10 +35,6 @@ def stored_sources(notebook_id) -> list[str]:
     return [cell.source for cell in actions.current_notebook(notebook_id).cells]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a socket without ?epoch= is never told 4409, so its sync step 2 merges the old document",
-)
 @pytest.mark.parametrize("query", ["", "ext=1"])
 async def test_a_client_without_an_epoch_cannot_bring_a_replaced_document_back(notebook, alice, query):
     old = await joined(notebook.pk, alice, query=query)
@@ -64,3 +60,20 @@ async def test_a_client_without_an_epoch_cannot_bring_a_replaced_document_back(n
 
     sources = await database_sync_to_async(stored_sources)(notebook.pk)
     assert sources == ["the clean version"], sources
+
+
+async def test_a_client_without_an_epoch_must_sync_before_it_writes(notebook, alice):
+    """Its state vector is what shows which epoch its document belongs to: an update before
+    it is refused (4400), and nothing of it is stored."""
+    from collab import protocol
+
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    client, _ = await connect(notebook.pk, cookie)
+    elsewhere = await joined(notebook.pk, alice, query=f"epoch={notebook.epoch}")
+    add_code_cell(elsewhere, "early", "written before syncing")
+    update = elsewhere.doc.get_update()
+    await client.comm.send_to(bytes_data=protocol.sync_update(update))
+    await client.wait_closed()
+    assert client.closed["code"] == 4400
+    await close_all(elsewhere)
+    assert "written before syncing" not in await database_sync_to_async(stored_sources)(notebook.pk)
