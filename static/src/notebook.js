@@ -12,7 +12,9 @@ import { assistExtensions } from './assist.js'
 import { FindBar } from './find.js'
 
 const LAZY_MARGIN = '900px 0px'
-const CLIPBOARD_KEY = 'nb-cell-clipboard'
+// Per person: another account signing in to this browser never pastes what this one copied
+// (and logging out forgets it: static/js/forms.js).
+const clipboardKey = (cfg) => `nb-cell-clipboard:${cfg.me?.id ?? ''}`
 
 export class NotebookView {
   constructor ({ root, model, awareness, connection, cfg, status }) {
@@ -429,7 +431,7 @@ export class NotebookView {
     if (!views.length) return
     const cells = this.model.exportCells(views.map((v) => v.id))
     try {
-      localStorage.setItem(CLIPBOARD_KEY, JSON.stringify(cells))
+      localStorage.setItem(clipboardKey(this.cfg), JSON.stringify(cells))
     } catch {
       this.status.toast('These cells are too large to copy here; download the notebook instead.', 'error')
       return
@@ -448,7 +450,7 @@ export class NotebookView {
   pasteCells ({ above = false } = {}) {
     if (!this.canEdit) return
     let cells = null
-    try { cells = JSON.parse(localStorage.getItem(CLIPBOARD_KEY) || 'null') } catch { cells = null }
+    try { cells = JSON.parse(localStorage.getItem(clipboardKey(this.cfg)) || 'null') } catch { cells = null }
     if (!Array.isArray(cells) || !cells.length) { this.status.toast('No cells to paste: copy some with C or cut them with X.', 'info'); return }
     const index = this.active ? this.indexOf(this.active) + (above ? 0 : 1) : this.views.length
     const ids = this.model.insertCells(index, cells)

@@ -1,6 +1,7 @@
 // Unsaved edits survive a closed tab, a crash or a dead connection: while local changes stay
 // unacknowledged for a moment, the document is kept in IndexedDB (y-indexeddb), under a name made
-// of the notebook and its epoch. The next time the notebook opens in this browser:
+// of the notebook, its epoch and the person (another account signing in to this browser never
+// sees, sends or is offered them). The next time the notebook opens in this browser for them:
 //  - same epoch and the person may still edit: the stored updates join the live document and
 //    the normal sync sends what the server lacks (same CRDT history, so nothing is duplicated);
 //  - the document was replaced (another epoch) or the role no longer allows editing: they are
@@ -10,8 +11,9 @@ import * as Y from 'yjs'
 import { IndexeddbPersistence } from 'y-indexeddb'
 
 const KEEP_AFTER_MS = 1000 // unacknowledged for this long: start keeping the document
-const INDEX_KEY = (id) => `nb-unsaved:${id}`
-const dbName = (id, epoch) => `nb:${id}:${epoch}`
+// `place`: the notebook and the person, "<notebook>:<person>"
+const INDEX_KEY = (place) => `nb-unsaved:${place}`
+const dbName = (place, epoch) => `nb:${place}:${epoch}`
 
 export class OfflineStore {
   constructor ({ cfg, ydoc, connection, status, canEdit = () => Boolean(cfg.canEdit) }) {
@@ -23,12 +25,13 @@ export class OfflineStore {
     this.persistence = null
     this.timer = null
     this.available = typeof indexedDB !== 'undefined'
+    this.place = `${cfg.notebookId}:${cfg.me?.id ?? ''}`
   }
 
   /** Called before the socket's first sync: brings back what the last visit left unsaved. */
   async restore () {
     if (!this.available) return
-    const pending = readIndex(this.cfg.notebookId)
+    const pending = readIndex(this.place)
     if (!pending) return
     if (pending.epoch === this.cfg.epoch && this.canEdit()) {
       this.restoring = true // until the server holds it all, whatever this tab's own clock says
@@ -47,10 +50,10 @@ export class OfflineStore {
       ? 'this notebook was replaced by another version since then'
       : 'you can no longer edit this notebook'
     const stored = new Y.Doc()
-    const persistence = new IndexeddbPersistence(dbName(this.cfg.notebookId, pending.epoch), stored)
+    const persistence = new IndexeddbPersistence(dbName(this.place, pending.epoch), stored)
     await persistence.whenSynced
     const file = new Blob([JSON.stringify(toIpynb(stored), null, 1)], { type: 'application/x-ipynb+json' })
-    const forget = () => { persistence.clearData(); clearIndex(this.cfg.notebookId) }
+    const forget = () => { persistence.clearData(); clearIndex(this.place) }
     this.status.toast(`Edits from your last visit were not saved: ${reason}. Download them to keep them.`, 'warn', {
       label: 'Download',
       testid: 'download-unsaved',
@@ -77,8 +80,8 @@ export class OfflineStore {
 
   _attach () {
     if (this.persistence) return
-    writeIndex(this.cfg.notebookId, this.cfg.epoch)
-    const persistence = this.persistence = new IndexeddbPersistence(dbName(this.cfg.notebookId, this.cfg.epoch), this.ydoc)
+    writeIndex(this.place, this.cfg.epoch)
+    const persistence = this.persistence = new IndexeddbPersistence(dbName(this.place, this.cfg.epoch), this.ydoc)
     // `synced` comes before the first write is committed; a read after it waits for the commit
     this.kept = false
     persistence.whenSynced.then(() => new Promise((resolve) => {
@@ -91,7 +94,7 @@ export class OfflineStore {
   _release () {
     const persistence = this.persistence
     this.persistence = null
-    clearIndex(this.cfg.notebookId)
+    clearIndex(this.place)
     persistence?.clearData()
   }
 }

@@ -15,6 +15,8 @@ from tests.support.seed import seed
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 ALICE = "alice@example.com"
+BOB = "bob@example.com"
+CAROL = "carol@example.com"  # logs out: her session ends
 NOTEBOOKS = ["first", "second", "kernel", "find", "lazy"]
 
 
@@ -25,8 +27,40 @@ def data(stack, tmp_path_factory):
     nb["cells"][20]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "twenty\n"}]
     nb["cells"][21]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "twenty-one\n"}]
     path.write_text(json.dumps(nb))
-    made = seed(stack, [ALICE], [{"owner": ALICE, "title": n, "ipynb": str(path)} for n in NOTEBOOKS])
-    return {"alice": made["users"][ALICE], **dict(zip(NOTEBOOKS, made["notebooks"], strict=True))}
+    notebooks = [{"owner": ALICE, "title": n, "ipynb": str(path)} for n in NOTEBOOKS]
+    others = [
+        {"owner": who, "title": title, "ipynb": str(path)}
+        for who, title in ((BOB, "bobs"), (CAROL, "carols"))
+    ]
+    made = seed(stack, [ALICE, BOB, CAROL], [*notebooks, *others])
+    return {
+        "alice": made["users"][ALICE],
+        "bob": made["users"][BOB],
+        "carol": made["users"][CAROL],
+        **dict(zip([*NOTEBOOKS, "bobs", "carols"], made["notebooks"], strict=True)),
+    }
+
+
+def test_copied_cells_are_not_pasted_by_the_next_account_of_the_browser(browser, stack, data):
+    """A shared computer: what Carol copied is gone when she logs out, and never reaches the
+    notebook of whoever signs in next."""
+    page = open_page(browser, stack, data["carol"], data["carols"])
+    command_mode_on(page, "b2")
+    page.keyboard.press("c")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(lambda url: "/n/" not in url)
+    assert page.evaluate("Object.keys(localStorage).filter((k) => k.includes('clipboard'))") == []
+    name, value = data["bob"]["cookie"].split("=", 1)
+    page.context.add_cookies([{"name": name, "value": value, "url": stack.base}])
+    page.goto(f"{stack.base}/n/{data['bobs']}/")
+    page.wait_for_function("window.__editor && window.__editor.provider.synced")
+    page.wait_for_selector('[data-testid="cell"] .cm-editor')
+    before = count(page)
+    command_mode_on(page, "b0")
+    page.keyboard.press("v")
+    page.get_by_text("No cells to paste").wait_for()
+    assert count(page) == before
+    close(page)
 
 
 def test_selected_cells_copy_into_another_notebook_cut_and_paste(browser, stack, data):

@@ -23,6 +23,9 @@ from tests.support.editor import (
 from tests.support.processes import Stack
 from tests.support.seed import seed
 
+# the notebook's unsaved edits are indexed in this browser (for the page's person)
+KEPT = "Object.keys(localStorage).some((k) => k.startsWith('nb-unsaved:' + id + ':'))"
+
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
@@ -199,7 +202,7 @@ def go_offline_and_type(page, notebook_id, cell_id, text):
     type_at_end(page, cell_id, text)
     # kept in this browser once it has stayed unsaved for a moment
     page.wait_for_function(
-        "(id) => localStorage.getItem('nb-unsaved:' + id) && window.__editor.offline.kept",
+        f"(id) => {KEPT} && window.__editor.offline.kept",
         arg=notebook_id,
     )
     context = page.context
@@ -222,7 +225,7 @@ def test_unsaved_edits_are_sent_when_the_notebook_opens_again(browser, stack, da
     page = reopen(context, stack, nb)
     wait_source(page, "b7", "s.endsWith('# kept offline')")
     page.wait_for_selector('[data-testid="saved"][data-state="saved"]')
-    page.wait_for_function("(id) => !localStorage.getItem('nb-unsaved:' + id)", arg=nb)
+    page.wait_for_function(f"(id) => !{KEPT}", arg=nb)
     other = open_page(browser, stack, data["bob"], nb)
     assert source(other, "b7") == "value_7 = 7  # kept offline"
     close(page, other)
@@ -245,5 +248,5 @@ def test_unsaved_edits_the_role_no_longer_allows_are_offered_as_a_download(brows
     saved = json.loads(info.value.path().read_text(encoding="utf-8"))
     assert "value_8 = 8  # bob, offline" in [cell["source"] for cell in saved["cells"]]
     assert source(page, "b8") == "value_8 = 8"  # never merged into the notebook
-    page.wait_for_function("(id) => !localStorage.getItem('nb-unsaved:' + id)", arg=nb)
+    page.wait_for_function(f"(id) => !{KEPT}", arg=nb)
     close(page)

@@ -58,6 +58,9 @@ class Stack:
             "COLLAB_ROOM_UNLOAD_DELAY": "2",
             "COLLAB_RESYNC_INTERVAL": "0.5",
             "PYTHONUNBUFFERED": "1",
+            # Its own (empty) folder: files collected into the checkout's var/ earlier would be
+            # served instead of the sources under test.
+            "STATIC_ROOT": str(self.tmp / "static"),
             # The production policy, plus eval for Playwright's evaluate/wait_for_function: inline
             # scripts and handlers stay refused (tests/deploy/test_csp_browser.py: no eval either).
             "CONTENT_SECURITY_POLICY": settings.CONTENT_SECURITY_POLICY.replace(
