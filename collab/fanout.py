@@ -165,7 +165,7 @@ class Fanout:
         self.down = False
         log.warning("fan-out restored; %d rooms rejoined", len(self.handlers))
         for room in list(self.handlers.values()):
-            detach(room.repair())
+            detach(room._repair_or_leave_it())
 
     async def _read(self) -> None:
         delay = 0.1

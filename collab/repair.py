@@ -46,8 +46,16 @@ class GapRepair:
     def _schedule_repair(self) -> None:
         if self._repair_handle is None:
             self._repair_handle = asyncio.get_running_loop().call_later(
-                conf("GAP_REPAIR_DELAY"), lambda: detach(self.repair())
+                conf("GAP_REPAIR_DELAY"), lambda: detach(self._repair_or_leave_it())
             )
+
+    async def _repair_or_leave_it(self) -> None:
+        """A repair started by a timer: if the database is away, `_watch` (which logs an outage
+        once) repairs when it is back; one line here, not a traceback per gap."""
+        try:
+            await self.repair()
+        except Exception as exc:
+            log.info("gap repair of %s failed (%r); the room's periodic check retries", self.id, exc)
 
     async def repair(self) -> None:
         """Fetch from the database every update this Doc may have missed, and relay to the

@@ -186,12 +186,21 @@ class Node:
                 await self.drop(notebook_id)
 
     async def _sweep_forever(self) -> None:
+        """A failure (the database away) is logged once, with its traceback, and once more when
+        the sweep works again: not every KERNEL_LEASE_RENEW seconds through an outage."""
+        failing = False
         while True:
             await asyncio.sleep(settings.KERNEL_LEASE_RENEW)
             try:
                 await self.sweep()
             except Exception:
-                log.exception("taking over orphaned kernels failed")
+                if not failing:
+                    log.exception("taking over orphaned kernels failed; retrying quietly")
+                failing = True
+            else:
+                if failing:
+                    log.warning("taking over orphaned kernels works again")
+                failing = False
 
     async def forward(self, holder: str, notebook_id: str, op: str, args: dict[str, Any], who: Who) -> Reply:
         request_id = uuid.uuid4().hex

@@ -78,3 +78,30 @@ async def test_a_request_for_another_workers_kernel_while_the_layer_is_down_is_a
     lines = [r for r in caplog.records if r.name == "kernels.cluster"]
     assert len(lines) == 1
     assert lines[0].exc_info is None
+
+
+async def test_the_orphan_sweep_logs_a_database_outage_once_and_its_end_once(monkeypatch, settings, caplog):
+    settings.KERNEL_LEASE_RENEW = 0.01
+    node = cluster.Node()
+    outage = {"down": True, "sweeps": 0}
+
+    async def sweep():
+        outage["sweeps"] += 1
+        if outage["down"]:
+            raise ConnectionError("could not connect to server: Connection refused")
+
+    monkeypatch.setattr(node, "sweep", sweep)
+    caplog.set_level(logging.INFO, logger="kernels.cluster")
+    sweeper = asyncio.create_task(node._sweep_forever())
+    try:
+        await eventually_async(lambda: outage["sweeps"] >= 10, what="10 failed sweeps")
+        outage["down"] = False
+        await eventually_async(
+            lambda: any("works again" in r.getMessage() for r in caplog.records), what="recovery"
+        )
+        failed = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert len(failed) == 1
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
