@@ -24,6 +24,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
+from pycrdt import get_state
 
 from audit import log as audit
 from collab import commands, daphne_patches, metrics, protocol
@@ -221,21 +222,34 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 return  # another socket speaks for that client id
         await self.room.receive_awareness(self, payload, self.access.identity)
 
+    def _unknown_writers(self, clocks: dict[int, int]) -> bool:
+        known = protocol.parse_state_vector(self.room.doc.get_state())
+        return any(clock and client not in known for client, clock in clocks.items())
+
     def _check_epoch(self, clocks: dict[int, int]) -> None:
         """A client that does not name its document's epoch (`?epoch=`, which the editor always
         sends) may still hold a replaced document: a tab or a stock y-websocket client that
         reconnects by itself. Its state vector tells: a document of this epoch holds only
         writers this room knows. One with a writer the room has never seen is from before a
         replacement, and would merge the old document back: 4409, like a stale epoch."""
-        known = protocol.parse_state_vector(self.room.doc.get_state())
-        if any(clock and client not in known for client, clock in clocks.items()):
+        if self._unknown_writers(clocks):
             raise RoomError(*REPLACED)
         self.epoch_known = True
 
     async def _update(self, update: bytes) -> None:
         """Write access is decided here, for every update, against the socket's current role."""
         if not self.epoch_known:
-            raise ProtocolError("a client that names no epoch sends sync step 1 before any update")
+            # Before its sync step 1 has shown which epoch its document is of, such a client may
+            # send only what writers the room knows made (its sync step 2 answering ours,
+            # empty for a new client), never a change of a writer of its own.
+            try:
+                writers = protocol.parse_state_vector(get_state(update))
+            except ValueError:
+                raise ProtocolError("an update that cannot be decoded") from None
+            if self._unknown_writers(writers):
+                raise ProtocolError(
+                    "a client that names no epoch sends sync step 1 before changes of its own"
+                )
         if not self.access.can(acl.Action.EDIT):
             own = self.room.doc.get_update(self.room.doc.get_state())
             if not protocol.is_redundant(update, own):

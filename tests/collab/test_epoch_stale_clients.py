@@ -77,3 +77,27 @@ async def test_a_client_without_an_epoch_must_sync_before_it_writes(notebook, al
     assert client.closed["code"] == 4400
     await close_all(elsewhere)
     assert "written before syncing" not in await database_sync_to_async(stored_sources)(notebook.pk)
+
+
+async def test_a_client_without_an_epoch_may_answer_our_sync_step_1_before_sending_its_own(notebook, alice):
+    """A new client that answers the server's step 1 first (its empty step 2), then sends its
+    own step 1 and edits, as generic y-websocket clients may: every step is accepted."""
+    from pycrdt import Doc
+
+    from collab import protocol
+
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    client, _ = await connect(notebook.pk, cookie)
+    fresh = Doc()
+    await client.comm.send_to(bytes_data=protocol.sync_step2(fresh.get_update(b"\x00")))
+    stale = CommunicatorClient(client.comm, doc=fresh)
+    await stale.start()
+    await stale.pump()
+    add_code_cell(stale, "new", "written by a client that named no epoch")
+    await stale.flush()
+    await stale.pump()
+    assert stale.closed is None
+    await close_all(stale)
+    assert "written by a client that named no epoch" in await database_sync_to_async(stored_sources)(
+        notebook.pk
+    )
