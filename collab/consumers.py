@@ -24,7 +24,6 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
-from pycrdt import get_state
 
 from audit import log as audit
 from collab import commands, daphne_patches, metrics, protocol
@@ -38,6 +37,9 @@ from notebooks.models import Grant, Notebook, ShareLink
 from notebooks.sharing import note_if_expired
 
 log = logging.getLogger(__name__)
+
+# Updates a socket that names no epoch may send before its sync step 1 (they wait for it).
+EARLY_UPDATES_MAX = 16
 
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
@@ -63,6 +65,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     ext = False
     counted: str | None = None  # the Principal.key this socket counts against
     epoch_known = False  # its document is of the room's epoch: named at connect, or `_check_epoch`
+    _early: list[bytes]  # updates that came before its sync step 1 showed that (no epoch named)
     _join_recorded: asyncio.Future | None = None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -79,6 +82,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self.stats = {"updates": 0, "denied": 0}
         self._commands: set[asyncio.Task] = set()
         self.cells_touched: set[str] = set()
+        self._early = []
         self.principal = acl.principal_from_session(self.scope.get("user"), self.scope.get("session"))
         await self.accept()
         room: Room | None = None
@@ -209,6 +213,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self.room.handle_step1(self, state_vector)
         except ValueError:  # ProtocolError, or pycrdt's "Cannot decode state"
             raise undecodable from None
+        if self._early:
+            await self._replay_early()
 
     async def _awareness(self, payload: bytes) -> None:
         """One client id per socket (`Presence.claim`), a size cap; the room throttles."""
@@ -222,34 +228,36 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 return  # another socket speaks for that client id
         await self.room.receive_awareness(self, payload, self.access.identity)
 
-    def _unknown_writers(self, clocks: dict[int, int]) -> bool:
-        known = protocol.parse_state_vector(self.room.doc.get_state())
-        return any(clock and client not in known for client, clock in clocks.items())
-
     def _check_epoch(self, clocks: dict[int, int]) -> None:
         """A client that does not name its document's epoch (`?epoch=`, which the editor always
         sends) may still hold a replaced document: a tab or a stock y-websocket client that
-        reconnects by itself. Its state vector tells: a document of this epoch holds only
-        writers this room knows. One with a writer the room has never seen is from before a
-        replacement, and would merge the old document back: 4409, like a stale epoch."""
-        if self._unknown_writers(clocks):
+        reconnects by itself. Its state vector tells: a replacement builds the new document
+        with writers of its own, so a document of this epoch that has synced once names at
+        least one writer the room knows, and a document from before names only writers it has
+        never seen. That one would merge the old document back: 4409, like a stale epoch. (A
+        writer of its own that never reached the database, its edits refused or lost with a
+        worker, is fine beside known ones.)"""
+        known = protocol.parse_state_vector(self.room.doc.get_state())
+        writers = {client for client, clock in clocks.items() if clock}
+        if writers and not writers & known.keys():
             raise RoomError(*REPLACED)
         self.epoch_known = True
+
+    async def _replay_early(self) -> None:
+        early, self._early = self._early, []
+        for update in early:
+            await self._update(update)
 
     async def _update(self, update: bytes) -> None:
         """Write access is decided here, for every update, against the socket's current role."""
         if not self.epoch_known:
-            # Before its sync step 1 has shown which epoch its document is of, such a client may
-            # send only what writers the room knows made (its sync step 2 answering ours,
-            # empty for a new client), never a change of a writer of its own.
-            try:
-                writers = protocol.parse_state_vector(get_state(update))
-            except ValueError:
-                raise ProtocolError("an update that cannot be decoded") from None
-            if self._unknown_writers(writers):
-                raise ProtocolError(
-                    "a client that names no epoch sends sync step 1 before changes of its own"
-                )
+            # Until its sync step 1 has shown which epoch its document is of, such a client's
+            # updates wait for it (a generic client may answer our step 1 before sending its
+            # own); a few at most.
+            if len(self._early) >= EARLY_UPDATES_MAX:
+                raise ProtocolError("a client that names no epoch sends sync step 1 before many updates")
+            self._early.append(update)
+            return
         if not self.access.can(acl.Action.EDIT):
             own = self.room.doc.get_update(self.room.doc.get_state())
             if not protocol.is_redundant(update, own):

@@ -250,9 +250,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             return
         self.closing = True
         try:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # it raises after a failed write (`_fail`)
                 await asyncio.wait_for(self.flushed(), conf("PERSIST_RETRY_FOR") + 5)
-                await asyncio.wait_for(self._committed.join(), 5)  # other workers hear of them
+            with contextlib.suppress(Exception):  # what did commit: the other workers hear of it
+                await asyncio.wait_for(self._committed.join(), 5)
                 if self._last_publish is not None:
                     await asyncio.wait_for(asyncio.shield(self._last_publish), 5)
         finally:

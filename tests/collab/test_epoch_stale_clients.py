@@ -62,21 +62,33 @@ async def test_a_client_without_an_epoch_cannot_bring_a_replaced_document_back(n
     assert sources == ["the clean version"], sources
 
 
-async def test_a_client_without_an_epoch_must_sync_before_it_writes(notebook, alice):
-    """Its state vector is what shows which epoch its document belongs to: an update before
-    it is refused (4400), and nothing of it is stored."""
+async def test_a_client_without_an_epoch_has_its_early_updates_wait_for_its_sync_step_1(notebook, alice):
+    """Its state vector shows which epoch its document is of: updates before it wait (a few at
+    most, then 4400), and a stale document's answer to our step 1 sent before its own step 1
+    is dropped with the 4409 that step 1 gets."""
     from collab import protocol
 
+    old = await joined(notebook.pk, alice)
+    add_code_cell(old, "leak", "API_KEY = 'sk-live-123'")
+    await old.flush()
+    await old.pump()
+    await database_sync_to_async(replace)(notebook, alice)
+    await old.wait_closed()
+
     cookie = await database_sync_to_async(cookie_for)(alice)
-    client, _ = await connect(notebook.pk, cookie)
-    elsewhere = await joined(notebook.pk, alice, query=f"epoch={notebook.epoch}")
-    add_code_cell(elsewhere, "early", "written before syncing")
-    update = elsewhere.doc.get_update()
-    await client.comm.send_to(bytes_data=protocol.sync_update(update))
-    await client.wait_closed()
-    assert client.closed["code"] == 4400
-    await close_all(elsewhere)
-    assert "written before syncing" not in await database_sync_to_async(stored_sources)(notebook.pk)
+    stale, _ = await connect(notebook.pk, cookie)
+    await stale.comm.send_to(bytes_data=protocol.sync_step2(old.doc.get_update()))  # before its step 1
+    await stale.comm.send_to(bytes_data=protocol.sync_step1(old.doc.get_state()))
+    await stale.wait_closed()
+    assert stale.closed["code"] == 4409
+    assert await database_sync_to_async(stored_sources)(notebook.pk) == ["the clean version"]
+
+    flood, _ = await connect(notebook.pk, cookie)
+    for _ in range(17):
+        await flood.comm.send_to(bytes_data=protocol.sync_update(old.doc.get_update()))
+    await flood.wait_closed()
+    assert flood.closed["code"] == 4400
+    assert await database_sync_to_async(stored_sources)(notebook.pk) == ["the clean version"]
 
 
 async def test_a_client_without_an_epoch_may_answer_our_sync_step_1_before_sending_its_own(notebook, alice):
@@ -101,3 +113,24 @@ async def test_a_client_without_an_epoch_may_answer_our_sync_step_1_before_sendi
     assert "written by a client that named no epoch" in await database_sync_to_async(stored_sources)(
         notebook.pk
     )
+
+
+async def test_a_client_without_an_epoch_whose_own_edits_were_never_saved_is_not_told_replaced(
+    notebook, alice
+):
+    """A document of this epoch whose own writer never reached the database (its edits refused,
+    or lost with a worker) still holds this epoch's writers: it is welcome, and what it sends
+    once synced is kept."""
+    first = await joined(notebook.pk, alice)
+    add_code_cell(first, "unsent", "typed while the connection was away")  # never sent
+    await close_all(first)
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    comm_client, _ = await connect(notebook.pk, cookie)
+    again = CommunicatorClient(comm_client.comm, doc=first.doc)
+    await again.start()
+    await again.pump()
+    await again.flush()
+    await again.pump()
+    assert again.closed is None
+    await close_all(again)
+    assert "typed while the connection was away" in await database_sync_to_async(stored_sources)(notebook.pk)
