@@ -25,10 +25,11 @@ there, else the socket at once (what does not fit goes to Twisted's buffer, in o
 
 Receive queue: daphne puts every frame it reads into the consumer's queue, without limit, so a
 client sending faster than its room handles the messages (presence at the size limit, say)
-grew a worker by hundreds of MB a second. Once `RECEIVE_QUEUE_HIGH` messages wait, the
-connection stops reading (`pauseProducing`), and reads again when at most `RECEIVE_QUEUE_LOW`
-wait: TCP's flow control then holds the sender back, and the worker holds at most a few
-messages per socket."""
+grew a worker by hundreds of MB a second. Once `RECEIVE_QUEUE_HIGH` messages, or
+`RECEIVE_QUEUE_MAX_BYTES` of them, wait, the connection stops reading (`pauseProducing`), and
+reads again when at most `RECEIVE_QUEUE_LOW` messages and `RECEIVE_QUEUE_LOW_BYTES` wait: TCP's
+flow control then holds the sender back, and the worker holds at most a few messages (and
+about one largest message) per socket."""
 
 from __future__ import annotations
 
@@ -95,14 +96,23 @@ def _cut(transport) -> None:
 
 RECEIVE_QUEUE_HIGH = 16
 RECEIVE_QUEUE_LOW = 4
+RECEIVE_QUEUE_MAX_BYTES = 4 << 20  # a few large messages weigh as much as many small ones
+RECEIVE_QUEUE_LOW_BYTES = 1 << 20
 RECEIVE_CHECK_EVERY = 0.005  # seconds between looks at a paused socket's queue
 _original_on_message = WebSocketProtocol.onMessage
+
+
+def _waiting_bytes(queue) -> int:
+    """What the messages waiting in an asyncio.Queue weigh (at most RECEIVE_QUEUE_HIGH of them)."""
+    return sum(len(m.get("bytes") or m.get("text") or "") for m in queue._queue)
 
 
 def _on_message(self, payload, isBinary):
     _original_on_message(self, payload, isBinary)
     queue = getattr(self, "application_queue", None)
-    if queue is None or getattr(self, "_collab_paused", False) or queue.qsize() < RECEIVE_QUEUE_HIGH:
+    if queue is None or getattr(self, "_collab_paused", False):
+        return
+    if queue.qsize() < RECEIVE_QUEUE_HIGH and _waiting_bytes(queue) < RECEIVE_QUEUE_MAX_BYTES:
         return
     self._collab_paused = True
     self.transport.pauseProducing()
@@ -114,7 +124,8 @@ def _resume_when_drained(self) -> None:
 
     if self.state == WebSocketProtocol.STATE_CLOSED:
         return
-    if self.application_queue.qsize() > RECEIVE_QUEUE_LOW:
+    queue = self.application_queue
+    if queue.qsize() > RECEIVE_QUEUE_LOW or _waiting_bytes(queue) > RECEIVE_QUEUE_LOW_BYTES:
         reactor.callLater(RECEIVE_CHECK_EVERY, _resume_when_drained, self)
         return
     self._collab_paused = False

@@ -65,3 +65,41 @@ async def test_a_viewer_flooding_presence_does_not_grow_the_worker_without_bound
     await eventually_async(lambda: observer.source().startswith("after"), what="the room to live on")
     await writer.ws.close()
     await observer.ws.close()
+
+
+def test_the_receive_queue_is_bounded_in_bytes_too():
+    """A few large messages fill a worker as fast as many small ones: a socket stops being read
+    once its waiting messages reach RECEIVE_QUEUE_MAX_BYTES, and is read again when the room has
+    taken them."""
+    import asyncio
+
+    from daphne.ws_protocol import WebSocketProtocol
+
+    from collab import daphne_patches
+
+    class Transport:
+        paused = False
+
+        def pauseProducing(self):
+            self.paused = True
+
+        def resumeProducing(self):
+            self.paused = False
+
+    class Connection:
+        muted = False
+        client_addr = ("127.0.0.1", 1)
+        state = WebSocketProtocol.STATE_OPEN
+        last_ping = 0.0
+
+        def __init__(self):
+            self.application_queue = asyncio.Queue()
+            self.transport = Transport()
+
+    conn = Connection()
+    big = b"x" * daphne_patches.RECEIVE_QUEUE_MAX_BYTES
+    daphne_patches._on_message(conn, big, True)
+    assert conn.transport.paused
+    conn.application_queue.get_nowait()  # the room took it
+    daphne_patches._resume_when_drained(conn)
+    assert not conn.transport.paused
