@@ -51,6 +51,11 @@ class Presence:
             del self.owners[client_id]
             self.reserve(client_id, person)
 
+    def waiting_for(self, client_id: int) -> object | None:
+        """The person a released id is kept for, if any."""
+        person, until = self.reserved.get(client_id, (None, 0.0))
+        return person if until > time.monotonic() else None
+
     def reserve(self, client_id: int, person: object) -> None:
         """Keep a released id for its person for `OUTDATED` seconds: on this worker when its
         socket here closed, and on the others when they hear of it (`Room.remove`), since the

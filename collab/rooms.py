@@ -209,7 +209,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         client = socket.client_id
         if client is not None:
             # The other workers keep the id for its person as this one does (`Presence.release`).
-            person = self.presence.reserved.get(client, (None,))[0]
+            person = self.presence.waiting_for(client)
             leaving = self.presence.remove(client) if client in self.presence.states else None
             await self._relay_awareness(leaving, reserve=(client, person) if person is not None else None)
         self._schedule_unload()

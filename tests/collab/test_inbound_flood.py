@@ -7,24 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import websockets
 
 from collab import protocol
-from tests.support.processes import Stack
+from tests.support.processes import Stack, rss_mb
 from tests.support.waiting import eventually_async
 from tests.support.yclient import connect, open_client
 
 pytestmark = pytest.mark.processes
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="module")

@@ -4,23 +4,15 @@ comes back; the others in the room carry on. A real daphne worker, since the buf
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 import websockets
 
-from tests.support.processes import Stack
+from tests.support.processes import Stack, rss_mb
 from tests.support.waiting import eventually_async
 from tests.support.yclient import open_client
 
 pytestmark = pytest.mark.processes
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def read_until_closed(ws) -> int:

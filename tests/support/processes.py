@@ -198,6 +198,14 @@ def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> 
     return port, run_dir
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
 def child_processes(pid: int) -> dict[int, list[str]]:
     """The live (not zombie) children of process `pid`: their pids and command lines."""
     found = {}
