@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # Updates a socket that names no epoch may send before its sync step 1 (they wait for it).
 EARLY_UPDATES_MAX = 16
+# How much longer than the document's own a sync step 1's state vector may be (writers of the
+# client's own, never saved): about 5,000 of them.
+STATE_VECTOR_SLACK = 64 * 1024
 
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
@@ -206,6 +209,10 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def _step1(self, state_vector: bytes) -> None:
         """A state vector pycrdt cannot decode is the client's error (4400), not the server's."""
         undecodable = ProtocolError("the state vector of sync step 1 cannot be decoded")
+        # A client's state vector names at most the document's writers and its own: one much
+        # larger would only hold the worker while it is read (millions of writers: seconds).
+        if len(state_vector) > len(self.room.doc.get_state()) + STATE_VECTOR_SLACK:
+            raise ProtocolError("the state vector of sync step 1 is far larger than this document's")
         try:
             clocks = protocol.parse_state_vector(state_vector)  # cheap; pycrdt's own check follows
             if not self.epoch_known:
@@ -250,14 +257,6 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     async def _update(self, update: bytes) -> None:
         """Write access is decided here, for every update, against the socket's current role."""
-        if not self.epoch_known:
-            # Until its sync step 1 has shown which epoch its document is of, such a client's
-            # updates wait for it (a generic client may answer our step 1 before sending its
-            # own); a few at most.
-            if len(self._early) >= EARLY_UPDATES_MAX:
-                raise ProtocolError("a client that names no epoch sends sync step 1 before many updates")
-            self._early.append(update)
-            return
         if not self.access.can(acl.Action.EDIT):
             own = self.room.doc.get_update(self.room.doc.get_state())
             if not protocol.is_redundant(update, own):
@@ -265,6 +264,15 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 await self.send_frame(
                     protocol.permission_denied("You can view this notebook but not change it.")
                 )
+            return
+        if not self.epoch_known:
+            # Until its sync step 1 has shown which epoch its document is of, such a client's
+            # updates wait for it (a generic client may answer our step 1 before sending its
+            # own): a few, together no larger than one message may be.
+            held = sum(map(len, self._early)) + len(update)
+            if len(self._early) >= EARLY_UPDATES_MAX or held > settings.COLLAB["MAX_MESSAGE_BYTES"]:
+                raise ProtocolError("a client that names no epoch sends sync step 1 before many updates")
+            self._early.append(update)
             return
         user = self.principal.user
         link = self.access.link

@@ -134,3 +134,47 @@ async def test_a_client_without_an_epoch_whose_own_edits_were_never_saved_is_not
     assert again.closed is None
     await close_all(again)
     assert "typed while the connection was away" in await database_sync_to_async(stored_sources)(notebook.pk)
+
+
+async def test_early_updates_hold_at_most_one_message_s_worth_and_none_from_a_viewer(
+    notebook, alice, bob, settings
+):
+    """What waits for a client's sync step 1 is bounded in bytes (the largest message the
+    server takes), and a viewer's updates, which could never be applied, do not wait at all."""
+    from collab import protocol
+    from notebooks.models import Role
+    from tests.support.consumer import grant
+
+    settings.COLLAB = {**settings.COLLAB, "MAX_MESSAGE_BYTES": 10_000}
+    await grant(notebook, bob, Role.VIEWER)
+    viewer_cookie = await database_sync_to_async(cookie_for)(bob)
+    viewer, _ = await connect(notebook.pk, viewer_cookie)
+    other = await joined(notebook.pk, alice, query=f"epoch={notebook.epoch}")
+    add_code_cell(other, "v", "a viewer's change")
+    await viewer.comm.send_to(bytes_data=protocol.sync_update(other.doc.get_update()))
+    await viewer.pump_until(lambda: viewer.denied, what="the viewer to be told at once")
+
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    editor, _ = await connect(notebook.pk, cookie)
+    for i in range(3):  # 3 x 4,000 bytes: more than one message's worth
+        add_code_cell(other, f"big{i}", "x" * 4_000)
+        await editor.comm.send_to(bytes_data=protocol.sync_update(other.doc.get_update()))
+    await editor.wait_closed()
+    assert editor.closed["code"] == 4400
+    await close_all(viewer, other)
+
+
+async def test_a_sync_step_1_far_larger_than_the_documents_state_vector_is_refused(notebook, alice):
+    """Reading a state vector of millions of writers holds the worker for seconds: one much
+    larger than the document's own is refused (4400) before it is read."""
+    from collab import protocol
+
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    client, _ = await connect(notebook.pk, cookie, query=f"epoch={notebook.epoch}")
+    entries = 20_000
+    vector = protocol.write_var_uint(entries) + b"".join(
+        protocol.write_var_uint(2**40 + i) + protocol.write_var_uint(1) for i in range(entries)
+    )
+    await client.comm.send_to(bytes_data=protocol.sync_step1(vector))
+    await client.wait_closed()
+    assert client.closed["code"] == 4400
