@@ -396,10 +396,14 @@ COLLAB = {
     # the other workers' gap repair from the database.
     "PUBLISH_BACKLOG": envint("COLLAB_PUBLISH_BACKLOG", 1000),
     # After a fan-out of document updates that took at least FANOUT_GATHER_MIN seconds (a room
-    # with hundreds of sockets), the room's next updates gather for as long as it took, at most
-    # FANOUT_GATHER_MAX, and go out as one frame.
+    # with hundreds of sockets), the room's next updates gather for as long as it took, at least
+    # FANOUT_GATHER_FLOOR and at most FANOUT_GATHER_MAX, and go out as one frame. The floor is for
+    # more workers than cores: each worker's share of a lecture's sockets is then short to serve,
+    # and "as long as it took" alone let 4 workers on 2 cores fill the machine with frames (twice
+    # as many as 2 workers sent, p99 over 100 ms; bench/README.md).
     "FANOUT_GATHER_MIN": envfloat("COLLAB_FANOUT_GATHER_MIN", 0.002),
-    "FANOUT_GATHER_MAX": envfloat("COLLAB_FANOUT_GATHER_MAX", 0.02),
+    "FANOUT_GATHER_FLOOR": envfloat("COLLAB_FANOUT_GATHER_FLOOR", 0.025),
+    "FANOUT_GATHER_MAX": envfloat("COLLAB_FANOUT_GATHER_MAX", 0.04),
     # Rows per INSERT statement of the update log (SQLite allows 32,766 parameters per statement).
     "PERSIST_INSERT_ROWS": envint("COLLAB_PERSIST_INSERT_ROWS", 500),
 }

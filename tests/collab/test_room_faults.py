@@ -459,6 +459,33 @@ async def test_a_room_with_a_long_fan_out_gathers_the_next_updates_into_one_fram
     await room.close()
 
 
+async def test_a_room_with_a_long_fan_out_gathers_for_at_least_the_floor(notebook, settings):
+    """More workers than cores: each worker's share of a lecture is short, and gathering only as
+    long as it took would let the workers together fill the machine with frames. A room whose
+    fan-out is long at all lets the next updates gather for at least FANOUT_GATHER_FLOOR."""
+    settings.COLLAB = {
+        **settings.COLLAB,
+        "FANOUT_GATHER_MIN": 0.005,
+        "FANOUT_GATHER_FLOOR": 0.15,
+        "FANOUT_GATHER_MAX": 0.2,
+    }
+    room = await get_room(str(notebook.pk))
+    watcher = SlowSocket(0.006)  # just long enough to gather at all
+    room.add(watcher)
+    updates = []
+    for word in ("one ", "two ", "three ", "four "):
+        updates.append(typed(room, word))
+        room.doc.apply_update(updates[-1])
+    room.send_updates_local(updates[:1])
+    await eventually_async(lambda: watcher.frames, what="the first frame")
+    for update in updates[1:]:  # 10 ms apart: each would have its own frame after 6 ms
+        room.send_updates_local([update])
+        await asyncio.sleep(0.01)
+    await eventually_async(lambda: len(watcher.frames) >= 2 and not room._outbox, what="the gathered frame")
+    assert len(watcher.frames) == 2  # the first, then the other three together
+    await room.close()
+
+
 async def test_a_small_room_sends_each_update_at_once(notebook, settings):
     settings.COLLAB = {**settings.COLLAB, "FANOUT_GATHER_MIN": 0.005, "FANOUT_GATHER_MAX": 0.2}
     room = await get_room(str(notebook.pk))
