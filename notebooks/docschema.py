@@ -128,6 +128,8 @@ def put_right(doc: Doc, touched: Touched) -> list[str]:
         outputs = cell.get("outputs")
         if isinstance(outputs, Array) and cell.get("cell_type") == "code":
             found += _put_outputs_right(outputs, index)
+    if touched.cells:
+        found += _give_unique_ids(array, touched.cells)
     for index in reversed(unreadable):
         del array[index]
     if touched.meta:
@@ -146,7 +148,7 @@ def _put_cell_right(cell: Map, index: int) -> list[str]:
         cell["source"] = Text()
     if not isinstance(cell.get("id"), str) or not cell.get("id"):
         found.append(f"cell {index} has no id: given one")
-        cell["id"] = uuid.uuid4().hex[:16]
+        cell["id"] = new_cell_id()
     if not isinstance(cell.get("metadata"), Map | dict):
         found.append(f"cell {index} has no metadata map: emptied")
         cell["metadata"] = Map()
@@ -170,6 +172,28 @@ def _put_cell_right(cell: Map, index: int) -> list[str]:
             found.append(f"{kind} cell {index} has attachments that are not a map: removed")
             del cell["attachments"]
     return found
+
+
+def _give_unique_ids(array: Array, touched: set[int]) -> list[str]:
+    """Cells are found by their id (runs, deletes, presence, the editor's views): a touched cell
+    whose id another cell has gets a new one; an untouched cell, or the first of the touched
+    ones, keeps it."""
+    touched = {index for index in touched if index < len(array)}
+    seen = {c.get(ID) for i, c in enumerate(array) if i not in touched and isinstance(c, Map)}
+    found = []
+    for index in sorted(touched):
+        cell = array[index]
+        if not isinstance(cell, Map):
+            continue
+        if cell.get(ID) in seen:
+            found.append(f"cell {index} has the id of another cell: given one of its own")
+            cell[ID] = new_cell_id()
+        seen.add(cell.get(ID))
+    return found
+
+
+def new_cell_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 def _is_count(value: Any) -> bool:

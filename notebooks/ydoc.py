@@ -112,9 +112,12 @@ def read_notebook(doc: Doc) -> NotebookNode:
     try:
         from jupyter_ydoc import YNotebook  # imported on first use: a worker starts faster
 
-        data = YNotebook(doc).get()
+        # Not its deduplicate: it drops a cell identical to an earlier one of the same id, and
+        # writes new ids into the document it reads.
+        data = YNotebook(doc).get(deduplicate=False)
     except Exception:  # a cell that is not a map
         data = _plain(doc, meta)
+    _unique_ids(data.get("cells"))
     for key in meta.keys() - _NOTEBOOK_KEYS:
         data[key] = meta[key]
     try:
@@ -123,6 +126,18 @@ def read_notebook(doc: Doc) -> NotebookNode:
         nb, found = nbio.salvage(data)
         log.warning("a notebook document did not validate (%s); salvaged: %s", e, "; ".join(found))
         return nb
+
+
+def _unique_ids(cells: Any) -> None:
+    """A cell whose id an earlier cell has gets one of its own (the server gives new cells
+    unique ids; a document may predate that, or two people moved one cell at once)."""
+    seen = set()
+    for cell in cells if isinstance(cells, list) else ():
+        if not isinstance(cell, dict):
+            continue
+        while cell.get("id") in seen:
+            cell["id"] = docschema.new_cell_id()
+        seen.add(cell.get("id"))
 
 
 def _plain(doc: Doc, meta: dict) -> dict:

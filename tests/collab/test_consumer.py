@@ -10,7 +10,7 @@ from pycrdt import Array, Map, Text
 
 from collab import protocol
 from collab.rooms import ROOMS
-from notebooks import actions, nbio, ydoc
+from notebooks import actions, docschema, nbio, ydoc
 from notebooks.models import Grant, NotebookUpdate, Role
 from tests.support.cast import cookie_for
 from tests.support.consumer import close_all, connect, grant, joined
@@ -435,6 +435,39 @@ async def test_an_update_that_breaks_the_schema_is_put_right_before_anyone_sees_
     assert nbio.normalise(stored) == nbio.normalise(ydoc.read_notebook(b.doc))
     writers = await database_sync_to_async(writers_since)(start)
     assert writers == [alice.pk, None]  # the update, then the server's correction
+    await close_all(a, b)
+
+
+async def test_a_cell_given_another_cells_id_gets_an_id_of_its_own(notebook, alice, bob):
+    """Cells are found by id (runs, deletes, presence): a client that inserts a cell under an
+    id the notebook already has, or changes a cell's id to one, sees that cell given a new id,
+    and so does everyone else; the cell that had it keeps it."""
+    await grant(notebook, bob, Role.EDITOR)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    first = str(a.cells[0]["id"])
+    cell = {"cell_type": "code", "source": Text("pasted"), "metadata": Map()}
+    with a.doc.transaction():
+        a.cells.append(Map({**cell, "id": first, "outputs": Array(), "execution_count": None}))
+        a.cells.append(Map({**cell, "id": "twin", "outputs": Array(), "execution_count": None}))
+        a.cells.append(Map({**cell, "id": "twin", "outputs": Array(), "execution_count": None}))
+    await a.flush()
+    await a.pump()
+    await b.pump()
+    for doc in (a.doc, b.doc):
+        ids = [str(c["id"]) for c in docschema.cells(doc)]
+        assert len(ids) == 4
+        assert len(set(ids)) == 4, ids
+        assert ids[0] == first
+        assert ids[2] == "twin"
+    b.cells[3]["id"] = first  # an existing cell renamed to another's id
+    await b.flush()
+    await b.pump()
+    await a.pump()
+    for doc in (a.doc, b.doc):
+        ids = [str(c["id"]) for c in docschema.cells(doc)]
+        assert len(set(ids)) == 4, ids
+        assert ids[0] == first
     await close_all(a, b)
 
 

@@ -53,6 +53,27 @@ def test_it_makes_duplicate_cell_ids_unique():
     assert len(ids) == len(set(ids)) == 2
 
 
+def test_a_document_with_cells_of_the_same_id_exports_every_cell():
+    """Two identical cells under one id (a forged paste, or one cell moved by two people at once)
+    are two cells on everyone's screen: the download keeps both, under ids of their own."""
+    from pycrdt import Array, Doc, Map, Text
+
+    from notebooks import docschema
+
+    doc = Doc()
+    ydoc.write_notebook(doc, nbio.blank_notebook())
+    for source in ("same", "same", "other"):
+        cell = {"id": "twin", "cell_type": "code", "source": Text(source), "metadata": Map()}
+        docschema.cells(doc).append(Map({**cell, "outputs": Array(), "execution_count": None}))
+    before = doc.get_state()
+    nb = ydoc.read_notebook(doc)
+    assert [c.source for c in nb.cells] == ["", "same", "same", "other"]
+    ids = [c.id for c in nb.cells]
+    assert len(set(ids)) == 4
+    assert ids[1] == "twin"  # the first keeps its id
+    assert doc.get_state() == before  # reading does not write into the document
+
+
 @pytest.mark.parametrize(("name", "words"), REFUSED.items())
 def test_it_refuses_broken_notebooks_with_a_reason(name, words):
     with pytest.raises(nbio.NotebookFileError) as info:
