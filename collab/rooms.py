@@ -111,6 +111,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._cells = docschema.cells(self.doc)
         self._cells_subscription = self._cells.observe_deep(_weakly(self._on_cells_changed))
         self._structure = docschema.Touched()  # what the update being applied changed
+        self._cell_ids = docschema.CellIds()  # kept from the cells' events once first read
         self._meta = docschema.meta(self.doc)
         self._meta_subscription = self._meta.observe_deep(_weakly(self._on_meta_changed))
         self.seq = loaded.seq
@@ -317,6 +318,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         # Runs inside pycrdt's transaction: it must only read, and must never raise (an
         # exception here would surface from apply_update after the update was applied).
         try:
+            self._cell_ids.note(events)
+        except Exception:  # it reads the ids afresh when next needed
+            log.exception("keeping the cell ids failed")
+        try:
             for event in events:
                 self._structure.note_cells_event(event)
                 if event.path:
@@ -340,7 +345,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
         found: list[str] = []
-        self._change(lambda doc: found.extend(docschema.put_right(doc, touched)))
+        self._change(lambda doc: found.extend(docschema.put_right(doc, touched, self._cell_ids)))
         if found:
             log.warning("notebook %s: an update broke the schema, put right: %s", self.id, "; ".join(found))
 

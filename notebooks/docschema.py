@@ -25,6 +25,7 @@ never see the broken state.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,11 +110,72 @@ class Touched:
             self.outputs.add(path[0])
 
 
-def put_right(doc: Doc, touched: Touched) -> list[str]:
+class CellIds:
+    """Every cell's id in document order (None for one that is not a string), to find repeated
+    ids without reading every cell: reading a pycrdt Array's i-th item walks the items before
+    it, so reading them all costs seconds for 10,000 cells. Read once from the array's JSON on
+    first use (`of`), then kept from the change events of a deep observer of the cells (`note`,
+    called for every transaction)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str | None] | None = None
+
+    def of(self, array: Array) -> list[str | None]:
+        if self.ids is None:
+            self.ids = [_id_of(c.get(ID) if isinstance(c, dict) else None) for c in _cells_json(array)]
+        return self.ids
+
+    def note(self, events: list) -> None:
+        try:
+            self._note(events)
+        except Exception:  # read afresh next time rather than keep a wrong list
+            self.ids = None
+            raise
+
+    def _note(self, events: list) -> None:
+        ids = self.ids
+        if ids is None:
+            return
+        renamed = []
+        for event in events:
+            if not event.path and isinstance(event, ArrayEvent):
+                index = 0
+                for change in event.delta:
+                    if "retain" in change:
+                        index += change["retain"]
+                    elif "insert" in change:
+                        added = [_id_of(c.get(ID)) if isinstance(c, Map) else None for c in change["insert"]]
+                        ids[index:index] = added
+                        index += len(added)
+                    elif "delete" in change:
+                        del ids[index : index + change["delete"]]
+            elif len(event.path) == 1 and isinstance(event, MapEvent) and ID in event.keys:
+                renamed.append(event)
+        for event in renamed:  # indexes after the whole transaction
+            ids[event.path[0]] = _id_of(event.target.get(ID))
+
+
+def _id_of(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _cells_json(array: Array) -> list:
+    """The cells as plain data, in time linear in their size (pycrdt's own `to_py` reads item by item)."""
+    try:
+        with array.doc.transaction() as txn:
+            return json.loads(array.integrated.to_json(txn._txn))
+    except Exception:  # pycrdt's internals changed: the slow way
+        return array.to_py() or []
+
+
+def put_right(doc: Doc, touched: Touched, cell_ids: CellIds | None = None) -> list[str]:
     """Repair the places `touched` names; return what was wrong, for the log. Call it inside a
-    transaction: it writes only where something is wrong."""
+    transaction: it writes only where something is wrong. `cell_ids`: the ids of the cells
+    before this repair, kept by the caller (read afresh otherwise)."""
     found: list[str] = []
     array = cells(doc)
+    # Read before this repair changes anything: its own changes reach `cell_ids` as events.
+    ids = (cell_ids or CellIds()).of(array) if touched.cells else []
     unreadable = []
     for index in sorted(touched.cells | touched.outputs):
         if index >= len(array):
@@ -129,7 +191,7 @@ def put_right(doc: Doc, touched: Touched) -> list[str]:
         if isinstance(outputs, Array) and cell.get("cell_type") == "code":
             found += _put_outputs_right(outputs, index)
     if touched.cells:
-        found += _give_unique_ids(array, touched.cells)
+        found += _give_unique_ids(array, touched.cells, ids)
     for index in reversed(unreadable):
         del array[index]
     if touched.meta:
@@ -174,12 +236,12 @@ def _put_cell_right(cell: Map, index: int) -> list[str]:
     return found
 
 
-def _give_unique_ids(array: Array, touched: set[int]) -> list[str]:
+def _give_unique_ids(array: Array, touched: set[int], ids: list[str | None]) -> list[str]:
     """Cells are found by their id (runs, deletes, presence, the editor's views): a touched cell
     whose id another cell has gets a new one; an untouched cell, or the first of the touched
-    ones, keeps it."""
+    ones, keeps it. `ids`: every cell's id (those of touched cells are read from the cells)."""
     touched = {index for index in touched if index < len(array)}
-    seen = {c.get(ID) for i, c in enumerate(array) if i not in touched and isinstance(c, Map)}
+    seen = {cell_id for index, cell_id in enumerate(ids) if index not in touched}
     found = []
     for index in sorted(touched):
         cell = array[index]
