@@ -74,6 +74,7 @@ class GapRepair:
         if self.closed:
             return
         relay: list[bytes] = []
+        self._cell_index.changed = False
         for i, (seq, data) in enumerate(rows):
             if i == 0 and snapshot_first:
                 # The snapshot, standing for after+1..seq (seq may be after+1 itself): it may
@@ -97,6 +98,7 @@ class GapRepair:
         if relay:
             self.size += sum(map(len, relay))
             self.send_updates_local(relay)
+        self._unique_ids_after_remote()
 
     def _should_poll(self) -> bool:
         """Ask the database for the notebook's counter only when it can matter: while the
@@ -146,6 +148,7 @@ class GapRepair:
 
     async def _on_remote_updates(self, first: int, updates: list[bytes]) -> None:
         fresh = []
+        self._cell_index.changed = False
         for seq, data in enumerate(updates, start=first):
             if seq <= self.seq or seq in self._ahead:
                 continue
@@ -156,6 +159,7 @@ class GapRepair:
         if fresh:
             self._active_at = asyncio.get_running_loop().time()
             self.send_updates_local(fresh)
+            self._unique_ids_after_remote()
 
 
 def _notebook_seq(notebook_id: str) -> int | None:

@@ -105,13 +105,14 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self.id = notebook_id
         self.epoch = loaded.epoch
         self.doc = Doc()
-        self.doc.apply_update(loaded.state)
-        self.size = len(loaded.state)
         self._touched: set[str] = set()
         self._cells = docschema.cells(self.doc)
-        self._cells_subscription = self._cells.observe_deep(_weakly(self._on_cells_changed))
         self._structure = docschema.Touched()  # what the update being applied changed
-        self._cell_ids = docschema.CellIds()  # kept from the cells' events once first read
+        # Fed from the first transaction on: the load's events hand it every cell at once.
+        self._cell_index = docschema.CellIndex()
+        self._cells_subscription = self._cells.observe_deep(_weakly(self._on_cells_changed))
+        self.doc.apply_update(loaded.state)
+        self.size = len(loaded.state)
         self._meta = docschema.meta(self.doc)
         self._meta_subscription = self._meta.observe_deep(_weakly(self._on_meta_changed))
         self.seq = loaded.seq
@@ -318,14 +319,14 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         # Runs inside pycrdt's transaction: it must only read, and must never raise (an
         # exception here would surface from apply_update after the update was applied).
         try:
-            self._cell_ids.note(events)
-        except Exception:  # it reads the ids afresh when next needed
-            log.exception("keeping the cell ids failed")
+            self._cell_index.note(events)
+        except Exception:  # it reads the cells afresh when next needed
+            log.exception("keeping the cell index failed")
         try:
             for event in events:
                 self._structure.note_cells_event(event)
                 if event.path:
-                    cell = self._cells[event.path[0]]
+                    cell = self._cell_index.cell(event.path[0], self._cells)
                     cell_id = cell.get("id") if isinstance(cell, Map) else None
                     if cell_id:
                         self._touched.add(str(cell_id))
@@ -345,9 +346,21 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
         found: list[str] = []
-        self._change(lambda doc: found.extend(docschema.put_right(doc, touched, self._cell_ids)))
+        self._change(lambda doc: found.extend(docschema.put_right(doc, touched, self._cell_index)))
         if found:
             log.warning("notebook %s: an update broke the schema, put right: %s", self.id, "; ".join(found))
+
+    def _unique_ids_after_remote(self) -> None:
+        """Updates from other workers were put right there, each alone; together they may repeat
+        a cell id (one cell moved by two people on two workers at once): every worker that sees
+        it gives the later cell an id of its own, and the last writer's id wins everywhere."""
+        if not self._cell_index.changed:
+            return
+        self._cell_index.changed = False
+        found: list[str] = []
+        self._change(lambda doc: found.extend(docschema.unique_ids(doc, self._cell_index)))
+        if found:
+            log.info("notebook %s: %s", self.id, "; ".join(found))
 
     async def edit(self, change: Callable[[Doc], None], user_id=None, *, within: float | None = None) -> None:
         """A change made by the server itself (kernel outputs), saved and relayed like any other.

@@ -25,7 +25,6 @@ never see the broken state.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,93 +109,151 @@ class Touched:
             self.outputs.add(path[0])
 
 
-class CellIds:
-    """Every cell's id in document order (None for one that is not a string), to find repeated
-    ids without reading every cell: reading a pycrdt Array's i-th item walks the items before
-    it, so reading them all costs seconds for 10,000 cells. Read once from the array's JSON on
-    first use (`of`), then kept from the change events of a deep observer of the cells (`note`,
-    called for every transaction)."""
+class CellIndex:
+    """Every cell in document order (its Map; None for an item that is not one) and its id (None
+    unless a string), kept from the change events of a deep observer of the cells (`note`, called
+    for every transaction) that watched from the document's first one: reading a pycrdt Array's
+    i-th item walks the items before it, so reading the cells one by one costs seconds at 10,000
+    cells. `changed`: a cell was inserted, deleted or renamed since the holder last cleared it."""
 
-    def __init__(self) -> None:
-        self.ids: list[str | None] | None = None
+    def __init__(self, known: bool = True) -> None:
+        self.cells: list[Map | None] | None = [] if known else None
+        self.ids: list[str | None] = []
+        self.changed = False
 
-    def of(self, array: Array) -> list[str | None]:
-        if self.ids is None:
-            self.ids = [_id_of(c.get(ID) if isinstance(c, dict) else None) for c in _cells_json(array)]
-        return self.ids
+    def known(self, array: Array) -> CellIndex:
+        """The index, read from `array` item by item if events were missed (after a failure)."""
+        if self.cells is None:
+            self.cells = [c if isinstance(c, Map) else None for c in array]
+            self.ids = [_id_of(c.get(ID)) if c is not None else None for c in self.cells]
+        return self
+
+    def cell(self, index: int, array: Array) -> Any:
+        cells = self.cells
+        return cells[index] if cells is not None and index < len(cells) else array[index]
 
     def note(self, events: list) -> None:
+        if self.cells is None:
+            return
         try:
             self._note(events)
-        except Exception:  # read afresh next time rather than keep a wrong list
-            self.ids = None
+        except Exception:  # read afresh when next needed rather than keep a wrong index
+            self.cells = None
             raise
 
     def _note(self, events: list) -> None:
-        ids = self.ids
-        if ids is None:
-            return
+        cells, ids = self.cells, self.ids
         renamed = []
-        for event in events:
-            if not event.path and isinstance(event, ArrayEvent):
+        for event in events:  # the cheap checks first: a deep event's path walks its parents
+            if isinstance(event, ArrayEvent) and not event.path:
                 index = 0
                 for change in event.delta:
                     if "retain" in change:
                         index += change["retain"]
                     elif "insert" in change:
-                        added = [_id_of(c.get(ID)) if isinstance(c, Map) else None for c in change["insert"]]
-                        ids[index:index] = added
+                        added = [c if isinstance(c, Map) else None for c in change["insert"]]
+                        cells[index:index] = added
+                        ids[index:index] = [_id_of(c.get(ID)) if c is not None else None for c in added]
                         index += len(added)
                     elif "delete" in change:
+                        del cells[index : index + change["delete"]]
                         del ids[index : index + change["delete"]]
-            elif len(event.path) == 1 and isinstance(event, MapEvent) and ID in event.keys:
+                self.changed = True
+            elif isinstance(event, MapEvent) and ID in event.keys and len(event.path) == 1:
                 renamed.append(event)
         for event in renamed:  # indexes after the whole transaction
             ids[event.path[0]] = _id_of(event.target.get(ID))
+            self.changed = True
 
 
 def _id_of(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _cells_json(array: Array) -> list:
-    """The cells as plain data, in time linear in their size (pycrdt's own `to_py` reads item by item)."""
-    try:
-        with array.doc.transaction() as txn:
-            return json.loads(array.integrated.to_json(txn._txn))
-    except Exception:  # pycrdt's internals changed: the slow way
-        return array.to_py() or []
-
-
-def put_right(doc: Doc, touched: Touched, cell_ids: CellIds | None = None) -> list[str]:
+def put_right(doc: Doc, touched: Touched, index: CellIndex | None = None) -> list[str]:
     """Repair the places `touched` names; return what was wrong, for the log. Call it inside a
-    transaction: it writes only where something is wrong. `cell_ids`: the ids of the cells
-    before this repair, kept by the caller (read afresh otherwise)."""
+    transaction: it writes only where something is wrong. `index`: the cells as the update left
+    them, kept by the caller's observer, which also takes this repair's own changes (read
+    afresh otherwise). Reads no cell by its position."""
     found: list[str] = []
     array = cells(doc)
-    # Read before this repair changes anything: its own changes reach `cell_ids` as events.
-    ids = (cell_ids or CellIds()).of(array) if touched.cells else []
+    index = (index or CellIndex(known=False)).known(array)
+    cells_now, count = list(index.cells), len(index.cells)
     unreadable = []
-    for index in sorted(touched.cells | touched.outputs):
-        if index >= len(array):
+    for i in sorted(touched.cells | touched.outputs):
+        if i >= count:
             continue
-        cell = array[index]
-        if not isinstance(cell, Map):
-            unreadable.append(index)
-            found.append(f"cell {index} is a {type(cell).__name__}, not a map: removed")
+        cell = cells_now[i]
+        if cell is None:
+            unreadable.append(i)
+            found.append(f"cell {i} is not a map: removed")
             continue
-        if index in touched.cells:
-            found += _put_cell_right(cell, index)
+        if i in touched.cells:
+            found += _put_cell_right(cell, i)
         outputs = cell.get("outputs")
         if isinstance(outputs, Array) and cell.get("cell_type") == "code":
-            found += _put_outputs_right(outputs, index)
+            found += _put_outputs_right(outputs, i)
     if touched.cells:
-        found += _give_unique_ids(array, touched.cells, ids)
-    for index in reversed(unreadable):
-        del array[index]
+        found += _give_unique_ids(cells_now, list(index.ids), touched.cells)
+    for start, stop in reversed(_runs(unreadable)):
+        del array[start:stop]
     if touched.meta:
         found += _put_meta_right(meta(doc))
     return found
+
+
+def unique_ids(doc: Doc, index: CellIndex) -> list[str]:
+    """Give every cell whose id an earlier cell has an id of its own (changes that were each
+    right alone but repeat an id together: one cell moved by two people on two workers)."""
+    index.known(cells(doc))
+    seen, found = set(), []
+    for i, cell_id in enumerate(list(index.ids)):
+        if cell_id is not None and cell_id in seen:
+            found.append(f"cell {i} has the id of an earlier cell: given one of its own")
+            index.cells[i][ID] = new_cell_id()
+        seen.add(cell_id)
+    return found
+
+
+def _runs(indexes: list[int]) -> list[tuple[int, int]]:
+    """Sorted indexes as (start, stop) ranges of consecutive ones: one deletion per range."""
+    runs: list[tuple[int, int]] = []
+    for i in indexes:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _give_unique_ids(cells_now: list, ids: list, touched: set[int]) -> list[str]:
+    """Cells are found by their id (runs, deletes, presence, the editor's views): a touched cell
+    whose id another cell has gets a new one; an untouched cell, or the first of the touched
+    ones, keeps it."""
+    touched = {i for i in touched if i < len(cells_now)}
+    seen = {cell_id for i, cell_id in enumerate(ids) if i not in touched}
+    found = []
+    for i in sorted(touched):
+        cell = cells_now[i]
+        if cell is None:
+            continue
+        if _id_of(cell.get(ID)) in seen:
+            found.append(f"cell {i} has the id of another cell: given one of its own")
+            cell[ID] = new_cell_id()
+        seen.add(_id_of(cell.get(ID)))
+    return found
+
+
+def new_cell_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _is_count(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value >= 0 and float(value).is_integer()
 
 
 def _put_cell_right(cell: Map, index: int) -> list[str]:
@@ -234,36 +291,6 @@ def _put_cell_right(cell: Map, index: int) -> list[str]:
             found.append(f"{kind} cell {index} has attachments that are not a map: removed")
             del cell["attachments"]
     return found
-
-
-def _give_unique_ids(array: Array, touched: set[int], ids: list[str | None]) -> list[str]:
-    """Cells are found by their id (runs, deletes, presence, the editor's views): a touched cell
-    whose id another cell has gets a new one; an untouched cell, or the first of the touched
-    ones, keeps it. `ids`: every cell's id (those of touched cells are read from the cells)."""
-    touched = {index for index in touched if index < len(array)}
-    seen = {cell_id for index, cell_id in enumerate(ids) if index not in touched}
-    found = []
-    for index in sorted(touched):
-        cell = array[index]
-        if not isinstance(cell, Map):
-            continue
-        if cell.get(ID) in seen:
-            found.append(f"cell {index} has the id of another cell: given one of its own")
-            cell[ID] = new_cell_id()
-        seen.add(cell.get(ID))
-    return found
-
-
-def new_cell_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-def _is_count(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return value >= 0 and float(value).is_integer()
 
 
 def _put_outputs_right(outputs: Array, index: int) -> list[str]:
