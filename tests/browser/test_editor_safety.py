@@ -22,6 +22,7 @@ from tests.support.editor import (
 )
 from tests.support.processes import Stack
 from tests.support.seed import seed
+from tests.support.waiting import eventually
 
 # the notebook's unsaved edits are indexed in this browser (for the page's person)
 KEPT = "Object.keys(localStorage).some((k) => k.startsWith('nb-unsaved:' + id + ':'))"
@@ -29,7 +30,7 @@ KEPT = "Object.keys(localStorage).some((k) => k.startsWith('nb-unsaved:' + id + 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
-NOTEBOOKS = ["delete", "stall", "keys", "output", "norun", "offline", "downgraded"]
+NOTEBOOKS = ["delete", "stall", "keys", "output", "norun", "offline", "downgraded", "twin"]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,39 @@ def test_a_remote_deletion_never_turns_typing_into_commands(browser, stack, data
     alice.locator('[data-testid="toast"] button:has-text("Undo")').click()
     carol.wait_for_selector('[data-cell-id="b5"]', state="attached")
     assert source(carol, "b5").endswith("# carol")
+    close(alice, carol)
+
+
+def test_a_cell_given_another_cells_id_is_renamed_and_both_pages_keep_working(browser, stack, data):
+    """A client that gives a cell the id of another (forged, or one cell moved by two people at
+    once) sees the server give it an id of its own; every page shows both cells, each with its
+    own id, and typing into either reaches the other page."""
+    alice = open_page(browser, stack, data["alice"], data["twin"])
+    carol = open_page(browser, stack, data["carol"], data["twin"])
+    before = ids(alice)
+    carol.evaluate(
+        """() => {
+          const model = window.__editor.model
+          const id = model.insert(3, 'code', 'twin text')
+          model.transact(() => model.cells.get(model.indexOfId(id)).set('id', 'b5'))
+        }"""
+    )
+
+    def settled():
+        mine, theirs = ids(alice), ids(carol)
+        return mine == theirs and len(mine) == len(before) + 1 and len(set(mine)) == len(mine) and mine
+
+    after = eventually(settled, what="both pages to show unique ids")
+    twin = after[3]
+    assert twin not in before
+    assert after[:3] + after[4:] == before  # every other cell kept its id
+    wait_source(alice, twin, "s === 'twin text'")
+    assert alice.locator(f'[data-cell-id="{twin}"]').count() == 1
+    assert carol.locator('[data-cell-id="b5"]').count() == 1
+    type_at_end(alice, twin, " and more")
+    wait_source(carol, twin, "s === 'twin text and more'")
+    type_at_end(carol, "b5", "  # still b5")
+    wait_source(alice, "b5", "s.endsWith('# still b5')")
     close(alice, carol)
 
 
