@@ -2,9 +2,8 @@
 
 Rules: a socket speaks only for the one Yjs client id it first claimed, and may claim only an id
 that no other socket (of this worker, or of another one whose state is fresh) holds, and that no
-other person's socket released on any worker while this room was open (a browser keeps its
-client id when its socket reconnects, maybe to another worker, maybe after a laptop slept for
-an hour: the id waits for its person; the newest `REMEMBERED` released ids are kept); the server
+other person's socket released on any worker within `OUTDATED` seconds (a browser keeps its
+client id when its socket reconnects, maybe to another worker: the id waits for it); the server
 overwrites the `user` field with the socket's verified identity; states not renewed within `OUTDATED` seconds
 are not handed to joiners (clients renew every 15 s, like y-protocols).
 """
@@ -17,14 +16,13 @@ import time
 from collab.protocol import AwarenessEntry, ProtocolError, encode_awareness, parse_awareness
 
 OUTDATED = 30.0
-REMEMBERED = 10_000  # released client ids a room keeps for their person
 
 
 class Presence:
     def __init__(self) -> None:
         self.states: dict[int, tuple[int, str, float]] = {}  # client -> (clock, json, seen)
         self.owners: dict[int, object] = {}  # client -> the local socket that claimed it
-        self.reserved: dict[int, object] = {}  # released client -> its person, oldest first
+        self.reserved: dict[int, tuple[object, float]] = {}  # released client -> (person, until)
 
     def claim(self, payload: bytes, owner: object, person: object) -> int | None:
         """The client id a socket's first awareness update speaks for, if it is free: not
@@ -41,7 +39,8 @@ class Presence:
         fresh_elsewhere = client in self.states and now - self.states[client][2] < OUTDATED
         if holder is None and fresh_elsewhere:
             return None
-        if self.reserved.get(client, person) != person:
+        waiting_for, until = self.reserved.get(client, (person, now))
+        if waiting_for != person and now < until:
             return None
         self.reserved.pop(client, None)
         self.owners[client] = owner
@@ -54,18 +53,18 @@ class Presence:
 
     def waiting_for(self, client_id: int) -> object | None:
         """The person a released id is kept for, if any."""
-        return self.reserved.get(client_id)
+        person, until = self.reserved.get(client_id, (None, 0.0))
+        return person if until > time.monotonic() else None
 
     def reserve(self, client_id: int, person: object) -> None:
-        """Keep a released id for its person: on this worker when its socket here closed, and on
-        the others when they hear of it (`Room.remove`), since the browser's next socket may
-        reach any worker."""
+        """Keep a released id for its person for `OUTDATED` seconds: on this worker when its
+        socket here closed, and on the others when they hear of it (`Room.remove`), since the
+        browser's next socket may reach any worker."""
         if client_id in self.owners:
             return
-        self.reserved.pop(client_id, None)
-        self.reserved[client_id] = person
-        while len(self.reserved) > REMEMBERED:
-            del self.reserved[next(iter(self.reserved))]
+        now = time.monotonic()
+        self.reserved = {c: r for c, r in self.reserved.items() if r[1] > now}
+        self.reserved[client_id] = (person, now + OUTDATED)
 
     def stamp(self, payload: bytes, client_id: int | None, identity: dict) -> tuple[int | None, bytes]:
         """Check and stamp a socket's awareness update; return (its client id, update to relay)."""

@@ -3,7 +3,6 @@ taken from someone else or too large, a handler that fails. Driven through the r
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -226,34 +225,6 @@ async def test_a_websocket_to_no_notebook_path_closes_4404_not_a_server_error(al
     assert client.closed["code"] == 4404
 
 
-async def test_a_presence_id_stays_its_persons_however_long_they_are_away(notebook, alice, bob, monkeypatch):
-    """Everyone in a room sees everyone's client id: once the owner had been away longer than a
-    presence lasts, a viewer could claim the owner's id, and the owner's return (same id: the
-    browser keeps its document) was then ignored without a word. An id is its person's for as
-    long as the room remembers it."""
-    from collab import awareness
-
-    monkeypatch.setattr(awareness, "OUTDATED", 0.2)
-    await grant(notebook, bob, Role.VIEWER)
-    observer = await joined(notebook.pk, alice)  # keeps the room loaded
-    a = await joined(notebook.pk, alice)
-    mine = a.doc.client_id
-    await a.set_awareness({"cell": "mine"}, clock=1)
-    await observer.pump_until(lambda: mine in observer.awareness, what="Alice's presence")
-    await close_all(a)  # the laptop sleeps
-    await asyncio.sleep(0.4)  # longer than a presence lasts
-    b = await joined(notebook.pk, bob)
-    await b.set_awareness({"cell": "taken"}, client_id=mine, clock=50)
-    back = await joined(notebook.pk, alice)
-    await back.set_awareness({"cell": "back"}, client_id=mine, clock=2)
-    await observer.pump_until(
-        lambda: (observer.awareness.get(mine) or {}).get("cell") == "back", what="Alice's return"
-    )
-    state = json.loads(room_of(notebook).presence.states[mine][1])
-    assert state["user"]["name"] == "Alice Smith"
-    await close_all(observer, b, back)
-
-
 async def test_a_reconnecting_clients_presence_cannot_be_taken_while_it_is_away(notebook, alice, bob):
     """The browser keeps its client id across a reconnect: in the moment between its old
     socket closing and its new one speaking, another person's socket must not claim that id
@@ -275,17 +246,3 @@ async def test_a_reconnecting_clients_presence_cannot_be_taken_while_it_is_away(
     state = json.loads(room_of(notebook).presence.states[mine][1])
     assert state["user"]["name"] == "Alice Smith"
     await close_all(observer, b, back)
-
-
-def test_a_room_remembers_a_bounded_number_of_released_presence_ids(monkeypatch):
-    from collab import awareness
-
-    monkeypatch.setattr(awareness, "REMEMBERED", 2)
-    presence = awareness.Presence()
-    for client in (1, 2, 3):
-        presence.reserve(client, "alice")
-    assert [presence.waiting_for(c) for c in (1, 2, 3)] == [None, "alice", "alice"]
-    payload = protocol.encode_awareness([(2, 1, '{"cell": "x"}')])
-    assert presence.claim(payload, object(), "bob") is None  # still Alice's
-    assert presence.claim(payload, owner := object(), "alice") == 2
-    assert presence.owners[2] is owner
