@@ -64,7 +64,14 @@ class GapRepair:
         if self.closed:
             return
         after = self.seq
-        rows, last, snapshot_first = await database_sync_to_async(updatelog.updates_after)(self.id, after)
+        try:
+            rows, last, snapshot_first = await database_sync_to_async(updatelog.updates_after)(
+                self.id, after, self.epoch
+            )
+        except updatelog.Replaced:  # and the "replaced" message never came: close as it would
+            log.info("notebook %s was replaced while its room was behind; closing the room", self.id)
+            detach(self.on_fanout({"type": "replaced", "notebook": self.id, "origin": "repair"}))
+            return
         # Our own batch may have committed before that read while its numbers are not known
         # here yet: wait for them, or its rows would look missing and reach the sockets twice.
         inflight = self._inflight_done

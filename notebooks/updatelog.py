@@ -145,13 +145,19 @@ def append(notebook_id, batch: list[Pending], epoch: str | None = None) -> int:
     return first
 
 
-def updates_after(notebook_id, after_seq: int) -> tuple[list[tuple[int, bytes]], int, bool]:
+def updates_after(
+    notebook_id, after_seq: int, epoch: str | None = None
+) -> tuple[list[tuple[int, bytes]], int, bool]:
     """Rows after `after_seq`, the notebook's last seq, and whether the first row is the
     snapshot: if compaction already folded some of them away, the snapshot comes first with its
-    own seq (applying it again is harmless: Yjs ignores what a document already holds)."""
+    own seq (applying it again is harmless: Yjs ignores what a document already holds). With
+    `epoch`, raise Replaced if the document has since been replaced: its rows belong to another
+    document, and merged into the old one they would show both."""
     nb, rows = _read(notebook_id, after_seq)
     if nb is None:
         return [], after_seq, False
+    if epoch is not None and str(nb["epoch"]) != str(epoch):
+        raise Replaced(notebook_id)
     if after_seq < nb["snapshot_seq"]:
         rows.insert(0, (nb["snapshot_seq"], bytes(nb["snapshot"])))
         return rows, nb["seq"], True

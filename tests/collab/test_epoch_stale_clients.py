@@ -9,7 +9,8 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from notebooks import actions
+from collab.rooms import ROOMS
+from notebooks import actions, docschema
 from notebooks.access import Action, access_notebook, principal_from_session
 from tests.support.cast import cookie_for
 from tests.support.consumer import close_all, connect, joined
@@ -178,3 +179,27 @@ async def test_a_sync_step_1_far_larger_than_the_documents_state_vector_is_refus
     await client.comm.send_to(bytes_data=protocol.sync_step1(vector))
     await client.wait_closed()
     assert client.closed["code"] == 4400
+
+
+async def test_a_room_that_missed_the_replacement_does_not_merge_the_new_document_into_the_old(
+    notebook, alice
+):
+    """A room behind the log (a lost fan-out message) that also missed the "replaced" message
+    repairs its gap from the database: the snapshot it reads there is the new epoch's document.
+    Merged into the old one and relayed, it would show every editor both documents at once."""
+    a = await joined(notebook.pk, alice)
+    room = ROOMS[str(notebook.pk)]
+    heard = room.on_fanout
+
+    async def missing_the_replacement(event):
+        if event["type"] != "replaced":
+            await heard(event)
+
+    room.on_fanout = missing_the_replacement
+    await database_sync_to_async(replace)(notebook, alice)
+    room.seq -= 1  # it missed its own last update's message
+    await room.repair()
+    await a.pump()
+    ids = [str(c.get("id")) for c in docschema.cells(a.doc)]
+    assert a.closed is not None or "clean" not in ids, ids
+    await close_all(a)

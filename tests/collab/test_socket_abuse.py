@@ -4,6 +4,7 @@ taken from someone else or too large, a handler that fails. Driven through the r
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -246,3 +247,44 @@ async def test_a_reconnecting_clients_presence_cannot_be_taken_while_it_is_away(
     state = json.loads(room_of(notebook).presence.states[mine][1])
     assert state["user"]["name"] == "Alice Smith"
     await close_all(observer, b, back)
+
+
+def guest_session(notebook) -> tuple[str, str]:
+    """A guest through a viewer link: (its cookie, its guest key)."""
+    _, token = sharing.create_link(
+        owner_access(notebook), label="open", role=Role.VIEWER, require_login=False
+    )
+    client = Client()
+    assert client.get(f"/s/{token}").status_code == 302
+    return f"sessionid={client.cookies['sessionid'].value}", client.session["guest_key"]
+
+
+async def test_a_guest_who_signs_in_keeps_the_presence_of_their_open_tab(notebook, alice, bob, monkeypatch):
+    """A guest's tab keeps its client id when its socket reconnects; if the guest signed in
+    meanwhile (in another tab), the tab reconnects as that account. Its id was kept for the
+    guest, a person who no longer connects: the tab's presence must not be ignored for as long
+    as the room stays open (hours, in a busy notebook)."""
+    from collab import awareness
+
+    await grant(notebook, bob, Role.VIEWER)
+    cookie, guest_key = await database_sync_to_async(guest_session)(notebook)
+    observer = await joined(notebook.pk, alice)
+    tab, connected = await connect(notebook.pk, cookie)
+    assert connected
+    await tab.start()
+    await tab.pump_until(tab.synced.is_set, what="the guest's first sync")
+    mine = tab.doc.client_id
+    await tab.set_awareness({"cell": "guest"}, clock=1)
+    await observer.pump_until(lambda: mine in observer.awareness, what="the guest's presence")
+    await tab.comm.disconnect()  # a blip; meanwhile the guest signs in as Bob
+    await observer.pump_until(lambda: mine not in observer.awareness, what="the guest leaving")
+    later = time.monotonic() + 3600  # an hour later, the room still open
+    monkeypatch.setattr(awareness, "time", type("Clock", (), {"monotonic": staticmethod(lambda: later)}))
+    signed_in = await database_sync_to_async(cookie_for)(bob, guest_key=guest_key)
+    back, connected = await connect(notebook.pk, signed_in)
+    assert connected
+    await back.start()
+    await back.pump_until(back.synced.is_set, what="the tab's sync as Bob")
+    await back.set_awareness({"cell": "back"}, client_id=mine, clock=2)
+    await observer.pump_until(lambda: mine in observer.awareness, what="the tab's presence as Bob")
+    await close_all(observer, back)

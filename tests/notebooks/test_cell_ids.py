@@ -4,6 +4,7 @@ document itself after random structural changes: inserts, deletes, moves, rename
 from __future__ import annotations
 
 import random
+from functools import partial
 
 import pytest
 from pycrdt import Array, Doc, Map, Text
@@ -129,3 +130,128 @@ def test_one_update_inserting_many_cells_is_put_right_without_reading_cells_by_p
     assert len(cells) == 11_005
     assert index.ids == actual(doc)
     assert len(set(index.ids)) == len(index.ids)
+
+
+def three_inserts_out_of_order() -> tuple[Doc, Doc, list[bytes]]:
+    """A base of three cells, and a client's three updates inserting n0, n1, n2."""
+    base = Doc()
+    with base.transaction():
+        for i in range(3):
+            docschema.cells(base).append(cell(f"c{i}"))
+    client = Doc()
+    client.apply_update(base.get_update())
+    updates = []
+    for position, cell_id in ((0, "n0"), (1, "n1"), (3, "n2")):
+        before = client.get_state()
+        docschema.cells(client).insert(position, cell(cell_id))
+        updates.append(client.get_update(before))
+    return base, client, updates
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pycrdt 0.14.13 integrates updates applied out of order wrongly (a cell left out until its "
+    "author writes again; a cell whose later changes raise no deep event): not yet worked around",
+)
+def test_updates_applied_out_of_order_leave_no_cell_out():
+    """Updates beyond a gap are applied as they come (`GapRepair`), the missing one after: the
+    room's document, and a joiner synced from it, must hold every cell (Yjs does; pycrdt keeps
+    n1 aside until its author's next update, and a joiner synced meanwhile never gets it)."""
+    base, client, updates = three_inserts_out_of_order()
+    doc = Doc()
+    doc.apply_update(base.get_update())
+    for update in (updates[1], updates[2], updates[0]):
+        doc.apply_update(update)
+    joiner = Doc()
+    joiner.apply_update(doc.get_update())
+    assert actual(doc) == actual(client)
+    assert actual(joiner) == actual(client)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pycrdt 0.14.13 integrates updates applied out of order wrongly (a cell left out until its "
+    "author writes again; a cell whose later changes raise no deep event): not yet worked around",
+)
+def test_the_kept_ids_follow_a_cell_whose_updates_arrived_out_of_order():
+    """A room applies updates out of order (a gap between workers, or a client that sends its
+    own updates so): pycrdt then integrates a later cell before the one it follows, and that
+    cell's later changes raise no event in the cells' deep observer (Yjs integrates all three).
+    Its id changes without the index (or the repair) hearing of it."""
+    base, client, updates = three_inserts_out_of_order()
+    doc = Doc()
+    cells = docschema.cells(doc)
+    index = docschema.CellIndex()
+    subscription = cells.observe_deep(index.note)
+    doc.apply_update(base.get_update())
+    for update in (updates[1], updates[2], updates[0]):
+        doc.apply_update(update)
+    assert index.ids == actual(doc)
+    before = client.get_state()
+    docschema.cells(client)[3]["id"] = "c0"  # n2 takes the id of another cell
+    doc.apply_update(client.get_update(before))
+    assert actual(doc) == actual(client)
+    assert index.ids == actual(doc)
+    cells.unobserve(subscription)
+
+
+def client_change(rng: random.Random, doc: Doc, names) -> None:
+    """One client transaction: inserts, range deletes, moves, renames, nested changes."""
+    cells = docschema.cells(doc)
+    with doc.transaction():
+        for _ in range(rng.randint(1, 4)):
+            n, op = len(cells), rng.random()
+            if op < 0.3 or n == 0:
+                cells.insert(rng.randint(0, n), cell(next(names)) if op < 0.25 else "not a cell")
+            elif op < 0.45:
+                start = rng.randrange(n)
+                del cells[start : min(n, start + rng.randint(1, 3))]
+            elif op < 0.6:  # a move: the cell deleted and a copy inserted
+                start = rng.randrange(n)
+                moved = id_at(cells, start)
+                del cells[start]
+                cells.insert(rng.randint(0, n - 1), cell(moved))
+            elif op < 0.75 and isinstance(cells[i := rng.randrange(n)], Map):
+                cells[i]["id"] = rng.choice([next(names), 7, f"c{rng.randrange(5)}"])
+            elif isinstance(cells[i := rng.randrange(n)], Map):
+                cells[i]["outputs"] = Array([Map({"output_type": "stream"})])
+
+
+def noting(touched: docschema.Touched, events) -> None:
+    for event in events:
+        touched.note_cells_event(event)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_kept_ids_follow_updates_made_on_other_docs(seed):
+    """The room's real path: clients' updates made on their own Docs and applied in the order
+    they were made, the repair's changes after each, another worker's document applied whole
+    (a gap repair's snapshot), clients catching up with the room now and then."""
+    rng = random.Random(seed)
+    names = (f"n{i}" for i in range(10_000))
+    doc, index = watched()
+    clients, worker = [Doc() for _ in range(3)], Doc()
+    for other in (*clients, worker):
+        other.apply_update(doc.get_update())
+    for step in range(60):
+        client = rng.choice(clients)
+        before = client.get_state()
+        client_change(rng, client, names)
+        update = client.get_update(before)
+        worker.apply_update(update)
+        if rng.random() < 0.8:
+            touched = docschema.Touched()
+            array = docschema.cells(doc)
+            subscription = array.observe_deep(partial(noting, touched))
+            doc.apply_update(update)
+            array.unobserve(subscription)
+            repaired(doc, index, touched)
+        else:
+            doc.apply_update(worker.get_update())
+            with doc.transaction():
+                docschema.unique_ids(doc, index)
+        assert index.ids == actual(doc), f"step {step}"
+        if rng.random() < 0.3:
+            other = rng.choice(clients)
+            other.apply_update(doc.get_update(other.get_state()))
+            worker.apply_update(doc.get_update(worker.get_state()))
