@@ -666,8 +666,8 @@ async def test_gap_repair_marks_rows_read_past_the_counter(notebook, monkeypatch
     first = await database_sync_to_async(persistence.append)(nid, [Pending(u, None, None) for u in updates])
     real = persistence.updates_after
 
-    def counter_read_before_the_second(notebook_id, after):
-        rows, last, snapshot_first = real(notebook_id, after)
+    def counter_read_before_the_second(notebook_id, after, epoch=None):
+        rows, last, snapshot_first = real(notebook_id, after, epoch)
         return rows, last - 1, snapshot_first
 
     monkeypatch.setattr(persistence, "updates_after", counter_read_before_the_second)
