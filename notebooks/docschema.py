@@ -178,7 +178,8 @@ def put_right(doc: Doc, touched: Touched, index: CellIndex | None = None) -> lis
     found: list[str] = []
     array = cells(doc)
     index = (index or CellIndex(known=False)).known(array)
-    cells_now, count = list(index.cells), len(index.cells)
+    # The index changes only when this transaction ends: it is the cells as the update left them.
+    cells_now, count = index.cells, len(index.cells)
     unreadable = []
     for i in sorted(touched.cells | touched.outputs):
         if i >= count:
@@ -194,7 +195,7 @@ def put_right(doc: Doc, touched: Touched, index: CellIndex | None = None) -> lis
         if isinstance(outputs, Array) and cell.get("cell_type") == "code":
             found += _put_outputs_right(outputs, i)
     if touched.cells:
-        found += _give_unique_ids(cells_now, list(index.ids), touched.cells)
+        found += _give_unique_ids(cells_now, index.ids, touched.cells)
     for start, stop in reversed(_runs(unreadable)):
         del array[start:stop]
     if touched.meta:
@@ -207,7 +208,7 @@ def unique_ids(doc: Doc, index: CellIndex) -> list[str]:
     right alone but repeat an id together: one cell moved by two people on two workers)."""
     index.known(cells(doc))
     seen, found = set(), []
-    for i, cell_id in enumerate(list(index.ids)):
+    for i, cell_id in enumerate(index.ids):
         if cell_id is not None and cell_id in seen:
             found.append(f"cell {i} has the id of an earlier cell: given one of its own")
             index.cells[i][ID] = new_cell_id()
@@ -237,10 +238,11 @@ def _give_unique_ids(cells_now: list, ids: list, touched: set[int]) -> list[str]
         cell = cells_now[i]
         if cell is None:
             continue
-        if _id_of(cell.get(ID)) in seen:
+        cell_id = _id_of(cell.get(ID))
+        if cell_id in seen:
             found.append(f"cell {i} has the id of another cell: given one of its own")
-            cell[ID] = new_cell_id()
-        seen.add(_id_of(cell.get(ID)))
+            cell[ID] = cell_id = new_cell_id()
+        seen.add(cell_id)
     return found
 
 

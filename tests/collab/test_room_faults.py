@@ -442,7 +442,14 @@ class SlowSocket(FrameSocket):
 async def test_a_room_with_a_long_fan_out_gathers_the_next_updates_into_one_frame(notebook, settings):
     settings.COLLAB = {**settings.COLLAB, "FANOUT_GATHER_MIN": 0.005, "FANOUT_GATHER_MAX": 0.2}
     room = await get_room(str(notebook.pk))
-    watcher = SlowSocket(0.05)
+    watcher = await four_updates_one_by_one(room, SlowSocket(0.05), apart=0.005)
+    assert len(watcher.frames) == 2  # the first, then the other three together
+    await room.close()
+
+
+async def four_updates_one_by_one(room: Room, watcher: SlowSocket, apart: float) -> SlowSocket:
+    """Four typed updates for the room's one socket: the first, then three `apart` seconds apart
+    while the room may let them gather; returns once the room has sent everything queued."""
     room.add(watcher)
     updates = []
     for word in ("one ", "two ", "three ", "four "):
@@ -450,13 +457,11 @@ async def test_a_room_with_a_long_fan_out_gathers_the_next_updates_into_one_fram
         room.doc.apply_update(updates[-1])
     room.send_updates_local(updates[:1])
     await eventually_async(lambda: watcher.frames, what="the first frame")
-    for update in updates[1:]:  # arrive one by one while the room lets them gather
+    for update in updates[1:]:
         room.send_updates_local([update])
-        await asyncio.sleep(0.005)
-    # all three were queued while the room let them gather: once the queue is empty, it is done
+        await asyncio.sleep(apart)
     await eventually_async(lambda: len(watcher.frames) >= 2 and not room._outbox, what="the gathered frame")
-    assert len(watcher.frames) == 2  # the first, then the other three together
-    await room.close()
+    return watcher
 
 
 async def test_a_room_with_a_long_fan_out_gathers_for_at_least_the_floor(notebook, settings):
@@ -470,18 +475,8 @@ async def test_a_room_with_a_long_fan_out_gathers_for_at_least_the_floor(noteboo
         "FANOUT_GATHER_MAX": 0.2,
     }
     room = await get_room(str(notebook.pk))
-    watcher = SlowSocket(0.006)  # just long enough to gather at all
-    room.add(watcher)
-    updates = []
-    for word in ("one ", "two ", "three ", "four "):
-        updates.append(typed(room, word))
-        room.doc.apply_update(updates[-1])
-    room.send_updates_local(updates[:1])
-    await eventually_async(lambda: watcher.frames, what="the first frame")
-    for update in updates[1:]:  # 10 ms apart: each would have its own frame after 6 ms
-        room.send_updates_local([update])
-        await asyncio.sleep(0.01)
-    await eventually_async(lambda: len(watcher.frames) >= 2 and not room._outbox, what="the gathered frame")
+    # a fan-out just long enough to gather at all; 10 ms apart, each would have its own frame
+    watcher = await four_updates_one_by_one(room, SlowSocket(0.006), apart=0.01)
     assert len(watcher.frames) == 2  # the first, then the other three together
     await room.close()
 
