@@ -29,6 +29,8 @@ from notebooks.models import Notebook
 
 log = logging.getLogger("collab.rooms")
 
+_EARLY_KEPT = 10_000
+
 
 class GapRepair:
     def _mark(self, seq: int) -> None:
@@ -39,9 +41,25 @@ class GapRepair:
             while self.seq + 1 in self._ahead:
                 self._ahead.remove(self.seq + 1)
                 self.seq += 1
+            self._apply_early_again()
         else:
             self._ahead.add(seq)
             self._schedule_repair()
+
+    def _keep_early(self, seq: int, data: bytes) -> None:
+        """Another worker's update applied beyond a hole: pycrdt 0.14.13 may leave part of such
+        an update out of the document for good once the missing one comes (a cell missing, for
+        joiners too), where Yjs integrates it. It is applied again when the hole is filled, as
+        repair from the database does with every row after the hole. At most `_EARLY_KEPT` wait;
+        beyond that a long hole is left to repair."""
+        if seq > self.seq + 1 and len(self._early) < _EARLY_KEPT:
+            self._early[seq] = data
+
+    def _apply_early_again(self) -> None:
+        if not self._early or min(self._early) > self.seq:
+            return
+        for seq in sorted(s for s in self._early if s <= self.seq):
+            self.doc.apply_update(self._early.pop(seq))  # Yjs ignores what the Doc holds
 
     def _schedule_repair(self) -> None:
         if self._repair_handle is None:
@@ -81,7 +99,7 @@ class GapRepair:
         if self.closed:
             return
         relay: list[bytes] = []
-        self._cell_index.changed = False
+        self._docwatch.changed = False
         for i, (seq, data) in enumerate(rows):
             if i == 0 and snapshot_first:
                 # The snapshot, standing for after+1..seq (seq may be after+1 itself): it may
@@ -101,6 +119,7 @@ class GapRepair:
         # they are read after the counter, so they may go past it, without holes).
         self.seq = max(self.seq, last, *(seq for seq, _ in rows))
         self._ahead = {seq for seq in self._ahead if seq > self.seq}
+        self._early = {seq: data for seq, data in self._early.items() if seq > self.seq}  # applied in order
         metrics.inc("gap_updates_repaired", len(relay))
         if relay:
             self.size += sum(map(len, relay))
@@ -155,10 +174,11 @@ class GapRepair:
 
     async def _on_remote_updates(self, first: int, updates: list[bytes]) -> None:
         fresh = []
-        self._cell_index.changed = False
+        self._docwatch.changed = False
         for seq, data in enumerate(updates, start=first):
             if seq <= self.seq or seq in self._ahead:
                 continue
+            self._keep_early(seq, data)
             self.doc.apply_update(data)
             self.size += len(data)
             fresh.append(data)

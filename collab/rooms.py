@@ -16,7 +16,8 @@ Rules:
   sockets are closed with 4503 (their clients still hold the edits and send them again when
   they reconnect), and the room is forgotten so that the next join loads it afresh;
 - closing never hangs and always forgets the room, whatever the database or Redis do; the
-  Doc's observers hold the room only weakly, so an unloaded room and its Doc are freed.
+  Doc's observers (`notebooks.docwatch`) never hold the room, so an unloaded room and its Doc
+  are freed.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import Callable
 
 from channels.db import database_sync_to_async
-from pycrdt import Doc, Map
+from pycrdt import Doc, get_update
 
 from collab import metrics, protocol
 from collab.awareness import Presence
@@ -39,7 +39,7 @@ from collab.repair import GapRepair
 from collab.socket import Socket
 from collab.tasks import detach
 from collab.writes import WritePipeline
-from notebooks import docschema, updatelog
+from notebooks import docschema, docwatch, updatelog
 from notebooks.updatelog import Pending
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,15 @@ SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
     "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
 )
+
+
+_OUT_OF_ORDER_KEPT = 64
+
+
+def _not_all_in(update: bytes, state: bytes) -> bool:
+    """Whether the update holds items a document of this state vector has not integrated (its
+    diff against the state names at least one client; deletions always come along)."""
+    return get_update(update, state)[0] != 0
 
 
 class RoomError(Exception):
@@ -87,37 +96,20 @@ async def get_room(notebook_id: str) -> Room:
     return room
 
 
-def _weakly(method):
-    """A callback for pycrdt that does not keep the room alive: pycrdt holds its callbacks
-    in Rust, out of reach of Python's cycle collector."""
-    ref = weakref.WeakMethod(method)
-
-    def call(*args):
-        bound = ref()
-        if bound is not None:
-            bound(*args)
-
-    return call
-
-
 class Room(WritePipeline, GapRepair, RoomBroadcast):
     def __init__(self, notebook_id: str, loaded: updatelog.Loaded):
         self.id = notebook_id
         self.epoch = loaded.epoch
         self.doc = Doc()
-        self._touched: set[str] = set()
-        self._cells = docschema.cells(self.doc)
-        self._structure = docschema.Touched()  # what the update being applied changed
         # Fed from the first transaction on: the load's events hand it every cell at once.
-        self._cell_index = docschema.CellIndex()
-        self._cells_subscription = self._cells.observe_deep(_weakly(self._on_cells_changed))
+        self._docwatch = docwatch.Watch(self.doc)
         self.doc.apply_update(loaded.state)
         self.size = len(loaded.state)
-        self._meta = docschema.meta(self.doc)
-        self._meta_subscription = self._meta.observe_deep(_weakly(self._on_meta_changed))
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
         self._ahead: set[int] = set()
+        self._early: dict[int, bytes] = {}  # updates applied beyond a hole (`_keep_early`)
+        self._out_of_order: list[bytes] = []  # clients' updates waiting for an earlier one
         self.sockets: set[Socket] = set()
         self.guests: set[Socket] = set()  # the sockets of people who came through a share link
         self.holders = 0  # non-socket users of the room (the kernel bridge)
@@ -273,8 +265,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=2)
-        self._cells.unobserve(self._cells_subscription)
-        self._meta.unobserve(self._meta_subscription)
+        self._docwatch.close()
         try:
             await asyncio.wait_for(fanout().unsubscribe(self.id, self), 2)
         except Exception as exc:  # the channel layer is down: its groups are gone with it
@@ -302,51 +293,43 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             return None
         if self.size + len(update) > conf("MAX_DOCUMENT_BYTES"):
             raise RoomError(4413, "The notebook has reached its maximum size; this change was not saved.")
-        self._touched = set()
-        self._structure = docschema.Touched()
-        try:
-            self.doc.apply_update(update)
-        except ValueError:
-            raise RoomError(4400, "The server could not read an update from this client.") from None
+        with self._docwatch.recording() as touched:
+            try:
+                self.doc.apply_update(update)
+            except ValueError:
+                raise RoomError(4400, "The server could not read an update from this client.") from None
+            waiting = self._waiting_for_earlier(update)
         self.size += len(update)
         self._queue(Pending(update, user_id, link_id), socket)
-        touched = self._touched
-        if self._structure:
-            self._keep_schema(self._structure)
-        return touched
+        if touched:
+            self._keep_schema(touched)
+        if waiting:
+            raise RoomError(4400, "This client sent too many changes out of order; reconnecting.")
+        return self._docwatch.edited_ids()
 
-    def _on_cells_changed(self, events) -> None:
-        # Runs inside pycrdt's transaction: it must only read, and must never raise (an
-        # exception here would surface from apply_update after the update was applied).
-        try:
-            self._cell_index.note(events)
-        except Exception:  # it reads the cells afresh when next needed
-            log.exception("keeping the cell index failed")
-        try:
-            for event in events:
-                self._structure.note_cells_event(event)
-                if event.path:
-                    cell = self._cell_index.cell(event.path[0], self._cells)
-                    cell_id = cell.get("id") if isinstance(cell, Map) else None
-                    if cell_id:
-                        self._touched.add(str(cell_id))
-                else:  # cells inserted or deleted
-                    for change in event.delta:
-                        for cell in change.get("insert", []) or []:
-                            if isinstance(cell, Map):
-                                self._touched.add(str(cell.get("id", "")))
-                        if "delete" in change:
-                            self._touched.add("(deleted cells)")
-        except Exception:
-            log.exception("edit attribution failed")
-
-    def _on_meta_changed(self, events) -> None:
-        self._structure.meta = True
+    def _waiting_for_earlier(self, update: bytes) -> bool:
+        """Clients' updates that came before one they follow (a client may send its own in any
+        order): pycrdt 0.14.13 keeps them aside, and once the missing one comes it may leave
+        part of them out of the document for good (a cell missing, for joiners too, and never
+        checked by the schema repair), where Yjs integrates them. They are applied again after
+        every client update until nothing of them waits; the update log and every client get
+        them as sent (merging, and Yjs, put them in order). True if more than
+        `_OUT_OF_ORDER_KEPT` wait: the client is closed (it sends them again in order when it
+        reconnects)."""
+        state = self.doc.get_state()
+        if self._out_of_order:
+            for kept in self._out_of_order:
+                self.doc.apply_update(kept)  # Yjs ignores what the Doc holds
+            state = self.doc.get_state()
+            self._out_of_order = [kept for kept in self._out_of_order if _not_all_in(kept, state)]
+        if _not_all_in(update, state):
+            self._out_of_order.append(update)
+        return len(self._out_of_order) > _OUT_OF_ORDER_KEPT
 
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
         found: list[str] = []
-        self._change(lambda doc: found.extend(docschema.put_right(doc, touched, self._cell_index)))
+        self._change(lambda doc: found.extend(docschema.put_right(doc, touched, self._docwatch)))
         if found:
             log.warning("notebook %s: an update broke the schema, put right: %s", self.id, "; ".join(found))
 
@@ -354,11 +337,11 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         """Updates from other workers were put right there, each alone; together they may repeat
         a cell id (one cell moved by two people on two workers at once): every worker that sees
         it gives the later cell an id of its own, and the last writer's id wins everywhere."""
-        if not self._cell_index.changed:
+        if not self._docwatch.changed:
             return
-        self._cell_index.changed = False
+        self._docwatch.changed = False
         found: list[str] = []
-        self._change(lambda doc: found.extend(docschema.unique_ids(doc, self._cell_index)))
+        self._change(lambda doc: found.extend(docschema.unique_ids(doc, self._docwatch)))
         if found:
             log.info("notebook %s: %s", self.id, "; ".join(found))
 

@@ -15,8 +15,9 @@ a source that is not text, an output that is not a map with a known `output_type
 without `nbformat`. Every other editor would then fail to show the notebook, and downloading it
 would fail.
 
-The room records what each client update changed (`Touched`, fed from its deep observers while
-the update is applied; typing only changes Text and records nothing) and then calls
+The room records what each client update changed (`Touched`, from the document's
+shallow observers while the update is applied; typing only changes Text and records nothing),
+then calls
 `put_right` in a server transaction: it removes cells and outputs that cannot be read and fills
 in or resets fields of the wrong type. That correction is queued right behind the update, so
 both are written in the same batch and other clients receive them merged into one update: they
@@ -27,9 +28,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from pycrdt import Array, ArrayEvent, Doc, Map, MapEvent, Text
+from pycrdt import Array, Doc, Map, Text
 
 from notebooks.nbio import CELL_TYPES
 
@@ -83,136 +84,64 @@ def execution_states(doc: Doc) -> list[tuple[str, str]]:
 
 @dataclass
 class Touched:
-    """Where an update changed the document's structure (indexes after the update)."""
+    """What a client's update changed that the schema checks (`put_right`); cells are the
+    watch's (`docwatch.Cell`)."""
 
-    cells: set[int] = field(default_factory=set)  # inserted cells, or cells whose keys changed
-    outputs: set[int] = field(default_factory=set)  # cells whose outputs changed
+    cells: set[Any] = field(default_factory=set)  # inserted cells, or cells whose keys changed
+    outputs: set[Any] = field(default_factory=set)  # cells whose outputs changed
+    odd: bool = False  # items that are not maps were inserted among the cells
     meta: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.cells or self.outputs or self.meta)
-
-    def note_cells_event(self, event: Any) -> None:
-        path = event.path
-        if not path:
-            if isinstance(event, ArrayEvent):
-                index = 0
-                for change in event.delta:
-                    index += change.get("retain", 0)
-                    inserted = len(change.get("insert", ()) or ())
-                    self.cells.update(range(index, index + inserted))
-                    index += inserted
-        elif len(path) == 1:
-            if isinstance(event, MapEvent):
-                self.cells.add(path[0])
-        elif path[1] == "outputs" and isinstance(event, ArrayEvent | MapEvent):
-            self.outputs.add(path[0])
+        return bool(self.cells or self.outputs or self.odd or self.meta)
 
 
-class CellIndex:
-    """Every cell in document order (its Map; None for an item that is not one) and its id (None
-    unless a string), kept from the change events of a deep observer of the cells (`note`, called
-    for every transaction) that watched from the document's first one: reading a pycrdt Array's
-    i-th item walks the items before it, so reading the cells one by one costs seconds at 10,000
-    cells. `changed`: a cell was inserted, deleted or renamed since the holder last cleared it."""
+class WatchedCells(Protocol):
+    """What `put_right` reads of the document's watch (`docwatch.Watch`)."""
 
-    def __init__(self, known: bool = True) -> None:
-        self.cells: list[Map | None] | None = [] if known else None
-        self.ids: list[str | None] = []
-        self.changed = False
+    def known(self) -> list: ...
 
-    def known(self, array: Array) -> CellIndex:
-        """The index, read from `array` item by item if events were missed (after a failure)."""
-        if self.cells is None:
-            self.cells = [c if isinstance(c, Map) else None for c in array]
-            self.ids = [_id_of(c.get(ID)) if c is not None else None for c in self.cells]
-        return self
-
-    def cell(self, index: int, array: Array) -> Any:
-        cells = self.cells
-        return cells[index] if cells is not None and index < len(cells) else array[index]
-
-    def note(self, events: list) -> None:
-        if self.cells is None:
-            return
-        try:
-            self._note(events)
-        except Exception:  # read afresh when next needed rather than keep a wrong index
-            self.cells = None
-            raise
-
-    def _note(self, events: list) -> None:
-        cells, ids = self.cells, self.ids
-        renamed = []
-        for event in events:  # the cheap checks first: a deep event's path walks its parents
-            if isinstance(event, ArrayEvent) and not event.path:
-                index = 0
-                for change in event.delta:
-                    if "retain" in change:
-                        index += change["retain"]
-                    elif "insert" in change:
-                        added = [c if isinstance(c, Map) else None for c in change["insert"]]
-                        cells[index:index] = added
-                        ids[index:index] = [_id_of(c.get(ID)) if c is not None else None for c in added]
-                        index += len(added)
-                    elif "delete" in change:
-                        del cells[index : index + change["delete"]]
-                        del ids[index : index + change["delete"]]
-                self.changed = True
-            elif isinstance(event, MapEvent) and ID in event.keys and len(event.path) == 1:
-                renamed.append(event)
-        for event in renamed:  # indexes after the whole transaction
-            ids[event.path[0]] = _id_of(event.target.get(ID))
-            self.changed = True
+    def output_types(self, cell: Any) -> list: ...
 
 
-def _id_of(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def put_right(doc: Doc, touched: Touched, index: CellIndex | None = None) -> list[str]:
+def put_right(doc: Doc, touched: Touched, watch: WatchedCells) -> list[str]:
     """Repair the places `touched` names; return what was wrong, for the log. Call it inside a
-    transaction: it writes only where something is wrong. `index`: the cells as the update left
-    them, kept by the caller's observer, which also takes this repair's own changes (read
-    afresh otherwise). Reads no cell by its position."""
+    transaction: it writes only where something is wrong. `watch`: the document's, which saw
+    the update and takes this repair's own changes when the transaction ends (until then its
+    cells are as the update left them). Reads no cell, and no output, by its position."""
     found: list[str] = []
-    array = cells(doc)
-    index = (index or CellIndex(known=False)).known(array)
-    # The index changes only when this transaction ends: it is the cells as the update left them.
-    cells_now, count = index.cells, len(index.cells)
-    unreadable = []
-    for i in sorted(touched.cells | touched.outputs):
-        if i >= count:
-            continue
-        cell = cells_now[i]
-        if cell is None:
-            unreadable.append(i)
-            found.append(f"cell {i} is not a map: removed")
-            continue
-        if i in touched.cells:
-            found += _put_cell_right(cell, i)
-        outputs = cell.get("outputs")
-        if isinstance(outputs, Array) and cell.get("cell_type") == "code":
-            found += _put_outputs_right(outputs, i)
+    cells_now = watch.known()
+    positions = {cell: i for i, cell in enumerate(cells_now) if cell is not None}
+    for cell in sorted(positions.keys() & (touched.cells | touched.outputs), key=positions.__getitem__):
+        i = positions[cell]
+        if cell.map.get(CELL_TYPE) == "code" and isinstance(cell.map.get(OUTPUTS), Array):
+            found += _put_outputs_right(cell.map.get(OUTPUTS), watch.output_types(cell), i)
+        if cell in touched.cells:
+            found += _put_cell_right(cell.map, i)
     if touched.cells:
-        found += _give_unique_ids(cells_now, index.ids, touched.cells)
-    for start, stop in reversed(_runs(unreadable)):
-        del array[start:stop]
+        found += _give_unique_ids(cells_now, positions, touched.cells)
+    if touched.odd:
+        unreadable = [i for i, cell in enumerate(cells_now) if cell is None]
+        found += [f"cell {i} is not a map: removed" for i in unreadable]
+        array = cells(doc)
+        for start, stop in reversed(_runs(unreadable)):
+            del array[start:stop]
     if touched.meta:
         found += _put_meta_right(meta(doc))
     return found
 
 
-def unique_ids(doc: Doc, index: CellIndex) -> list[str]:
+def unique_ids(doc: Doc, watch: WatchedCells) -> list[str]:
     """Give every cell whose id an earlier cell has an id of its own (changes that were each
     right alone but repeat an id together: one cell moved by two people on two workers)."""
-    index.known(cells(doc))
     seen, found = set(), []
-    for i, cell_id in enumerate(index.ids):
-        if cell_id is not None and cell_id in seen:
+    for i, cell in enumerate(watch.known()):
+        if cell is None:
+            continue
+        if cell.id is not None and cell.id in seen:
             found.append(f"cell {i} has the id of an earlier cell: given one of its own")
-            index.cells[i][ID] = new_cell_id()
-        seen.add(cell_id)
+            cell.map[ID] = new_cell_id()
+        seen.add(cell.id)
     return found
 
 
@@ -227,21 +156,17 @@ def _runs(indexes: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _give_unique_ids(cells_now: list, ids: list, touched: set[int]) -> list[str]:
+def _give_unique_ids(cells_now: list, positions: dict, touched: set) -> list[str]:
     """Cells are found by their id (runs, deletes, presence, the editor's views): a touched cell
     whose id another cell has gets a new one; an untouched cell, or the first of the touched
     ones, keeps it."""
-    touched = {i for i in touched if i < len(cells_now)}
-    seen = {cell_id for i, cell_id in enumerate(ids) if i not in touched}
+    seen = {cell.id for cell in cells_now if cell is not None and cell not in touched}
     found = []
-    for i in sorted(touched):
-        cell = cells_now[i]
-        if cell is None:
-            continue
-        cell_id = _id_of(cell.get(ID))
+    for cell in sorted(positions.keys() & touched, key=positions.__getitem__):
+        cell_id = _id_of(cell.map.get(ID))  # as `_put_cell_right` may have left it
         if cell_id in seen:
-            found.append(f"cell {i} has the id of another cell: given one of its own")
-            cell[ID] = cell_id = new_cell_id()
+            found.append(f"cell {positions[cell]} has the id of another cell: given one of its own")
+            cell.map[ID] = cell_id = new_cell_id()
         seen.add(cell_id)
     return found
 
@@ -295,14 +220,11 @@ def _put_cell_right(cell: Map, index: int) -> list[str]:
     return found
 
 
-def _put_outputs_right(outputs: Array, index: int) -> list[str]:
-    bad = [
-        i
-        for i, output in enumerate(outputs)
-        if not isinstance(output, Map) or output.get("output_type") not in OUTPUT_TYPES
-    ]
-    for i in reversed(bad):
-        del outputs[i]
+def _put_outputs_right(outputs: Array, types: list, index: int) -> list[str]:
+    """`types`: each output's `output_type` as the watch keeps them (None for one not a map)."""
+    bad = [i for i, kind in enumerate(types) if kind not in OUTPUT_TYPES]
+    for start, stop in reversed(_runs(bad)):
+        del outputs[start:stop]
     return [f"cell {index} had {len(bad)} unreadable output(s): removed"] if bad else []
 
 
@@ -319,3 +241,7 @@ def _put_meta_right(meta: Map) -> list[str]:
         found.append("meta.metadata was not a map: emptied")
         meta["metadata"] = Map()
     return found
+
+
+def _id_of(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
