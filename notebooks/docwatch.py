@@ -210,32 +210,40 @@ class Watch:
     # costs 5 µs; a notebook of 10,000 cells has 40,000 parts watched)
 
     def _add(self, map_: Map) -> Cell:
-        txn = _txn(self.doc)
-        cell = Cell(map_, _id_of(_get(map_.integrated, txn, ID)))
-        cell._own = _observe(map_, partial(_call, self._ref, Watch._on_cell, cell.ref))
-        for key in _CHILDREN:
-            self._watch_child(cell, key, txn)
+        txn, raw = _txn(self.doc), map_.integrated
+        cell = Cell(map_, _id_of(_get(raw, txn, ID)))
+        on_keys = partial(_call, self._ref, Watch._on_cell, cell.ref)
+        cell._own = raw.observe(partial(observe_callback, on_keys, self.doc, 1))
+        edited = partial(_call, self._ref, Watch._on_edit, cell.ref)  # the event is not read
+        for key in (SOURCE, METADATA):
+            child = _get(raw, txn, key)
+            if type(child) is _CHILDREN[key]:
+                cell._children[key] = child.observe(edited)
+        self._watch_outputs(cell, _get(raw, txn, OUTPUTS), txn)
         return cell
 
     def _watch_child(self, cell: Cell, key: str, txn: Any) -> None:
+        """A key of the cell was set: watch what it holds now."""
         _drop(cell._children.pop(key, None))
         child = _get(cell.map.integrated, txn, key)
-        kind = type(child)
         if key == OUTPUTS:
-            for subscription in cell._output_subscriptions:
-                _drop(subscription)
-            cell._generation += 1
-            # A new Array: its items are read by position, once (they came in this update).
-            items = [child.get(txn, i) for i in range(child.len(txn))] if kind is RawArray else []
-            cell.outputs = [o if type(o) is RawMap else None for o in items]
-            cell._output_subscriptions = [self._watch_output(cell, o) for o in cell.outputs]
-        if kind is not _CHILDREN[key]:
-            return
-        if key == OUTPUTS:
-            callback = partial(_call, self._ref, Watch._on_outputs, cell.ref, cell._generation)
-            cell._children[key] = child.observe(partial(observe_callback, callback, self.doc, 1))
-        else:  # the event itself is not read
+            self._watch_outputs(cell, child, txn)
+        elif type(child) is _CHILDREN[key]:
             cell._children[key] = child.observe(partial(_call, self._ref, Watch._on_edit, cell.ref))
+
+    def _watch_outputs(self, cell: Cell, outputs: Any, txn: Any) -> None:
+        for subscription in cell._output_subscriptions:
+            _drop(subscription)
+        cell._generation += 1
+        if type(outputs) is not RawArray:
+            cell.outputs, cell._output_subscriptions = [], []
+            return
+        # A new Array: its items are read by position, once (they came in this update).
+        items = [outputs.get(txn, i) for i in range(outputs.len(txn))]
+        cell.outputs = [o if type(o) is RawMap else None for o in items]
+        cell._output_subscriptions = [self._watch_output(cell, o) for o in cell.outputs]
+        callback = partial(_call, self._ref, Watch._on_outputs, cell.ref, cell._generation)
+        cell._children[OUTPUTS] = outputs.observe(partial(observe_callback, callback, self.doc, 1))
 
     def _watch_output(self, cell: Cell, output: Any) -> Any:
         if output is None:
@@ -276,7 +284,10 @@ def _txn(doc: Doc) -> Any:
 
 def _get(shared: Any, txn: Any, key: str) -> Any:
     """A raw map's value under `key`, raw as well (None if it has none)."""
-    return shared.get(txn, key) if shared.has(txn, key) else None
+    try:
+        return shared.get(txn, key)
+    except ValueError:  # pycrdt's "Key error"
+        return None
 
 
 def _drop(subscription: Any) -> None:
