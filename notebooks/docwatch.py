@@ -116,7 +116,8 @@ class Watch:
         """The cells; read afresh, item by item, after a failure lost track of them."""
         if self._lost:
             self._drop_cells()
-            self.cells = [self._add(c) if isinstance(c, Map) else None for c in self._array]
+            with self.doc.transaction():  # the one it is called in, if any
+                self.cells = [self._add(c) if isinstance(c, Map) else None for c in self._array]
             self._lost = False
         return self.cells
 

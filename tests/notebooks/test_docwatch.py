@@ -101,13 +101,17 @@ def test_a_deleted_cell_is_let_go():
 def test_a_failure_while_watching_is_recovered_by_reading_the_cells_afresh(monkeypatch):
     room = Room(code_cell("a"), code_cell("b"))
 
-    def broken(self, cell, event):
+    def broken_once(value):
+        monkeypatch.undo()
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(docwatch.Watch, "_on_cell", broken)
-    room.send(lambda cells: cells[1].update({"id": "renamed"}))
-    monkeypatch.undo()
+    monkeypatch.setattr(docwatch, "_id_of", broken_once)
+    before = room.client.get_state()
+    docschema.cells(room.client)[1]["id"] = "renamed"
+    room.doc.apply_update(room.client.get_update(before))
+    assert room.watch._lost
     assert [c.id for c in room.watch.known()] == ["a", "renamed"]
+    assert not room.watch._lost
     room.send(lambda cells: cells[1].update({"id": "a"}))  # repaired: known to be a repeat
     ids = [str(c["id"]) for c in docschema.cells(room.doc)]
     assert ids[0] == "a"
