@@ -19,6 +19,7 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
+from pycrdt import get_update
 
 from collab import metrics
 from collab.conf import conf
@@ -29,7 +30,18 @@ from notebooks.models import Notebook
 
 log = logging.getLogger("collab.rooms")
 
-_EARLY_KEPT = 10_000
+
+def not_all_in(update: bytes, state: bytes) -> bool:
+    """Whether the update holds items a document of this state vector has not integrated (its
+    diff against the state names at least one client; deletions always come along).
+
+    pycrdt 0.14.13 keeps aside an update that came before one it follows, and shows part of it
+    in the document at once without counting it: yrs then takes those items for new ones in
+    later transactions, raises no events for their changes (the schema repair never sees
+    them) and frees them on deletion while observers still hold them (reading one hung or
+    crashed the worker); once the missing update comes, part of it may stay out for good
+    (Yjs integrates all of it). A room never keeps such a document: it reloads (`restart`)."""
+    return get_update(update, state)[0] != 0
 
 
 class GapRepair:
@@ -41,25 +53,28 @@ class GapRepair:
             while self.seq + 1 in self._ahead:
                 self._ahead.remove(self.seq + 1)
                 self.seq += 1
-            self._apply_early_again()
+            if self._held:
+                self._apply_held()
         else:
             self._ahead.add(seq)
             self._schedule_repair()
 
-    def _keep_early(self, seq: int, data: bytes) -> None:
-        """Another worker's update applied beyond a hole: pycrdt 0.14.13 may leave part of such
-        an update out of the document for good once the missing one comes (a cell missing, for
-        joiners too), where Yjs integrates it. It is applied again when the hole is filled, as
-        repair from the database does with every row after the hole. At most `_EARLY_KEPT` wait;
-        beyond that a long hole is left to repair."""
-        if seq > self.seq + 1 and len(self._early) < _EARLY_KEPT:
-            self._early[seq] = data
+    def _writing(self) -> bool:
+        """Whether a batch of this room's is being written: a hole may be its numbers, not yet
+        known here (its updates are in the Doc already)."""
+        return self._inflight_done is not None and not self._inflight_done.done()
 
-    def _apply_early_again(self) -> None:
-        if not self._early or min(self._early) > self.seq:
+    def _apply_held(self) -> None:
+        """Apply and relay, in order, the held updates the filled hole was before."""
+        ready = sorted(seq for seq in self._held if seq <= self.seq)
+        if not ready:
             return
-        for seq in sorted(s for s in self._early if s <= self.seq):
-            self.doc.apply_update(self._early.pop(seq))  # Yjs ignores what the Doc holds
+        updates = [self._held.pop(seq) for seq in ready]
+        for data in updates:
+            self.doc.apply_update(data)
+        self.size += sum(map(len, updates))
+        self.send_updates_local(updates)
+        self._unique_ids_after_remote()
 
     def _schedule_repair(self) -> None:
         if self._repair_handle is None:
@@ -113,13 +128,13 @@ class GapRepair:
                 # Every row is applied (Yjs ignores what the Doc holds); only those it did not
                 # hold by number are relayed: the others reached the sockets already.
                 self.doc.apply_update(data)
-                if seq > self.seq and seq not in self._ahead:
+                if seq > self.seq and (seq not in self._ahead or seq in self._held):
                     relay.append(data)
         # The rows were everything after our watermark up to `last` at least (on PostgreSQL
         # they are read after the counter, so they may go past it, without holes).
         self.seq = max(self.seq, last, *(seq for seq, _ in rows))
         self._ahead = {seq for seq in self._ahead if seq > self.seq}
-        self._early = {seq: data for seq, data in self._early.items() if seq > self.seq}  # applied in order
+        self._held = {seq: data for seq, data in self._held.items() if seq > self.seq}
         metrics.inc("gap_updates_repaired", len(relay))
         if relay:
             self.size += sum(map(len, relay))
@@ -178,9 +193,19 @@ class GapRepair:
         for seq, data in enumerate(updates, start=first):
             if seq <= self.seq or seq in self._ahead:
                 continue
-            self._keep_early(seq, data)
+            beyond = seq > self.seq + 1
+            if beyond and not self._writing():
+                # A hole no write of this room's will fill: the update may follow the missing
+                # one (see `not_all_in`); it is applied and relayed once the hole is filled.
+                self._held[seq] = data
+                self._mark(seq)
+                continue
             self.doc.apply_update(data)
             self.size += len(data)
+            if beyond and not_all_in(data, self.doc.get_state()):
+                log.info("notebook %s: an update beyond a hole waits for an earlier one; reloading", self.id)
+                self.restart()
+                return
             fresh.append(data)
             self._mark(seq)
         if fresh:

@@ -28,14 +28,14 @@ import logging
 from collections.abc import Callable
 
 from channels.db import database_sync_to_async
-from pycrdt import Doc, get_update
+from pycrdt import Doc
 
 from collab import metrics, protocol
 from collab.awareness import Presence
 from collab.broadcast import RoomBroadcast, send_to
 from collab.conf import conf
 from collab.fanout import fanout
-from collab.repair import GapRepair
+from collab.repair import GapRepair, not_all_in
 from collab.socket import Socket
 from collab.tasks import detach
 from collab.writes import WritePipeline
@@ -49,20 +49,12 @@ _loading: dict[str, asyncio.Lock] = {}
 
 
 REPLACED = (4409, "This notebook was replaced; reload to see the new version.")
+RELOADING = (4503, "The server is reloading this notebook; reconnecting.")
 ROOM_FULL = 4429  # the client reconnects later, as after any 4429
 SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
     "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
 )
-
-
-_OUT_OF_ORDER_KEPT = 64
-
-
-def _not_all_in(update: bytes, state: bytes) -> bool:
-    """Whether the update holds items a document of this state vector has not integrated (its
-    diff against the state names at least one client; deletions always come along)."""
-    return get_update(update, state)[0] != 0
 
 
 class RoomError(Exception):
@@ -108,8 +100,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
         self._ahead: set[int] = set()
-        self._early: dict[int, bytes] = {}  # updates applied beyond a hole (`_keep_early`)
-        self._out_of_order: list[bytes] = []  # clients' updates waiting for an earlier one
+        self._held: dict[int, bytes] = {}  # other workers' updates beyond a hole (`GapRepair`)
         self.sockets: set[Socket] = set()
         self.guests: set[Socket] = set()  # the sockets of people who came through a share link
         self.holders = 0  # non-socket users of the room (the kernel bridge)
@@ -277,6 +268,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     # the document
 
     async def handle_step1(self, socket: Socket, state_vector: bytes) -> None:
+        if self._ending is not None:
+            raise RoomError(*self._ending)
         # Never hand out what is not yet in the database: the answer is what the Doc holds now,
         # sent once what was waiting to be written now is (changes arriving meanwhile reach the
         # socket as every socket gets them, after their own write).
@@ -291,6 +284,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         (for edit attribution), or None if it was empty."""
         if update == protocol.EMPTY_UPDATE:
             return None
+        if self._ending is not None:  # closing its sockets: the document takes nothing more
+            raise RoomError(*self._ending)
         if self.size + len(update) > conf("MAX_DOCUMENT_BYTES"):
             raise RoomError(4413, "The notebook has reached its maximum size; this change was not saved.")
         with self._docwatch.recording() as touched:
@@ -298,33 +293,17 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                 self.doc.apply_update(update)
             except ValueError:
                 raise RoomError(4400, "The server could not read an update from this client.") from None
-            waiting = self._waiting_for_earlier(update)
+        if not_all_in(update, self.doc.get_state()):
+            # Nothing of it is saved or relayed (the client sends it again, in order, when it
+            # reconnects), and nobody syncs from this document again: see `not_all_in`.
+            log.warning("notebook %s: a client update waits for an earlier one; reloading the room", self.id)
+            self.restart()
+            raise RoomError(4400, "This editor sent changes out of order; reload the page.")
         self.size += len(update)
         self._queue(Pending(update, user_id, link_id), socket)
         if touched:
             self._keep_schema(touched)
-        if waiting:
-            raise RoomError(4400, "This client sent too many changes out of order; reconnecting.")
         return self._docwatch.edited_ids()
-
-    def _waiting_for_earlier(self, update: bytes) -> bool:
-        """Clients' updates that came before one they follow (a client may send its own in any
-        order): pycrdt 0.14.13 keeps them aside, and once the missing one comes it may leave
-        part of them out of the document for good (a cell missing, for joiners too, and never
-        checked by the schema repair), where Yjs integrates them. They are applied again after
-        every client update until nothing of them waits; the update log and every client get
-        them as sent (merging, and Yjs, put them in order). True if more than
-        `_OUT_OF_ORDER_KEPT` wait: the client is closed (it sends them again in order when it
-        reconnects)."""
-        state = self.doc.get_state()
-        if self._out_of_order:
-            for kept in self._out_of_order:
-                self.doc.apply_update(kept)  # Yjs ignores what the Doc holds
-            state = self.doc.get_state()
-            self._out_of_order = [kept for kept in self._out_of_order if _not_all_in(kept, state)]
-        if _not_all_in(update, state):
-            self._out_of_order.append(update)
-        return len(self._out_of_order) > _OUT_OF_ORDER_KEPT
 
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
@@ -438,6 +417,24 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             log.exception("publishing updates of %s failed; other workers repair from the database", self.id)
         finally:
             self._publish_backlog -= len(committed)
+
+    def restart(self) -> None:
+        """Close every socket for a reconnect and forget the room once what is queued is
+        written; the next join loads the document afresh from the update log (merged there, in
+        order). For a document holding updates that wait for an earlier one (`not_all_in`)."""
+        if self._ending is not None or self.closing:
+            return
+        self._ending = RELOADING
+        detach(self._close_sockets_and_forget())
+
+    async def _close_sockets_and_forget(self) -> None:
+        for socket in list(self.sockets):
+            try:
+                await socket.close_with(*self._ending)
+            except Exception:
+                log.debug("closing a socket failed", exc_info=True)
+        self.sockets.clear()
+        await self.close()
 
     async def _fail(self, exc: BaseException | None = None) -> None:
         """Nothing more can be saved: tell every socket (its client still holds its unsaved

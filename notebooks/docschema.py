@@ -35,6 +35,7 @@ from pycrdt import Array, Doc, Map, Text
 from notebooks.nbio import CELL_TYPES
 
 OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
+_OUTPUT_RUNS_DELETED = 64  # more runs of unreadable outputs in a cell: all its outputs are removed
 NBFORMAT = 4.0
 NBFORMAT_MINOR = 5.0
 
@@ -88,12 +89,13 @@ class Touched:
     watch's (`docwatch.Cell`)."""
 
     cells: set[Any] = field(default_factory=set)  # inserted cells, or cells whose keys changed
-    outputs: set[Any] = field(default_factory=set)  # cells whose outputs changed
+    outputs: set[Any] = field(default_factory=set)  # cells with a new outputs Array: check it whole
+    bad_outputs: dict[Any, list[int]] = field(default_factory=dict)  # outputs inserted unreadable
     odd: bool = False  # items that are not maps were inserted among the cells
     meta: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.cells or self.outputs or self.odd or self.meta)
+        return bool(self.cells or self.outputs or any(self.bad_outputs.values()) or self.odd or self.meta)
 
 
 class WatchedCells(Protocol):
@@ -101,7 +103,7 @@ class WatchedCells(Protocol):
 
     def known(self) -> list: ...
 
-    def output_types(self, cell: Any) -> list: ...
+    def outputs_json(self, cell: Any) -> list: ...
 
 
 def put_right(doc: Doc, touched: Touched, watch: WatchedCells) -> list[str]:
@@ -112,12 +114,18 @@ def put_right(doc: Doc, touched: Touched, watch: WatchedCells) -> list[str]:
     found: list[str] = []
     cells_now = watch.known()
     positions = {cell: i for i, cell in enumerate(cells_now) if cell is not None}
-    for cell in sorted(positions.keys() & (touched.cells | touched.outputs), key=positions.__getitem__):
+    checked = touched.cells | touched.outputs | {c for c, bad in touched.bad_outputs.items() if bad}
+    for cell in sorted(positions.keys() & checked, key=positions.__getitem__):
         i = positions[cell]
-        if cell.map.get(CELL_TYPE) == "code" and isinstance(cell.map.get(OUTPUTS), Array):
-            found += _put_outputs_right(cell.map.get(OUTPUTS), watch.output_types(cell), i)
         if cell in touched.cells:
             found += _put_cell_right(cell.map, i)
+        outputs = cell.map.get(OUTPUTS)
+        if cell.map.get(CELL_TYPE) == "code" and isinstance(outputs, Array):
+            if cell in touched.outputs:  # a new Array: every output
+                bad = [j for j, output in enumerate(watch.outputs_json(cell)) if not _readable(output)]
+            else:
+                bad = touched.bad_outputs.get(cell, [])
+            found += _remove_outputs(outputs, bad, i)
     if touched.cells:
         found += _give_unique_ids(cells_now, positions, touched.cells)
     if touched.odd:
@@ -220,12 +228,24 @@ def _put_cell_right(cell: Map, index: int) -> list[str]:
     return found
 
 
-def _put_outputs_right(outputs: Array, types: list, index: int) -> list[str]:
-    """`types`: each output's `output_type` as the watch keeps them (None for one not a map)."""
-    bad = [i for i, kind in enumerate(types) if kind not in OUTPUT_TYPES]
-    for start, stop in reversed(_runs(bad)):
+def _remove_outputs(outputs: Array, bad: list[int], index: int) -> list[str]:
+    """Remove the outputs at `bad`, run by run: each deletion walks the outputs before it, so
+    beyond `_OUTPUT_RUNS_DELETED` runs (unreadable outputs strewn among readable ones, which
+    no client of the editor's sends) the cell's outputs are all removed in one deletion."""
+    if not bad:
+        return []
+    runs = _runs(sorted(set(bad)))
+    if len(runs) > _OUTPUT_RUNS_DELETED:
+        count = len(outputs)
+        del outputs[0:count]
+        return [f"cell {index} had {len(set(bad))} unreadable output(s) among others: all {count} removed"]
+    for start, stop in reversed(runs):
         del outputs[start:stop]
-    return [f"cell {index} had {len(bad)} unreadable output(s): removed"] if bad else []
+    return [f"cell {index} had {len(set(bad))} unreadable output(s): removed"]
+
+
+def _readable(output: Any) -> bool:
+    return isinstance(output, dict) and output.get("output_type") in OUTPUT_TYPES
 
 
 def _put_meta_right(meta: Map) -> list[str]:

@@ -12,8 +12,10 @@ of the document holds. Watched:
   Array's i-th item walks the items before it, so the cells are never read by position);
 - each cell's map: keys set or removed (the cell is checked again; a new id is noted);
 - its `source` Text and `metadata` Map: edits, for attribution only;
-- its `outputs` Array, kept as a list of its items, and each output's map: the outputs are
-  checked again;
+- its `outputs` Array: the outputs it gained are checked (all of them, as JSON, for a new
+  Array: an inserted cell's, or one set under the key; reading an Array's items one by one
+  walks the items before each). A change inside an output's map is not watched: readers leave
+  out an output they cannot read (the editor, `nbio.salvage` for downloads);
 - `meta`: its keys.
 
 Changes further down (a value inside metadata, an output's data) are neither checked nor
@@ -24,6 +26,7 @@ from pycrdt's transaction) makes the watch read the cells afresh when next asked
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import weakref
 from collections.abc import Callable, Iterator
@@ -37,7 +40,7 @@ from pycrdt._pycrdt import Map as RawMap
 from pycrdt._pycrdt import Text as RawText
 
 from notebooks import docschema
-from notebooks.docschema import ID, METADATA, OUTPUTS, SOURCE, Touched
+from notebooks.docschema import ID, METADATA, OUTPUT_TYPES, OUTPUTS, SOURCE, Touched
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +48,23 @@ _CHILDREN = {SOURCE: RawText, METADATA: RawMap, OUTPUTS: RawArray}
 
 
 class Cell:
-    """A watched cell: its map, its id (None unless a string), its outputs' items (a Map, or None
-    for an item that is not one) in order, and the subscriptions that keep them."""
+    """A watched cell: its map, its id (None unless a string), and the subscriptions that keep
+    them."""
 
-    __slots__ = ("__weakref__", "_children", "_generation", "_output_subscriptions", "_own")
-    __slots__ += ("gone", "id", "map", "outputs", "ref")
+    __slots__ = ("__weakref__", "_children", "_generation", "_own", "gone", "id", "map", "ref")
 
     def __init__(self, map_: Map, cell_id: str | None) -> None:
         self.map, self.id, self.gone = map_, cell_id, False
         self.ref = weakref.ref(self)
-        self.outputs: list[Any] = []  # raw maps (`_pycrdt.Map`), or None
         self._own: Any = None
         self._children: dict[str, Any] = {}
-        self._output_subscriptions: list[Any] = []
         self._generation = 0  # of its outputs Array: events of one it no longer has are ignored
 
     def drop(self) -> None:
         self.gone = True
-        for subscription in (self._own, *self._children.values(), *self._output_subscriptions):
+        for subscription in (self._own, *self._children.values()):
             _drop(subscription)
-        self._own, self._children, self._output_subscriptions = None, {}, []
+        self._own, self._children = None, {}
 
 
 class Watch:
@@ -145,6 +145,7 @@ class Watch:
                 index += len(added)
                 if recording is not None:
                     recording.cells.update(c for c in added if c is not None)
+                    recording.outputs.update(c for c in added if c is not None)
                     recording.odd |= None in added
                     self._edited.update(c for c in added if c is not None)
             elif "delete" in change:
@@ -170,42 +171,29 @@ class Watch:
             self.changed = True
         for key in _CHILDREN.keys() & keys.keys():
             self._watch_child(cell, key, _txn(self.doc))
+        if OUTPUTS in keys and self._recording is not None:
+            self._recording.outputs.add(cell)  # a new Array: checked whole
 
     def _on_edit(self, cell: Cell, event) -> None:
         if self._recording is not None:
             self._edited.add(cell)
 
     def _on_outputs(self, cell: Cell, generation: int, event) -> None:
-        if generation != cell._generation:
+        if generation != cell._generation or self._recording is None:
             return
-        if self._recording is not None:
-            self._recording.outputs.add(cell)
-            self._edited.add(cell)
-        outputs, subscriptions, index = cell.outputs, cell._output_subscriptions, 0
-        for change in event.delta:
+        self._edited.add(cell)
+        bad, index = self._recording.bad_outputs.setdefault(cell, []), 0
+        for change in event.delta:  # indexes after the transaction
             if "retain" in change:
                 index += change["retain"]
             elif "insert" in change:
-                added = [o.integrated if isinstance(o, Map) else None for o in change["insert"]]
-                outputs[index:index] = added
-                subscriptions[index:index] = [self._watch_output(cell, o) for o in added]
-                index += len(added)
-            elif "delete" in change:
-                end = index + change["delete"]
-                for subscription in subscriptions[index:end]:
-                    _drop(subscription)
-                del outputs[index:end], subscriptions[index:end]
+                bad += [index + i for i, item in enumerate(change["insert"]) if not _readable(item)]
+                index += len(change["insert"])
 
-    def _on_output(self, cell: Cell, event) -> None:
-        if self._recording is not None:
-            self._recording.outputs.add(cell)
-            self._edited.add(cell)
-
-    def output_types(self, cell: Cell) -> list[Any]:
-        """Each kept output's `output_type` (None for an item that is not a map); call it inside
-        a transaction."""
-        txn = _txn(self.doc)
-        return [None if out is None else _get(out, txn, "output_type") for out in cell.outputs]
+    def outputs_json(self, cell: Cell) -> list:
+        """The cell's outputs as plain data (read in one pass); call it inside a transaction."""
+        outputs = _get(cell.map.integrated, _txn(self.doc), OUTPUTS)
+        return json.loads(outputs.to_json(_txn(self.doc))) if type(outputs) is RawArray else []
 
     # subscribing: the cells' own parts are read through pycrdt's raw types (a wrapper object
     # costs 5 µs; a notebook of 10,000 cells has 40,000 parts watched)
@@ -233,23 +221,10 @@ class Watch:
             cell._children[key] = child.observe(partial(_call, self._ref, Watch._on_edit, cell.ref))
 
     def _watch_outputs(self, cell: Cell, outputs: Any, txn: Any) -> None:
-        for subscription in cell._output_subscriptions:
-            _drop(subscription)
         cell._generation += 1
-        if type(outputs) is not RawArray:
-            cell.outputs, cell._output_subscriptions = [], []
-            return
-        # A new Array: its items are read by position, once (they came in this update).
-        items = [outputs.get(txn, i) for i in range(outputs.len(txn))]
-        cell.outputs = [o if type(o) is RawMap else None for o in items]
-        cell._output_subscriptions = [self._watch_output(cell, o) for o in cell.outputs]
-        callback = partial(_call, self._ref, Watch._on_outputs, cell.ref, cell._generation)
-        cell._children[OUTPUTS] = outputs.observe(partial(observe_callback, callback, self.doc, 1))
-
-    def _watch_output(self, cell: Cell, output: Any) -> Any:
-        if output is None:
-            return None
-        return output.observe(partial(_call, self._ref, Watch._on_output, cell.ref))
+        if type(outputs) is RawArray:
+            callback = partial(_call, self._ref, Watch._on_outputs, cell.ref, cell._generation)
+            cell._children[OUTPUTS] = outputs.observe(partial(observe_callback, callback, self.doc, 1))
 
 
 def _call(watch_ref, method, cell_ref, *args) -> None:
@@ -294,6 +269,10 @@ def _get(shared: Any, txn: Any, key: str) -> Any:
 def _drop(subscription: Any) -> None:
     if subscription is not None:
         subscription.drop()
+
+
+def _readable(output: Any) -> bool:
+    return isinstance(output, Map | dict) and output.get("output_type") in OUTPUT_TYPES
 
 
 def _id_of(value: Any) -> str | None:
