@@ -53,28 +53,25 @@ class GapRepair:
             while self.seq + 1 in self._ahead:
                 self._ahead.remove(self.seq + 1)
                 self.seq += 1
-            if self._held:
-                self._apply_held()
+            if self._early:
+                self._apply_early_again()
         else:
             self._ahead.add(seq)
             self._schedule_repair()
 
-    def _writing(self) -> bool:
-        """Whether a batch of this room's is being written: a hole may be its numbers, not yet
-        known here (its updates are in the Doc already)."""
-        return self._inflight_done is not None and not self._inflight_done.done()
-
-    def _apply_held(self) -> None:
-        """Apply and relay, in order, the held updates the filled hole was before."""
-        ready = sorted(seq for seq in self._held if seq <= self.seq)
+    def _apply_early_again(self) -> None:
+        """Another worker's update applied beyond a hole may follow the missing one (the hole is
+        most often a batch of this room's own, whose numbers come when its write returns, so
+        updates beyond are not held back): pycrdt 0.14.13 then keeps it aside, and once the
+        missing one comes may leave part of it out of the document and raise no events for it
+        (see `not_all_in`). When the hole is filled it is applied again, which puts it in, and
+        the watch of the document reads the cells afresh."""
+        ready = sorted(seq for seq in self._early if seq <= self.seq)
         if not ready:
             return
-        updates = [self._held.pop(seq) for seq in ready]
-        for data in updates:
-            self.doc.apply_update(data)
-        self.size += sum(map(len, updates))
-        self.send_updates_local(updates)
-        self._unique_ids_after_remote()
+        for seq in ready:
+            self.doc.apply_update(self._early.pop(seq))  # Yjs ignores what the Doc holds
+        self._docwatch.reset()
 
     def _schedule_repair(self) -> None:
         if self._repair_handle is None:
@@ -128,13 +125,15 @@ class GapRepair:
                 # Every row is applied (Yjs ignores what the Doc holds); only those it did not
                 # hold by number are relayed: the others reached the sockets already.
                 self.doc.apply_update(data)
-                if seq > self.seq and (seq not in self._ahead or seq in self._held):
+                if seq > self.seq and seq not in self._ahead:
                     relay.append(data)
         # The rows were everything after our watermark up to `last` at least (on PostgreSQL
         # they are read after the counter, so they may go past it, without holes).
         self.seq = max(self.seq, last, *(seq for seq, _ in rows))
         self._ahead = {seq for seq in self._ahead if seq > self.seq}
-        self._held = {seq: data for seq, data in self._held.items() if seq > self.seq}
+        if any(seq <= self.seq for seq in self._early):  # applied again above, in order
+            self._early = {seq: data for seq, data in self._early.items() if seq > self.seq}
+            self._docwatch.reset()
         metrics.inc("gap_updates_repaired", len(relay))
         if relay:
             self.size += sum(map(len, relay))
@@ -193,19 +192,10 @@ class GapRepair:
         for seq, data in enumerate(updates, start=first):
             if seq <= self.seq or seq in self._ahead:
                 continue
-            beyond = seq > self.seq + 1
-            if beyond and not self._writing():
-                # A hole no write of this room's will fill: the update may follow the missing
-                # one (see `not_all_in`); it is applied and relayed once the hole is filled.
-                self._held[seq] = data
-                self._mark(seq)
-                continue
             self.doc.apply_update(data)
             self.size += len(data)
-            if beyond and not_all_in(data, self.doc.get_state()):
-                log.info("notebook %s: an update beyond a hole waits for an earlier one; reloading", self.id)
-                self.restart()
-                return
+            if seq > self.seq + 1 and not_all_in(data, self.doc.get_state()):
+                self._early[seq] = data  # it follows the missing one: see `_apply_early_again`
             fresh.append(data)
             self._mark(seq)
         if fresh:

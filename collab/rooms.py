@@ -100,7 +100,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
         self._ahead: set[int] = set()
-        self._held: dict[int, bytes] = {}  # other workers' updates beyond a hole (`GapRepair`)
+        self._early: dict[int, bytes] = {}  # updates beyond a hole that wait (`_apply_early_again`)
         self.sockets: set[Socket] = set()
         self.guests: set[Socket] = set()  # the sockets of people who came through a share link
         self.holders = 0  # non-socket users of the room (the kernel bridge)

@@ -99,6 +99,7 @@ class Watch:
     @contextlib.contextmanager
     def recording(self) -> Iterator[Touched]:
         """Note what the transactions inside change: yields the Touched, filled as they end."""
+        self.known()  # after a failure or `reset`: watched afresh before anything is noted
         self._recording, self._edited, self._deleted = Touched(), set(), False
         try:
             yield self._recording
@@ -120,6 +121,11 @@ class Watch:
                 self.cells = [self._add(c) if isinstance(c, Map) else None for c in self._array]
             self._lost = False
         return self.cells
+
+    def reset(self) -> None:
+        """Read the cells afresh when next asked: transactions may have changed them without
+        events (pycrdt 0.14.13, updates applied before one they follow)."""
+        self._lose()
 
     def _lose(self) -> None:
         self._lost = True

@@ -213,3 +213,12 @@ def test_outputs_replaced_by_an_update_that_waits_are_not_read_after_they_are_fr
         raise AssertionError("the repair hung reading the outputs") from None
     assert ran.returncode == 0, f"exit {ran.returncode}: {ran.stderr[-300:]}"
     assert ran.stdout.strip() == "repaired []"
+
+
+def test_an_update_right_after_a_reset_is_still_checked():
+    """After `reset` (events a transaction may have lacked), the cells are read afresh before the
+    next client update is recorded: nothing it breaks goes unchecked."""
+    room = Room(code_cell("a"))
+    room.watch.reset()
+    _, found = room.send(lambda cells: cells[0].update({"cell_type": "bogus"}))
+    assert found[0] == "cell 0 has cell type 'bogus': made raw"
