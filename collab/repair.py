@@ -40,7 +40,9 @@ def not_all_in(update: bytes, state: bytes) -> bool:
     later transactions, raises no events for their changes (the schema repair never sees
     them) and frees them on deletion while observers still hold them (reading one hung or
     crashed the worker); once the missing update comes, part of it may stay out for good
-    (Yjs integrates all of it). A room never keeps such a document: it reloads (`restart`)."""
+    (Yjs integrates all of it). A client update that waits makes the room reload
+    (`Room.restart`); another worker's is applied again once the hole it is beyond is filled
+    (`_apply_early_again`)."""
     return get_update(update, state)[0] != 0
 
 
