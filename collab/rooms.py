@@ -57,6 +57,13 @@ SAVE_FAILED_REASON = (
 )
 
 
+def _listed(found: list[str], shown: int = 10) -> str:
+    """The first few of what a repair found, and how many more (one update may break 10,000
+    cells: a line per cell would be megabytes of log)."""
+    more = f"; and {len(found) - shown:,} more" if len(found) > shown else ""
+    return "; ".join(found[:shown]) + more
+
+
 class RoomError(Exception):
     def __init__(self, code: int, reason: str):
         super().__init__(reason)
@@ -310,7 +317,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         found: list[str] = []
         self._change(lambda doc: found.extend(docschema.put_right(doc, touched, self._docwatch)))
         if found:
-            log.warning("notebook %s: an update broke the schema, put right: %s", self.id, "; ".join(found))
+            log.warning("notebook %s: an update broke the schema, put right: %s", self.id, _listed(found))
 
     def _unique_ids_after_remote(self) -> None:
         """Updates from other workers were put right there, each alone; together they may repeat
@@ -322,7 +329,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         found: list[str] = []
         self._change(lambda doc: found.extend(docschema.unique_ids(doc, self._docwatch)))
         if found:
-            log.info("notebook %s: %s", self.id, "; ".join(found))
+            log.info("notebook %s: %s", self.id, _listed(found))
 
     async def edit(self, change: Callable[[Doc], None], user_id=None, *, within: float | None = None) -> None:
         """A change made by the server itself (kernel outputs), saved and relayed like any other.
