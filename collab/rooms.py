@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from pycrdt import Doc
 
 from collab import metrics, protocol
@@ -306,6 +307,19 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             log.warning("notebook %s: a client update waits for an earlier one; reloading the room", self.id)
             self.restart()
             raise RoomError(4400, "This editor sent changes out of order; reload the page.")
+        if touched.cells and len(self._docwatch.cells) > settings.NOTEBOOK_MAX_CELLS:
+            # Each cell costs its schema check and its watch: refused as an import over the limit
+            # is, before the check; the room reloads without it.
+            log.warning(
+                "notebook %s: an update would make it %s cells; reloading the room",
+                self.id,
+                len(self._docwatch.cells),
+            )
+            self.restart()
+            raise RoomError(
+                4413,
+                f"A notebook holds at most {settings.NOTEBOOK_MAX_CELLS:,} cells; this change was not saved.",
+            )
         self.size += len(update)
         self._queue(Pending(update, user_id, link_id), socket)
         if touched:

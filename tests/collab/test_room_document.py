@@ -288,3 +288,24 @@ async def test_what_a_repair_found_is_logged_in_a_bounded_line(caplog):
     assert len(lines[0]) < 2_000
     assert lines[0].endswith("; and 5,990 more")
     room._docwatch.close()
+
+
+async def test_a_change_that_would_pass_the_cell_limit_is_refused(settings):
+    """Nothing capped a live notebook's cells (imports stop at `NOTEBOOK_MAX_CELLS`): pasting
+    16,000 empty cells (192 KB) held a worker 1.46 s, about 90 µs a cell, and a 16 MB message
+    could hold it for minutes. A change that takes the notebook past the limit is refused before
+    its schema check, and the room reloads without it."""
+    settings.NOTEBOOK_MAX_CELLS = 100
+    base = notebook(deleted=0, live=90)
+    client = Doc()
+    client.apply_update(base.get_update())
+    room = Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
+    room.receive_update(
+        change(client, lambda cells: cells.extend([code_cell(f"a{i}") for i in range(10)])), None
+    )
+    with pytest.raises(RoomError) as refused:
+        room.receive_update(change(client, lambda cells: cells.append(Map())), None)
+    assert refused.value.code == 4413
+    assert "at most 100 cells" in refused.value.reason
+    assert len(room._pending) == 1  # the first change only
+    assert room._ending is not None
