@@ -1,0 +1,128 @@
+"""What a room's document and its update log make of a client's deletions of items nobody has
+yet: pycrdt (as Yjs) keeps such a deletion aside and applies it to the item when it comes, and
+the update log, merged, applies it whatever the order. The server's own changes (the schema
+repair, kernel outputs) are written under the room's client id, which every client sees in the
+updates relayed to it."""
+
+from __future__ import annotations
+
+import pytest
+from pycrdt import Array, Doc, Map, Text, merge_updates
+
+from collab.rooms import Room, RoomError
+from notebooks import docschema
+from notebooks.updatelog import Loaded
+
+
+def code_cell(cell_id: str) -> Map:
+    fields = {"cell_type": "code", "source": Text("x"), "metadata": Map(), "outputs": Array()}
+    return Map({"id": cell_id, "execution_count": None, **fields})
+
+
+def notebook() -> Doc:
+    doc = Doc()
+    docschema.meta(doc).update({"nbformat": 4.0, "nbformat_minor": 5.0, "metadata": Map()})
+    docschema.cells(doc).append(code_cell("c0"))
+    return doc
+
+
+def var_uint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if not n:
+            return bytes(out + bytes([byte]))
+        out.append(byte | 0x80)
+
+
+def deletion_ahead(client: int, clock: int, length: int) -> bytes:
+    """An update of no items that deletes `length` items of `client` from `clock` on: items that
+    client has not written yet (a shape any client can send)."""
+    return var_uint(0) + var_uint(1) + var_uint(client) + var_uint(1) + var_uint(clock) + var_uint(length)
+
+
+def logged(base: Doc, room: Room) -> Doc:
+    doc = Doc()
+    doc.apply_update(merge_updates(base.get_update(), *(p.data for p, _ in room._pending)))
+    return doc
+
+
+def client_of(doc: Doc) -> Doc:
+    client = Doc()
+    client.apply_update(doc.get_update())
+    return client
+
+
+def refused_and_reloaded(base: Doc, update_for) -> Room:
+    """Send `update_for(room)` to a room, see it refused with nothing of it kept, and return the
+    room the next join loads (the update log holds nothing of it)."""
+    room = Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
+    try:
+        with pytest.raises(RoomError) as refused:
+            room.receive_update(update_for(room), None)
+        assert refused.value.code == 4400
+        assert refused.value.penalty
+        assert room._pending == []
+        assert room._ending is not None
+    finally:
+        room._docwatch.close()
+    return Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
+
+
+async def test_a_deletion_of_the_servers_items_to_come_is_refused_and_the_repair_stays():
+    """An editor sent one 10-byte update deleting the room's next 2^30 items (the room's client
+    id is in every repair relayed to it), then removed `meta.nbformat`: the room put it back, but
+    the update log, merged, deleted the repair, and a room loaded from the log (after a restart,
+    or on another worker) held `meta` without `nbformat`. The same held for every change the
+    server makes (cell ids given, cell types made raw, outputs removed), and for other editors'
+    typing to come. Such a deletion is now refused, and the room reloads without it."""
+    base = notebook()
+    room = refused_and_reloaded(base, lambda room: deletion_ahead(room.doc.client_id, 0, 1 << 30))
+    try:
+        editor = client_of(base)
+        before = editor.get_state()
+        del docschema.meta(editor)["nbformat"]
+        room.receive_update(editor.get_update(before), None)
+        assert docschema.meta(room.doc).get("nbformat") == 4.0
+        log = logged(base, room)
+        reloaded = Room("n", Loaded(epoch="e", state=log.get_update(), seq=0))
+        reloaded._docwatch.close()
+        joiner = client_of(reloaded.doc)
+        assert [docschema.meta(d).get("nbformat") for d in (log, reloaded.doc, joiner)] == [4.0, 4.0, 4.0]
+    finally:
+        room._docwatch.close()
+
+
+async def test_a_deletion_of_another_editors_typing_to_come_is_refused():
+    """The same shape against another editor's client id (in every update relayed from them):
+    what they type next would reach the database and be deleted there."""
+    base = notebook()
+    typist = client_of(base)
+    room = refused_and_reloaded(base, lambda room: deletion_ahead(typist.client_id, 0, 1 << 30))
+    try:
+        before = typist.get_state()
+        docschema.cells(typist)[0]["source"].insert(0, "typed ")
+        room.receive_update(typist.get_update(before), None)
+        assert str(docschema.cells(logged(base, room))[0]["source"]) == "typed x"
+    finally:
+        room._docwatch.close()
+
+
+async def test_kernel_outputs_reach_the_log():
+    """After such a deletion was refused, the kernel's output written by the room (`Room.edit`)
+    is in the update log as in the room's document."""
+    base = notebook()
+    room = refused_and_reloaded(base, lambda room: deletion_ahead(room.doc.client_id, 0, 1 << 30))
+    try:
+
+        def output(doc: Doc) -> None:
+            cell = docschema.cells(doc)[0]
+            cell["outputs"].append(Map({"output_type": "stream", "name": "stdout", "text": "42\n"}))
+            cell["execution_count"] = 1
+
+        await room.edit(output)
+        assert len(docschema.cells(room.doc)[0]["outputs"]) == 1
+        cell = docschema.cells(logged(base, room))[0]
+        assert (len(cell["outputs"]), cell.get("execution_count")) == (1, 1)
+    finally:
+        room._docwatch.close()
