@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -47,9 +46,7 @@ STATE_VECTOR_SLACK = 64 * 1024
 
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
-# Person -> monotonic time until which they may not join a notebook on this worker: their editor
-# sent changes that made a room reload for everyone (`RoomError.penalty`).
-KEPT_OUT: dict[str, float] = {}
+
 
 # Why access said no -> the close code the client acts on (4401: sign in or the link is gone).
 CLOSE_CODES = {
@@ -147,11 +144,6 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     def _count_person(self) -> None:
         key = self.principal.key
-        if KEPT_OUT.get(key, 0.0) > time.monotonic():
-            raise RoomError(
-                4429, "Your editor sent changes the server could not take; try again in a minute."
-            )
-        KEPT_OUT.pop(key, None)
         if SOCKETS_PER_PERSON.get(key, 0) >= settings.COLLAB["MAX_SOCKETS_PER_PERSON"]:
             metrics.inc("sockets_refused_per_person")
             raise RoomError(4413, "You have too many notebook connections open; close some tabs.")
@@ -195,8 +187,6 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         except ProtocolError as e:
             await self.close_with(4400, f"Malformed message: {e}.")
         except RoomError as e:
-            if e.penalty:  # the room reloads for everyone: not again at once by the same person
-                KEPT_OUT[self.principal.key] = time.monotonic() + settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
             await self.close_with(e.code, e.reason)
         except Exception:
             log.exception("a frame of a socket of notebook %s failed", self.notebook_id)
