@@ -154,7 +154,7 @@ def three_inserts_out_of_order() -> tuple[Doc, Doc, list[bytes]]:
 @pytest.mark.xfail(
     strict=True,
     reason="pycrdt 0.14.13 integrates updates applied out of order wrongly (a cell left out until its "
-    "author writes again; a cell whose later changes raise no event); rooms never apply such an update",
+    "author writes again; a cell whose later changes raise no event): see docs/architecture.md",
 )
 def test_updates_applied_out_of_order_leave_no_cell_out():
     """Updates beyond a gap are applied as they come (`GapRepair`), the missing one after: the
@@ -174,7 +174,7 @@ def test_updates_applied_out_of_order_leave_no_cell_out():
 @pytest.mark.xfail(
     strict=True,
     reason="pycrdt 0.14.13 integrates updates applied out of order wrongly (a cell left out until its "
-    "author writes again; a cell whose later changes raise no event); rooms never apply such an update",
+    "author writes again; a cell whose later changes raise no event): see docs/architecture.md",
 )
 def test_the_kept_ids_follow_a_cell_whose_updates_arrived_out_of_order():
     """A room applies updates out of order (a gap between workers, or a client that sends its
