@@ -122,7 +122,7 @@ def put_right(doc: Doc, touched: Touched, watch: WatchedCells) -> list[str]:
         outputs = cell.map.get(OUTPUTS)
         if cell.map.get(CELL_TYPE) == "code" and isinstance(outputs, Array):
             if cell in touched.outputs:  # a new Array: every output
-                bad = [j for j, output in enumerate(watch.outputs_json(cell)) if not _readable(output)]
+                bad = [j for j, output in enumerate(watch.outputs_json(cell)) if not readable_output(output)]
             else:
                 bad = touched.bad_outputs.get(cell, [])
             found += _remove_outputs(outputs, bad, i)
@@ -244,8 +244,9 @@ def _remove_outputs(outputs: Array, bad: list[int], index: int) -> list[str]:
     return [f"cell {index} had {len(set(bad))} unreadable output(s): removed"]
 
 
-def _readable(output: Any) -> bool:
-    return isinstance(output, dict) and output.get("output_type") in OUTPUT_TYPES
+def readable_output(output: Any) -> bool:
+    """An output a reader can show: a map (or plain data) of a known `output_type`."""
+    return isinstance(output, Map | dict) and output.get("output_type") in OUTPUT_TYPES
 
 
 def _put_meta_right(meta: Map) -> list[str]:

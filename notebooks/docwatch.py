@@ -40,7 +40,7 @@ from pycrdt._pycrdt import Map as RawMap
 from pycrdt._pycrdt import Text as RawText
 
 from notebooks import docschema
-from notebooks.docschema import ID, METADATA, OUTPUT_TYPES, OUTPUTS, SOURCE, Touched
+from notebooks.docschema import ID, METADATA, OUTPUTS, SOURCE, Touched
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,8 @@ class Watch:
             if "retain" in change:
                 index += change["retain"]
             elif "insert" in change:
-                bad += [index + i for i, item in enumerate(change["insert"]) if not _readable(item)]
+                inserted = change["insert"]
+                bad += [index + i for i, item in enumerate(inserted) if not docschema.readable_output(item)]
                 index += len(change["insert"])
 
     def outputs_json(self, cell: Cell) -> list:
@@ -275,10 +276,6 @@ def _get(shared: Any, txn: Any, key: str) -> Any:
 def _drop(subscription: Any) -> None:
     if subscription is not None:
         subscription.drop()
-
-
-def _readable(output: Any) -> bool:
-    return isinstance(output, Map | dict) and output.get("output_type") in OUTPUT_TYPES
 
 
 def _id_of(value: Any) -> str | None:
