@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -38,15 +39,18 @@ from notebooks.sharing import note_if_expired
 
 log = logging.getLogger(__name__)
 
-# Updates a socket that names no epoch may send before its sync step 1 (they wait for it).
-EARLY_UPDATES_MAX = 16
+# Updates a socket may send before its sync step 2 (and, naming no epoch, its sync step 1): they
+# wait for it. An editor that reconnects while its person types sends them before its step 2.
+EARLY_UPDATES_MAX = 256
 # How much longer than the document's own a sync step 1's state vector may be (writers of the
 # client's own, never saved): about 5,000 of them.
 STATE_VECTOR_SLACK = 64 * 1024
 
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
-
+# Person -> monotonic time until which they may not join a notebook on this worker: their editor
+# sent changes that made a room reload for everyone (`RoomError.penalty`).
+KEPT_OUT: dict[str, float] = {}
 
 # Why access said no -> the close code the client acts on (4401: sign in or the link is gone).
 CLOSE_CODES = {
@@ -69,7 +73,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     ext = False
     counted: str | None = None  # the Principal.key this socket counts against
     epoch_known = False  # its document is of the room's epoch: named at connect, or `_check_epoch`
-    _early: list[bytes]  # updates that came before its sync step 1 showed that (no epoch named)
+    step2_seen = False  # its client answered the room's sync step 1
+    _early: list[bytes]  # updates that came before those two (`_update`)
     _join_recorded: asyncio.Future | None = None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -144,6 +149,11 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     def _count_person(self) -> None:
         key = self.principal.key
+        if KEPT_OUT.get(key, 0.0) > time.monotonic():
+            raise RoomError(
+                4429, "Your editor sent changes the server could not take; try again in a minute."
+            )
+        KEPT_OUT.pop(key, None)
         if SOCKETS_PER_PERSON.get(key, 0) >= settings.COLLAB["MAX_SOCKETS_PER_PERSON"]:
             metrics.inc("sockets_refused_per_person")
             raise RoomError(4413, "You have too many notebook connections open; close some tabs.")
@@ -187,6 +197,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         except ProtocolError as e:
             await self.close_with(4400, f"Malformed message: {e}.")
         except RoomError as e:
+            if e.penalty:  # the room reloads for everyone: not again at once by the same person
+                KEPT_OUT[self.principal.key] = time.monotonic() + settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
             await self.close_with(e.code, e.reason)
         except Exception:
             log.exception("a frame of a socket of notebook %s failed", self.notebook_id)
@@ -198,6 +210,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         if message.type is MessageType.SYNC:
             if message.sync_type is SyncType.STEP1:
                 await self._step1(message.payload)
+            elif message.sync_type is SyncType.STEP2:
+                await self._step2(message.payload)
             else:
                 await self._update(message.payload)
         elif message.type is MessageType.AWARENESS:
@@ -221,8 +235,19 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self.room.handle_step1(self, state_vector)
         except ValueError:  # ProtocolError, or pycrdt's "Cannot decode state"
             raise undecodable from None
-        if self._early:
-            await self._replay_early()
+        await self._replay_early()
+
+    async def _step2(self, update: bytes) -> None:
+        """The client's answer to the room's sync step 1: what it holds that the room did not.
+        Its updates sent before this one may build on that (typed while it reconnected), so
+        they waited for it (`_update`); from here on, none of its updates may wait for an
+        earlier one (`Room.receive_update` refuses such an update)."""
+        if self.step2_seen:
+            await self._update(update)
+            return
+        self.step2_seen = True
+        await self._update(update, first=True)
+        await self._replay_early()
 
     async def _awareness(self, payload: bytes) -> None:
         """One client id per socket (`Presence.claim`), a size cap; the room throttles."""
@@ -252,12 +277,17 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self.epoch_known = True
 
     async def _replay_early(self) -> None:
+        if not (self.epoch_known and self.step2_seen):
+            return
         early, self._early = self._early, []
         for update in early:
             await self._update(update)
 
-    async def _update(self, update: bytes) -> None:
-        """Write access is decided here, for every update, against the socket's current role."""
+    async def _update(self, update: bytes, first: bool = False) -> None:
+        """Write access is decided here, for every update, against the socket's current role.
+        An editor's updates wait until its sync step 2 and, naming no epoch, its sync step 1
+        have come: a few, together no larger than one message may be. `first`: the step 2,
+        which goes before the updates that waited for it."""
         if not self.access.can(acl.Action.EDIT):
             own = self.room.doc.get_update(self.room.doc.get_state())
             if not protocol.is_redundant(update, own):
@@ -266,14 +296,14 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                     protocol.permission_denied("You can view this notebook but not change it.")
                 )
             return
-        if not self.epoch_known:
-            # Until its sync step 1 has shown which epoch its document is of, such a client's
-            # updates wait for it (a generic client may answer our step 1 before sending its
-            # own): a few, together no larger than one message may be.
+        if not (self.epoch_known and self.step2_seen):
+            # Until its sync step 1 has shown which epoch its document is of (a generic client
+            # may answer our step 1 before sending its own), and its step 2 has brought what
+            # they may build on.
             held = sum(map(len, self._early)) + len(update)
             if len(self._early) >= EARLY_UPDATES_MAX or held > settings.COLLAB["MAX_MESSAGE_BYTES"]:
-                raise ProtocolError("a client that names no epoch sends sync step 1 before many updates")
-            self._early.append(update)
+                raise ProtocolError("a client answers sync step 1 before it sends many updates")
+            self._early.insert(0 if first else len(self._early), update)
             return
         user = self.principal.user
         link = self.access.link

@@ -31,7 +31,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from pycrdt import Doc
 
-from collab import metrics, protocol
+from collab import metrics, protocol, yupdate
 from collab.awareness import Presence
 from collab.broadcast import RoomBroadcast, send_to
 from collab.conf import conf
@@ -66,10 +66,14 @@ def _listed(found: list[str], shown: int = 10) -> str:
 
 
 class RoomError(Exception):
-    def __init__(self, code: int, reason: str):
+    """`penalty`: the sender's person is kept out of notebooks on this worker for a while
+    (`collab.consumers`): their changes made the room reload for everyone."""
+
+    def __init__(self, code: int, reason: str, penalty: bool = False):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.penalty = penalty
 
 
 async def get_room(notebook_id: str) -> Room:
@@ -137,6 +141,12 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._aw_pending: dict[Socket, bytes] = {}
         self._outbox: list[bytes] = []  # document updates for the local sockets (`_sender`)
         self._outbox_ready = asyncio.Event()
+
+    @property
+    def ending(self) -> bool:
+        """Failing, replaced or reloading: its sockets are being closed, it takes no more edits
+        from them, and it is forgotten once what it holds is written."""
+        return self._ending is not None
 
     # lifecycle
 
@@ -301,6 +311,14 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                 self.doc.apply_update(update)
             except ValueError:
                 raise RoomError(4400, "The server could not read an update from this client.") from None
+        if (lacking := yupdate.left_out(update, self.doc.get_state())) is not None:
+            # Nothing of it is saved or relayed (the client sends it again, in order, when it
+            # reconnects), and nobody syncs from this document again: see `yupdate.left_out`.
+            log.warning("notebook %s: a client update with %s; reloading the room", self.id, lacking)
+            self.restart()
+            raise RoomError(
+                4400, "This editor sent changes the server cannot take; reload the page.", penalty=True
+            )
         if touched.cells and len(self._docwatch.cells) > settings.NOTEBOOK_MAX_CELLS:
             # Each cell costs its schema check and its watch: refused as an import over the limit
             # is, before the check; the room reloads without it.
@@ -331,7 +349,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         """Updates from other workers were put right there, each alone; together they may repeat
         a cell id (one cell moved by two people on two workers at once): every worker that sees
         it gives the later cell an id of its own, and the last writer's id wins everywhere."""
-        if not self._docwatch.changed:
+        if not self._docwatch.changed or self._ending is not None:  # reloading: the next room checks
             return
         self._docwatch.changed = False
         found: list[str] = []
@@ -436,7 +454,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     def restart(self) -> None:
         """Close every socket for a reconnect and forget the room once what is queued is
         written; the next join loads the document afresh from the update log (merged there, in
-        order). For a change that took the notebook past its cell limit."""
+        order). For a document holding what a client sent out of order (`yupdate.left_out`)."""
         if self._ending is not None or self.closing:
             return
         self._ending = RELOADING

@@ -383,6 +383,9 @@ COLLAB = {
     "MAX_GUEST_SOCKETS_PER_ROOM": envint("COLLAB_MAX_GUEST_SOCKETS_PER_ROOM", 300),
     # One person's sockets on one worker, all rooms together (tabs, devices, reconnects).
     "MAX_SOCKETS_PER_PERSON": envint("COLLAB_MAX_SOCKETS_PER_PERSON", 20),
+    # Seconds a person may not join on a worker after their editor sent changes out of order
+    # (or deleting what nobody has written yet): the room reloaded for everyone.
+    "KEEP_OUT_AFTER_RELOAD": envfloat("COLLAB_KEEP_OUT_AFTER_RELOAD", 60.0),
     "MAX_AWARENESS_BYTES": envint("COLLAB_MAX_AWARENESS_BYTES", 16 * 1024),
     "AWARENESS_MIN_INTERVAL": envfloat("COLLAB_AWARENESS_MIN_INTERVAL", 0.05),
     "MAX_SEND_BUFFER": envint("COLLAB_MAX_SEND_BUFFER", 32 * 1024 * 1024),

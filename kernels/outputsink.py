@@ -39,7 +39,7 @@ class OutputSink:
     _batch: _Batch
 
     async def _ensure_room(self) -> Room:
-        if self.room is not None and self.room.closing:  # replaced/failed: hold the new one
+        if self.room is not None and (self.room.closing or self.room.ending):  # hold the next one
             self.room.release()
             self.room = None
         if self.room is None:

@@ -47,6 +47,16 @@ def pytest_runtest_teardown(item, nextitem):
 
 
 @pytest.fixture(autouse=True)
+def _nobody_kept_out():
+    """A person kept out of notebooks on this worker (`collab.consumers.KEPT_OUT`) is a user id
+    the next test's users may have again."""
+    yield
+    from collab import consumers
+
+    consumers.KEPT_OUT.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_settings(settings, tmp_path):
     settings.COLLAB = {
         **settings.COLLAB,

@@ -67,7 +67,7 @@ async def test_a_client_without_an_epoch_has_its_early_updates_wait_for_its_sync
     """Its state vector shows which epoch its document is of: updates before it wait (a few at
     most, then 4400), and a stale document's answer to our step 1 sent before its own step 1
     is dropped with the 4409 that step 1 gets."""
-    from collab import protocol
+    from collab import consumers, protocol
 
     old = await joined(notebook.pk, alice)
     add_code_cell(old, "leak", "API_KEY = 'sk-live-123'")
@@ -85,7 +85,7 @@ async def test_a_client_without_an_epoch_has_its_early_updates_wait_for_its_sync
     assert await database_sync_to_async(stored_sources)(notebook.pk) == ["the clean version"]
 
     flood, _ = await connect(notebook.pk, cookie)
-    for _ in range(17):
+    for _ in range(consumers.EARLY_UPDATES_MAX + 1):
         await flood.comm.send_to(bytes_data=protocol.sync_update(old.doc.get_update()))
     await flood.wait_closed()
     assert flood.closed["code"] == 4400

@@ -14,12 +14,6 @@ from collab.rooms import RELOADING, Room, RoomError
 from notebooks import docschema
 from notebooks.updatelog import Loaded
 
-# Refusing updates that wait, or delete items not written yet, closed clients that reconnect
-# while typing (their updates came before their sync step 2): not done, open.
-OPEN = pytest.mark.xfail(
-    strict=True, reason="refusing updates that wait closed clients reconnecting while typing: open"
-)
-
 
 def code_cell(cell_id: str) -> Map:
     fields = {"cell_type": "code", "source": Text("x"), "metadata": Map(), "outputs": Array()}
@@ -131,7 +125,6 @@ class ClosedSocket:
         self.closed.append((code, reason))
 
 
-@OPEN
 async def test_a_client_update_that_waits_for_an_earlier_one_is_refused_and_reloads_the_room():
     """A client may send its own updates in any order: one that waits for an earlier one is not
     saved, relayed or synced to anyone, its client is closed with 4400 (it sends it again, in
@@ -183,7 +176,6 @@ def change(client: Doc, edit) -> bytes:
     return client.get_update(before)
 
 
-@OPEN
 async def test_a_cell_from_an_update_that_waits_is_put_right_when_its_updates_come_again_in_order():
     """An editor sends an update inserting a cell X without the update before it; pycrdt 0.14.13
     showed X in the document at once without counting it, so yrs raised no event for changes to
@@ -249,8 +241,7 @@ async def test_unreadable_outputs_among_readable_ones_are_removed_in_time():
         client = Doc()
         client.apply_update(base.get_update())
         room = Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
-        update = change(client, edit)
-        costs[name] = timed_update(room, update)
+        costs[name] = timed_update(room, change(client, edit))
         assert len(docschema.cells(room.doc)[0]["outputs"]) == kept
         room._docwatch.close()
     assert costs["alternating"] < 3 * costs["together"] + 0.1, costs

@@ -13,12 +13,6 @@ from collab.rooms import Room, RoomError
 from notebooks import docschema
 from notebooks.updatelog import Loaded
 
-# Refusing updates that wait, or delete items not written yet, closed clients that reconnect
-# while typing (their updates came before their sync step 2): not done, open.
-OPEN = pytest.mark.xfail(
-    strict=True, reason="refusing updates that wait closed clients reconnecting while typing: open"
-)
-
 
 def code_cell(cell_id: str) -> Map:
     fields = {"cell_type": "code", "source": Text("x"), "metadata": Map(), "outputs": Array()}
@@ -75,7 +69,6 @@ def refused_and_reloaded(base: Doc, update_for) -> Room:
     return Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
 
 
-@OPEN
 async def test_a_deletion_of_the_servers_items_to_come_is_refused_and_the_repair_stays():
     """An editor sent one 10-byte update deleting the room's next 2^30 items (the room's client
     id is in every repair relayed to it), then removed `meta.nbformat`: the room put it back, but
@@ -100,7 +93,6 @@ async def test_a_deletion_of_the_servers_items_to_come_is_refused_and_the_repair
         room._docwatch.close()
 
 
-@OPEN
 async def test_a_deletion_of_another_editors_typing_to_come_is_refused():
     """The same shape against another editor's client id (in every update relayed from them):
     what they type next would reach the database and be deleted there."""
@@ -116,7 +108,6 @@ async def test_a_deletion_of_another_editors_typing_to_come_is_refused():
         room._docwatch.close()
 
 
-@OPEN
 async def test_kernel_outputs_reach_the_log():
     """After such a deletion was refused, the kernel's output written by the room (`Room.edit`)
     is in the update log as in the room's document."""
