@@ -306,6 +306,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             raise RoomError(*self._ending)
         if self.size + len(update) > conf("MAX_DOCUMENT_BYTES"):
             raise RoomError(4413, "The notebook has reached its maximum size; this change was not saved.")
+        try:
+            update = yupdate.as_read(update)  # saved and relayed as the room read it
+        except ValueError:
+            raise RoomError(4400, "The server could not read an update from this client.") from None
         with self._docwatch.recording() as touched:
             try:
                 self.doc.apply_update(update)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pycrdt import get_update
 
+EMPTY_STATE = b"\x00"  # a state vector naming no writer
+
 
 def _var_uint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
@@ -25,6 +27,15 @@ def state_vector(state: bytes) -> dict[int, int]:
         client, pos = _var_uint(state, pos)
         clocks[client], pos = _var_uint(state, pos)
     return clocks
+
+
+def as_read(update: bytes) -> bytes:
+    """The update as pycrdt reads it, encoded again: what the room applies, saves and relays.
+    pycrdt reads clocks and lengths as 32-bit numbers and Yjs (in browsers) as 53-bit ones: a
+    client's deletion of 2^32 items from clock 0 is a deletion of nothing to the room, and to
+    every browser a deletion of all that writer's items, and of those to come. Raises
+    ValueError for what pycrdt cannot read."""
+    return get_update(update, EMPTY_STATE)
 
 
 def left_out(update: bytes, state: bytes) -> str | None:

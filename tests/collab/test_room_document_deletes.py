@@ -6,9 +6,12 @@ updates relayed to it."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from pycrdt import Array, Doc, Map, Text, merge_updates
 
+from collab import yupdate
 from collab.rooms import Room, RoomError
 from notebooks import docschema
 from notebooks.updatelog import Loaded
@@ -124,5 +127,54 @@ async def test_kernel_outputs_reach_the_log():
         assert len(docschema.cells(room.doc)[0]["outputs"]) == 1
         cell = docschema.cells(logged(base, room))[0]
         assert (len(cell["outputs"]), cell.get("execution_count")) == (1, 1)
+    finally:
+        room._docwatch.close()
+
+
+def deletions_as_a_browser_reads_them(update: bytes) -> list[tuple[int, int, int]]:
+    """The delete set of an update of no items, read as Yjs in a browser reads it: numbers up to
+    2^53 (pycrdt reads clocks and lengths as 32-bit numbers)."""
+    assert update[0] == 0, "an update of no items"
+    pos, out = 1, []
+
+    def number() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            byte = update[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    for _ in range(number()):
+        client = number()
+        out += [(client, number(), number()) for _ in range(number())]
+    return out
+
+
+@pytest.mark.parametrize(("clock", "length"), [(0, 1 << 32), (1 << 32, 1 << 30)])
+async def test_a_deletion_ahead_in_numbers_beyond_32_bits_is_not_relayed_to_browsers(clock, length):
+    """pycrdt reads a deletion's clock and length as 32-bit numbers: one of 2^32 items from
+    clock 0 was, to the room, a deletion of nothing, and passed the check of deletions ahead;
+    saved and relayed as the client sent it, every browser (Yjs reads 53-bit numbers) deleted
+    all that editor had typed and all they typed next, and sent those deletions back in its
+    sync step 2 when it reconnected: the database lost them too. What the room saves and
+    relays is what it read, or the update is refused."""
+    base = notebook()
+    typist = client_of(base)
+    before = typist.get_state()
+    docschema.cells(typist)[0]["source"].insert(0, "typed ")
+    room = Room(
+        "n", Loaded(epoch="e", state=merge_updates(base.get_update(), typist.get_update(before)), seq=0)
+    )
+    try:
+        with contextlib.suppress(RoomError):
+            room.receive_update(deletion_ahead(typist.client_id, clock, length), None)
+        state = yupdate.state_vector(room.doc.get_state())
+        for pending, _ in room._pending:
+            for client, start, size in deletions_as_a_browser_reads_them(pending.data):
+                assert start + size <= state.get(client, 0), (client, start, size)
     finally:
         room._docwatch.close()
