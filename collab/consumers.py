@@ -42,14 +42,18 @@ log = logging.getLogger(__name__)
 # Updates a socket may send before its sync step 2 (and, naming no epoch, its sync step 1): they
 # wait for it. An editor that reconnects while its person types sends them before its step 2.
 EARLY_UPDATES_MAX = 256
+# ... and together at most this large, or one message's worth if less (the step 2 aside: one
+# message, bounded as any is). A socket that never sends its step 2 holds them while it is open.
+EARLY_BYTES_MAX = 1024 * 1024
 # How much longer than the document's own a sync step 1's state vector may be (writers of the
 # client's own, never saved): about 5,000 of them.
 STATE_VECTOR_SLACK = 64 * 1024
 
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
-# Person -> monotonic time until which they may not join a notebook on this worker: their editor
-# sent changes that made a room reload for everyone (`RoomError.penalty`).
+# Person (or, for anonymous guests, the share link they came through) -> monotonic time until
+# which they may not join a notebook on this worker: their editor sent changes that made a room
+# reload for everyone (`RoomError.penalty`).
 KEPT_OUT: dict[str, float] = {}
 
 # Why access said no -> the close code the client acts on (4401: sign in or the link is gone).
@@ -75,6 +79,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     epoch_known = False  # its document is of the room's epoch: named at connect, or `_check_epoch`
     step2_seen = False  # its client answered the room's sync step 1
     _early: list[bytes]  # updates that came before those two (`_update`)
+    _early_bytes = 0  # their size, the step 2 aside
     _join_recorded: asyncio.Future | None = None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -147,13 +152,22 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         await self._leave()
 
+    def _keep_out_keys(self) -> list[str]:
+        """Whom a reload this socket caused keeps out: its person, and for an anonymous guest
+        also the link it came through (opening the link again is a new guest, a new person:
+        without it, one guest reloaded the room as often as they liked)."""
+        keys = [self.principal.key]
+        if self.principal.user is None and self.access is not None and self.access.link is not None:
+            keys.append(f"link:{self.access.link.pk}")
+        return keys
+
     def _count_person(self) -> None:
         key = self.principal.key
-        if KEPT_OUT.get(key, 0.0) > time.monotonic():
+        now = time.monotonic()
+        if any(KEPT_OUT.get(k, 0.0) > now for k in self._keep_out_keys()):
             raise RoomError(
                 4429, "Your editor sent changes the server could not take; try again in a minute."
             )
-        KEPT_OUT.pop(key, None)
         if SOCKETS_PER_PERSON.get(key, 0) >= settings.COLLAB["MAX_SOCKETS_PER_PERSON"]:
             metrics.inc("sockets_refused_per_person")
             raise RoomError(4413, "You have too many notebook connections open; close some tabs.")
@@ -198,7 +212,12 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self.close_with(4400, f"Malformed message: {e}.")
         except RoomError as e:
             if e.penalty:  # the room reloads for everyone: not again at once by the same person
-                KEPT_OUT[self.principal.key] = time.monotonic() + settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
+                now = time.monotonic()
+                for key in [k for k, until in KEPT_OUT.items() if until <= now]:
+                    del KEPT_OUT[key]
+                until = now + settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
+                for key in self._keep_out_keys():
+                    KEPT_OUT[key] = until
             await self.close_with(e.code, e.reason)
         except Exception:
             log.exception("a frame of a socket of notebook %s failed", self.notebook_id)
@@ -279,7 +298,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def _replay_early(self) -> None:
         if not (self.epoch_known and self.step2_seen):
             return
-        early, self._early = self._early, []
+        early, self._early, self._early_bytes = self._early, [], 0
         for update in early:
             await self._update(update)
 
@@ -300,10 +319,15 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             # Until its sync step 1 has shown which epoch its document is of (a generic client
             # may answer our step 1 before sending its own), and its step 2 has brought what
             # they may build on.
-            held = sum(map(len, self._early)) + len(update)
-            if len(self._early) >= EARLY_UPDATES_MAX or held > settings.COLLAB["MAX_MESSAGE_BYTES"]:
+            if first:
+                self._early.insert(0, update)
+                return
+            held = self._early_bytes + len(update)
+            limit = min(EARLY_BYTES_MAX, settings.COLLAB["MAX_MESSAGE_BYTES"])
+            if len(self._early) >= EARLY_UPDATES_MAX or held > limit:
                 raise ProtocolError("a client answers sync step 1 before it sends many updates")
-            self._early.insert(0 if first else len(self._early), update)
+            self._early_bytes = held
+            self._early.append(update)
             return
         user = self.principal.user
         link = self.access.link

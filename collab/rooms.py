@@ -316,8 +316,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             except ValueError:
                 raise RoomError(4400, "The server could not read an update from this client.") from None
         if (lacking := yupdate.left_out(update, self.doc.get_state())) is not None:
-            # Nothing of it is saved or relayed (the client sends it again, in order, when it
-            # reconnects), and nobody syncs from this document again: see `yupdate.left_out`.
+            # Nothing of it is saved or relayed, and nobody syncs from this document again: see
+            # `yupdate.left_out`. No well-behaved client sends one (its updates wait for its sync
+            # step 2, `collab.consumers`); the editor stops at 4400 and keeps its changes (and
+            # its offline copy): reloading the page sends them again, in order.
             log.warning("notebook %s: a client update with %s; reloading the room", self.id, lacking)
             self.restart()
             raise RoomError(

@@ -566,3 +566,30 @@ async def test_an_editor_that_reconnects_while_typing_has_its_updates_wait_for_i
     await close_all(a, again)
     stored = await database_sync_to_async(actions.current_notebook)(notebook.pk)
     assert stored.cells[0].source.startswith("on typing away "), stored.cells[0].source
+
+
+async def test_updates_waiting_for_a_sync_step_2_that_never_comes_are_bounded(notebook, alice):
+    """A socket that never answers the room's sync step 1 has its updates wait for it: at most
+    `EARLY_BYTES_MAX` of them (300 guest sockets of one room each holding a message's worth
+    would be gigabytes), then it is closed with 4400 and nothing of them is saved."""
+    from collab import consumers
+
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    client, _ = await connect(notebook.pk, cookie, query=f"epoch={notebook.epoch}")
+    chunk = "x" * (256 * 1024)
+    for _ in range(consumers.EARLY_BYTES_MAX // len(chunk) + 1):
+        update = protocol.sync_update(_paragraph(chunk))
+        await client.comm.send_to(bytes_data=update)
+    closed = await client.wait_closed()
+    assert closed["code"] == 4400, closed
+    stored = await database_sync_to_async(actions.current_notebook)(notebook.pk)
+    assert all(chunk not in cell.source for cell in stored.cells)
+
+
+def _paragraph(text: str) -> bytes:
+    """An update of a document of its own holding `text` (it builds on nothing of the room's)."""
+    from pycrdt import Doc
+
+    doc = Doc()
+    doc.get("scratch", type=Text).insert(0, text)
+    return doc.get_update()
