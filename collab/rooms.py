@@ -306,20 +306,30 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             raise RoomError(*self._ending)
         if self.size + len(update) > conf("MAX_DOCUMENT_BYTES"):
             raise RoomError(4413, "The notebook has reached its maximum size; this change was not saved.")
+        unreadable = RoomError(4400, "The server could not read an update from this client.")
         try:
             update = yupdate.as_read(update)  # saved and relayed as the room read it
+            lacking = None
+            if len(update) <= yupdate.CHECK_BEFORE_MAX_BYTES:
+                lacking = yupdate.waits(update, yupdate.state_vector(self.doc.get_state()))
         except ValueError:
-            raise RoomError(4400, "The server could not read an update from this client.") from None
+            raise unreadable from None
+        if lacking is not None:
+            # Refused before it touches the document: only its socket is closed. (No
+            # well-behaved client sends one: see `left_out` below.)
+            log.info("notebook %s: a client update with %s refused", self.id, lacking)
+            raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
         with self._docwatch.recording() as touched:
             try:
                 self.doc.apply_update(update)
             except ValueError:
-                raise RoomError(4400, "The server could not read an update from this client.") from None
+                raise unreadable from None
         if (lacking := yupdate.left_out(update, self.doc.get_state())) is not None:
-            # Nothing of it is saved or relayed, and nobody syncs from this document again: see
-            # `yupdate.left_out`. No well-behaved client sends one (its updates wait for its sync
-            # step 2, `collab.consumers`); the editor stops at 4400 and keeps its changes (and
-            # its offline copy): reloading the page sends them again, in order.
+            # A large update, read only after: nothing of it is saved or relayed, and nobody
+            # syncs from this document again (see `yupdate.left_out`). No well-behaved client
+            # sends one (its updates wait for its sync step 2, `collab.consumers`); the editor
+            # stops at 4400 and keeps its changes (and its offline copy): reloading the page
+            # sends them again, in order.
             log.warning("notebook %s: a client update with %s; reloading the room", self.id, lacking)
             self.restart()
             raise RoomError(

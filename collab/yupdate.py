@@ -3,6 +3,8 @@ reads from updates beyond what pycrdt offers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pycrdt import get_update
 
 EMPTY_STATE = b"\x00"  # a state vector naming no writer
@@ -36,6 +38,217 @@ def as_read(update: bytes) -> bytes:
     every browser a deletion of all that writer's items, and of those to come. Raises
     ValueError for what pycrdt cannot read."""
     return get_update(update, EMPTY_STATE)
+
+
+# Updates at most this large are read struct by struct before they are applied (`waits`); a
+# larger one (a paste of many cells) is checked after, as every update is (`left_out`).
+CHECK_BEFORE_MAX_BYTES = 32 * 1024
+_ANY_DEPTH_MAX = 256
+
+
+class Unreadable(ValueError):
+    """The update is not a Yjs v1 update this module can read."""
+
+
+@dataclass
+class _Struct:
+    clock: int
+    length: int
+    counts: bool  # it brings content (an item or a GC range; a skip brings nothing)
+    needs: list[tuple[int, int]]  # ids it builds on: origin, right origin, parent
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def uint8(self) -> int:
+        if self.pos >= len(self.data):
+            raise Unreadable("the update ends early")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def var_uint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.uint8()
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+            if shift > 70:
+                raise Unreadable("a number is too long")
+
+    def skip(self, count: int) -> None:
+        if self.pos + count > len(self.data):
+            raise Unreadable("the update ends early")
+        self.pos += count
+
+    def var_bytes(self) -> bytes:
+        length = self.var_uint()
+        start = self.pos
+        self.skip(length)
+        return self.data[start : self.pos]
+
+    def var_int(self) -> None:
+        byte = self.uint8()
+        while byte & 0x80:
+            byte = self.uint8()
+
+    def any(self, depth: int = 0) -> None:
+        """lib0's `readAny`, read past."""
+        if depth > _ANY_DEPTH_MAX:
+            raise Unreadable("a value is nested too deep")
+        tag = self.uint8()
+        if tag in (127, 126, 121, 120):  # undefined, null, false, true
+            return
+        if tag == 125:
+            self.var_int()
+        elif tag == 124:
+            self.skip(4)
+        elif tag in (123, 122):
+            self.skip(8)
+        elif tag in (119, 116):  # string, bytes
+            self.var_bytes()
+        elif tag == 118:  # object
+            for _ in range(self.var_uint()):
+                self.var_bytes()
+                self.any(depth + 1)
+        elif tag == 117:  # array
+            for _ in range(self.var_uint()):
+                self.any(depth + 1)
+        else:
+            raise Unreadable(f"unknown value tag {tag}")
+
+
+def _content_length(reader: _Reader, kind: int) -> int:
+    """Read an item's content past; its length in clock ticks (Yjs counts a string in UTF-16
+    code units)."""
+    if kind == 1:  # deleted
+        return reader.var_uint()
+    if kind == 2:  # JSON
+        count = reader.var_uint()
+        for _ in range(count):
+            reader.var_bytes()
+        return count
+    if kind == 4:  # string
+        text = reader.var_bytes().decode("utf-8", "surrogatepass")
+        return len(text.encode("utf-16-le", "surrogatepass")) // 2
+    if kind in (3, 5):  # binary, embed
+        reader.var_bytes()
+        return 1
+    if kind == 6:  # format: key, value
+        reader.var_bytes()
+        reader.var_bytes()
+        return 1
+    if kind == 7:  # a shared type
+        ref = reader.var_uint()
+        if ref in (3, 5):  # XML element, XML hook: a name
+            reader.var_bytes()
+        elif ref not in (0, 1, 2, 4, 6):  # array, map, text, XML fragment, XML text
+            raise Unreadable(f"unknown type {ref}")
+        return 1
+    if kind == 8:  # any
+        count = reader.var_uint()
+        for _ in range(count):
+            reader.any()
+        return count
+    raise Unreadable(f"unknown content kind {kind}")
+
+
+def _read(update: bytes) -> tuple[dict[int, list[_Struct]], dict[int, list[tuple[int, int]]]]:
+    """The update's structs per writer, in order, and its delete set."""
+    reader = _Reader(update)
+    writers: dict[int, list[_Struct]] = {}
+    for _ in range(reader.var_uint()):
+        count = reader.var_uint()
+        client = reader.var_uint()
+        clock = reader.var_uint()
+        structs = writers.setdefault(client, [])
+        for _ in range(count):
+            info = reader.uint8()
+            kind = info & 0x1F
+            if kind in (0, 10):  # GC, skip
+                length = reader.var_uint()
+                structs.append(_Struct(clock, length, kind == 0, []))
+                clock += length
+                continue
+            needs = []
+            if info & 0x80:  # origin
+                needs.append((reader.var_uint(), reader.var_uint()))
+            if info & 0x40:  # right origin
+                needs.append((reader.var_uint(), reader.var_uint()))
+            if not info & 0xC0:  # the parent is written out
+                if reader.var_uint() == 1:
+                    reader.var_bytes()  # a root type's name
+                else:
+                    needs.append((reader.var_uint(), reader.var_uint()))
+                if info & 0x20:
+                    reader.var_bytes()  # the key in a map
+            length = _content_length(reader, kind)
+            structs.append(_Struct(clock, length, True, needs))
+            clock += length
+    deletes: dict[int, list[tuple[int, int]]] = {}
+    for _ in range(reader.var_uint()):
+        client = reader.var_uint()
+        deletes.setdefault(client, []).extend(
+            (reader.var_uint(), reader.var_uint()) for _ in range(reader.var_uint())
+        )
+    return writers, deletes
+
+
+def waits(update: bytes, clocks: dict[int, int]) -> str | None:
+    """What in the update a document whose state vector is `clocks` could not take in whole,
+    read before it is applied: "items" (one builds on an item neither has: Yjs and pycrdt keep
+    it aside, see `not_all_in`), "deletions ahead" (see `left_out`), or None. Integrates the
+    structs as Yjs does (`integrateStructs`: a writer's structs in order, another writer's
+    first when one builds on it), counting clocks only. Raises Unreadable."""
+    writers, deletes = _read(update)
+    have = dict(clocks)
+    next_of = dict.fromkeys(writers, 0)
+
+    def lacking(client: int, struct: _Struct) -> tuple[int, int] | None:
+        if struct.clock > have.get(client, 0):
+            return client, struct.clock - 1
+        for needed in struct.needs:
+            if needed[1] >= have.get(needed[0], 0):
+                return needed
+        return None
+
+    for start in writers:
+        stack: list[int] = []  # writers waiting for the one after them, and `waiting` as a set
+        waiting: set[int] = set()
+        client = start
+        while True:
+            structs = writers[client]
+            if next_of[client] == len(structs):
+                if not stack:
+                    break
+                client = stack.pop()
+                waiting.discard(client)
+                continue
+            struct = structs[next_of[client]]
+            if struct.clock + struct.length <= have.get(client, 0) or not struct.counts:
+                next_of[client] += 1  # held already, or a skip (what follows shows the hole)
+                continue
+            needed = lacking(client, struct)
+            if needed is None:
+                have[client] = struct.clock + struct.length
+                next_of[client] += 1
+                if stack:  # the one that waited for it tries again
+                    client = stack.pop()
+                    waiting.discard(client)
+                continue
+            owner = needed[0]
+            if owner == client or owner in waiting or next_of.get(owner, 0) >= len(writers.get(owner, ())):
+                return "items"  # a hole, or writers each waiting for another
+            stack.append(client)
+            waiting.add(client)
+            client = owner
+    for client, ranges in deletes.items():
+        if any(clock + length > have.get(client, 0) for clock, length in ranges if length):
+            return "deletions ahead"
+    return None
 
 
 def left_out(update: bytes, state: bytes) -> str | None:

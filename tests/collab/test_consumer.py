@@ -8,7 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from pycrdt import Array, Map, Text
 
-from collab import protocol
+from collab import protocol, yupdate
 from collab.rooms import ROOMS
 from notebooks import actions, docschema, nbio, ydoc
 from notebooks.models import Grant, NotebookUpdate, Role
@@ -472,15 +472,19 @@ async def test_a_cell_given_another_cells_id_gets_an_id_of_its_own(notebook, ali
     await close_all(a, b)
 
 
+@pytest.mark.parametrize("read", ["before", "after"])
 async def test_a_client_that_sends_its_own_updates_out_of_order_is_closed_and_nothing_of_them_is_kept(
-    notebook, alice, bob
+    notebook, alice, bob, read, monkeypatch
 ):
     """A client may send its own updates in any order; pycrdt 0.14.13 then shows a later cell in
     the room's document without counting it, raises no event for its later changes (so an id
     taken from another cell and an unknown type would pass the schema repair) and may free it
     while the room's observers hold it. The room refuses the update that waits (4400 for its
-    client), saves and relays nothing of it, and reloads: its other sockets reconnect (4503) to a
-    document loaded afresh from the update log."""
+    client) and saves and relays nothing of it. Read before it is applied (at most
+    `CHECK_BEFORE_MAX_BYTES`), nobody else notices; read after (a larger one), the room reloads:
+    its other sockets reconnect (4503) to a document loaded afresh from the update log."""
+    if read == "after":
+        monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
     await grant(notebook, bob, Role.EDITOR)
     a = await joined(notebook.pk, alice)
     b = await joined(notebook.pk, bob)
@@ -491,7 +495,11 @@ async def test_a_client_that_sends_its_own_updates_out_of_order_is_closed_and_no
     a._outbox[:] = [a._outbox[1], a._outbox[2], a._outbox[0]]
     await a.flush()
     assert (await a.wait_closed())["code"] == 4400
-    assert (await b.wait_closed())["code"] == 4503
+    if read == "before":
+        await b.pump()
+        assert b.closed is None
+    else:
+        assert (await b.wait_closed())["code"] == 4503
     assert await database_sync_to_async(writers_since)(start) == []
     assert len(b.cells) == 1
     c = await joined(notebook.pk, bob)
@@ -517,13 +525,14 @@ async def test_well_formed_structural_edits_need_no_correction(notebook, alice):
 
 
 async def test_an_editor_whose_changes_made_the_room_reload_is_kept_out_for_a_while(
-    notebook, alice, bob, settings
+    notebook, alice, bob, settings, monkeypatch
 ):
     """A refused out-of-order update reloads the room for everyone: without a limit, one editor
     repeating it (join, send the second of two edits) restarted the room 33 times in 6 s on a
     2,000-cell notebook, 0.12 s of worker CPU each, and kept the other editors on that worker
     reconnecting. Their person may not join on that worker for a while (4429, retried later);
-    everyone else may."""
+    everyone else may. (Only an update too large to be read before it is applied does that.)"""
+    monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
     settings.COLLAB = {**settings.COLLAB, "KEEP_OUT_AFTER_RELOAD": 60.0}
     await grant(notebook, bob, Role.EDITOR)
     b = await joined(notebook.pk, bob)

@@ -10,6 +10,7 @@ import time
 import pytest
 from pycrdt import Array, Doc, Map, Text, merge_updates
 
+from collab import yupdate
 from collab.rooms import RELOADING, Room, RoomError
 from notebooks import docschema
 from notebooks.updatelog import Loaded
@@ -125,11 +126,16 @@ class ClosedSocket:
         self.closed.append((code, reason))
 
 
-async def test_a_client_update_that_waits_for_an_earlier_one_is_refused_and_reloads_the_room():
+@pytest.mark.parametrize("read", ["before", "after"])
+async def test_a_client_update_that_waits_for_an_earlier_one_is_refused(read, monkeypatch):
     """A client may send its own updates in any order: one that waits for an earlier one is not
-    saved, relayed or synced to anyone, its client is closed with 4400 (it sends it again, in
-    order, when it reconnects), and the room reloads from the update log, so that nothing of it
-    stays in a document pycrdt mishandles (see `collab.repair.not_all_in`)."""
+    saved, relayed or synced to anyone, and its client is closed with 4400. One of at most
+    `CHECK_BEFORE_MAX_BYTES` is read before it is applied (`collab.yupdate.waits`) and refused
+    alone: the room goes on. A larger one is found after it is applied (`left_out`), and the
+    room reloads from the update log, so that nothing of it stays in a document pycrdt
+    mishandles (see `collab.yupdate.not_all_in`)."""
+    if read == "after":
+        monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
     base = notebook(deleted=0, live=1)
     client = Doc()
     client.apply_update(base.get_update())
@@ -142,6 +148,15 @@ async def test_a_client_update_that_waits_for_an_earlier_one_is_refused_and_relo
         room.receive_update(waits, None)
     assert refused.value.code == 4400
     assert room._pending == []
+    assert refused.value.penalty == (read == "after")
+    if read == "before":
+        assert ids(room.doc) == ids(base)
+        room.receive_update(missing, None)
+        room.receive_update(waits, None)
+        assert ids(room.doc) == ids(client)
+        assert other.closed == []
+        room._docwatch.close()
+        return
     with pytest.raises(RoomError):
         await room.handle_step1(other, b"\x00")
     await asyncio.wait_for(room.gone.wait(), 5)
@@ -176,13 +191,18 @@ def change(client: Doc, edit) -> bytes:
     return client.get_update(before)
 
 
-async def test_a_cell_from_an_update_that_waits_is_put_right_when_its_updates_come_again_in_order():
+@pytest.mark.parametrize("read", ["before", "after"])
+async def test_a_cell_from_an_update_that_waits_is_put_right_when_its_updates_come_again_in_order(
+    read, monkeypatch
+):
     """An editor sends an update inserting a cell X without the update before it; pycrdt 0.14.13
     showed X in the document at once without counting it, so yrs raised no event for changes to
     its keys: the same socket, under a second client id, set X's cell type to "bogus" and its id
     to cell 0's, and neither the watch nor the schema repair saw it (the room's document, a
-    joiner's and the update log kept both for good). Now the update that waits is refused and the
-    room reloads; sent again in order, the change to X is put right."""
+    joiner's and the update log kept both for good). Now the update that waits is refused (and
+    a large one makes the room reload); sent again in order, the change to X is put right."""
+    if read == "after":
+        monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
     base = notebook(deleted=0, live=2)
     first = Doc()
     first.apply_update(base.get_update())
@@ -197,8 +217,12 @@ async def test_a_cell_from_an_update_that_waits_is_put_right_when_its_updates_co
     with pytest.raises(RoomError):
         room.receive_update(smuggled, None)
     assert room._pending == []
-    await asyncio.wait_for(room.gone.wait(), 5)
-    fresh = Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
+    if read == "before":
+        fresh = room  # it took nothing of them
+        assert ids(fresh.doc) == ids(base)
+    else:
+        await asyncio.wait_for(room.gone.wait(), 5)
+        fresh = Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
     try:
         for update in (missing, waits, smuggled):
             fresh.receive_update(update, None)

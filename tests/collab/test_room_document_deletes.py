@@ -56,23 +56,33 @@ def client_of(doc: Doc) -> Doc:
     return client
 
 
-def refused_and_reloaded(base: Doc, update_for) -> Room:
+@pytest.fixture(params=["before", "after"])
+def read(request, monkeypatch) -> str:
+    """Whether the room reads the update before applying it (one of at most
+    `CHECK_BEFORE_MAX_BYTES`: refused alone) or after (a larger one: the room reloads)."""
+    if request.param == "after":
+        monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
+    return request.param
+
+
+def refused_and_reloaded(base: Doc, update_for, read: str) -> Room:
     """Send `update_for(room)` to a room, see it refused with nothing of it kept, and return the
-    room the next join loads (the update log holds nothing of it)."""
+    room that goes on: the same one if the update was refused before it was applied, else the
+    one the next join loads (the update log holds nothing of it)."""
     room = Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
-    try:
-        with pytest.raises(RoomError) as refused:
-            room.receive_update(update_for(room), None)
-        assert refused.value.code == 4400
-        assert refused.value.penalty
-        assert room._pending == []
-        assert room._ending is not None
-    finally:
-        room._docwatch.close()
+    with pytest.raises(RoomError) as refused:
+        room.receive_update(update_for(room), None)
+    assert refused.value.code == 4400
+    assert room._pending == []
+    assert refused.value.penalty == (read == "after")
+    assert room.ending == (read == "after")
+    if read == "before":
+        return room
+    room._docwatch.close()
     return Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
 
 
-async def test_a_deletion_of_the_servers_items_to_come_is_refused_and_the_repair_stays():
+async def test_a_deletion_of_the_servers_items_to_come_is_refused_and_the_repair_stays(read):
     """An editor sent one 10-byte update deleting the room's next 2^30 items (the room's client
     id is in every repair relayed to it), then removed `meta.nbformat`: the room put it back, but
     the update log, merged, deleted the repair, and a room loaded from the log (after a restart,
@@ -80,7 +90,7 @@ async def test_a_deletion_of_the_servers_items_to_come_is_refused_and_the_repair
     server makes (cell ids given, cell types made raw, outputs removed), and for other editors'
     typing to come. Such a deletion is now refused, and the room reloads without it."""
     base = notebook()
-    room = refused_and_reloaded(base, lambda room: deletion_ahead(room.doc.client_id, 0, 1 << 30))
+    room = refused_and_reloaded(base, lambda room: deletion_ahead(room.doc.client_id, 0, 1 << 30), read)
     try:
         editor = client_of(base)
         before = editor.get_state()
@@ -96,12 +106,12 @@ async def test_a_deletion_of_the_servers_items_to_come_is_refused_and_the_repair
         room._docwatch.close()
 
 
-async def test_a_deletion_of_another_editors_typing_to_come_is_refused():
+async def test_a_deletion_of_another_editors_typing_to_come_is_refused(read):
     """The same shape against another editor's client id (in every update relayed from them):
     what they type next would reach the database and be deleted there."""
     base = notebook()
     typist = client_of(base)
-    room = refused_and_reloaded(base, lambda room: deletion_ahead(typist.client_id, 0, 1 << 30))
+    room = refused_and_reloaded(base, lambda room: deletion_ahead(typist.client_id, 0, 1 << 30), read)
     try:
         before = typist.get_state()
         docschema.cells(typist)[0]["source"].insert(0, "typed ")
@@ -111,11 +121,11 @@ async def test_a_deletion_of_another_editors_typing_to_come_is_refused():
         room._docwatch.close()
 
 
-async def test_kernel_outputs_reach_the_log():
+async def test_kernel_outputs_reach_the_log(read):
     """After such a deletion was refused, the kernel's output written by the room (`Room.edit`)
     is in the update log as in the room's document."""
     base = notebook()
-    room = refused_and_reloaded(base, lambda room: deletion_ahead(room.doc.client_id, 0, 1 << 30))
+    room = refused_and_reloaded(base, lambda room: deletion_ahead(room.doc.client_id, 0, 1 << 30), read)
     try:
 
         def output(doc: Doc) -> None:

@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
-from collab import consumers, protocol
+from collab import consumers, protocol, yupdate
 from collab.rooms import ROOMS
 from notebooks import sharing
 from notebooks.models import Role
@@ -305,14 +305,15 @@ def edit_link_guest_cookies(notebook, count: int) -> list[str]:
 
 
 async def test_a_guest_who_made_the_room_reload_is_not_let_in_again_by_a_new_session(
-    notebook, alice, settings
+    notebook, alice, settings, monkeypatch
 ):
     """An editor whose update made the room reload is kept out of notebooks on that worker for a
     while (`KEEP_OUT_AFTER_RELOAD`), as their person (`Principal.key`). A guest of an edit link is
     a new person with every session: opening the link again (one GET, no sign-in, no limit for a
     link that exists) gave a new key, and the room reloaded again for everyone in it, as often as
     that guest liked. The anonymous guests of that link are kept out with them; signed-in people
-    are not."""
+    are not. (Only an update too large to be read before it is applied makes the room reload.)"""
+    monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
     settings.COLLAB = {**settings.COLLAB, "KEEP_OUT_AFTER_RELOAD": 60.0}
     cookies = await database_sync_to_async(edit_link_guest_cookies)(notebook, 3)
     owner = await joined(notebook.pk, alice)
