@@ -126,6 +126,26 @@ def append(notebook_id, batch: list[Pending], epoch: str | None = None) -> int:
     )
     # Names come from the models, values are parameters.
     update = f"UPDATE {qn(nb.db_table)} SET {', '.join(sets)} WHERE {where} RETURNING seq"  # noqa: S608
+    rows_per_insert = settings.COLLAB["PERSIST_INSERT_ROWS"]
+    if connection.vendor == "postgresql" and len(batch) <= rows_per_insert:
+        # One statement, so one round trip and no BEGIN/COMMIT of its own: the numbering and
+        # the rows commit together as one.
+        types = [up.get_field(name).db_type(connection) for name in ("data", "user", "link")]
+        row = f"(%s::integer, %s::{types[0]}, %s::{types[1]}, %s::{types[2]})"
+        statement = (
+            f"WITH u AS ({update}) INSERT INTO {qn(up.db_table)} ({columns}) "  # noqa: S608
+            f"SELECT %s, u.seq - %s + v.i, v.data, v.user_id, v.link_id, %s FROM u, "
+            f"(VALUES {', '.join([row] * len(batch))}) AS v(i, data, user_id, link_id) RETURNING seq"
+        )
+        values = [x for i, p in enumerate(batch, start=1) for x in (i, p.data, p.user_id, p.link_id)]
+        with connection.cursor() as cursor:
+            cursor.execute(statement, [*params, pk, len(batch), now, *values])
+            seqs = [seq for (seq,) in cursor.fetchall()]
+        if not seqs:
+            if Notebook.objects.filter(pk=notebook_id).exists():
+                raise Replaced(notebook_id)
+            raise LookupError(f"notebook {notebook_id} no longer exists")
+        return min(seqs)
     insert = f"INSERT INTO {qn(up.db_table)} ({columns}) VALUES "  # noqa: S608
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(update, params)
@@ -135,7 +155,6 @@ def append(notebook_id, batch: list[Pending], epoch: str | None = None) -> int:
                 raise Replaced(notebook_id)
             raise LookupError(f"notebook {notebook_id} no longer exists")
         first = row[0] - len(batch) + 1
-        rows_per_insert = settings.COLLAB["PERSIST_INSERT_ROWS"]
         for start in range(0, len(batch), rows_per_insert):
             chunk = batch[start : start + rows_per_insert]
             rows = []
