@@ -324,6 +324,15 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                 self.doc.apply_update(update)
             except ValueError:
                 raise unreadable from None
+            except RuntimeError:
+                # e.g. an item whose parent is an item of no type (`waits` reads clocks only):
+                # pycrdt raises after integrating part of the update; nothing of it is saved
+                # or relayed, so the document must not go on holding that part.
+                log.warning("notebook %s: pycrdt failed on a client update; reloading the room", self.id)
+                self.restart()
+                raise RoomError(
+                    4400, "This editor sent changes the server cannot take; reload the page.", penalty=True
+                ) from None
         if (lacking := yupdate.left_out(update, self.doc.get_state())) is not None:
             # A large update, read only after: nothing of it is saved or relayed, and nobody
             # syncs from this document again (see `yupdate.left_out`). No well-behaved client

@@ -44,6 +44,10 @@ def as_read(update: bytes) -> bytes:
 # larger one (a paste of many cells) is checked after, as every update is (`left_out`).
 CHECK_BEFORE_MAX_BYTES = 32 * 1024
 _ANY_DEPTH_MAX = 256
+# pycrdt counts clocks in 32 bits and takes some differences of them as signed 32-bit numbers: an
+# item reaching past this wraps its writer's clock (the next transaction panics). No editor
+# writes two billion items.
+_CLOCK_MAX = 2**31 - 1
 
 
 class Unreadable(ValueError):
@@ -188,6 +192,8 @@ def _read(update: bytes) -> tuple[dict[int, list[_Struct]], dict[int, list[tuple
             length = _content_length(reader, kind)
             structs.append(_Struct(clock, length, True, needs))
             clock += length
+        if clock > _CLOCK_MAX:
+            raise Unreadable("a clock is out of range")
     deletes: dict[int, list[tuple[int, int]]] = {}
     for _ in range(reader.var_uint()):
         client = reader.var_uint()
@@ -246,7 +252,8 @@ def waits(update: bytes, clocks: dict[int, int]) -> str | None:
             waiting.add(client)
             client = owner
     for client, ranges in deletes.items():
-        if any(clock + length > have.get(client, 0) for clock, length in ranges if length):
+        # A range of no items beyond the clocks deletes nothing, but pycrdt keeps it (`left_out`)
+        if any(clock + length > have.get(client, 0) for clock, length in ranges):
             return "deletions ahead"
     return None
 

@@ -134,3 +134,57 @@ def test_a_string_counts_in_utf16_code_units():
     assert yupdate.waits(after, {a.client_id: 3}) is None
     assert yupdate.waits(after, {a.client_id: 2}) == "items"
     assert yupdate.waits(yupdate.as_read(first), {}) is None
+
+
+def var_uint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if not n:
+            return bytes(out + bytes([byte]))
+        out.append(byte | 0x80)
+
+
+def test_a_deletion_of_no_items_beyond_the_clocks_is_told():
+    """A range of length 0 deletes nothing, but pycrdt keeps it, and `left_out` tells it (the
+    room would reload): told before, it is refused alone."""
+    deletion = b"\x00\x01" + var_uint(7) + b"\x01" + var_uint(100) + var_uint(0)
+    update = yupdate.as_read(deletion)
+    doc = Doc()
+    told = yupdate.waits(update, {})
+    doc.apply_update(update)
+    assert told == yupdate.left_out(update, doc.get_state()) == "deletions ahead"
+
+
+@pytest.mark.parametrize("kind", [b"\x01", b"\x00"])  # deleted item, GC
+def test_clocks_past_32_bits_are_not_read(kind):
+    """pycrdt counts clocks in 32 bits: an item reaching past 2^32 wraps its writer's clock
+    and the next transaction panics (a PanicException, not an Exception)."""
+    first = (kind + var_uint(1) + var_uint(1) + b"t" if kind == b"\x01" else kind) + var_uint(2**32 - 1)
+    second = bytes([0x84]) + var_uint(5) + var_uint(2**32 - 2) + var_uint(2) + b"ab"
+    update = yupdate.as_read(b"\x01\x02" + var_uint(5) + b"\x00" + first + second + b"\x00")
+    with pytest.raises(yupdate.Unreadable):
+        yupdate.waits(update, {})
+
+
+def test_an_item_under_an_item_of_no_type_leaves_nothing_half_applied():
+    """An item whose parent is given by the id of a string item: `waits` reads clocks only and
+    lets it by; pycrdt integrates the other writers' items first, then raises RuntimeError (not
+    ValueError). The room must not go on with part of the update in its document and none of it
+    saved or relayed: it reloads."""
+    from collab.rooms import Room, RoomError
+    from notebooks.updatelog import Loaded
+
+    base = Doc()
+    base.get("t", type=Text).insert(0, "abc")
+    (writer,) = yupdate.state_vector(base.get_state())
+    good = bytes([0x84]) + var_uint(writer) + var_uint(2) + var_uint(1) + b"X"  # after "c"
+    bad = bytes([0x04, 0x00]) + var_uint(writer) + var_uint(1) + var_uint(3) + b"bad"
+    runs = [b"\x01" + var_uint(2**40) + b"\x00" + good, b"\x01" + var_uint(6) + b"\x00" + bad]
+    update = b"\x02" + b"".join(runs) + b"\x00"  # the higher writer's item is integrated first
+    room = Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
+    with pytest.raises(RoomError) as refused:
+        room.receive_update(update, None)
+    assert refused.value.code == 4400
+    assert room._pending == []
+    assert room.ending
