@@ -324,11 +324,15 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                 self.doc.apply_update(update)
             except ValueError:
                 raise unreadable from None
-            except RuntimeError:
+            except BaseException as exc:
                 # e.g. an item whose parent is an item of no type (`waits` reads clocks only):
-                # pycrdt raises after integrating part of the update; nothing of it is saved
-                # or relayed, so the document must not go on holding that part.
-                log.warning("notebook %s: pycrdt failed on a client update; reloading the room", self.id)
+                # pycrdt raises after integrating part of the update (RuntimeError), or panics
+                # (pyo3's PanicException, a BaseException: clocks past 32 bits in an update too
+                # large to be read before); nothing of it is saved or relayed, so the document
+                # must not go on holding that part.
+                if not isinstance(exc, RuntimeError) and type(exc).__name__ != "PanicException":
+                    raise
+                log.warning("notebook %s: pycrdt failed on a client update (%r); reloading", self.id, exc)
                 self.restart()
                 raise RoomError(
                     4400, "This editor sent changes the server cannot take; reload the page.", penalty=True

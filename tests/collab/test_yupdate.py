@@ -3,6 +3,7 @@ before the update is applied, checked against what pycrdt makes of it."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -36,7 +37,7 @@ def edits(doc: Doc, rng: random.Random) -> None:
 def history(seed: int) -> list[bytes]:
     """The updates of three editors who edit and now and then sync with one another."""
     rng = random.Random(seed)
-    docs = [Doc() for _ in range(3)]
+    docs = [Doc(client_id=rng.randrange(1, 2**53)) for _ in range(3)]  # the same each run
     updates: list[bytes] = []
     for _ in range(40):
         doc = rng.choice(docs)
@@ -167,7 +168,7 @@ def test_clocks_past_32_bits_are_not_read(kind):
         yupdate.waits(update, {})
 
 
-def test_an_item_under_an_item_of_no_type_leaves_nothing_half_applied():
+async def test_an_item_under_an_item_of_no_type_leaves_nothing_half_applied():
     """An item whose parent is given by the id of a string item: `waits` reads clocks only and
     lets it by; pycrdt integrates the other writers' items first, then raises RuntimeError (not
     ValueError). The room must not go on with part of the update in its document and none of it
@@ -188,3 +189,29 @@ def test_an_item_under_an_item_of_no_type_leaves_nothing_half_applied():
     assert refused.value.code == 4400
     assert room._pending == []
     assert room.ending
+    await asyncio.wait_for(room.gone.wait(), 5)
+
+
+async def test_a_large_update_pycrdt_panics_on_reloads_the_room(monkeypatch):
+    """An update too large to be read before it is applied, with clocks past 2^32: pycrdt's
+    panic is a BaseException (pyo3's PanicException) that got past every handler and closed
+    the socket with 1011, the room going on with what pycrdt had taken of it. It is refused
+    (4400) and the room reloads, and is forgotten whatever state pycrdt is left in."""
+    from collab.rooms import ROOMS, Room, RoomError
+    from notebooks.updatelog import Loaded
+
+    monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
+    first = b"\x01" + var_uint(1) + var_uint(1) + b"t" + var_uint(2**32 - 1)  # a deleted item in "t"
+    second = bytes([0x84]) + var_uint(5) + var_uint(2**32 - 2) + var_uint(2) + b"ab"
+    update = b"\x01\x02" + var_uint(5) + b"\x00" + first + second + b"\x00"
+    base = Doc()
+    base.get("t", type=Text).insert(0, "abc")
+    room = Room("n", Loaded(epoch="e", state=base.get_update(), seq=0))
+    ROOMS["n"] = room
+    with pytest.raises(RoomError) as refused:
+        room.receive_update(update, None)
+    assert refused.value.code == 4400
+    assert refused.value.penalty
+    assert room._pending == []
+    await asyncio.wait_for(room.gone.wait(), 5)
+    assert "n" not in ROOMS
