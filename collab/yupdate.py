@@ -1,5 +1,5 @@
-"""What a Yjs update (v1 encoding) deletes, and a state vector as numbers: the two facts the room
-reads from updates beyond what pycrdt offers."""
+"""What the room reads from Yjs updates (v1 encoding) beyond what pycrdt offers: whether a
+document could take one in whole, before (`waits`) or after (`left_out`) applying it."""
 
 from __future__ import annotations
 
@@ -7,28 +7,14 @@ from dataclasses import dataclass
 
 from pycrdt import get_update
 
+from collab import protocol
+
 EMPTY_STATE = b"\x00"  # a state vector naming no writer
-
-
-def _var_uint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
 
 
 def state_vector(state: bytes) -> dict[int, int]:
     """Client id -> the clock of its next item, from an encoded state vector."""
-    count, pos = _var_uint(state, 0)
-    clocks = {}
-    for _ in range(count):
-        client, pos = _var_uint(state, pos)
-        clocks[client], pos = _var_uint(state, pos)
-    return clocks
+    return protocol.parse_state_vector(state)
 
 
 def as_read(update: bytes) -> bytes:
@@ -264,18 +250,14 @@ def left_out(update: bytes, state: bytes) -> str | None:
     ahead" (it deletes items the document does not have yet; Yjs keeps such a deletion and
     applies it to them when they come, so a client could delete the server's or another
     editor's changes to come, and the update log would keep that), or None."""
-    rest = get_update(update, state)  # its items the state lacks, then its whole delete set
-    clients, pos = _var_uint(rest, 0)
-    if clients:
+    rest = _Reader(get_update(update, state))  # its items the state lacks, then its delete set
+    if rest.var_uint():
         return "items"
-    count, pos = _var_uint(rest, pos)
     clocks = None
-    for _ in range(count):
-        client, pos = _var_uint(rest, pos)
-        runs, pos = _var_uint(rest, pos)
-        for _ in range(runs):
-            clock, pos = _var_uint(rest, pos)
-            length, pos = _var_uint(rest, pos)
+    for _ in range(rest.var_uint()):
+        client = rest.var_uint()
+        for _ in range(rest.var_uint()):
+            clock, length = rest.var_uint(), rest.var_uint()
             clocks = state_vector(state) if clocks is None else clocks
             if clock + length > clocks.get(client, 0):
                 return "deletions ahead"
