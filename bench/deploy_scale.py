@@ -139,6 +139,7 @@ async def lecture(
         sent = 0
         meter = CpuMeter(procs, watching.pids)
         watching.go()
+        print(f"{tag}: writing for {seconds:g} s", file=sys.stderr, flush=True)
 
         async def write(index: int, author: YClient) -> None:
             nonlocal sent

@@ -70,9 +70,12 @@ def buffered_bytes(transport) -> int:
 def _too_slow(self) -> bool:
     if getattr(self, "_closing_slow", False):
         return True  # already closing: drop what the room still sends
-    limit = settings.COLLAB["MAX_SEND_BUFFER"]
     waiting = buffered_bytes(self.transport)
-    if not limit or waiting <= limit + getattr(self, "_largest_frame", 0):
+    largest = getattr(self, "_largest_frame", 0)
+    if waiting <= largest:
+        return False  # the common case, once per socket and frame: no settings lookup
+    limit = settings.COLLAB["MAX_SEND_BUFFER"]
+    if not limit or waiting <= limit + largest:
         return False
     self._closing_slow = True
     log.warning("a client does not read (%d bytes waiting); closing its socket with %d", waiting, TOO_SLOW)

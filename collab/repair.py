@@ -3,7 +3,8 @@
 A mixin of `collab.rooms.Room`. Rules:
 - `seq` is the highest sequence number up to which the Doc holds every update; numbers seen
   beyond a hole are kept in `_ahead`, and a hole is repaired from the database after
-  `GAP_REPAIR_DELAY`;
+  `GAP_REPAIR_DELAY` unless it is filled meanwhile (with several workers writing, a hole opens
+  and closes at nearly every batch);
 - repair applies every row it reads, a compacted snapshot included (it may stand for missing
   updates under the number of one of the room's own); it relays the rows it lacked by number,
   never a diff of the Doc, which would also carry updates the Doc held pending behind the gap
@@ -40,6 +41,10 @@ class GapRepair:
             while self.seq + 1 in self._ahead:
                 self._ahead.remove(self.seq + 1)
                 self.seq += 1
+            if not self._ahead and self._repair_handle is not None:
+                # The hole is filled (most often by this worker's own write returning): no repair.
+                self._repair_handle.cancel()
+                self._repair_handle = None
             if self._early:
                 self._apply_early_again()
         else:

@@ -125,6 +125,27 @@ async def test_a_room_repairs_a_gap_from_the_database(notebook):
         await room.close()
 
 
+async def test_a_hole_filled_before_the_repair_delay_costs_no_database_read(notebook, settings):
+    """With several workers writing, a hole opens at nearly every batch (another worker's message
+    comes before this worker's own write returns) and closes a moment later: the repair timer
+    must go with the hole, or every worker reads the database every GAP_REPAIR_DELAY for nothing."""
+    settings.COLLAB = {**settings.COLLAB, "GAP_REPAIR_DELAY": 3600}
+    loaded = await database_sync_to_async(persistence.load)(notebook.pk)
+    room = Room(str(notebook.pk), loaded)
+    await room.start()
+    try:
+        await database_sync_to_async(edits)(notebook.pk, 5)
+        rows, _, _ = await database_sync_to_async(persistence.updates_after)(notebook.pk, 0)
+        message = {"type": "updates", "notebook": str(notebook.pk)}
+        await room.on_fanout({**message, "first_seq": 5, "updates": [rows[4][1]]})
+        assert room._repair_handle is not None
+        await room.on_fanout({**message, "first_seq": 1, "updates": [data for _, data in rows[:4]]})
+        assert (room.seq, room._ahead) == (5, set())
+        assert room._repair_handle is None
+    finally:
+        await room.close()
+
+
 async def test_a_room_catches_up_when_the_last_message_was_lost(notebook):
     loaded = await database_sync_to_async(persistence.load)(notebook.pk)
     room = Room(str(notebook.pk), loaded)
