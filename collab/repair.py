@@ -9,7 +9,8 @@ A mixin of `collab.rooms.Room`. Rules:
   updates under the number of one of the room's own); it relays the rows it lacked by number,
   never a diff of the Doc, which would also carry updates the Doc held pending behind the gap
   and had already relayed: nothing reaches a client twice;
-- the periodic check asks the database only while it can matter (`_should_poll`).
+- the periodic check asks the database only while it can matter (`_should_poll`), and reads
+  what it lacks only once it is clear the messages will not bring it (`_lost_since_last_check`).
 """
 
 from __future__ import annotations
@@ -162,8 +163,9 @@ class GapRepair:
                     latest = await database_sync_to_async(_notebook_seq)(self.id)
                     if latest is None:
                         await self.on_fanout({"type": "access", "notebook": self.id})
-                    elif latest > self.seq:
+                    elif latest > self.seq and self._lost_since_last_check():
                         await self.repair()
+                    self._checked_seq = latest
                 if self.sockets and time.monotonic() - last_access_check > conf("ACCESS_RECHECK_INTERVAL"):
                     last_access_check = time.monotonic()
                     await self._recheck_access()
@@ -177,6 +179,15 @@ class GapRepair:
                 if failing:
                     log.warning("room watch of %s works again", self.id)
                 failing = False
+
+    def _lost_since_last_check(self) -> bool:
+        """The database is ahead: repair now if its messages cannot come (the fan-out is down,
+        or they were published before this room joined its group: the first check after
+        loading), or if what the database held at the check before has still not come. With
+        edits flowing the database is ahead at nearly every check by updates whose messages are
+        on the way; reading them again on every worker would only load the database."""
+        checked = self._checked_seq
+        return fanout().down or checked is None or self.seq < checked
 
     async def _on_remote_updates(self, first: int, updates: list[bytes]) -> None:
         fresh = []

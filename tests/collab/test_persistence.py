@@ -160,6 +160,51 @@ async def test_a_room_catches_up_when_the_last_message_was_lost(notebook):
         await room.close()
 
 
+async def test_the_periodic_check_leaves_updates_in_flight_to_their_messages(notebook, monkeypatch):
+    """With edits flowing, the database is ahead of every room at nearly every check (updates
+    committed, their messages on the way): the check repairs only what it already saw at the
+    check before and still lacks, not everything in flight (on each of the workers)."""
+    loaded = await database_sync_to_async(persistence.load)(notebook.pk)
+    room = Room(str(notebook.pk), loaded)
+    repairs = []
+    original = room.repair
+
+    async def counted():
+        repairs.append(room.seq)
+        await original()
+
+    monkeypatch.setattr(room, "repair", counted)
+    await room.start()
+    room.hold()
+    try:
+
+        async def checks(n: int) -> None:
+            start = room._polled_at
+            polls = []
+            await eventually_async(
+                lambda: (room._polled_at != start and polls.append(room._polled_at), len(set(polls)) >= n)[1],
+                what=f"{n} periodic checks",
+            )
+
+        room._active_at = asyncio.get_running_loop().time()
+        await checks(1)
+        await database_sync_to_async(edits)(notebook.pk, 3)  # committed; the message is on its way
+        rows, _, _ = await database_sync_to_async(persistence.updates_after)(notebook.pk, 0)
+        room._active_at = asyncio.get_running_loop().time()
+        await checks(1)
+        assert repairs == []
+        message = {"type": "updates", "notebook": str(notebook.pk), "first_seq": 1}
+        await room.on_fanout({**message, "updates": [data for _, data in rows]})
+        assert room.seq == 3
+        doc = await database_sync_to_async(edits)(notebook.pk, 2)  # and these messages are lost
+        room._active_at = asyncio.get_running_loop().time()
+        await eventually_async(lambda: room.seq == 5, what="the check after next to repair 4..5")
+        assert repairs == [3]
+        assert parse_state_vector(room.doc.get_state()) == parse_state_vector(doc.get_state())
+    finally:
+        await room.close()
+
+
 def test_updates_to_a_replaced_document_are_refused(notebook):
     epoch = str(notebook.epoch)
     persistence.append(notebook.pk, [Pending(b"a", None, None)], epoch)
