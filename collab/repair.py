@@ -26,7 +26,7 @@ from collab import metrics
 from collab.conf import conf
 from collab.fanout import fanout
 from collab.tasks import detach
-from collab.yupdate import not_all_in
+from collab.yupdate import is_panic, not_all_in
 from notebooks import updatelog
 from notebooks.models import Notebook
 
@@ -63,8 +63,17 @@ class GapRepair:
         if not ready:
             return
         for seq in ready:
-            self.doc.apply_update(self._early.pop(seq))  # Yjs ignores what the Doc holds
+            self._apply_remote(self._early.pop(seq))  # Yjs ignores what the Doc holds
         self._docwatch.reset()
+
+    def _apply_remote(self, data: bytes) -> None:
+        """Apply an update another worker or the database holds (saved already)."""
+        try:
+            self.doc.apply_update(data)
+        except BaseException as exc:
+            if is_panic(exc):
+                self._reload_after_panic(exc)
+            raise
 
     def _schedule_repair(self) -> None:
         if self._repair_handle is None:
@@ -112,12 +121,12 @@ class GapRepair:
                 # and the whole document besides. Relay what it adds: the new items, and the
                 # document's deletions (a deletion alone leaves the state vector as it was).
                 before = self.doc.get_state()
-                self.doc.apply_update(data)
+                self._apply_remote(data)
                 relay.append(self.doc.get_update(before))
             else:
                 # Every row is applied (Yjs ignores what the Doc holds); only those it did not
                 # hold by number are relayed: the others reached the sockets already.
-                self.doc.apply_update(data)
+                self._apply_remote(data)
                 if seq > self.seq and seq not in self._ahead:
                     relay.append(data)
         # The rows were everything after our watermark up to `last` at least (on PostgreSQL
@@ -195,7 +204,7 @@ class GapRepair:
         for seq, data in enumerate(updates, start=first):
             if seq <= self.seq or seq in self._ahead:
                 continue
-            self.doc.apply_update(data)
+            self._apply_remote(data)
             self.size += len(data)
             if seq > self.seq + 1 and not_all_in(data, self.doc.get_state()):
                 self._early[seq] = data  # it follows the missing one: see `_apply_early_again`

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import NoReturn
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -331,7 +332,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                 # (pyo3's PanicException, a BaseException: clocks past 32 bits in an update too
                 # large to be read before); nothing of it is saved or relayed, so the document
                 # must not go on holding that part.
-                if not isinstance(exc, RuntimeError) and type(exc).__name__ != "PanicException":
+                if not isinstance(exc, RuntimeError) and not yupdate.is_panic(exc):
                     raise
                 log.warning("notebook %s: pycrdt failed on a client update (%r); reloading", self.id, exc)
                 self.restart()
@@ -396,13 +397,32 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     def _change(self, change: Callable[[Doc], None], user_id=None, within: float | None = None) -> None:
         # The transaction's own update: a diff against the state vector before it would also
         # carry the document's whole delete set, and would never be empty.
+        # A change that raises halfway still committed what it made: that is saved and relayed
+        # like the rest, then the exception goes on. A panic of pycrdt's (pyo3's PanicException,
+        # a BaseException) may leave the Doc holding anything: nothing is saved and the room
+        # reloads from the database.
         updates: list[bytes] = []
         subscription = self.doc.observe(lambda event: updates.append(event.update))
         try:
             with self.doc.transaction(origin="server"):
                 change(self.doc)
+        except BaseException as exc:
+            if not yupdate.is_panic(exc):
+                self._queue_server_update(updates, user_id, within)
+                raise
+            self._reload_after_panic(exc)
         finally:
             self.doc.unobserve(subscription)
+        self._queue_server_update(updates, user_id, within)
+
+    def _reload_after_panic(self, exc: BaseException) -> NoReturn:
+        """pycrdt panicked on this room's Doc, which may now hold anything: nothing more of it
+        is saved, the room reloads from the database, and the caller gets an ordinary error."""
+        log.error("notebook %s: pycrdt panicked (%r); reloading the room", self.id, exc)
+        self.restart()
+        raise RuntimeError("pycrdt failed on this notebook's document; the notebook reloads") from None
+
+    def _queue_server_update(self, updates: list[bytes], user_id, within: float | None) -> None:
         update = updates[0] if updates else b""  # one transaction, at most one update
         if update and update != protocol.EMPTY_UPDATE:
             self.size += len(update)

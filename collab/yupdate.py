@@ -277,3 +277,9 @@ def not_all_in(update: bytes, state: bytes) -> bool:
     (`Room.restart`); another worker's is applied again once the hole it is beyond is filled
     (`_apply_early_again`)."""
     return get_update(update, state)[0] != 0
+
+
+def is_panic(exc: BaseException) -> bool:
+    """pycrdt's Rust code panicked: pyo3 raises its PanicException, a BaseException that no
+    `except Exception` catches, and the Doc may hold part of what it was doing."""
+    return type(exc).__name__ == "PanicException"

@@ -10,11 +10,11 @@ import weakref
 
 import pytest
 from channels.db import database_sync_to_async
-from pycrdt import Array
+from pycrdt import Array, Doc
 
 from collab import repair, rooms
 from collab.fanout import fanout
-from collab.rooms import ROOMS, Room, get_room
+from collab.rooms import RELOADING, ROOMS, Room, get_room
 from notebooks import actions, ydoc
 from notebooks import updatelog as persistence
 from notebooks.updatelog import Pending
@@ -777,3 +777,67 @@ async def test_a_joiners_first_sync_holds_only_what_is_in_the_database(notebook,
     source = str(sent.get("cells", type=Array)[0]["source"])
     assert "durable " in source
     assert "pending " not in source
+
+
+async def test_a_server_change_that_fails_halfway_still_saves_and_relays_what_it_made(notebook):
+    """A change of the server's own (kernel outputs, schema repairs) that raises after touching
+    the document: what it made is in the Doc, so it is saved and relayed like the rest, or this
+    worker's copy would hold what nobody else ever gets."""
+    room = await get_room(str(notebook.pk))
+    socket = FakeSocket()
+    room.add(socket)
+
+    def half(doc):
+        doc.get("cells", type=Array)[0]["source"].insert(0, "made ")
+        raise KeyError("the cell's outputs")
+
+    with pytest.raises(KeyError):
+        await room.edit(half)
+    await asyncio.wait_for(room.flushed(), 5)
+    assert await database_sync_to_async(stored_source)(notebook.pk) == "made "
+    assert not room.ending
+    await room.close()
+
+
+async def test_a_server_change_pycrdt_panics_on_reloads_the_room(notebook):
+    """pycrdt may panic inside a transaction (pyo3's PanicException, a BaseException): the Doc
+    may then hold anything; it is not saved, the room reloads from the database, and the caller
+    gets an ordinary exception."""
+    room = await get_room(str(notebook.pk))
+    socket = FakeSocket()
+    room.add(socket)
+    panic = type("PanicException", (BaseException,), {})
+
+    def panicking(doc):
+        doc.get("cells", type=Array)[0]["source"].insert(0, "lost ")
+        raise panic("attempt to divide by zero")
+
+    with pytest.raises(RuntimeError, match="reload"):
+        await room.edit(panicking)
+    await eventually_async(lambda: room.closed, what="the room to reload")
+    assert [code for code, _ in socket.closed] == [RELOADING[0]]
+    assert await database_sync_to_async(stored_source)(notebook.pk) == ""
+    assert str(notebook.pk) not in ROOMS
+
+
+async def test_another_workers_update_pycrdt_panics_on_reloads_the_room_and_fan_out_goes_on(
+    notebook, monkeypatch
+):
+    """A panic while applying another worker's update must not escape into the fan-out reader
+    (one task for every room of the worker): the room reloads, the reader reads on."""
+    from collab import fanout as fanout_module
+
+    room = await get_room(str(notebook.pk))
+    socket = FakeSocket()
+    room.add(socket)
+    update = typed(room, "x")
+    panic = type("PanicException", (BaseException,), {})
+
+    def panicking(self, data):
+        raise panic("called `Option::unwrap()` on a `None` value")
+
+    monkeypatch.setattr(Doc, "apply_update", panicking)
+    event = {"type": "updates", "notebook": room.id, "first_seq": 1, "updates": [update], "origin": "w"}
+    await fanout_module._handle(room, event)  # returns: nothing escapes
+    await eventually_async(lambda: room.closed, what="the room to reload")
+    assert [code for code, _ in socket.closed] == [RELOADING[0]]
