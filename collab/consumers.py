@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from audit import log as audit
@@ -52,9 +55,12 @@ STATE_VECTOR_SLACK = 64 * 1024
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
 # Person (or, for anonymous guests, the share link they came through) -> monotonic time until
-# which they may not join a notebook on this worker: their editor sent changes that made a room
-# reload for everyone (`RoomError.penalty`).
+# which they may not join a notebook: their editor sent changes that made a room reload for
+# everyone (`RoomError.penalty`). Kept here and in the shared cache under KEEP_OUT_PREFIX (Redis
+# with several workers), so that every worker refuses them; while Redis is away, this one does.
 KEPT_OUT: dict[str, float] = {}
+KEEP_OUT_PREFIX = "collab-keep-out:"
+KEPT_OUT_REASON = "Your editor sent changes the server could not take; try again in a minute."
 
 # Why access said no -> the close code the client acts on (4401: sign in or the link is gone).
 CLOSE_CODES = {
@@ -102,6 +108,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         room: Room | None = None
         try:
             self.access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
+            await self._refuse_if_kept_out()
             room = await get_room(self.notebook_id)
             if self.epoch and self.epoch != room.epoch:
                 raise RoomError(*REPLACED)
@@ -161,13 +168,48 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             keys.append(f"link:{self.access.link.pk}")
         return keys
 
+    async def _refuse_if_kept_out(self) -> None:
+        keys = self._keep_out_keys()
+        now = time.monotonic()
+        if any(KEPT_OUT.get(k, 0.0) > now for k in keys):
+            raise RoomError(4429, KEPT_OUT_REASON)
+        try:
+            shared = await sync_to_async(cache.get_many)([KEEP_OUT_PREFIX + k for k in keys])
+        except Exception as e:  # the cache falls back to memory itself; anything else: let them in
+            log.warning("reading keep-outs failed: %r", e)
+            return
+        if shared:
+            raise RoomError(4429, KEPT_OUT_REASON)
+
+    def _keep_out(self) -> list[str]:
+        """This socket's update made the room reload for everyone: its person may not join
+        again at once, here at once (before anything else runs), on every worker once
+        `_share_keep_out` has written the returned keys."""
+        seconds = settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
+        if seconds <= 0:
+            return []
+        now = time.monotonic()
+        for key in [k for k, until in KEPT_OUT.items() if until <= now]:
+            del KEPT_OUT[key]
+        keys = self._keep_out_keys()
+        for key in keys:
+            KEPT_OUT[key] = now + seconds
+        return keys
+
+    @staticmethod
+    async def _share_keep_out(keys: list[str]) -> None:
+        if not keys:
+            return
+        seconds = settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
+        try:
+            await sync_to_async(cache.set_many)(
+                dict.fromkeys((KEEP_OUT_PREFIX + k for k in keys), True), timeout=math.ceil(seconds)
+            )
+        except Exception as e:
+            log.warning("sharing a keep-out failed: %r", e)
+
     def _count_person(self) -> None:
         key = self.principal.key
-        now = time.monotonic()
-        if any(KEPT_OUT.get(k, 0.0) > now for k in self._keep_out_keys()):
-            raise RoomError(
-                4429, "Your editor sent changes the server could not take; try again in a minute."
-            )
         if SOCKETS_PER_PERSON.get(key, 0) >= settings.COLLAB["MAX_SOCKETS_PER_PERSON"]:
             metrics.inc("sockets_refused_per_person")
             raise RoomError(4413, "You have too many notebook connections open; close some tabs.")
@@ -211,14 +253,10 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         except ProtocolError as e:
             await self.close_with(4400, f"Malformed message: {e}.")
         except RoomError as e:
-            if e.penalty:  # the room reloads for everyone: not again at once by the same person
-                now = time.monotonic()
-                for key in [k for k, until in KEPT_OUT.items() if until <= now]:
-                    del KEPT_OUT[key]
-                until = now + settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
-                for key in self._keep_out_keys():
-                    KEPT_OUT[key] = until
-            await self.close_with(e.code, e.reason)
+            # The room reloads for everyone (penalty): not again at once by the same person.
+            kept_out = self._keep_out() if e.penalty else []
+            await self.close_with(e.code, e.reason)  # before the room's reload closes it too
+            await self._share_keep_out(kept_out)
         except Exception:
             log.exception("a frame of a socket of notebook %s failed", self.notebook_id)
             metrics.inc("handler_errors")
