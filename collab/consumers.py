@@ -45,6 +45,13 @@ EARLY_UPDATES_MAX = 256
 # ... and together at most this large, or one message's worth if less (the step 2 aside: one
 # message, bounded as any is). A socket that never sends its step 2 holds them while it is open.
 EARLY_BYTES_MAX = 1024 * 1024
+# ... and all the sockets of one person on this worker together at most this much (the anonymous
+# guests of a share link count as one person: each visit of the link is a new guest): 300 guest
+# sockets of a room, or one person's 20, each holding a message's worth were hundreds of MB.
+EARLY_BYTES_PER_PERSON = 4 * 1024 * 1024
+# Person (or, for anonymous guests, the share link they came through) -> the bytes of updates
+# their sockets on this worker hold waiting for their sync step 2.
+EARLY_HELD: dict[str, int] = {}
 # How much longer than the document's own a sync step 1's state vector may be (writers of the
 # client's own, never saved): about 5,000 of them.
 STATE_VECTOR_SLACK = 64 * 1024
@@ -80,6 +87,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     step2_seen = False  # its client answered the room's sync step 1
     _early: list[bytes]  # updates that came before those two (`_update`)
     _early_bytes = 0  # their size, the step 2 aside
+    _early_key: str | None = None  # whom they count against in `EARLY_HELD`
     _join_recorded: asyncio.Future | None = None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -177,6 +185,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def _leave(self) -> None:
         """Give back this socket's place in its room and in its person's count; idempotent.
         The synchronous part comes first, so that it happens even if this task is cancelled."""
+        self._release_early()
         if self.counted is not None:
             key, self.counted = self.counted, None
             SOCKETS_PER_PERSON[key] -= 1
@@ -298,9 +307,22 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def _replay_early(self) -> None:
         if not (self.epoch_known and self.step2_seen):
             return
-        early, self._early, self._early_bytes = self._early, [], 0
+        early, self._early = self._early, []
+        self._release_early()
         for update in early:
             await self._update(update)
+
+    def _release_early(self) -> None:
+        """Give back what this socket's early updates counted in `EARLY_HELD` (synchronous)."""
+        key, held = self._early_key, self._early_bytes
+        self._early_bytes = 0
+        if key is None or not held:
+            return
+        left = EARLY_HELD.get(key, 0) - held
+        if left > 0:
+            EARLY_HELD[key] = left
+        else:
+            EARLY_HELD.pop(key, None)
 
     async def _update(self, update: bytes, first: bool = False) -> None:
         """Write access is decided here, for every update, against the socket's current role.
@@ -324,9 +346,11 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 return
             held = self._early_bytes + len(update)
             limit = min(EARLY_BYTES_MAX, settings.COLLAB["MAX_MESSAGE_BYTES"])
-            if len(self._early) >= EARLY_UPDATES_MAX or held > limit:
+            key = self._early_key or self._keep_out_keys()[-1]  # the link, for an anonymous guest
+            together = EARLY_HELD.get(key, 0) + len(update)
+            if len(self._early) >= EARLY_UPDATES_MAX or held > limit or together > EARLY_BYTES_PER_PERSON:
                 raise ProtocolError("a client answers sync step 1 before it sends many updates")
-            self._early_bytes = held
+            self._early_bytes, self._early_key, EARLY_HELD[key] = held, key, together
             self._early.append(update)
             return
         user = self.principal.user
