@@ -31,7 +31,7 @@ from collab import commands, daphne_patches, metrics, protocol
 from collab.auth import UNAVAILABLE, UNAVAILABLE_REASON
 from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
-from collab.rooms import REPLACED, Room, RoomError, get_room
+from collab.rooms import REPLACED, Room, RoomError, WriterTaken, get_room
 from collab.socket import Outgoing
 from notebooks import access as acl
 from notebooks.models import Grant, Notebook, ShareLink
@@ -353,9 +353,24 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             self._early_bytes, self._early_key, EARLY_HELD[key] = held, key, together
             self._early.append(update)
             return
-        user = self.principal.user
-        link = self.access.link
-        touched = self.room.receive_update(update, self, getattr(user, "pk", None), getattr(link, "pk", None))
+        room, user, link = self.room, self.principal.user, self.access.link
+        ids = (getattr(user, "pk", None), getattr(link, "pk", None))
+        try:
+            touched = room.receive_update(update, self, *ids, person=self.principal.key)
+        except WriterTaken as taken:
+            if taken.penalty:
+                raise
+            # The room may lack what another person wrote (a fan-out message lost): what this
+            # client brings of theirs is then in the database. Refused if it still writes anew.
+            try:
+                await room.repair()
+            except Exception:
+                raise taken from None
+            try:
+                touched = room.receive_update(update, self, *ids, person=self.principal.key)
+            except WriterTaken:
+                log.info("notebook %s: an update under another person's client id refused", self.notebook_id)
+                raise
         if touched is not None:
             self.stats["updates"] += 1
             metrics.inc("updates_received")

@@ -76,6 +76,14 @@ class RoomError(Exception):
         self.penalty = penalty
 
 
+class WriterTaken(RoomError):
+    """A client update writes under the client id another person's presence speaks for."""
+
+    def __init__(self, client: int, penalty: bool = False):
+        super().__init__(4400, "This editor sent changes the server cannot take; reload the page.", penalty)
+        self.client = client
+
+
 async def get_room(notebook_id: str) -> Room:
     room = ROOMS.get(notebook_id)
     if room is not None and (room.closing or room._ending is not None):
@@ -296,10 +304,12 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         await socket.send_frame(protocol.sync_step2(answer))
 
     def receive_update(
-        self, update: bytes, socket: Socket | None, user_id=None, link_id=None
+        self, update: bytes, socket: Socket | None, user_id=None, link_id=None, person: str | None = None
     ) -> set[str] | None:
         """Apply and queue a client's update; return the ids of the cells it touched
-        (for edit attribution), or None if it was empty."""
+        (for edit attribution), or None if it was empty. `person` (`Principal.key`): who sent
+        it; an update writing under a client id another person's presence speaks for is
+        refused (`WriterTaken`)."""
         if update == protocol.EMPTY_UPDATE:
             return None
         if self._ending is not None:  # closing its sockets: the document takes nothing more
@@ -307,11 +317,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if self.size + len(update) > conf("MAX_DOCUMENT_BYTES"):
             raise RoomError(4413, "The notebook has reached its maximum size; this change was not saved.")
         unreadable = RoomError(4400, "The server could not read an update from this client.")
+        state = self.doc.get_state()
         try:
             update = yupdate.as_read(update)  # saved and relayed as the room read it
-            lacking = None
+            lacking, read = None, False
             if len(update) <= yupdate.CHECK_BEFORE_MAX_BYTES:
-                lacking = yupdate.waits(update, yupdate.state_vector(self.doc.get_state()))
+                lacking, writers = yupdate.read_before(update, yupdate.state_vector(state))
+                read = True
         except ValueError:
             raise unreadable from None
         if lacking is not None:
@@ -319,6 +331,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             # well-behaved client sends one: see `left_out` below.)
             log.info("notebook %s: a client update with %s refused", self.id, lacking)
             raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
+        if read and (taken := self._taken(writers, person)) is not None:
+            raise WriterTaken(taken)
         with self._docwatch.recording() as touched:
             try:
                 self.doc.apply_update(update)
@@ -348,6 +362,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             raise RoomError(
                 4400, "This editor sent changes the server cannot take; reload the page.", penalty=True
             )
+        if (
+            not read
+            and (taken := self._taken(yupdate.advanced(state, self.doc.get_state()), person)) is not None
+        ):
+            # As above: the document holds it, nothing of it is saved or relayed.
+            self.restart()
+            raise WriterTaken(taken, penalty=True)
         if touched.cells and len(self._docwatch.cells) > settings.NOTEBOOK_MAX_CELLS:
             # Each cell costs its schema check and its watch: refused as an import over the limit
             # is, before the check; the room reloads without it.
@@ -366,6 +387,20 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if touched:
             self._keep_schema(touched)
         return self._docwatch.edited_ids()
+
+    def _taken(self, writers: set[int], person: str | None) -> int | None:
+        """A client id among `writers` that another person's presence speaks for (on this
+        worker or another), if any. Yjs names an item by its writer's client id and clock, and a
+        document takes nothing else under an id it holds: one editor writing under another's
+        next clock took their edit at that clock, which was saved and acknowledged, away from
+        the room and everyone else."""
+        if person is None:
+            return None
+        for client in writers:
+            other = self.presence.person_of(client)
+            if other is not None and other != person:
+                return client
+        return None
 
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
