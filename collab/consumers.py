@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from audit import log as audit
@@ -33,6 +35,7 @@ from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
 from collab.rooms import REPLACED, Room, RoomError, WriterTaken, get_room
 from collab.socket import Outgoing
+from collab.tasks import detach
 from notebooks import access as acl
 from notebooks.models import Grant, Notebook, ShareLink
 from notebooks.sharing import note_if_expired
@@ -62,6 +65,10 @@ SOCKETS_PER_PERSON: dict[str, int] = {}
 # which they may not join a notebook on this worker: their editor sent changes that made a room
 # reload for everyone (`RoomError.penalty`).
 KEPT_OUT: dict[str, float] = {}
+# ... and the same in the cache (in Redis, shared by every worker), for the other workers: kept out
+# on one worker only, they joined another at once (nginx sends a socket to the worker with the
+# fewest) and reloaded its room too.
+KEEP_OUT_CACHE = "collab-kept-out:"
 
 # Why access said no -> the close code the client acts on (4401: sign in or the link is gone).
 CLOSE_CODES = {
@@ -109,12 +116,12 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         await self.accept()
         room: Room | None = None
         try:
-            self.access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
+            self.access, kept_out = await database_sync_to_async(self._access_and_keep_out)()
             room = await get_room(self.notebook_id)
             if self.epoch and self.epoch != room.epoch:
                 raise RoomError(*REPLACED)
             self.epoch_known = bool(self.epoch)
-            self._count_person()
+            self._count_person(kept_out)
             room.add(self, guest=self.access.is_guest)
         except acl.NoAccess as e:
             await database_sync_to_async(self._audit)("access.denied", reason=e.reason)
@@ -169,10 +176,29 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             keys.append(f"link:{self.access.link.pk}")
         return keys
 
-    def _count_person(self) -> None:
+    def _access_and_keep_out(self) -> tuple[acl.Access, bool]:
+        """The socket's access, and whether another worker keeps its person out
+        (`KEEP_OUT_CACHE`; the cache answers from this worker's memory while Redis is away)."""
+        self.access = acl.access_notebook(self.principal, self.notebook_id)
+        keys = [KEEP_OUT_CACHE + key for key in self._keep_out_keys()]
+        return self.access, bool(cache.get_many(keys))
+
+    def _keep_out(self) -> None:
+        """Keep this socket's person out for a while, on this worker and (through the cache, which
+        may be slow: nobody waits for it) on the others."""
+        now = time.monotonic()
+        for key in [k for k, until in KEPT_OUT.items() if until <= now]:
+            del KEPT_OUT[key]
+        seconds = settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
+        keys = self._keep_out_keys()
+        for key in keys:
+            KEPT_OUT[key] = now + seconds
+        detach(_keep_out_elsewhere(keys, seconds))
+
+    def _count_person(self, kept_out: bool = False) -> None:
         key = self.principal.key
         now = time.monotonic()
-        if any(KEPT_OUT.get(k, 0.0) > now for k in self._keep_out_keys()):
+        if kept_out or any(KEPT_OUT.get(k, 0.0) > now for k in self._keep_out_keys()):
             raise RoomError(
                 4429, "Your editor sent changes the server could not take; try again in a minute."
             )
@@ -221,12 +247,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self.close_with(4400, f"Malformed message: {e}.")
         except RoomError as e:
             if e.penalty:  # the room reloads for everyone: not again at once by the same person
-                now = time.monotonic()
-                for key in [k for k, until in KEPT_OUT.items() if until <= now]:
-                    del KEPT_OUT[key]
-                until = now + settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
-                for key in self._keep_out_keys():
-                    KEPT_OUT[key] = until
+                self._keep_out()
             await self.close_with(e.code, e.reason)
         except Exception:
             log.exception("a frame of a socket of notebook %s failed", self.notebook_id)
@@ -494,6 +515,14 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 last_seen_at=timezone.now()
             )
         self._audit("session.joined", via=self.access.via, role=self.access.role.value)
+
+
+async def _keep_out_elsewhere(keys: list[str], seconds: float) -> None:
+    try:
+        shared = {KEEP_OUT_CACHE + key: True for key in keys}
+        await asyncio.to_thread(cache.set_many, shared, max(1, math.ceil(seconds)))
+    except Exception as e:
+        log.warning("keeping a person out on the other workers failed: %r", e)
 
 
 def _note_if_expired(link_id: int) -> None:

@@ -16,7 +16,7 @@ from collab import protocol
 from tests.support.faults import Typist, all_saved, type_for
 from tests.support.processes import Stack
 from tests.support.waiting import eventually_async
-from tests.support.yclient import YClient, open_client, settle
+from tests.support.yclient import YClient, connect, open_client, settle
 
 pytestmark = pytest.mark.processes
 
@@ -267,3 +267,42 @@ async def test_an_editor_on_another_worker_cannot_write_under_a_present_persons_
         await fresh.ws.close()
     assert a.source() == stored
     await a.ws.close()
+
+
+async def _close_code(ws, timeout: float = 5) -> int | None:
+    """The code the server closed `ws` with, reading its frames; None if it stays open."""
+    with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    return ws.close_code
+
+
+async def test_an_editor_whose_change_made_a_room_reload_is_kept_out_on_every_worker(stack):
+    """A change too large to be read before it is applied that turns out to wait for another
+    makes the room reload for everyone on that worker, and its person is kept out for a while
+    (`COLLAB_KEEP_OUT_AFTER_RELOAD`). Kept out on that worker only, they joined the other at once
+    (nginx sends a socket to the worker with the fewest) and reloaded its room too: through
+    nginx, a link guest and an editor each reloaded both workers' rooms within seconds. They are
+    kept out on every worker."""
+    alice = stack.user_with_notebook("reload-owner@example.com")
+    bob = stack.user_with_notebook("reloader@example.com", notebook=None)
+    nid = alice["notebook_id"]
+    stack.call("share_with", nid, "reloader@example.com", "editor")
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    here, there = [await open_client(port, nid, alice["cookie"]) for port in (a_port, b_port)]
+    b = await open_client(a_port, nid, bob["cookie"])
+    b.text().insert(0, "a")
+    b._outbox.clear()  # never sent: the next one waits for it
+    b.text().insert(0, "b" * 40_000)
+    await b.flush()
+    await eventually_async(lambda: b.ws.close_code is not None, what="the editor to be closed")
+    assert b.ws.close_code == 4400
+    await eventually_async(lambda: here.ws.close_code is not None, what="the room to reload")
+    assert here.ws.close_code == 4503
+    for port in (a_port, b_port):
+        assert await _close_code(await connect(port, nid, bob["cookie"])) == 4429, port
+    assert there.ws.close_code is None
+    again = await open_client(a_port, nid, alice["cookie"])  # everyone else comes back
+    for client in (again, there):
+        await client.ws.close()
