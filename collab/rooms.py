@@ -119,6 +119,9 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self.size = len(loaded.state)
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
+        # Client ids rooms write their own changes under: this one's, and those of the rooms
+        # other workers' updates came from (`_taken`).
+        self.room_writers: set[int] = {self.doc.client_id}
         self._ahead: set[int] = set()
         self._early: dict[int, bytes] = {}  # updates beyond a hole that wait (`_apply_early_again`)
         self.sockets: set[Socket] = set()
@@ -390,13 +393,16 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
 
     def _taken(self, writers: set[int], person: str | None) -> int | None:
         """A client id among `writers` that another person's presence speaks for (on this
-        worker or another), if any. Yjs names an item by its writer's client id and clock, and a
-        document takes nothing else under an id it holds: one editor writing under another's
-        next clock took their edit at that clock, which was saved and acknowledged, away from
-        the room and everyone else."""
+        worker or another), or that a room writes under, if any. Yjs names an item by its
+        writer's client id and clock, and a document takes nothing else under an id it holds:
+        one editor writing under another's next clock took their edit at that clock, which was
+        saved and acknowledged, away from the room and everyone else; under a room's, that
+        room's own change (a schema repair, an output) stayed out of the other workers' copies."""
         if person is None:
             return None
         for client in writers:
+            if client in self.room_writers:
+                return client
             other = self.presence.person_of(client)
             if other is not None and other != person:
                 return client
@@ -509,6 +515,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                     await asyncio.shield(after)
             for first, batch, _ in committed:  # one message per batch: another worker's may lie between
                 event = {"type": "updates", "notebook": self.id, "first_seq": first}
+                event["writer"] = self.doc.client_id
                 await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
         except Exception:  # fanout.publish logs a failing layer itself; this is anything else
             log.exception("publishing updates of %s failed; other workers repair from the database", self.id)
@@ -552,6 +559,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     async def on_fanout(self, event: dict) -> None:
         kind = event["type"]
         if kind == "updates":
+            if "writer" in event:
+                self.room_writers.add(event["writer"])
             await self._on_remote_updates(event["first_seq"], event["updates"])
         elif kind == "awareness":
             if event.get("reserve"):

@@ -647,3 +647,38 @@ async def test_an_editor_cannot_write_under_the_client_id_another_person_is_pres
     await close_all(a)
     stored = await database_sync_to_async(actions.current_notebook)(notebook.pk)
     assert stored.cells[0].source.startswith("mine alice "), stored.cells[0].source
+
+
+@pytest.mark.parametrize("whose", ["this worker's room", "another worker's room"])
+async def test_an_editor_cannot_write_under_a_rooms_client_id(notebook, alice, bob, whose):
+    """A room writes its own changes (schema repairs, kernel outputs) under its Doc's client id,
+    which every update relayed from it names. An editor on one worker wrote under the other
+    worker's room's id at its next clock while making that room repair the schema: each room
+    kept its own item under that id, and the forger's worker's copy differed from the database
+    for good. An update writing under the id of a room (this one, or one another worker's
+    updates came from) is refused."""
+    await grant(notebook, bob, Role.EDITOR)
+    b = await joined(notebook.pk, bob)
+    room = ROOMS[str(notebook.pk)]
+    writer = room.doc.client_id
+    if whose == "another worker's room":
+        other = Doc(client_id=writer + 1)
+        other.apply_update(room.doc.get_update())
+        before = other.get_state()
+        docschema.cells(other)[0]["source"].insert(0, "output ")
+        event = {"type": "updates", "notebook": str(notebook.pk), "first_seq": room.seq + 1}
+        await room.on_fanout({**event, "updates": [other.get_update(before)], "writer": other.client_id})
+        writer = other.client_id
+    if whose == "another worker's room":
+        await b.pump_until(
+            lambda: writer in protocol.parse_state_vector(b.doc.get_state()), what="the other room's update"
+        )
+    forger = Doc(client_id=writer)
+    forger.apply_update(b.doc.get_update())
+    forged: list[bytes] = []
+    forger.observe(lambda event: forged.append(event.update))
+    docschema.cells(forger)[0]["source"].insert(0, "forged ")
+    await b.comm.send_to(bytes_data=protocol.sync_update(forged[0]))
+    closed = await b.wait_closed()
+    assert closed["code"] == 4400, closed
+    assert "forged" not in str(docschema.cells(room.doc)[0]["source"])
