@@ -69,6 +69,7 @@ KEPT_OUT: dict[str, float] = {}
 # on one worker only, they joined another at once (nginx sends a socket to the worker with the
 # fewest) and reloaded its room too.
 KEEP_OUT_CACHE = "collab-kept-out:"
+KEEP_OUT_LOOKUP_WAIT = 0.5  # seconds
 
 # Why access said no -> the close code the client acts on (4401: sign in or the link is gone).
 CLOSE_CODES = {
@@ -116,7 +117,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         await self.accept()
         room: Room | None = None
         try:
-            self.access, kept_out = await database_sync_to_async(self._access_and_keep_out)()
+            self.access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
+            kept_out = await _kept_out_elsewhere(self._keep_out_keys())
             room = await get_room(self.notebook_id)
             if self.epoch and self.epoch != room.epoch:
                 raise RoomError(*REPLACED)
@@ -176,13 +178,6 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             keys.append(f"link:{self.access.link.pk}")
         return keys
 
-    def _access_and_keep_out(self) -> tuple[acl.Access, bool]:
-        """The socket's access, and whether another worker keeps its person out
-        (`KEEP_OUT_CACHE`; the cache answers from this worker's memory while Redis is away)."""
-        self.access = acl.access_notebook(self.principal, self.notebook_id)
-        keys = [KEEP_OUT_CACHE + key for key in self._keep_out_keys()]
-        return self.access, bool(cache.get_many(keys))
-
     def _keep_out(self) -> None:
         """Keep this socket's person out for a while, on this worker and (through the cache, which
         may be slow: nobody waits for it) on the others."""
@@ -193,7 +188,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         keys = self._keep_out_keys()
         for key in keys:
             KEPT_OUT[key] = now + seconds
-        detach(_keep_out_elsewhere(keys, seconds))
+        detach(_share_keep_out(keys, seconds))
 
     def _count_person(self, kept_out: bool = False) -> None:
         key = self.principal.key
@@ -517,7 +512,19 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self._audit("session.joined", via=self.access.via, role=self.access.role.value)
 
 
-async def _keep_out_elsewhere(keys: list[str], seconds: float) -> None:
+async def _kept_out_elsewhere(keys: list[str]) -> bool:
+    """Whether another worker keeps one of these out (`KEEP_OUT_CACHE`). Not in the database's
+    thread, which a Redis that hangs would hold for every room's writes; a cache that does not
+    answer within `KEEP_OUT_LOOKUP_WAIT` lets them in (this worker still keeps out whom it saw)."""
+    try:
+        lookup = asyncio.to_thread(cache.get_many, [KEEP_OUT_CACHE + key for key in keys])
+        return bool(await asyncio.wait_for(lookup, KEEP_OUT_LOOKUP_WAIT))
+    except Exception as e:
+        log.info("reading who is kept out failed: %r", e)
+        return False
+
+
+async def _share_keep_out(keys: list[str], seconds: float) -> None:
     try:
         shared = {KEEP_OUT_CACHE + key: True for key in keys}
         await asyncio.to_thread(cache.set_many, shared, max(1, math.ceil(seconds)))
