@@ -51,6 +51,19 @@ class Presence:
             del self.owners[client_id]
             self.reserve(client_id, person)
 
+    def person_of(self, client_id: int) -> object | None:
+        """The person whose presence speaks for a client id: the verified identity stamped into
+        its fresh state (by this worker or another), or the person a released id is kept for."""
+        state = self.states.get(client_id)
+        if state is not None and time.monotonic() - state[2] < OUTDATED:
+            try:
+                person = json.loads(state[1]).get("user", {}).get("id")
+            except (ValueError, AttributeError, RecursionError):
+                person = None
+            if person is not None:
+                return person
+        return self.waiting_for(client_id)
+
     def waiting_for(self, client_id: int) -> object | None:
         """The person a released id is kept for, if any."""
         person, until = self.reserved.get(client_id, (None, 0.0))

@@ -22,7 +22,6 @@ import math
 import time
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -34,8 +33,9 @@ from collab import commands, daphne_patches, metrics, protocol
 from collab.auth import UNAVAILABLE, UNAVAILABLE_REASON
 from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
-from collab.rooms import REPLACED, Room, RoomError, get_room
+from collab.rooms import REPLACED, Room, RoomError, WriterTaken, get_room
 from collab.socket import Outgoing
+from collab.tasks import detach
 from notebooks import access as acl
 from notebooks.models import Grant, Notebook, ShareLink
 from notebooks.sharing import note_if_expired
@@ -48,6 +48,13 @@ EARLY_UPDATES_MAX = 256
 # ... and together at most this large, or one message's worth if less (the step 2 aside: one
 # message, bounded as any is). A socket that never sends its step 2 holds them while it is open.
 EARLY_BYTES_MAX = 1024 * 1024
+# ... and all the sockets of one person on this worker together at most this much (the anonymous
+# guests of a share link count as one person: each visit of the link is a new guest): 300 guest
+# sockets of a room, or one person's 20, each holding a message's worth were hundreds of MB.
+EARLY_BYTES_PER_PERSON = 4 * 1024 * 1024
+# Person (or, for anonymous guests, the share link they came through) -> the bytes of updates
+# their sockets on this worker hold waiting for their sync step 2.
+EARLY_HELD: dict[str, int] = {}
 # How much longer than the document's own a sync step 1's state vector may be (writers of the
 # client's own, never saved): about 5,000 of them.
 STATE_VECTOR_SLACK = 64 * 1024
@@ -55,12 +62,14 @@ STATE_VECTOR_SLACK = 64 * 1024
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
 # Person (or, for anonymous guests, the share link they came through) -> monotonic time until
-# which they may not join a notebook: their editor sent changes that made a room reload for
-# everyone (`RoomError.penalty`). Kept here and in the shared cache under KEEP_OUT_PREFIX (Redis
-# with several workers), so that every worker refuses them; while Redis is away, this one does.
+# which they may not join a notebook on this worker: their editor sent changes that made a room
+# reload for everyone (`RoomError.penalty`).
 KEPT_OUT: dict[str, float] = {}
-KEEP_OUT_PREFIX = "collab-keep-out:"
-KEPT_OUT_REASON = "Your editor sent changes the server could not take; try again in a minute."
+# ... and the same in the cache (in Redis, shared by every worker), for the other workers: kept out
+# on one worker only, they joined another at once (nginx sends a socket to the worker with the
+# fewest) and reloaded its room too.
+KEEP_OUT_CACHE = "collab-kept-out:"
+KEEP_OUT_LOOKUP_WAIT = 0.5  # seconds
 
 # Why access said no -> the close code the client acts on (4401: sign in or the link is gone).
 CLOSE_CODES = {
@@ -86,6 +95,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     step2_seen = False  # its client answered the room's sync step 1
     _early: list[bytes]  # updates that came before those two (`_update`)
     _early_bytes = 0  # their size, the step 2 aside
+    _early_key: str | None = None  # whom they count against in `EARLY_HELD`
     _join_recorded: asyncio.Future | None = None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -108,12 +118,12 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         room: Room | None = None
         try:
             self.access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
-            await self._refuse_if_kept_out()
+            kept_out = await _kept_out_elsewhere(self._keep_out_keys())
             room = await get_room(self.notebook_id)
             if self.epoch and self.epoch != room.epoch:
                 raise RoomError(*REPLACED)
             self.epoch_known = bool(self.epoch)
-            self._count_person()
+            self._count_person(kept_out)
             room.add(self, guest=self.access.is_guest)
         except acl.NoAccess as e:
             await database_sync_to_async(self._audit)("access.denied", reason=e.reason)
@@ -168,48 +178,25 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             keys.append(f"link:{self.access.link.pk}")
         return keys
 
-    async def _refuse_if_kept_out(self) -> None:
-        keys = self._keep_out_keys()
-        now = time.monotonic()
-        if any(KEPT_OUT.get(k, 0.0) > now for k in keys):
-            raise RoomError(4429, KEPT_OUT_REASON)
-        try:
-            shared = await sync_to_async(cache.get_many)([KEEP_OUT_PREFIX + k for k in keys])
-        except Exception as e:  # the cache falls back to memory itself; anything else: let them in
-            log.warning("reading keep-outs failed: %r", e)
-            return
-        if shared:
-            raise RoomError(4429, KEPT_OUT_REASON)
-
-    def _keep_out(self) -> list[str]:
-        """This socket's update made the room reload for everyone: its person may not join
-        again at once, here at once (before anything else runs), on every worker once
-        `_share_keep_out` has written the returned keys."""
-        seconds = settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
-        if seconds <= 0:
-            return []
+    def _keep_out(self) -> None:
+        """Keep this socket's person out for a while, on this worker and (through the cache, which
+        may be slow: nobody waits for it) on the others."""
         now = time.monotonic()
         for key in [k for k, until in KEPT_OUT.items() if until <= now]:
             del KEPT_OUT[key]
+        seconds = settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
         keys = self._keep_out_keys()
         for key in keys:
             KEPT_OUT[key] = now + seconds
-        return keys
+        detach(_share_keep_out(keys, seconds))
 
-    @staticmethod
-    async def _share_keep_out(keys: list[str]) -> None:
-        if not keys:
-            return
-        seconds = settings.COLLAB["KEEP_OUT_AFTER_RELOAD"]
-        try:
-            await sync_to_async(cache.set_many)(
-                dict.fromkeys((KEEP_OUT_PREFIX + k for k in keys), True), timeout=math.ceil(seconds)
-            )
-        except Exception as e:
-            log.warning("sharing a keep-out failed: %r", e)
-
-    def _count_person(self) -> None:
+    def _count_person(self, kept_out: bool = False) -> None:
         key = self.principal.key
+        now = time.monotonic()
+        if kept_out or any(KEPT_OUT.get(k, 0.0) > now for k in self._keep_out_keys()):
+            raise RoomError(
+                4429, "Your editor sent changes the server could not take; try again in a minute."
+            )
         if SOCKETS_PER_PERSON.get(key, 0) >= settings.COLLAB["MAX_SOCKETS_PER_PERSON"]:
             metrics.inc("sockets_refused_per_person")
             raise RoomError(4413, "You have too many notebook connections open; close some tabs.")
@@ -219,6 +206,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def _leave(self) -> None:
         """Give back this socket's place in its room and in its person's count; idempotent.
         The synchronous part comes first, so that it happens even if this task is cancelled."""
+        self._release_early()
         if self.counted is not None:
             key, self.counted = self.counted, None
             SOCKETS_PER_PERSON[key] -= 1
@@ -253,10 +241,9 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         except ProtocolError as e:
             await self.close_with(4400, f"Malformed message: {e}.")
         except RoomError as e:
-            # The room reloads for everyone (penalty): not again at once by the same person.
-            kept_out = self._keep_out() if e.penalty else []
-            await self.close_with(e.code, e.reason)  # before the room's reload closes it too
-            await self._share_keep_out(kept_out)
+            if e.penalty:  # the room reloads for everyone: not again at once by the same person
+                self._keep_out()
+            await self.close_with(e.code, e.reason)
         except Exception:
             log.exception("a frame of a socket of notebook %s failed", self.notebook_id)
             metrics.inc("handler_errors")
@@ -336,9 +323,22 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def _replay_early(self) -> None:
         if not (self.epoch_known and self.step2_seen):
             return
-        early, self._early, self._early_bytes = self._early, [], 0
+        early, self._early = self._early, []
+        self._release_early()
         for update in early:
             await self._update(update)
+
+    def _release_early(self) -> None:
+        """Give back what this socket's early updates counted in `EARLY_HELD` (synchronous)."""
+        key, held = self._early_key, self._early_bytes
+        self._early_bytes = 0
+        if key is None or not held:
+            return
+        left = EARLY_HELD.get(key, 0) - held
+        if left > 0:
+            EARLY_HELD[key] = left
+        else:
+            EARLY_HELD.pop(key, None)
 
     async def _update(self, update: bytes, first: bool = False) -> None:
         """Write access is decided here, for every update, against the socket's current role.
@@ -362,14 +362,31 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 return
             held = self._early_bytes + len(update)
             limit = min(EARLY_BYTES_MAX, settings.COLLAB["MAX_MESSAGE_BYTES"])
-            if len(self._early) >= EARLY_UPDATES_MAX or held > limit:
+            key = self._early_key or self._keep_out_keys()[-1]  # the link, for an anonymous guest
+            together = EARLY_HELD.get(key, 0) + len(update)
+            if len(self._early) >= EARLY_UPDATES_MAX or held > limit or together > EARLY_BYTES_PER_PERSON:
                 raise ProtocolError("a client answers sync step 1 before it sends many updates")
-            self._early_bytes = held
+            self._early_bytes, self._early_key, EARLY_HELD[key] = held, key, together
             self._early.append(update)
             return
-        user = self.principal.user
-        link = self.access.link
-        touched = self.room.receive_update(update, self, getattr(user, "pk", None), getattr(link, "pk", None))
+        room, user, link = self.room, self.principal.user, self.access.link
+        ids = (getattr(user, "pk", None), getattr(link, "pk", None))
+        try:
+            touched = room.receive_update(update, self, *ids, person=self.principal.key)
+        except WriterTaken as taken:
+            if taken.penalty:
+                raise
+            # The room may lack what another person wrote (a fan-out message lost): what this
+            # client brings of theirs is then in the database. Refused if it still writes anew.
+            try:
+                await room.repair()
+            except Exception:
+                raise taken from None
+            try:
+                touched = room.receive_update(update, self, *ids, person=self.principal.key)
+            except WriterTaken:
+                log.info("notebook %s: an update under another person's client id refused", self.notebook_id)
+                raise
         if touched is not None:
             self.stats["updates"] += 1
             metrics.inc("updates_received")
@@ -493,6 +510,26 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 last_seen_at=timezone.now()
             )
         self._audit("session.joined", via=self.access.via, role=self.access.role.value)
+
+
+async def _kept_out_elsewhere(keys: list[str]) -> bool:
+    """Whether another worker keeps one of these out (`KEEP_OUT_CACHE`). Not in the database's
+    thread, which a Redis that hangs would hold for every room's writes; a cache that does not
+    answer within `KEEP_OUT_LOOKUP_WAIT` lets them in (this worker still keeps out whom it saw)."""
+    try:
+        lookup = asyncio.to_thread(cache.get_many, [KEEP_OUT_CACHE + key for key in keys])
+        return bool(await asyncio.wait_for(lookup, KEEP_OUT_LOOKUP_WAIT))
+    except Exception as e:
+        log.info("reading who is kept out failed: %r", e)
+        return False
+
+
+async def _share_keep_out(keys: list[str], seconds: float) -> None:
+    try:
+        shared = {KEEP_OUT_CACHE + key: True for key in keys}
+        await asyncio.to_thread(cache.set_many, shared, max(1, math.ceil(seconds)))
+    except Exception as e:
+        log.warning("keeping a person out on the other workers failed: %r", e)
 
 
 def _note_if_expired(link_id: int) -> None:

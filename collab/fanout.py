@@ -35,6 +35,7 @@ class UpdatesEvent(TypedDict):
     notebook: str
     first_seq: int
     updates: list[bytes]
+    writer: int  # the client id the publishing room writes its own changes under
 
 
 class AwarenessEvent(TypedDict, total=False):

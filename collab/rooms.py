@@ -77,6 +77,14 @@ class RoomError(Exception):
         self.penalty = penalty
 
 
+class WriterTaken(RoomError):
+    """A client update writes under the client id another person's presence speaks for."""
+
+    def __init__(self, client: int, penalty: bool = False):
+        super().__init__(4400, "This editor sent changes the server cannot take; reload the page.", penalty)
+        self.client = client
+
+
 async def get_room(notebook_id: str) -> Room:
     room = ROOMS.get(notebook_id)
     if room is not None and (room.closing or room._ending is not None):
@@ -112,6 +120,9 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self.size = len(loaded.state)
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
+        # Client ids rooms write their own changes under: this one's, and those of the rooms
+        # other workers' updates came from (`_taken`).
+        self.room_writers: set[int] = {self.doc.client_id}
         self._ahead: set[int] = set()
         self._early: dict[int, bytes] = {}  # updates beyond a hole that wait (`_apply_early_again`)
         self.sockets: set[Socket] = set()
@@ -298,10 +309,12 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         await socket.send_frame(protocol.sync_step2(answer))
 
     def receive_update(
-        self, update: bytes, socket: Socket | None, user_id=None, link_id=None
+        self, update: bytes, socket: Socket | None, user_id=None, link_id=None, person: str | None = None
     ) -> set[str] | None:
         """Apply and queue a client's update; return the ids of the cells it touched
-        (for edit attribution), or None if it was empty."""
+        (for edit attribution), or None if it was empty. `person` (`Principal.key`): who sent
+        it; an update writing under a client id another person's presence speaks for is
+        refused (`WriterTaken`)."""
         if update == protocol.EMPTY_UPDATE:
             return None
         if self._ending is not None:  # closing its sockets: the document takes nothing more
@@ -309,11 +322,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if self.size + len(update) > conf("MAX_DOCUMENT_BYTES"):
             raise RoomError(4413, "The notebook has reached its maximum size; this change was not saved.")
         unreadable = RoomError(4400, "The server could not read an update from this client.")
+        state = self.doc.get_state()
         try:
             update = yupdate.as_read(update)  # saved and relayed as the room read it
-            lacking = None
+            lacking, read = None, False
             if len(update) <= yupdate.CHECK_BEFORE_MAX_BYTES:
-                lacking = yupdate.waits(update, yupdate.state_vector(self.doc.get_state()))
+                lacking, writers = yupdate.read_before(update, yupdate.state_vector(state))
+                read = True
         except ValueError:
             raise unreadable from None
         if lacking is not None:
@@ -321,6 +336,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             # well-behaved client sends one: see `left_out` below.)
             log.info("notebook %s: a client update with %s refused", self.id, lacking)
             raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
+        if read and (taken := self._taken(writers, person)) is not None:
+            raise WriterTaken(taken)
         with self._docwatch.recording() as touched:
             try:
                 self.doc.apply_update(update)
@@ -350,6 +367,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             raise RoomError(
                 4400, "This editor sent changes the server cannot take; reload the page.", penalty=True
             )
+        if (
+            not read
+            and (taken := self._taken(yupdate.advanced(state, self.doc.get_state()), person)) is not None
+        ):
+            # As above: the document holds it, nothing of it is saved or relayed.
+            self.restart()
+            raise WriterTaken(taken, penalty=True)
         if touched.cells and len(self._docwatch.cells) > settings.NOTEBOOK_MAX_CELLS:
             # Each cell costs its schema check and its watch: refused as an import over the limit
             # is, before the check; the room reloads without it.
@@ -368,6 +392,23 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if touched:
             self._keep_schema(touched)
         return self._docwatch.edited_ids()
+
+    def _taken(self, writers: set[int], person: str | None) -> int | None:
+        """A client id among `writers` that another person's presence speaks for (on this
+        worker or another), or that a room writes under, if any. Yjs names an item by its
+        writer's client id and clock, and a document takes nothing else under an id it holds:
+        one editor writing under another's next clock took their edit at that clock, which was
+        saved and acknowledged, away from the room and everyone else; under a room's, that
+        room's own change (a schema repair, an output) stayed out of the other workers' copies."""
+        if person is None:
+            return None
+        for client in writers:
+            if client in self.room_writers:
+                return client
+            other = self.presence.person_of(client)
+            if other is not None and other != person:
+                return client
+        return None
 
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
@@ -495,6 +536,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                     await asyncio.shield(after)
             for first, batch, _ in committed:  # one message per batch: another worker's may lie between
                 event = {"type": "updates", "notebook": self.id, "first_seq": first}
+                event["writer"] = self.doc.client_id
                 await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
         except Exception:  # fanout.publish logs a failing layer itself; this is anything else
             log.exception("publishing updates of %s failed; other workers repair from the database", self.id)
@@ -538,6 +580,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     async def on_fanout(self, event: dict) -> None:
         kind = event["type"]
         if kind == "updates":
+            if "writer" in event:
+                self.room_writers.add(event["writer"])
             await self._on_remote_updates(event["first_seq"], event["updates"])
         elif kind == "awareness":
             if event.get("reserve"):

@@ -195,6 +195,12 @@ def waits(update: bytes, clocks: dict[int, int]) -> str | None:
     it aside, see `not_all_in`), "deletions ahead" (see `left_out`), or None. Integrates the
     structs as Yjs does (`integrateStructs`: a writer's structs in order, another writer's
     first when one builds on it), counting clocks only. Raises Unreadable."""
+    return read_before(update, clocks)[0]
+
+
+def read_before(update: bytes, clocks: dict[int, int]) -> tuple[str | None, set[int]]:
+    """`waits`, and the client ids the update writes new items under (if it waits: those read
+    before what it waits for)."""
     writers, deletes = _read(update)
     have = dict(clocks)
     next_of = dict.fromkeys(writers, 0)
@@ -233,15 +239,25 @@ def waits(update: bytes, clocks: dict[int, int]) -> str | None:
                 continue
             owner = needed[0]
             if owner == client or owner in waiting or next_of.get(owner, 0) >= len(writers.get(owner, ())):
-                return "items"  # a hole, or writers each waiting for another
+                return "items", _advanced(have, clocks)  # a hole, or writers each waiting for another
             stack.append(client)
             waiting.add(client)
             client = owner
     for client, ranges in deletes.items():
         # A range of no items beyond the clocks deletes nothing, but pycrdt keeps it (`left_out`)
         if any(clock + length > have.get(client, 0) for clock, length in ranges):
-            return "deletions ahead"
-    return None
+            return "deletions ahead", _advanced(have, clocks)
+    return None, _advanced(have, clocks)
+
+
+def _advanced(after: dict[int, int], before: dict[int, int]) -> set[int]:
+    return {client for client, clock in after.items() if clock > before.get(client, 0)}
+
+
+def advanced(before: bytes, after: bytes) -> set[int]:
+    """The client ids whose clocks moved from one encoded state vector to the other: those an
+    applied update wrote items under."""
+    return _advanced(state_vector(after), state_vector(before))
 
 
 def left_out(update: bytes, state: bytes) -> str | None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
-from pycrdt import Array, Map, Text
+from pycrdt import Array, Doc, Map, Text
 
 from collab import protocol, yupdate
 from collab.rooms import ROOMS
@@ -624,3 +624,83 @@ def _paragraph(text: str) -> bytes:
     doc = Doc()
     doc.get("scratch", type=Text).insert(0, text)
     return doc.get_update()
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+async def test_an_editor_cannot_write_under_the_client_id_another_person_is_present_with(
+    notebook, alice, bob, size, monkeypatch
+):
+    """Yjs names every item by its writer's client id and clock, and a document that holds an id
+    takes nothing else under it. Bob sent an item under Alice's client id (every presence message
+    names it) at her next clock: the room took it, and Alice's own edit at that clock, sent before
+    she saw his, was saved and acknowledged but was nothing to the room: her text was lost without
+    a word, her document differed from everyone's for good, and with two workers the forger's
+    worker's copy differed from the database. An update that writes under the client id another
+    person's presence speaks for is refused: small, before it is applied (4400, alone); large,
+    after (4400, and the room reloads without it)."""
+    if size == "large":
+        monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
+    await grant(notebook, bob, Role.EDITOR)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    await a.set_awareness({"cell": "c1"})
+    a.text().insert(0, "alice ")
+    await a.flush()
+    await b.pump_until(lambda: b.source().startswith("alice ") and a.doc.client_id in b.awareness)
+    forger = Doc(client_id=a.doc.client_id)
+    forger.apply_update(b.doc.get_update())
+    forged: list[bytes] = []
+    forger.observe(lambda event: forged.append(event.update))
+    docschema.cells(forger)[0]["source"].insert(0, "forged ")
+    await b.comm.send_to(bytes_data=protocol.sync_update(forged[0]))
+    closed = await b.wait_closed()
+    assert closed["code"] == 4400, closed
+    if size == "large":  # the room reloads: Alice reconnects, her document intact
+        await a.wait_closed()
+        cookie = await database_sync_to_async(cookie_for)(alice)
+        again, _ = await connect(notebook.pk, cookie, query=f"epoch={notebook.epoch}")
+        a = CommunicatorClient(again.comm, doc=a.doc)
+        await a.start()
+        await a.pump_until(a.synced.is_set, what="alice's sync after the reload")
+    a.text().insert(0, "mine ")
+    await a.flush()
+    await a.pump()
+    assert str(docschema.cells(ROOMS[str(notebook.pk)].doc)[0]["source"]).startswith("mine alice ")
+    await close_all(a)
+    stored = await database_sync_to_async(actions.current_notebook)(notebook.pk)
+    assert stored.cells[0].source.startswith("mine alice "), stored.cells[0].source
+
+
+@pytest.mark.parametrize("whose", ["this worker's room", "another worker's room"])
+async def test_an_editor_cannot_write_under_a_rooms_client_id(notebook, alice, bob, whose):
+    """A room writes its own changes (schema repairs, kernel outputs) under its Doc's client id,
+    which every update relayed from it names. An editor on one worker wrote under the other
+    worker's room's id at its next clock while making that room repair the schema: each room
+    kept its own item under that id, and the forger's worker's copy differed from the database
+    for good. An update writing under the id of a room (this one, or one another worker's
+    updates came from) is refused."""
+    await grant(notebook, bob, Role.EDITOR)
+    b = await joined(notebook.pk, bob)
+    room = ROOMS[str(notebook.pk)]
+    writer = room.doc.client_id
+    if whose == "another worker's room":
+        other = Doc(client_id=writer + 1)
+        other.apply_update(room.doc.get_update())
+        before = other.get_state()
+        docschema.cells(other)[0]["source"].insert(0, "output ")
+        event = {"type": "updates", "notebook": str(notebook.pk), "first_seq": room.seq + 1}
+        await room.on_fanout({**event, "updates": [other.get_update(before)], "writer": other.client_id})
+        writer = other.client_id
+    if whose == "another worker's room":
+        await b.pump_until(
+            lambda: writer in protocol.parse_state_vector(b.doc.get_state()), what="the other room's update"
+        )
+    forger = Doc(client_id=writer)
+    forger.apply_update(b.doc.get_update())
+    forged: list[bytes] = []
+    forger.observe(lambda event: forged.append(event.update))
+    docschema.cells(forger)[0]["source"].insert(0, "forged ")
+    await b.comm.send_to(bytes_data=protocol.sync_update(forged[0]))
+    closed = await b.wait_closed()
+    assert closed["code"] == 4400, closed
+    assert "forged" not in str(docschema.cells(room.doc)[0]["source"])

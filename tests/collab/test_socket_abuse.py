@@ -334,3 +334,55 @@ async def test_a_guest_who_made_the_room_reload_is_not_let_in_again_by_a_new_ses
     again = await joined(notebook.pk, alice)
     assert again.closed is None
     await close_all(owner, again)
+
+
+async def _close_code(comm, timeout: float = 0.5) -> int | None:
+    """The code the server closed a socket with, reading its frames without answering them (a
+    client that never sends its sync step 2), or None if it stays open."""
+    while not await comm.receive_nothing(timeout):
+        message = await comm.receive_output()
+        if message["type"] == "websocket.close":
+            return message["code"]
+    return None
+
+
+def _scratch(text: str) -> bytes:
+    """An update of a document of its own holding `text`."""
+    from pycrdt import Doc, Text
+
+    doc = Doc()
+    doc.get("scratch", type=Text).insert(0, text)
+    return doc.get_update()
+
+
+@pytest.mark.parametrize("who", ["the guests of one link", "one person"])
+async def test_sockets_that_never_send_their_sync_step_2_hold_a_bounded_amount_together(
+    notebook, alice, bob, who, monkeypatch
+):
+    """A socket's updates wait for its sync step 2, at most `EARLY_BYTES_MAX` (1 MiB) of them. A
+    person's sockets (20 on a worker), or the anonymous guests of one edit link (300 places in a
+    room, and a new guest with each visit of the link), that never send it held that much each:
+    40 guests of one link took a worker from 99 to 143 MB, which it kept after they left. Together
+    they hold at most `EARLY_BYTES_PER_PERSON`; the socket that would pass it is closed (4400)."""
+    monkeypatch.setattr(consumers, "EARLY_BYTES_MAX", 16 * 1024)
+    monkeypatch.setattr(consumers, "EARLY_BYTES_PER_PERSON", 32 * 1024)
+    if who == "one person":
+        await grant(notebook, bob, Role.EDITOR)
+        cookies = [await database_sync_to_async(cookie_for)(bob)] * 4
+    else:
+        cookies = await database_sync_to_async(edit_link_guest_cookies)(notebook, 4)
+    clients = []
+    for cookie in cookies:
+        client, connected = await connect(notebook.pk, cookie, query=f"epoch={notebook.epoch}")
+        assert connected
+        for _ in range(3):  # 12 KB: what one socket may hold
+            await client.comm.send_to(bytes_data=protocol.sync_update(_scratch("y" * 4000)))
+        clients.append(client)
+    codes = [await _close_code(client.comm) for client in clients]
+    held = sum(socket._early_bytes for socket in room_of(notebook).sockets)
+    assert codes[:2] == [None, None], codes
+    assert 4400 in codes[2:], codes
+    assert held <= 32 * 1024, (held, codes)
+    owner = await joined(notebook.pk, alice)  # the room goes on
+    await close_all(owner, *(client for client, code in zip(clients, codes, strict=True) if code is None))
+    assert consumers.EARLY_HELD == {}

@@ -10,11 +10,13 @@ import re
 
 import pytest
 import websockets
+from pycrdt import Array, Doc
 
+from collab import protocol
 from tests.support.faults import Typist, all_saved, type_for
 from tests.support.processes import Stack
 from tests.support.waiting import eventually_async
-from tests.support.yclient import YClient, open_client, settle
+from tests.support.yclient import YClient, connect, open_client, settle
 
 pytestmark = pytest.mark.processes
 
@@ -223,3 +225,84 @@ async def test_edits_rarely_reach_an_observer_twice_with_writers_on_both_workers
         # PostgreSQL; about 1% remain (an open question, see docs/architecture.md).
         repeats = sum(n - 1 for n in counter.values())
         assert repeats <= 0.03 * wanted, repeats
+
+
+async def test_an_editor_on_another_worker_cannot_write_under_a_present_persons_client_id(stack):
+    """Yjs names an item by its writer's client id and clock. Bob, on the other worker, wrote an
+    item under Alice's client id (her presence names it) at her next clock while she typed: his
+    worker's room took his, the database and hers took hers, and every copy held the same state
+    vectors, so nothing ever repaired the difference (measured through nginx: a fresh joiner of
+    Bob's worker saw his text, the database hers). His update is refused; hers is saved, and
+    both workers' copies equal the database's."""
+    alice = stack.user_with_notebook("forged@example.com")
+    bob = stack.user_with_notebook("forger@example.com", notebook=None)
+    nid = alice["notebook_id"]
+    stack.call("share_with", nid, "forger@example.com", "editor")
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    a = await open_client(a_port, nid, alice["cookie"])
+    b = await open_client(b_port, nid, bob["cookie"])
+    await a.set_awareness({"cell": "c1"})
+    a.text().insert(0, "alice ")
+    await a.flush()
+    await eventually_async(
+        lambda: b.source().startswith("alice ") and a.doc.client_id in b.awareness, what="Alice at B"
+    )
+    forger = Doc(client_id=a.doc.client_id)
+    forger.apply_update(b.doc.get_update())
+    forged: list[bytes] = []
+    forger.observe(lambda event: forged.append(event.update))
+    forger.get("cells", type=Array)[0]["source"].insert(0, "forged ")
+    await b.ws.send(protocol.sync_update(forged[0]))
+    a.text().insert(0, "mine ")
+    await a.flush()
+    await eventually_async(lambda: b.ws.close_code is not None, what="the forger to be closed")
+    assert b.ws.close_code == 4400, b.ws.close_reason
+    await eventually_async(
+        lambda: stack.stored_source(nid).startswith("mine alice "), what="Alice's edit to be saved"
+    )
+    stored = stack.stored_source(nid)
+    for port in (a_port, b_port):
+        fresh = await open_client(port, nid, alice["cookie"])
+        await eventually_async(lambda fresh=fresh: fresh.source() == stored, what=f"worker {port} to hold it")
+        await fresh.ws.close()
+    assert a.source() == stored
+    await a.ws.close()
+
+
+async def _close_code(ws, timeout: float = 5) -> int | None:
+    """The code the server closed `ws` with, reading its frames; None if it stays open."""
+    with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    return ws.close_code
+
+
+async def test_an_editor_whose_change_made_a_room_reload_is_kept_out_on_every_worker(stack):
+    """A change too large to be read before it is applied that turns out to wait for another
+    makes the room reload for everyone on that worker, and its person is kept out for a while
+    (`COLLAB_KEEP_OUT_AFTER_RELOAD`). Kept out on that worker only, they joined the other at once
+    (nginx sends a socket to the worker with the fewest) and reloaded its room too: through
+    nginx, a link guest and an editor each reloaded both workers' rooms within seconds. They are
+    kept out on every worker."""
+    alice = stack.user_with_notebook("reload-owner@example.com")
+    bob = stack.user_with_notebook("reloader@example.com", notebook=None)
+    nid = alice["notebook_id"]
+    stack.call("share_with", nid, "reloader@example.com", "editor")
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    here, there = [await open_client(port, nid, alice["cookie"]) for port in (a_port, b_port)]
+    b = await open_client(a_port, nid, bob["cookie"])
+    b.text().insert(0, "a")
+    b._outbox.clear()  # never sent: the next one waits for it
+    b.text().insert(0, "b" * 40_000)
+    await b.flush()
+    await eventually_async(lambda: b.ws.close_code is not None, what="the editor to be closed")
+    assert b.ws.close_code == 4400
+    await eventually_async(lambda: here.ws.close_code is not None, what="the room to reload")
+    assert here.ws.close_code == 4503
+    for port in (a_port, b_port):
+        assert await _close_code(await connect(port, nid, bob["cookie"])) == 4429, port
+    assert there.ws.close_code is None
+    again = await open_client(a_port, nid, alice["cookie"])  # everyone else comes back
+    for client in (again, there):
+        await client.ws.close()
