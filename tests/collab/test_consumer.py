@@ -548,28 +548,6 @@ async def test_an_editor_whose_changes_made_the_room_reload_is_kept_out_for_a_wh
     await close_all(a, b, again)
 
 
-async def test_a_person_kept_out_is_kept_out_by_every_worker(notebook, bob, settings, monkeypatch):
-    """The keep-out is in the shared cache (Redis with several workers), not only in the memory
-    of the worker whose room reloaded: a worker that never saw the reload (its memory empty, as
-    here) refuses the person too."""
-    from collab import consumers
-
-    monkeypatch.setattr(yupdate, "CHECK_BEFORE_MAX_BYTES", 0)
-    settings.COLLAB = {**settings.COLLAB, "KEEP_OUT_AFTER_RELOAD": 60.0}
-    await grant(notebook, bob, Role.EDITOR)
-    b = await joined(notebook.pk, bob)
-    b.cells[0]["source"].insert(0, "a")
-    b._outbox.clear()
-    b.cells[0]["source"].insert(0, "b")
-    await b.flush()
-    assert (await b.wait_closed())["code"] == 4400
-    consumers.KEPT_OUT.clear()  # another worker's memory
-    again, _ = await connect(notebook.pk, await database_sync_to_async(cookie_for)(bob))
-    closed = await again.wait_closed()
-    assert closed["code"] == 4429, closed
-    await close_all(b, again)
-
-
 async def test_an_editor_that_reconnects_while_typing_has_its_updates_wait_for_its_sync_step_2(
     notebook, alice, bob
 ):
