@@ -336,7 +336,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             # well-behaved client sends one: see `left_out` below.)
             log.info("notebook %s: a client update with %s refused", self.id, lacking)
             raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
-        if read and (taken := self._taken(writers, person)) is not None:
+        if read and (taken := self._taken(writers, person, socket)) is not None:
             raise WriterTaken(taken)
         with self._docwatch.recording() as touched:
             try:
@@ -367,13 +367,11 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             raise RoomError(
                 4400, "This editor sent changes the server cannot take; reload the page.", penalty=True
             )
-        if (
-            not read
-            and (taken := self._taken(yupdate.advanced(state, self.doc.get_state()), person)) is not None
-        ):
-            # As above: the document holds it, nothing of it is saved or relayed.
-            self.restart()
-            raise WriterTaken(taken, penalty=True)
+        if not read:
+            taken = self._taken(yupdate.advanced(state, self.doc.get_state()), person, socket)
+            if taken is not None:  # as above: the document holds it, nothing of it is saved or relayed
+                self.restart()
+                raise WriterTaken(taken, penalty=True)
         if touched.cells and len(self._docwatch.cells) > settings.NOTEBOOK_MAX_CELLS:
             # Each cell costs its schema check and its watch: refused as an import over the limit
             # is, before the check; the room reloads without it.
@@ -393,7 +391,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             self._keep_schema(touched)
         return self._docwatch.edited_ids()
 
-    def _taken(self, writers: set[int], person: str | None) -> int | None:
+    def _taken(self, writers: set[int], person: str | None, socket: Socket | None = None) -> int | None:
         """A client id among `writers` that another person's presence speaks for (on this
         worker or another), or that a room writes under, if any. Yjs names an item by its
         writer's client id and clock, and a document takes nothing else under an id it holds:
@@ -405,6 +403,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         for client in writers:
             if client in self.room_writers:
                 return client
+            if socket is not None and self.presence.owners.get(client) is socket:
+                continue  # its own presence (every keystroke): no need to read whose it is
             other = self.presence.person_of(client)
             if other is not None and other != person:
                 return client
