@@ -17,6 +17,7 @@ import pytest
 
 from config.deploy import BROTLI_STATIC_MODULE
 from tests.support.processes import Stack, start_proxy
+from tests.support.waiting import eventually
 from tests.support.yclient import open_client, settle
 
 pytestmark = pytest.mark.processes
@@ -77,7 +78,12 @@ def test_collected_static_files_come_from_disk_brotli_encoded_and_cached_for_eve
     assert (status, headers.get("Content-Encoding"), gzip.decompress(body)) == (200, "gzip", source)
     status, headers, body = get(port, path)
     assert (status, headers.get("Content-Encoding"), body) == (200, None, source)
-    served = [line for line in (run_dir / "access.log").read_text().splitlines() if path in line]
+
+    def logged() -> list[str]:  # nginx logs a request after its response has gone out
+        lines = [line for line in (run_dir / "access.log").read_text().splitlines() if path in line]
+        return lines if len(lines) >= 3 else []
+
+    served = eventually(logged, what="nginx to log the three requests")
     assert len(served) == 3
     assert all(line.endswith(" -") for line in served), served  # no worker was asked
 
