@@ -33,7 +33,7 @@ from collab import commands, daphne_patches, metrics, protocol
 from collab.auth import UNAVAILABLE, UNAVAILABLE_REASON
 from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
-from collab.rooms import REPLACED, Room, RoomError, WriterTaken, get_room
+from collab.rooms import REPLACED, Room, RoomError, Unclaimed, WriterTaken, get_room
 from collab.socket import Outgoing
 from collab.tasks import detach
 from notebooks import access as acl
@@ -89,6 +89,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     room: Room | None = None
     access: acl.Access | None = None
     client_id: int | None = None
+    writers_claimed = 0  # client ids its updates claimed (`_receive`)
     ext = False
     counted: str | None = None  # the Principal.key this socket counts against
     epoch_known = False  # its document is of the room's epoch: named at connect, or `_check_epoch`
@@ -299,10 +300,19 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             metrics.inc("awareness_dropped")
             raise RoomError(4413, "Your presence information is larger than the server accepts.")
         if self.client_id is None:
-            self.client_id = self.room.presence.claim(payload, self, self.principal.key)
+            room, person = self.room, self.principal.key
+            self.client_id = room.presence.claim(payload, self, person)
+            if self.client_id is not None and room.claims.get(self.client_id) != person:
+                # Held in the database from here on, before this client writes under it
+                # (`Room._check_writers`): on every worker, and after its presence is gone.
+                await room.claim({self.client_id}, person, self.principal.aliases)
+                if room.claims.get(self.client_id) != person:
+                    if room.presence.owners.get(self.client_id) is self:
+                        del room.presence.owners[self.client_id]
+                    self.client_id = None
             if self.client_id is None:
                 metrics.inc("awareness_dropped")
-                return  # another socket speaks for that client id
+                return  # another socket or person speaks for that client id
         await self.room.receive_awareness(self, payload, self.access.identity)
 
     def _check_epoch(self, clocks: dict[int, int]) -> None:
@@ -372,7 +382,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         room, user, link = self.room, self.principal.user, self.access.link
         ids = (getattr(user, "pk", None), getattr(link, "pk", None))
         try:
-            touched = room.receive_update(update, self, *ids, person=self.principal.key)
+            touched = await self._receive(update, ids)
         except WriterTaken as taken:
             if taken.penalty:
                 raise
@@ -383,7 +393,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             except Exception:
                 raise taken from None
             try:
-                touched = room.receive_update(update, self, *ids, person=self.principal.key)
+                touched = await self._receive(update, ids)
             except WriterTaken:
                 log.info("notebook %s: an update under another person's client id refused", self.notebook_id)
                 raise
@@ -391,6 +401,20 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             self.stats["updates"] += 1
             metrics.inc("updates_received")
             self.cells_touched |= touched
+
+    async def _receive(self, update: bytes, ids: tuple) -> set[str] | None:
+        """`Room.receive_update`, claiming first the client ids it writes under anew (its own
+        at its first edit, unless its presence claimed it; at most `MAX_WRITERS_PER_SOCKET`)."""
+        room, person, aliases = self.room, self.principal.key, self.principal.aliases
+        for _ in range(2):
+            try:
+                return room.receive_update(update, self, *ids, person=person, aliases=aliases)
+            except Unclaimed as unclaimed:
+                self.writers_claimed += len(unclaimed.clients)
+                if self.writers_claimed > settings.COLLAB["MAX_WRITERS_PER_SOCKET"]:
+                    raise ProtocolError("a client writes under a few client ids at most") from None
+                await room.claim(unclaimed.clients, person, aliases)
+        raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
 
     async def _command(self, payload: bytes) -> None:
         """A kernel request over the socket: the same rules as the HTTP endpoints, without

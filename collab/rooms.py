@@ -30,6 +30,7 @@ from typing import NoReturn
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from pycrdt import Doc
 
 from collab import metrics, protocol, yupdate
@@ -41,7 +42,7 @@ from collab.repair import GapRepair
 from collab.socket import Socket
 from collab.tasks import detach
 from collab.writes import WritePipeline
-from notebooks import docschema, docwatch, updatelog
+from notebooks import claims, docschema, docwatch, updatelog
 from notebooks.updatelog import Pending
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,33 @@ class RoomError(Exception):
 
 
 class WriterTaken(RoomError):
-    """A client update writes under the client id another person's presence speaks for."""
+    """A client update writes under a client id another person (or a room) holds."""
 
     def __init__(self, client: int, penalty: bool = False):
         super().__init__(4400, "This editor sent changes the server cannot take; reload the page.", penalty)
         self.client = client
+
+
+class Unclaimed(Exception):
+    """A client update writes under client ids this room does not know the holder of: the
+    caller claims them (`Room.claim`), then hands the update in again."""
+
+    def __init__(self, clients: set[int]):
+        super().__init__(f"client ids not claimed yet: {sorted(clients)}")
+        self.clients = clients
+
+
+def _load(notebook_id: str) -> tuple[updatelog.Loaded | None, int | None]:
+    """The document, and a client id for the room's own changes claimed for rooms (if the
+    database takes the claim: the room's changes matter more than the check)."""
+    loaded = updatelog.load(notebook_id)
+    if loaded is None:
+        return None, None
+    try:
+        return loaded, claims.room_client(notebook_id)
+    except DatabaseError as exc:
+        log.warning("notebook %s: the room's client id not claimed in the database (%r)", notebook_id, exc)
+        return loaded, None
 
 
 async def get_room(notebook_id: str) -> Room:
@@ -97,10 +120,10 @@ async def get_room(notebook_id: str) -> Room:
         async with lock:
             room = ROOMS.get(notebook_id)
             if room is None:
-                loaded = await database_sync_to_async(updatelog.load)(notebook_id)
+                loaded, client = await database_sync_to_async(_load)(notebook_id)
                 if loaded is None:
                     raise RoomError(4404, "This notebook does not exist or was deleted.")
-                room = Room(notebook_id, loaded)
+                room = Room(notebook_id, loaded, client)
                 await room.start()
                 ROOMS[notebook_id] = room
     finally:
@@ -110,10 +133,10 @@ async def get_room(notebook_id: str) -> Room:
 
 
 class Room(WritePipeline, GapRepair, RoomBroadcast):
-    def __init__(self, notebook_id: str, loaded: updatelog.Loaded):
+    def __init__(self, notebook_id: str, loaded: updatelog.Loaded, client_id: int | None = None):
         self.id = notebook_id
         self.epoch = loaded.epoch
-        self.doc = Doc()
+        self.doc = Doc(client_id=client_id)  # claimed for rooms (`claims.room_client`)
         # Fed from the first transaction on: the load's events hand it every cell at once.
         self._docwatch = docwatch.Watch(self.doc)
         self.doc.apply_update(loaded.state)
@@ -123,6 +146,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         # Client ids rooms write their own changes under: this one's, and those of the rooms
         # other workers' updates came from (`_taken`).
         self.room_writers: set[int] = {self.doc.client_id}
+        self.claims: dict[int, str] = {}  # client id -> its holder, as the database said (`claim`)
         self._ahead: set[int] = set()
         self._early: dict[int, bytes] = {}  # updates beyond a hole that wait (`_apply_early_again`)
         self.sockets: set[Socket] = set()
@@ -309,12 +333,18 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         await socket.send_frame(protocol.sync_step2(answer))
 
     def receive_update(
-        self, update: bytes, socket: Socket | None, user_id=None, link_id=None, person: str | None = None
+        self,
+        update: bytes,
+        socket: Socket | None,
+        user_id=None,
+        link_id=None,
+        person: str | None = None,
+        aliases: tuple[str, ...] = (),
     ) -> set[str] | None:
         """Apply and queue a client's update; return the ids of the cells it touched
         (for edit attribution), or None if it was empty. `person` (`Principal.key`): who sent
-        it; an update writing under a client id another person's presence speaks for is
-        refused (`WriterTaken`)."""
+        it, `aliases` who else it was (`Principal.aliases`); an update writing under a client id
+        another person holds is refused (`WriterTaken`)."""
         if update == protocol.EMPTY_UPDATE:
             return None
         if self._ending is not None:  # closing its sockets: the document takes nothing more
@@ -325,10 +355,12 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         state = self.doc.get_state()
         try:
             update = yupdate.as_read(update)  # saved and relayed as the room read it
-            lacking, read = None, False
-            if len(update) <= yupdate.CHECK_BEFORE_MAX_BYTES:
-                lacking, writers = yupdate.read_before(update, yupdate.state_vector(state))
-                read = True
+            clocks = yupdate.state_vector(state)
+            lacking, read = None, len(update) <= yupdate.CHECK_BEFORE_MAX_BYTES
+            if read:
+                lacking, writers = yupdate.read_before(update, clocks)
+            elif (writers := yupdate.new_writers(update, clocks, conf("MAX_WRITERS_PER_SOCKET"))) is None:
+                raise RoomError(4400, "This editor sent changes under more client ids than the server takes.")
         except ValueError:
             raise unreadable from None
         if lacking is not None:
@@ -336,8 +368,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             # well-behaved client sends one: see `left_out` below.)
             log.info("notebook %s: a client update with %s refused", self.id, lacking)
             raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
-        if read and (taken := self._taken(writers, person, socket)) is not None:
-            raise WriterTaken(taken)
+        self._check_writers(writers, person, aliases, socket)
         with self._docwatch.recording() as touched:
             try:
                 self.doc.apply_update(update)
@@ -367,11 +398,6 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             raise RoomError(
                 4400, "This editor sent changes the server cannot take; reload the page.", penalty=True
             )
-        if not read:
-            taken = self._taken(yupdate.advanced(state, self.doc.get_state()), person, socket)
-            if taken is not None:  # as above: the document holds it, nothing of it is saved or relayed
-                self.restart()
-                raise WriterTaken(taken, penalty=True)
         if touched.cells and len(self._docwatch.cells) > settings.NOTEBOOK_MAX_CELLS:
             # Each cell costs its schema check and its watch: refused as an import over the limit
             # is, before the check; the room reloads without it.
@@ -391,24 +417,47 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             self._keep_schema(touched)
         return self._docwatch.edited_ids()
 
-    def _taken(self, writers: set[int], person: str | None, socket: Socket | None = None) -> int | None:
-        """A client id among `writers` that another person's presence speaks for (on this
-        worker or another), or that a room writes under, if any. Yjs names an item by its
-        writer's client id and clock, and a document takes nothing else under an id it holds:
-        one editor writing under another's next clock took their edit at that clock, which was
-        saved and acknowledged, away from the room and everyone else; under a room's, that
-        room's own change (a schema repair, an output) stayed out of the other workers' copies."""
+    def _check_writers(
+        self, writers: set[int], person: str | None, aliases: tuple[str, ...], socket: Socket | None
+    ) -> None:
+        """Refuse an update writing under a client id another person or a room holds
+        (`WriterTaken`), or whose holder the room does not know yet (`Unclaimed`). Yjs names an
+        item by its writer's client id and clock, and a document takes nothing else under an id
+        and clock it holds: one editor writing under another's next clock took that person's
+        edit at that clock, saved and acknowledged, away from the room and everyone else; under
+        a room's, that room's own change (a schema repair, an output) stayed out of the other
+        workers' copies. Who holds an id is kept in the database (`notebooks.claims`): a worker
+        that has not seen the person's presence still knows. `person` None: a server change."""
         if person is None:
-            return None
+            return
+        unclaimed: set[int] = set()
         for client in writers:
-            if client in self.room_writers:
-                return client
-            if socket is not None and self.presence.owners.get(client) is socket:
-                continue  # its own presence (every keystroke): no need to read whose it is
-            other = self.presence.person_of(client)
-            if other is not None and other != person:
-                return client
-        return None
+            holder = self.claims.get(client)
+            if holder == person:
+                continue  # every keystroke
+            if holder in aliases:  # their guest's, before they signed in: theirs now (`claim`)
+                unclaimed.add(client)
+                continue
+            if holder is not None or client in self.room_writers or client > claims.CLIENT_MAX:
+                raise WriterTaken(client)
+            if socket is None or self.presence.owners.get(client) is not socket:
+                other = self.presence.person_of(client)  # refused without asking the database
+                if other is not None and other != person and other not in aliases:
+                    raise WriterTaken(client)
+            unclaimed.add(client)
+        if unclaimed:
+            raise Unclaimed(unclaimed)
+
+    async def claim(self, clients: set[int], person: str, aliases: tuple[str, ...] = ()) -> None:
+        """Claim client ids for a person in the database and remember their holders. While the
+        database cannot answer, the room takes the person's word for them (its presence check
+        has passed) rather than hold their edits, and says so in its log."""
+        try:
+            held = await database_sync_to_async(claims.claim)(self.id, clients, person, aliases)
+        except Exception as exc:
+            log.warning("notebook %s: client ids %s not claimed in the database (%r)", self.id, clients, exc)
+            held = dict.fromkeys(clients, person)
+        self.claims.update(held)
 
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""

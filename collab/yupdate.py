@@ -254,10 +254,32 @@ def _advanced(after: dict[int, int], before: dict[int, int]) -> set[int]:
     return {client for client, clock in after.items() if clock > before.get(client, 0)}
 
 
-def advanced(before: bytes, after: bytes) -> set[int]:
-    """The client ids whose clocks moved from one encoded state vector to the other: those an
-    applied update wrote items under."""
-    return _advanced(state_vector(after), state_vector(before))
+def new_writers(update: bytes, clocks: dict[int, int], most: int) -> set[int] | None:
+    """The client ids an update writes items under that a document of these clocks lacks (what
+    `read_before` tells of a small update), for an update too large to be read struct by
+    struct: pycrdt's diff against the clocks names one such writer first; the next pass counts
+    that one as held in full. One pass per writer; None if there are more than `most`. Raises
+    Unreadable for items past what pycrdt counts (32-bit clocks)."""
+    found: set[int] = set()
+    while True:
+        held = {**clocks, **dict.fromkeys(found, 2**32 - 1)}
+        rest = _Reader(get_update(update, _encode_state_vector(held)))
+        if not rest.var_uint():
+            return found
+        rest.var_uint()  # how many structs
+        client = rest.var_uint()
+        if client in found:
+            raise Unreadable("an item's clock is past 2^32")
+        if len(found) >= most:
+            return None
+        found.add(client)
+
+
+def _encode_state_vector(clocks: dict[int, int]) -> bytes:
+    out = bytearray(protocol.write_var_uint(len(clocks)))
+    for client, clock in clocks.items():
+        out += protocol.write_var_uint(client) + protocol.write_var_uint(clock)
+    return bytes(out)
 
 
 def left_out(update: bytes, state: bytes) -> str | None:

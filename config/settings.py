@@ -387,6 +387,9 @@ COLLAB = {
     # (or deleting what nobody has written yet): the room reloaded for everyone.
     "KEEP_OUT_AFTER_RELOAD": envfloat("COLLAB_KEEP_OUT_AFTER_RELOAD", 60.0),
     "MAX_AWARENESS_BYTES": envint("COLLAB_MAX_AWARENESS_BYTES", 16 * 1024),
+    # Client ids one socket may newly write under (its own; after being offline, its earlier tabs'):
+    # each is claimed in the database (`notebooks.claims`).
+    "MAX_WRITERS_PER_SOCKET": envint("COLLAB_MAX_WRITERS_PER_SOCKET", 16),
     "AWARENESS_MIN_INTERVAL": envfloat("COLLAB_AWARENESS_MIN_INTERVAL", 0.05),
     "MAX_SEND_BUFFER": envint("COLLAB_MAX_SEND_BUFFER", 32 * 1024 * 1024),
     "SLOW_CLOSE_GRACE": envfloat("COLLAB_SLOW_CLOSE_GRACE", 2.0),

@@ -59,6 +59,11 @@ class Principal:
     def key(self) -> str:
         return f"u:{self.user.pk}" if self.user else f"g:{self.guest_key}"
 
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Who else this principal was: the guest of its session, before it signed in."""
+        return (f"g:{self.guest_key}",) if self.user and self.guest_key else ()
+
 
 def principal_from_session(user, session) -> Principal:
     """Build the principal from a request's (or websocket scope's) user and session. Which links

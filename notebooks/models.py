@@ -98,6 +98,23 @@ class NotebookUpdate(models.Model):
         constraints = [models.UniqueConstraint(fields=["notebook", "seq"], name="unique_update_seq")]
 
 
+class WriterClaim(models.Model):
+    """Whose a Yjs client id in a notebook's document is: the person (`Principal.key`) who first
+    showed presence or wrote under it, or "room" for a room's own changes. Yjs names an item by
+    its writer's client id and clock, and a document takes nothing else under an id and clock
+    it holds: an editor writing under another person's next clock takes that person's edit at
+    that clock away from everyone. Kept in the database, not in a worker's memory, so that a
+    worker that has never seen the person's presence still knows (`collab.rooms`)."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="+")
+    client = models.BigIntegerField()
+    person = models.CharField(max_length=60)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notebook", "client"], name="unique_writer_claim")]
+
+
 class Grant(models.Model):
     """A person's role on a notebook, given directly or through an accepted invitation."""
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 from pycrdt import Doc, merge_updates
 
 from notebooks import docschema
-from notebooks.models import Notebook, NotebookUpdate
+from notebooks.models import Notebook, NotebookUpdate, WriterClaim
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,7 @@ def replace(notebook_id, state: bytes) -> str:
     epoch = uuid.uuid4()
     with transaction.atomic():
         NotebookUpdate.objects.filter(notebook_id=notebook_id).delete()
+        WriterClaim.objects.filter(notebook_id=notebook_id).delete()  # its writers start afresh
         Notebook.objects.filter(pk=notebook_id).update(
             snapshot=state, snapshot_seq=F("seq"), epoch=epoch, updated_at=timezone.now()
         )

@@ -269,6 +269,56 @@ async def test_an_editor_on_another_worker_cannot_write_under_a_present_persons_
     await a.ws.close()
 
 
+@pytest.mark.parametrize("how", ["writing", "showing presence"])
+async def test_an_editor_cannot_take_a_persons_client_id_on_a_worker_that_loaded_after(stack, how):
+    """Presence lives in a worker's memory and a client renews it every 15 s: a worker whose
+    room loaded after Alice showed presence on the other did not know her client id. Bob, joining
+    there, wrote under it at her next clock: he was not refused, the database held his text,
+    and Alice's next keystroke at that clock was dropped without a word, her copy never equal
+    to anyone's again. Or he showed presence under it, and his stamped state replaced hers on
+    her worker. Who holds a client id is kept in the database (`notebooks.claims`)."""
+    alice = stack.user_with_notebook(f"first-{how[0]}@example.com")
+    bob = stack.user_with_notebook(f"late-{how[0]}@example.com", notebook=None)
+    nid = alice["notebook_id"]
+    stack.call("share_with", nid, f"late-{how[0]}@example.com", "editor")
+    a_port, b_port = stack.start_worker(), stack.start_worker()
+    a = await open_client(a_port, nid, alice["cookie"])
+    await a.set_awareness({"cell": "c1"})
+    a.text().insert(0, "alice ")
+    await a.flush()
+    await eventually_async(lambda: stack.stored_source(nid).startswith("alice "), what="Alice's edit saved")
+    b = await open_client(b_port, nid, bob["cookie"])  # B's room loads now
+    await eventually_async(lambda: b.source().startswith("alice "), what="Bob's copy")
+    if how == "showing presence":
+        await b.set_awareness({"cell": "taken"}, client_id=a.doc.client_id, clock=100)
+        await b.set_awareness({"cell": "bob"}, clock=1)  # his own, after: relayed once the other is
+        await eventually_async(lambda: b.doc.client_id in a.awareness, what="Bob's own presence at A")
+        assert a.awareness[a.doc.client_id]["cell"] == "c1", a.awareness[a.doc.client_id]
+        await a.ws.close()
+        await b.ws.close()
+        return
+    forger = Doc(client_id=a.doc.client_id)
+    forger.apply_update(b.doc.get_update())
+    forged: list[bytes] = []
+    forger.observe(lambda event: forged.append(event.update))
+    forger.get("cells", type=Array)[0]["source"].insert(0, "forged ")
+    await b.ws.send(protocol.sync_update(forged[0]))
+    await eventually_async(lambda: b.ws.close_code is not None, what="the forger to be closed")
+    assert b.ws.close_code == 4400, b.ws.close_reason
+    a.text().insert(0, "mine ")
+    await a.flush()
+    await eventually_async(
+        lambda: stack.stored_source(nid).startswith("mine alice "), what="Alice's edit to be saved"
+    )
+    stored = stack.stored_source(nid)
+    for port in (a_port, b_port):
+        fresh = await open_client(port, nid, alice["cookie"])
+        await eventually_async(lambda fresh=fresh: fresh.source() == stored, what=f"worker {port} to hold it")
+        await fresh.ws.close()
+    assert a.source() == stored
+    await a.ws.close()
+
+
 async def _close_code(ws, timeout: float = 5) -> int | None:
     """The code the server closed `ws` with, reading its frames; None if it stays open."""
     with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
