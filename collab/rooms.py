@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -41,6 +42,7 @@ from collab.repair import GapRepair
 from collab.socket import Socket
 from collab.tasks import detach
 from collab.writes import WritePipeline
+from config import memory
 from notebooks import docschema, docwatch, updatelog
 from notebooks.updatelog import Pending
 
@@ -57,6 +59,18 @@ SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
     "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
 )
+
+
+# A room whose document took at least this many bytes hands the memory back to the system once
+# its document is freed (`config.memory`); smaller ones are not worth a walk of every arena.
+GIVE_BACK_AFTER_BYTES = 1024 * 1024
+
+
+def _give_back_soon(loop: asyncio.AbstractEventLoop) -> None:
+    """From a finalizer (any thread, before the object's own memory is freed): give the memory
+    back in the loop's next turn."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed
+        loop.call_soon_threadsafe(lambda: memory.give_back())
 
 
 def _listed(found: list[str], shown: int = 10) -> str:
@@ -294,6 +308,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             log.info("leaving the fan-out group of %s failed: %r", self.id, exc)
         if ROOMS.get(self.id) is self:
             del ROOMS[self.id]
+        if self.size >= GIVE_BACK_AFTER_BYTES:
+            # glibc keeps the pages of a freed document (a worker stayed tens of MB larger after
+            # a room of a few MB of one-character items closed): handed back once it is freed.
+            weakref.finalize(self.doc, _give_back_soon, asyncio.get_running_loop())
         self.gone.set()
 
     # the document
