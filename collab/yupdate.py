@@ -189,6 +189,52 @@ def _read(update: bytes) -> tuple[dict[int, list[_Struct]], dict[int, list[tuple
     return writers, deletes
 
 
+def pieces(update: bytes, limit: int | None = None, whole: bool = False) -> int:
+    """How many separate pieces (Yjs blocks, about 200 bytes of memory each in the room's
+    document whatever their encoded size) the update may add to a document: its items and GC
+    ranges, except an item that goes on from its writer's previous one (its origin is the
+    writer's clock before it: typing, which Yjs merges into that item). `whole`: the update is
+    a whole document's state, every struct a piece. Reading stops once the count passes
+    `limit`. Raises Unreadable.
+
+    Its delete set is not counted, though a deletion splits the items at its ends: an update
+    made as a diff (a sync step 2) carries the document's whole delete set, every range deleted
+    long ago again, which would count against the limit each time an editor reconnects."""
+    reader = _Reader(update)
+    count = 0
+    for _ in range(reader.var_uint()):
+        structs = reader.var_uint()
+        client = reader.var_uint()
+        clock = reader.var_uint()
+        for _ in range(structs):
+            info = reader.uint8()
+            kind = info & 0x1F
+            if kind in (0, 10):  # GC, skip
+                length = reader.var_uint()
+                count += kind == 0
+                clock += length
+                continue
+            goes_on = False
+            if info & 0x80:  # origin
+                goes_on = (reader.var_uint(), reader.var_uint()) == (client, clock - 1) and not whole
+            if info & 0x40:  # right origin
+                reader.var_uint()
+                reader.var_uint()
+            if not info & 0xC0:  # the parent is written out
+                if reader.var_uint() == 1:
+                    reader.var_bytes()
+                else:
+                    reader.var_uint()
+                    reader.var_uint()
+                if info & 0x20:
+                    reader.var_bytes()
+            clock += _content_length(reader, kind)
+            count += not goes_on
+            if limit is not None and count > limit:
+                return count
+    return count
+
+
 def waits(update: bytes, clocks: dict[int, int]) -> str | None:
     """What in the update a document whose state vector is `clocks` could not take in whole,
     read before it is applied: "items" (one builds on an item neither has: Yjs and pycrdt keep

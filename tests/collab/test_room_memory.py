@@ -164,3 +164,65 @@ async def test_the_fan_out_reader_lets_go_of_a_message_once_it_is_handled(notebo
         await eventually_async(lambda: seen[0]() is None, what="the message let go", timeout=2)
     finally:
         await fanout().unsubscribe(notebook_id, fanout().handlers[notebook_id])
+
+
+def typed_on(room: rooms.Room, text: str) -> list[bytes]:
+    """Keystrokes at the end of the first cell, one update each, as the editor sends them."""
+    doc = ydoc.doc_from_updates(room.doc.get_update())
+    source = doc.get("cells", type=Array)[0]["source"]
+    updates = []
+    for char in text:
+        before = doc.get_state()
+        source.insert(len(source), char)
+        updates.append(doc.get_update(before))
+    return updates
+
+
+async def test_updates_of_pieces_yjs_cannot_merge_are_refused_past_the_limit(notebook, settings):
+    """2.3 MB of such updates made 165,000 pieces, 28 bytes of memory per byte sent: 64 MiB,
+    the size limit, would be a GB. The one that would take the document past
+    MAX_DOCUMENT_PIECES is refused before it is applied: nothing of it is held, saved or sent."""
+    settings.COLLAB = {**settings.COLLAB, "MAX_DOCUMENT_PIECES": 5_000}
+    room = await get_room(str(notebook.pk))
+    room.receive_update(typed_backwards(room, 2_000), None)
+    room.receive_update(typed_backwards(room, 2_000), None)
+    await room.flushed()
+    state, size, seq = room.doc.get_state(), room.size, room.seq
+    with pytest.raises(rooms.RoomError) as refused:
+        room.receive_update(typed_backwards(room, 2_000), None)
+    assert refused.value.code == 4413
+    assert refused.value.reason == rooms.TOO_MANY_PIECES
+    assert room.doc.get_state() == state
+    assert (room.size, room._pending) == (size, [])
+    await room.flushed()
+    assert room.seq == seq
+    await room.close()
+
+
+async def test_a_reloaded_room_counts_the_pieces_its_document_holds(notebook, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_DOCUMENT_PIECES": 5_000}
+    room = await get_room(str(notebook.pk))
+    room.receive_update(typed_backwards(room, 2_000), None)
+    room.receive_update(typed_backwards(room, 2_000), None)
+    await room.close()
+    room = await get_room(str(notebook.pk))
+    assert room.pieces >= 4_000
+    with pytest.raises(rooms.RoomError) as refused:
+        room.receive_update(typed_backwards(room, 2_000), None)
+    assert refused.value.code == 4413
+    await room.close()
+
+
+async def test_typing_is_not_limited_by_the_pieces(notebook, settings):
+    """People type in a notebook for months: keystrokes that go on from the writer's previous
+    character are merged by Yjs and count nothing, even in a document at the limit."""
+    room = await get_room(str(notebook.pk))
+    settings.COLLAB = {**settings.COLLAB, "MAX_DOCUMENT_PIECES": room.pieces + 1}
+    keystrokes = typed_on(room, "print('hello, world')\n" * 30)
+    for update in keystrokes:
+        room.receive_update(update, None)
+    await room.flushed()
+    source = str(room.doc.get("cells", type=Array)[0]["source"])
+    assert source.endswith("print('hello, world')\n" * 30)
+    assert room.pieces <= settings.COLLAB["MAX_DOCUMENT_PIECES"]
+    await room.close()
