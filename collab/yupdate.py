@@ -200,35 +200,73 @@ def pieces(update: bytes, limit: int | None = None, whole: bool = False) -> int:
     Its delete set is not counted, though a deletion splits the items at its ends: an update
     made as a diff (a sync step 2) carries the document's whole delete set, every range deleted
     long ago again, which would count against the limit each time an editor reconnects."""
-    reader = _Reader(update)
+    data, pos, end = update, 0, len(update)
+
+    def var_uint() -> int:  # lib0's readVarUint, inlined for speed: this reads every struct
+        nonlocal pos
+        if pos >= end:
+            raise Unreadable("the update ends early")
+        byte = data[pos]
+        pos += 1
+        if byte < 0x80:
+            return byte
+        value, shift = byte & 0x7F, 7
+        while True:
+            if pos >= end:
+                raise Unreadable("the update ends early")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+            if shift > 70:
+                raise Unreadable("a number is too long")
+
+    def skip_bytes() -> None:
+        nonlocal pos
+        length = var_uint()
+        if pos + length > end:
+            raise Unreadable("the update ends early")
+        pos += length
+
     count = 0
-    for _ in range(reader.var_uint()):
-        structs = reader.var_uint()
-        client = reader.var_uint()
-        clock = reader.var_uint()
+    for _ in range(var_uint()):
+        structs = var_uint()
+        client = var_uint()
+        clock = var_uint()
         for _ in range(structs):
-            info = reader.uint8()
+            if pos >= end:
+                raise Unreadable("the update ends early")
+            info = data[pos]
+            pos += 1
             kind = info & 0x1F
             if kind in (0, 10):  # GC, skip
-                length = reader.var_uint()
+                clock += var_uint()
                 count += kind == 0
-                clock += length
                 continue
             goes_on = False
             if info & 0x80:  # origin
-                goes_on = (reader.var_uint(), reader.var_uint()) == (client, clock - 1) and not whole
+                origin = var_uint(), var_uint()
+                goes_on = origin == (client, clock - 1) and not whole
             if info & 0x40:  # right origin
-                reader.var_uint()
-                reader.var_uint()
+                var_uint()
+                var_uint()
             if not info & 0xC0:  # the parent is written out
-                if reader.var_uint() == 1:
-                    reader.var_bytes()
+                if var_uint() == 1:
+                    skip_bytes()
                 else:
-                    reader.var_uint()
-                    reader.var_uint()
+                    var_uint()
+                    var_uint()
                 if info & 0x20:
-                    reader.var_bytes()
-            clock += _content_length(reader, kind)
+                    skip_bytes()
+            if kind == 1:  # deleted
+                clock += var_uint()
+            else:
+                reader = _Reader(data)
+                reader.pos = pos
+                clock += _content_length(reader, kind)
+                pos = reader.pos
             count += not goes_on
             if limit is not None and count > limit:
                 return count
