@@ -181,15 +181,19 @@ class Fanout:
                 delay = min(delay * 2, 1.0)
                 continue
             delay = 0.1
-            if event.get("origin") == WORKER_ID:
-                continue
-            room = self.handlers.get(event.get("notebook"))
-            if room is None:
-                continue
-            if event.get("type") in SLOW_EVENTS:  # the other rooms' messages must not wait for it
-                detach(_handle(room, event))
-            else:
-                await _handle(room, event)
+            await self._deliver(event)
+            del event  # a batch of updates (megabytes) is not held until the next message
+
+    async def _deliver(self, event: dict) -> None:
+        if event.get("origin") == WORKER_ID:
+            return
+        room = self.handlers.get(event.get("notebook"))
+        if room is None:
+            return
+        if event.get("type") in SLOW_EVENTS:  # the other rooms' messages must not wait for it
+            detach(_handle(room, event))
+        else:
+            await _handle(room, event)
 
 
 async def _handle(room, event: dict) -> None:

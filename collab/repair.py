@@ -21,8 +21,9 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
+from pycrdt import get_update
 
-from collab import metrics
+from collab import metrics, yupdate
 from collab.conf import conf
 from collab.fanout import fanout
 from collab.tasks import detach
@@ -68,12 +69,16 @@ class GapRepair:
 
     def _apply_remote(self, data: bytes) -> None:
         """Apply an update another worker or the database holds (saved already)."""
+        before = self.doc.get_state()
         try:
             self.doc.apply_update(data)
         except BaseException as exc:
             if is_panic(exc):
                 self._reload_after_panic(exc)
             raise
+        # What of it was new here counts towards MAX_DOCUMENT_PIECES (refused on its own worker).
+        with contextlib.suppress(ValueError):
+            self.pieces += yupdate.pieces(get_update(data, before))
 
     def _schedule_repair(self) -> None:
         if self._repair_handle is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -42,6 +43,7 @@ from collab.repair import GapRepair
 from collab.socket import Socket
 from collab.tasks import detach
 from collab.writes import WritePipeline
+from config import memory
 from notebooks import claims, docschema, docwatch, updatelog
 from notebooks.updatelog import Pending
 
@@ -58,6 +60,32 @@ SAVE_FAILED = 4503
 SAVE_FAILED_REASON = (
     "Your latest changes are not saved yet: the server cannot reach its database. Reconnecting."
 )
+
+
+# A room whose document took at least this many bytes hands the memory back to the system once
+# its document is freed (`config.memory`); smaller ones are not worth a walk of every arena.
+GIVE_BACK_AFTER_BYTES = 1024 * 1024
+
+
+def _give_back_soon(loop: asyncio.AbstractEventLoop) -> None:
+    """From a finalizer (any thread, before the object's own memory is freed): give the memory
+    back in the loop's next turn."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed
+        loop.call_soon_threadsafe(lambda: memory.give_back())
+
+
+TOO_MANY_PIECES = (
+    "The notebook holds too many separate edits for the server to keep in memory; this change was not saved."
+)
+
+
+def count_pieces(state: bytes) -> int:
+    """The pieces a whole document's state holds, read up to just past the limit (a document
+    already past it takes no change that adds pieces)."""
+    try:
+        return yupdate.pieces(state, conf("MAX_DOCUMENT_PIECES"), whole=True)
+    except ValueError:  # pycrdt read it: this module's reader is the stricter
+        return 0
 
 
 def _listed(found: list[str], shown: int = 10) -> str:
@@ -123,6 +151,8 @@ async def get_room(notebook_id: str) -> Room:
                 loaded, client = await database_sync_to_async(_load)(notebook_id)
                 if loaded is None:
                     raise RoomError(4404, "This notebook does not exist or was deleted.")
+                # Counted beside the event loop: reading a big document takes seconds.
+                loaded.pieces = await asyncio.to_thread(count_pieces, loaded.state)
                 room = Room(notebook_id, loaded, client)
                 await room.start()
                 ROOMS[notebook_id] = room
@@ -141,6 +171,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._docwatch = docwatch.Watch(self.doc)
         self.doc.apply_update(loaded.state)
         self.size = len(loaded.state)
+        # Yjs blocks the document holds, as far as this room counts (`yupdate.pieces`).
+        self.pieces = loaded.pieces
+        if self.pieces is None:
+            self.pieces = count_pieces(loaded.state)
         self.seq = loaded.seq
         self.snapshot_seq = loaded.snapshot_seq  # as far as this room knows; for compaction
         # Client ids rooms write their own changes under: this one's, and those of the rooms
@@ -318,6 +352,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             log.info("leaving the fan-out group of %s failed: %r", self.id, exc)
         if ROOMS.get(self.id) is self:
             del ROOMS[self.id]
+        if self.size >= GIVE_BACK_AFTER_BYTES:
+            # glibc keeps the pages of a freed document (a worker stayed tens of MB larger after
+            # a room of a few MB of one-character items closed): handed back once it is freed.
+            weakref.finalize(self.doc, _give_back_soon, asyncio.get_running_loop())
         self.gone.set()
 
     # the document
@@ -369,6 +407,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             log.info("notebook %s: a client update with %s refused", self.id, lacking)
             raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
         self._check_writers(writers, person, aliases, socket)
+        added = self._pieces_within_limit(update, unreadable)
         with self._docwatch.recording() as touched:
             try:
                 self.doc.apply_update(update)
@@ -412,10 +451,27 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                 f"A notebook holds at most {settings.NOTEBOOK_MAX_CELLS:,} cells; this change was not saved.",
             )
         self.size += len(update)
+        self.pieces += added
         self._queue(Pending(update, user_id, link_id), socket)
         if touched:
             self._keep_schema(touched)
         return self._docwatch.edited_ids()
+
+    def _pieces_within_limit(self, update: bytes, unreadable: RoomError) -> int:
+        """The pieces a client's update adds (`yupdate.pieces`), or 4413 before it is applied if
+        they would take the document past `MAX_DOCUMENT_PIECES`: each costs the worker about 200
+        bytes however few bytes it took to send (one-character items typed each before the last:
+        28 bytes of memory per byte sent), so `MAX_DOCUMENT_BYTES` alone let one editor grow a
+        worker by a GB. Typing goes on from the writer's own previous item and counts nothing."""
+        limit = conf("MAX_DOCUMENT_PIECES")
+        try:
+            added = yupdate.pieces(update, max(limit - self.pieces, 0))
+        except ValueError:
+            raise unreadable from None
+        if added and self.pieces + added > limit:
+            log.info("notebook %s: an update would take it past %s pieces; refused", self.id, limit)
+            raise RoomError(4413, TOO_MANY_PIECES)
+        return added
 
     def _check_writers(
         self, writers: set[int], person: str | None, aliases: tuple[str, ...], socket: Socket | None
@@ -516,6 +572,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         update = updates[0] if updates else b""  # one transaction, at most one update
         if update and update != protocol.EMPTY_UPDATE:
             self.size += len(update)
+            with contextlib.suppress(ValueError):
+                self.pieces += yupdate.pieces(update)
             self._queue(Pending(update, user_id, None), None, within)
 
     async def _relayer(self) -> None:

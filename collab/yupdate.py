@@ -189,6 +189,90 @@ def _read(update: bytes) -> tuple[dict[int, list[_Struct]], dict[int, list[tuple
     return writers, deletes
 
 
+def pieces(update: bytes, limit: int | None = None, whole: bool = False) -> int:
+    """How many separate pieces (Yjs blocks, about 200 bytes of memory each in the room's
+    document whatever their encoded size) the update may add to a document: its items and GC
+    ranges, except an item that goes on from its writer's previous one (its origin is the
+    writer's clock before it: typing, which Yjs merges into that item). `whole`: the update is
+    a whole document's state, every struct a piece. Reading stops once the count passes
+    `limit`. Raises Unreadable.
+
+    Its delete set is not counted, though a deletion splits the items at its ends: an update
+    made as a diff (a sync step 2) carries the document's whole delete set, every range deleted
+    long ago again, which would count against the limit each time an editor reconnects."""
+    data, pos, end = update, 0, len(update)
+
+    def var_uint() -> int:  # lib0's readVarUint, inlined for speed: this reads every struct
+        nonlocal pos
+        if pos >= end:
+            raise Unreadable("the update ends early")
+        byte = data[pos]
+        pos += 1
+        if byte < 0x80:
+            return byte
+        value, shift = byte & 0x7F, 7
+        while True:
+            if pos >= end:
+                raise Unreadable("the update ends early")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+            if shift > 70:
+                raise Unreadable("a number is too long")
+
+    def skip_bytes() -> None:
+        nonlocal pos
+        length = var_uint()
+        if pos + length > end:
+            raise Unreadable("the update ends early")
+        pos += length
+
+    count = 0
+    for _ in range(var_uint()):
+        structs = var_uint()
+        client = var_uint()
+        clock = var_uint()
+        for _ in range(structs):
+            if pos >= end:
+                raise Unreadable("the update ends early")
+            info = data[pos]
+            pos += 1
+            kind = info & 0x1F
+            if kind in (0, 10):  # GC, skip
+                clock += var_uint()
+                count += kind == 0
+                continue
+            goes_on = False
+            if info & 0x80:  # origin
+                origin = var_uint(), var_uint()
+                goes_on = origin == (client, clock - 1) and not whole
+            if info & 0x40:  # right origin
+                var_uint()
+                var_uint()
+            if not info & 0xC0:  # the parent is written out
+                if var_uint() == 1:
+                    skip_bytes()
+                else:
+                    var_uint()
+                    var_uint()
+                if info & 0x20:
+                    skip_bytes()
+            if kind == 1:  # deleted
+                clock += var_uint()
+            else:
+                reader = _Reader(data)
+                reader.pos = pos
+                clock += _content_length(reader, kind)
+                pos = reader.pos
+            count += not goes_on
+            if limit is not None and count > limit:
+                return count
+    return count
+
+
 def waits(update: bytes, clocks: dict[int, int]) -> str | None:
     """What in the update a document whose state vector is `clocks` could not take in whole,
     read before it is applied: "items" (one builds on an item neither has: Yjs and pycrdt keep

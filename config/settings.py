@@ -377,6 +377,11 @@ COLLAB = {
     "KEEP_RECENT_UPDATES": envint("COLLAB_KEEP_RECENT_UPDATES", 100),
     "MAX_MESSAGE_BYTES": envint("COLLAB_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
     "MAX_DOCUMENT_BYTES": envint("COLLAB_MAX_DOCUMENT_BYTES", 64 * 1024 * 1024),
+    # Separate pieces (Yjs blocks: items and deletions Yjs could not merge, about 200 bytes of
+    # memory each however few bytes they took to send) a document may hold; a client update that
+    # adds more is refused (4413). Typing on from one's own last character adds none; a notebook
+    # of 10,000 cells holds about 100,000.
+    "MAX_DOCUMENT_PIECES": envint("COLLAB_MAX_DOCUMENT_PIECES", 500_000),
     "MAX_SOCKETS_PER_ROOM": envint("COLLAB_MAX_SOCKETS_PER_ROOM", 500),
     # Of those, what all who came through a share link share (each anonymous visit is a new
     # guest): the owner and grantees always keep the rest.

@@ -3,9 +3,8 @@ audit event in the same transaction, and tells live rooms after the commit."""
 
 from __future__ import annotations
 
-import ctypes
 import threading
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import PurePath
 from typing import BinaryIO
@@ -15,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import log as audit
+from config import memory
 from config.cache import take
 from notebooks import nbio, updatelog, ydoc
 from notebooks.access import Access
@@ -97,11 +97,9 @@ def import_slot():
 
 
 def _give_back_memory() -> None:
-    """Return the memory an import freed to the system: glibc's malloc keeps freed pages
-    (notably in the arenas of the threads requests run in), so a worker would stay hundreds
-    of MB larger after one big import. Skipped where there is no glibc."""
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
+    """Return the memory an import freed to the system (notably in the arenas of the threads
+    requests run in): a worker would stay hundreds of MB larger after one big import."""
+    memory.give_back()
 
 
 def take_import_budget(user, size: int) -> None:

@@ -32,6 +32,7 @@ class Loaded:
     state: bytes  # one merged Yjs update holding the whole document
     seq: int
     snapshot_seq: int = 0
+    pieces: int | None = None  # the Yjs blocks `state` holds, once a room counted them
 
 
 @dataclass

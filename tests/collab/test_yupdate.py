@@ -217,3 +217,26 @@ async def test_a_large_update_pycrdt_panics_on_reloads_the_room(monkeypatch):
     assert room._pending == []
     await asyncio.wait_for(room.gone.wait(), 5)
     assert "n" not in ROOMS
+
+
+def test_pieces_count_what_yjs_cannot_merge():
+    doc = Doc()
+    text = doc.get("t", type=Text)
+    text.insert(0, "hello")
+
+    def piece_count(change) -> int:
+        before = doc.get_state()
+        change()
+        return yupdate.pieces(doc.get_update(before))
+
+    assert piece_count(lambda: text.insert(5, "!")) == 0  # typing on
+    assert piece_count(lambda: text.insert(0, ">")) == 1  # elsewhere
+    assert piece_count(lambda: text.insert(0, "<")) == 1  # before the last: Yjs cannot merge
+
+    def backwards():
+        with doc.transaction():
+            for _ in range(100):
+                text.insert(0, "x")
+
+    assert piece_count(backwards) == 100
+    assert yupdate.pieces(doc.get_update(), whole=True) >= 100
