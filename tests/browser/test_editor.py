@@ -143,6 +143,19 @@ def test_the_page_works_on_a_narrow_screen(browser, stack, shared):
     page.context.close()
 
 
+def test_on_a_narrow_screen_the_cell_toolbar_leaves_the_first_line_visible(browser, stack, shared):
+    """At 390 px the active cell's toolbar floated over the end of its first line of code: it sits
+    in the row above the editor instead."""
+    page = open_editor(browser, stack, shared["bob"], shared["url"], width=390, height=844)
+    page.locator(".cell .cm-content").first.click()
+    toolbar = page.locator(".cell.is-active .cell-toolbar")
+    toolbar.wait_for(state="visible")
+    first_line = page.locator(".cell.is-active .cm-line").first.bounding_box()
+    box = toolbar.bounding_box()
+    assert box["y"] + box["height"] <= first_line["y"], (box, first_line)
+    page.context.close()
+
+
 def test_the_socket_opened_before_the_editor_ran_is_the_one_it_edits_through(browser, stack, shared):
     """The page's first script opens the notebook's socket while editor.js loads; the editor
     adopts it (one socket, not two), edits go through it, and when it closes the editor
