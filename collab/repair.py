@@ -70,6 +70,7 @@ class GapRepair:
     def _apply_remote(self, data: bytes) -> None:
         """Apply an update another worker or the database holds (saved already)."""
         before = self.doc.get_state()
+        self._deleted = None  # it may delete what this room's copy of the delete set holds
         try:
             self.doc.apply_update(data)
         except BaseException as exc:
