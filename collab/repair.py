@@ -173,6 +173,8 @@ class GapRepair:
         while True:
             await asyncio.sleep(interval)
             try:
+                if self._unconfirmed:
+                    await self.confirm_claims()
                 if self._should_poll():
                     self._polled_at = asyncio.get_running_loop().time()
                     latest = await database_sync_to_async(_notebook_seq)(self.id)

@@ -186,6 +186,12 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         # other workers' updates came from (`_taken`).
         self.room_writers: set[int] = {self.doc.client_id}
         self.claims: dict[int, str] = {}  # client id -> its holder, as the database said (`claim`)
+        # Ids taken on trust while the database could not take their claim: id -> (person,
+        # aliases), claimed as soon as it answers (`confirm_claims`). The room's own, if its
+        # claim at load failed.
+        self._unconfirmed: dict[int, tuple[str, tuple[str, ...]]] = {}
+        if client_id is None:
+            self._unconfirmed[self.doc.client_id] = (claims.ROOM, ())
         # The document's delete set, read when an update's deletions are checked against it
         # (`_pieces_within_limit`); None once something may have deleted more.
         self._deleted: dict[int, list[tuple[int, int]]] | None = None
@@ -536,7 +542,26 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         except Exception as exc:
             log.warning("notebook %s: client ids %s not claimed in the database (%r)", self.id, clients, exc)
             held = dict.fromkeys(clients, person)
+            for client in clients:
+                self._unconfirmed.setdefault(client, (person, tuple(aliases)))
         self.claims.update(held)
+
+    async def confirm_claims(self) -> None:
+        """Claim in the database the ids taken on trust (`claim`), as soon as it answers (the
+        room's periodic check): kept in this room's memory alone, another worker's room that
+        never saw their presence let another editor claim them and write under them at their
+        holder's next clock. An id someone claimed meanwhile is theirs from here on (logged)."""
+        while self._unconfirmed:
+            person, aliases = next(iter(self._unconfirmed.values()))
+            clients = {c for c, key in self._unconfirmed.items() if key == (person, aliases)}
+            held = await database_sync_to_async(claims.claim)(self.id, clients, person, aliases)
+            for client in clients:
+                self._unconfirmed.pop(client, None)
+                if held.get(client) != person:
+                    log.warning(
+                        "notebook %s: client id %s, taken on trust, was claimed by another", self.id, client
+                    )
+            self.claims.update(held)
 
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
