@@ -90,6 +90,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     access: acl.Access | None = None
     client_id: int | None = None
     writers_claimed = 0  # client ids its updates claimed (`_receive`)
+    _step2_update: bytes | None = None  # its answer to the room's sync step 1 (`_update`)
     ext = False
     counted: str | None = None  # the Principal.key this socket counts against
     epoch_known = False  # its document is of the room's epoch: named at connect, or `_check_epoch`
@@ -355,6 +356,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         An editor's updates wait until its sync step 2 and, naming no epoch, its sync step 1
         have come: a few, together no larger than one message may be. `first`: the step 2,
         which goes before the updates that waited for it."""
+        if first:
+            self._step2_update = update  # its deletions are checked against the document's
         if not self.access.can(acl.Action.EDIT):
             own = self.room.doc.get_update(self.room.doc.get_state())
             if not protocol.is_redundant(update, own):
@@ -408,7 +411,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         room, person, aliases = self.room, self.principal.key, self.principal.aliases
         for _ in range(2):
             try:
-                return room.receive_update(update, self, *ids, person=person, aliases=aliases)
+                step2 = update is self._step2_update
+                return room.receive_update(update, self, *ids, person=person, aliases=aliases, step2=step2)
             except Unclaimed as unclaimed:
                 self.writers_claimed += len(unclaimed.clients)
                 if self.writers_claimed > settings.COLLAB["MAX_WRITERS_PER_SOCKET"]:

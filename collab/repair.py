@@ -70,6 +70,7 @@ class GapRepair:
     def _apply_remote(self, data: bytes) -> None:
         """Apply an update another worker or the database holds (saved already)."""
         before = self.doc.get_state()
+        self._deleted = None  # it may delete what this room's copy of the delete set holds
         try:
             self.doc.apply_update(data)
         except BaseException as exc:
@@ -172,6 +173,8 @@ class GapRepair:
         while True:
             await asyncio.sleep(interval)
             try:
+                if self._unconfirmed:
+                    await self.confirm_claims()
                 if self._should_poll():
                     self._polled_at = asyncio.get_running_loop().time()
                     latest = await database_sync_to_async(_notebook_seq)(self.id)

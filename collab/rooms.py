@@ -74,6 +74,11 @@ def _give_back_soon(loop: asyncio.AbstractEventLoop) -> None:
         loop.call_soon_threadsafe(lambda: memory.give_back())
 
 
+# A client update deleting more ranges than this has them checked against the document's delete
+# set (some may be deleted already: a client that sends diffs); fewer count two pieces each (a
+# keystroke, a cut). A socket's sync step 2, which carries every deletion, is always checked.
+DELETIONS_COUNTED_AS_NEW = 32
+
 TOO_MANY_PIECES = (
     "The notebook holds too many separate edits for the server to keep in memory; this change was not saved."
 )
@@ -181,6 +186,15 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         # other workers' updates came from (`_taken`).
         self.room_writers: set[int] = {self.doc.client_id}
         self.claims: dict[int, str] = {}  # client id -> its holder, as the database said (`claim`)
+        # Ids taken on trust while the database could not take their claim: id -> (person,
+        # aliases), claimed as soon as it answers (`confirm_claims`). The room's own, if its
+        # claim at load failed.
+        self._unconfirmed: dict[int, tuple[str, tuple[str, ...]]] = {}
+        if client_id is None:
+            self._unconfirmed[self.doc.client_id] = (claims.ROOM, ())
+        # The document's delete set, read when an update's deletions are checked against it
+        # (`_pieces_within_limit`); None once something may have deleted more.
+        self._deleted: dict[int, list[tuple[int, int]]] | None = None
         self._ahead: set[int] = set()
         self._early: dict[int, bytes] = {}  # updates beyond a hole that wait (`_apply_early_again`)
         self.sockets: set[Socket] = set()
@@ -378,11 +392,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         link_id=None,
         person: str | None = None,
         aliases: tuple[str, ...] = (),
+        step2: bool = False,
     ) -> set[str] | None:
         """Apply and queue a client's update; return the ids of the cells it touched
         (for edit attribution), or None if it was empty. `person` (`Principal.key`): who sent
         it, `aliases` who else it was (`Principal.aliases`); an update writing under a client id
-        another person holds is refused (`WriterTaken`)."""
+        another person holds is refused (`WriterTaken`). `step2`: the socket's answer to the
+        room's sync step 1, which carries every deletion the client knows of."""
         if update == protocol.EMPTY_UPDATE:
             return None
         if self._ending is not None:  # closing its sockets: the document takes nothing more
@@ -407,7 +423,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             log.info("notebook %s: a client update with %s refused", self.id, lacking)
             raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
         self._check_writers(writers, person, aliases, socket)
-        added = self._pieces_within_limit(update, unreadable)
+        added = self._pieces_within_limit(update, unreadable, step2)
         with self._docwatch.recording() as touched:
             try:
                 self.doc.apply_update(update)
@@ -457,15 +473,28 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             self._keep_schema(touched)
         return self._docwatch.edited_ids()
 
-    def _pieces_within_limit(self, update: bytes, unreadable: RoomError) -> int:
-        """The pieces a client's update adds (`yupdate.pieces`), or 4413 before it is applied if
-        they would take the document past `MAX_DOCUMENT_PIECES`: each costs the worker about 200
-        bytes however few bytes it took to send (one-character items typed each before the last:
-        28 bytes of memory per byte sent), so `MAX_DOCUMENT_BYTES` alone let one editor grow a
-        worker by a GB. Typing goes on from the writer's own previous item and counts nothing."""
+    def _pieces_within_limit(self, update: bytes, unreadable: RoomError, step2: bool = False) -> int:
+        """The pieces a client's update adds (`yupdate.pieces`, and two for each range it deletes,
+        `yupdate.deletion_pieces`), or 4413 before it is applied if they would take the document
+        past `MAX_DOCUMENT_PIECES`: each costs the worker about 200 bytes however few bytes it
+        took to send (one-character items typed each before the last: 28 bytes of memory per
+        byte sent; every other character of a paste deleted: 71), so `MAX_DOCUMENT_BYTES` alone
+        let one editor grow a worker by a GB; pycrdt also takes about 10 us of the event loop for
+        each range deleted. Typing goes on from the writer's own previous item and counts
+        nothing. The deletions of a sync step 2, which carries the document's whole delete set,
+        count only where the document has not deleted them yet (read once per socket)."""
         limit = conf("MAX_DOCUMENT_PIECES")
         try:
-            added = yupdate.pieces(update, max(limit - self.pieces, 0))
+            added, deletions = yupdate.pieces_and_deletions(update, max(limit - self.pieces, 0))
+            deleted = None
+            if deletions and (step2 or sum(map(len, deletions.values())) > DELETIONS_COUNTED_AS_NEW):
+                if self._deleted is None:  # the diff against its own state: the delete set alone
+                    self._deleted = yupdate.delete_ranges(self.doc.get_update(self.doc.get_state()))
+                deleted = self._deleted
+            anew = yupdate.deletion_pieces(deletions, deleted)
+            if anew:
+                self._deleted = None
+            added += anew
         except ValueError:
             raise unreadable from None
         if added and self.pieces + added > limit:
@@ -513,7 +542,26 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         except Exception as exc:
             log.warning("notebook %s: client ids %s not claimed in the database (%r)", self.id, clients, exc)
             held = dict.fromkeys(clients, person)
+            for client in clients:
+                self._unconfirmed.setdefault(client, (person, tuple(aliases)))
         self.claims.update(held)
+
+    async def confirm_claims(self) -> None:
+        """Claim in the database the ids taken on trust (`claim`), as soon as it answers (the
+        room's periodic check): kept in this room's memory alone, another worker's room that
+        never saw their presence let another editor claim them and write under them at their
+        holder's next clock. An id someone claimed meanwhile is theirs from here on (logged)."""
+        while self._unconfirmed:
+            person, aliases = next(iter(self._unconfirmed.values()))
+            clients = {c for c, key in self._unconfirmed.items() if key == (person, aliases)}
+            held = await database_sync_to_async(claims.claim)(self.id, clients, person, aliases)
+            for client in clients:
+                self._unconfirmed.pop(client, None)
+                if held.get(client) != person:
+                    log.warning(
+                        "notebook %s: client id %s, taken on trust, was claimed by another", self.id, client
+                    )
+            self.claims.update(held)
 
     def _keep_schema(self, touched: docschema.Touched) -> None:
         """Put right what a client's update broke, in a server change queued right behind it."""
@@ -571,6 +619,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
     def _queue_server_update(self, updates: list[bytes], user_id, within: float | None) -> None:
         update = updates[0] if updates else b""  # one transaction, at most one update
         if update and update != protocol.EMPTY_UPDATE:
+            self._deleted = None
             self.size += len(update)
             with contextlib.suppress(ValueError):
                 self.pieces += yupdate.pieces(update)

@@ -3,6 +3,7 @@ document could take one in whole, before (`waits`) or after (`left_out`) applyin
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from pycrdt import get_update
@@ -190,16 +191,28 @@ def _read(update: bytes) -> tuple[dict[int, list[_Struct]], dict[int, list[tuple
 
 
 def pieces(update: bytes, limit: int | None = None, whole: bool = False) -> int:
+    """`pieces_and_deletions`, the count alone."""
+    return pieces_and_deletions(update, limit, whole)[0]
+
+
+def pieces_and_deletions(
+    update: bytes, limit: int | None = None, whole: bool = False
+) -> tuple[int, dict[int, list[tuple[int, int]]]]:
     """How many separate pieces (Yjs blocks, about 200 bytes of memory each in the room's
     document whatever their encoded size) the update may add to a document: its items and GC
-    ranges, except an item that goes on from its writer's previous one (its origin is the
-    writer's clock before it: typing, which Yjs merges into that item). `whole`: the update is
-    a whole document's state, every struct a piece. Reading stops once the count passes
-    `limit`. Raises Unreadable.
+    ranges, except an item that goes on from its writer's previous one as Yjs merges it: its
+    origin is the writer's clock before it, its content of a kind Yjs merges (text, JSON, any
+    values) and, after a struct of the same update, of that struct's kind and right origin. The
+    first struct of an update goes on only as text (a keystroke), whose previous item is in the
+    document: embeds, nested types and formats never merge, and a chain of them each naming the
+    one before as its origin grew a worker by 550 bytes per piece, 27 per byte sent. `whole`:
+    the update is a whole document's state, every struct a piece. Reading stops once the count
+    passes `limit` (its delete set then left unread, empty). Raises Unreadable.
 
-    Its delete set is not counted, though a deletion splits the items at its ends: an update
-    made as a diff (a sync step 2) carries the document's whole delete set, every range deleted
-    long ago again, which would count against the limit each time an editor reconnects."""
+    Also its delete set, client id -> (clock, length) ranges, counted apart
+    (`deletion_pieces`): an update made as a diff (a sync step 2) carries the document's whole
+    delete set, every range deleted long ago again.
+    """
     data, pos, end = update, 0, len(update)
 
     def var_uint() -> int:  # lib0's readVarUint, inlined for speed: this reads every struct
@@ -235,6 +248,7 @@ def pieces(update: bytes, limit: int | None = None, whole: bool = False) -> int:
         structs = var_uint()
         client = var_uint()
         clock = var_uint()
+        previous = None  # the kind and right origin of this writer's struct before, in this update
         for _ in range(structs):
             if pos >= end:
                 raise Unreadable("the update ends early")
@@ -244,14 +258,20 @@ def pieces(update: bytes, limit: int | None = None, whole: bool = False) -> int:
             if kind in (0, 10):  # GC, skip
                 clock += var_uint()
                 count += kind == 0
+                previous = None
                 continue
-            goes_on = False
+            origin = right = None
             if info & 0x80:  # origin
                 origin = var_uint(), var_uint()
-                goes_on = origin == (client, clock - 1) and not whole
             if info & 0x40:  # right origin
-                var_uint()
-                var_uint()
+                right = var_uint(), var_uint()
+            goes_on = (
+                not whole
+                and origin == (client, clock - 1)
+                and kind in _MERGING
+                and ((kind, right) == previous if previous is not None else kind == 4)
+            )
+            previous = kind, right
             if not info & 0xC0:  # the parent is written out
                 if var_uint() == 1:
                     skip_bytes()
@@ -269,7 +289,44 @@ def pieces(update: bytes, limit: int | None = None, whole: bool = False) -> int:
                 pos = reader.pos
             count += not goes_on
             if limit is not None and count > limit:
-                return count
+                return count, {}
+    reader = _Reader(data)
+    reader.pos = pos
+    deletes: dict[int, list[tuple[int, int]]] = {}
+    for _ in range(reader.var_uint()):
+        client = reader.var_uint()
+        deletes.setdefault(client, []).extend(
+            (reader.var_uint(), reader.var_uint()) for _ in range(reader.var_uint())
+        )
+    return count, deletes
+
+
+_MERGING = (1, 2, 4, 8)  # deleted, JSON, string, any: the content kinds Yjs merges with their kind
+
+
+def delete_ranges(update: bytes) -> dict[int, list[tuple[int, int]]]:
+    """The update's delete set: client id -> (clock, length) ranges. Raises Unreadable."""
+    return pieces_and_deletions(update)[1]
+
+
+def deletion_pieces(
+    ranges: dict[int, list[tuple[int, int]]], deleted: dict[int, list[tuple[int, int]]] | None = None
+) -> int:
+    """The pieces the update's deletions may add: a deletion splits the items at its two ends,
+    so deleting every other character of one pasted item made 2 pieces per 4 bytes sent (71
+    bytes of memory per byte). `deleted`: the document's own delete set (`delete_ranges` of a
+    diff against its state vector): a range wholly in it deletes nothing anew and counts
+    nothing (a sync step 2 carries every deletion ever made)."""
+    if deleted is None:
+        return 2 * sum(map(len, ranges.values()))
+    count = 0
+    for client, wanted in ranges.items():
+        held = sorted(deleted.get(client, ()))
+        starts = [start for start, _ in held]
+        for clock, length in wanted:
+            i = bisect.bisect_right(starts, clock) - 1
+            if i < 0 or held[i][0] + held[i][1] < clock + length:
+                count += 2
     return count
 
 

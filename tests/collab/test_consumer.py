@@ -773,3 +773,54 @@ async def test_an_edit_is_kept_while_the_database_cannot_say_whose_its_client_id
     stored = await database_sync_to_async(actions.current_notebook)(notebook.pk)
     assert stored.cells[0].source.startswith("kept "), stored.cells[0].source
     assert "not claimed in the database" in caplog.text
+
+
+async def test_a_client_id_taken_on_trust_is_claimed_once_the_database_is_back(
+    notebook, alice, bob, monkeypatch
+):
+    """A presence shown while the database could not take the claim was taken on the person's
+    word and kept in that room's memory only: no row was ever written, so once the database was
+    back another editor, on a worker whose room loaded later (and never saw that presence),
+    claimed the id and wrote under it at its owner's next clock (a 4 s outage on a running
+    two-worker stack: Bob's forged text stored, unrefused). The room claims such ids as soon as
+    the database answers."""
+    from django.db import OperationalError
+
+    from notebooks import claims
+    from notebooks.models import WriterClaim
+
+    real = claims.claim
+    calls = []
+
+    def down_once(notebook_id, clients, person, *rest):
+        if person != claims.ROOM:
+            calls.append(person)
+            if len(calls) == 1:
+                raise OperationalError("the database is unreachable")
+        return real(notebook_id, clients, person, *rest)
+
+    monkeypatch.setattr(claims, "claim", down_once)
+    a = await joined(notebook.pk, alice)
+    await a.set_awareness({"cell": "c1"})
+    await a.pump()
+    assert calls, "the presence claimed its id"
+
+    def claimed() -> list:
+        return list(
+            WriterClaim.objects.filter(notebook=notebook, client=a.doc.client_id).values_list("person")
+        )
+
+    rows = await eventually_async(
+        lambda: database_sync_to_async(claimed)(), what="the id taken on trust to be claimed"
+    )
+    assert rows == [(f"u:{alice.pk}",)]
+    await grant(notebook, bob, Role.EDITOR)
+    ROOMS[str(notebook.pk)].claims.clear()  # as a room on another worker knows it: not at all
+    ROOMS[str(notebook.pk)].presence.states.clear()
+    b = await joined(notebook.pk, bob)
+    await b.comm.send_to(
+        bytes_data=protocol.sync_update(_written_under(a.doc.client_id, b.doc.get_update(), "forged "))
+    )
+    closed = await b.wait_closed()
+    assert closed["code"] == 4400, closed
+    await close_all(a)

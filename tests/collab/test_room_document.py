@@ -279,7 +279,7 @@ async def test_a_new_outputs_array_with_deleted_items_among_its_own_is_read_in_t
     not outputs keep the example small; they are removed by the repair either way. (What is
     timed is the watch: counting the update's 16,000 pieces, linear and tested on its own in
     test_room_memory, is left out, as it took about 40 ms on a busy machine.)"""
-    monkeypatch.setattr(Room, "_pieces_within_limit", lambda room, update, unreadable: 0)
+    monkeypatch.setattr(Room, "_pieces_within_limit", lambda room, update, unreadable, step2=False: 0)
 
     def with_deleted(cells):
         outputs = Array()

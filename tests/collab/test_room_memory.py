@@ -11,7 +11,7 @@ import weakref
 import pytest
 from pycrdt import Array
 
-from collab import broadcast, protocol, rooms
+from collab import broadcast, protocol, rooms, yupdate
 from collab.fanout import fanout
 from collab.rooms import get_room
 from config import memory
@@ -225,4 +225,100 @@ async def test_typing_is_not_limited_by_the_pieces(notebook, settings):
     source = str(room.doc.get("cells", type=Array)[0]["source"])
     assert source.endswith("print('hello, world')\n" * 30)
     assert room.pieces <= settings.COLLAB["MAX_DOCUMENT_PIECES"]
+    await room.close()
+
+
+def embedded_on(room: rooms.Room, count: int) -> bytes:
+    """One update putting `count` embeds at the end of the first cell, each after the last: every
+    one names the one before as its origin, as typing does, but Yjs never merges embeds."""
+    doc = ydoc.doc_from_updates(room.doc.get_update())
+    before = doc.get_state()
+    source = doc.get("cells", type=Array)[0]["source"]
+    with doc.transaction():
+        for _ in range(count):
+            source.insert_embed(len(source), {"k": 1})
+    return doc.get_update(before)
+
+
+def every_other_deleted(room: rooms.Room, chars: int) -> tuple[bytes, bytes]:
+    """A paste of `chars` characters at the end of the first cell (one item), then one update
+    deleting every other one of them (each deletion splits the item): each its transaction's
+    update, as the editor sends them."""
+    doc = ydoc.doc_from_updates(room.doc.get_update())
+    source = doc.get("cells", type=Array)[0]["source"]
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    start = len(source)
+    source.insert(start, "x" * chars)
+    with doc.transaction():
+        for i in range(start + chars - 2, start - 1, -2):
+            del source[i : i + 1]
+    return updates[0], updates[1]
+
+
+async def test_items_yjs_never_merges_count_though_each_names_the_one_before(notebook, settings):
+    """An editor chained embeds each after the last: each named its writer's previous clock as
+    its origin, as a keystroke does, and counted nothing: 300,000 of them (6 MB sent) grew a
+    worker by 164 MB, 27 bytes per byte sent, past MAX_DOCUMENT_PIECES unrefused."""
+    settings.COLLAB = {**settings.COLLAB, "MAX_DOCUMENT_PIECES": 5_000}
+    room = await get_room(str(notebook.pk))
+    room.receive_update(embedded_on(room, 2_000), None)
+    room.receive_update(embedded_on(room, 2_000), None)
+    await room.flushed()
+    state = room.doc.get_state()
+    with pytest.raises(rooms.RoomError) as refused:
+        room.receive_update(embedded_on(room, 2_000), None)
+    assert (refused.value.code, refused.value.reason) == (4413, rooms.TOO_MANY_PIECES)
+    assert room.doc.get_state() == state
+    await room.close()
+
+
+async def test_deletions_that_split_items_count(notebook, settings):
+    """Deleting every other character of one pasted item splits it into a piece per character:
+    1.8 MB of such deletions grew a worker by 128 MB (71 bytes per byte sent) and counted
+    nothing; 100,000 ranges in one update also held its event loop for seconds."""
+    settings.COLLAB = {**settings.COLLAB, "MAX_DOCUMENT_PIECES": 5_000}
+    room = await get_room(str(notebook.pk))
+    for _ in range(2):
+        paste, deletions = every_other_deleted(room, 2_000)
+        room.receive_update(paste, None)
+        room.receive_update(deletions, None)
+    await room.flushed()
+    paste, deletions = every_other_deleted(room, 2_000)
+    room.receive_update(paste, None)
+    with pytest.raises(rooms.RoomError) as refused:
+        room.receive_update(deletions, None)
+    assert refused.value.code == 4413
+    await room.close()
+
+
+async def test_a_step_2_carrying_old_deletions_counts_only_new_ones(notebook, settings):
+    """A reconnecting editor's sync step 2 carries every deletion the document ever had: those
+    count nothing, or each reconnect would bring a big notebook nearer the limit; its own new
+    ones count."""
+    room = await get_room(str(notebook.pk))
+    paste, deletions = every_other_deleted(room, 2_000)
+    room.receive_update(paste, None)
+    room.receive_update(deletions, None)
+    await room.flushed()
+    settings.COLLAB = {**settings.COLLAB, "MAX_DOCUMENT_PIECES": room.pieces + 10}
+    editor = ydoc.doc_from_updates(room.doc.get_update())
+    before = editor.get_state()
+    editor.get("cells", type=Array)[0]["source"].insert(0, "new ")
+    step2 = editor.get_update(room.doc.get_state())  # what a client answers the room's step 1
+    assert yupdate.delete_ranges(step2)  # the old deletions, again
+    room.receive_update(step2, None, step2=True)
+    assert room.doc.get_state() != before
+    before = editor.get_state()
+    editor.get("cells", type=Array)[0]["source"].insert(0, "and ")
+    room.receive_update(editor.get_update(before), None)  # a diff: the old deletions again
+    source = editor.get("cells", type=Array)[0]["source"]
+    again = editor.get_state()
+    with editor.transaction():
+        for i in range(20, 0, -2):
+            del source[i : i + 1]
+    with pytest.raises(rooms.RoomError) as refused:
+        room.receive_update(editor.get_update(room.doc.get_state()), None, step2=True)
+    assert refused.value.code == 4413
+    assert editor.get_state() == again
     await room.close()
