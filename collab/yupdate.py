@@ -181,13 +181,18 @@ def _read(update: bytes) -> tuple[dict[int, list[_Struct]], dict[int, list[tuple
             clock += length
         if clock > _CLOCK_MAX:
             raise Unreadable("a clock is out of range")
+    return writers, _delete_set(reader)
+
+
+def _delete_set(reader: _Reader) -> dict[int, list[tuple[int, int]]]:
+    """An update's delete set, read from where its structs end: client id -> (clock, length)."""
     deletes: dict[int, list[tuple[int, int]]] = {}
     for _ in range(reader.var_uint()):
         client = reader.var_uint()
         deletes.setdefault(client, []).extend(
             (reader.var_uint(), reader.var_uint()) for _ in range(reader.var_uint())
         )
-    return writers, deletes
+    return deletes
 
 
 def pieces(update: bytes, limit: int | None = None, whole: bool = False) -> int:
@@ -292,13 +297,7 @@ def pieces_and_deletions(
                 return count, {}
     reader = _Reader(data)
     reader.pos = pos
-    deletes: dict[int, list[tuple[int, int]]] = {}
-    for _ in range(reader.var_uint()):
-        client = reader.var_uint()
-        deletes.setdefault(client, []).extend(
-            (reader.var_uint(), reader.var_uint()) for _ in range(reader.var_uint())
-        )
-    return count, deletes
+    return count, _delete_set(reader)
 
 
 _MERGING = (1, 2, 4, 8)  # deleted, JSON, string, any: the content kinds Yjs merges with their kind
