@@ -14,7 +14,7 @@ from django.urls import get_resolver  # noqa: E402
 from collab import daphne_patches  # noqa: E402
 from collab.auth import websocket_auth_stack  # noqa: E402
 from collab.routing import websocket_urlpatterns  # noqa: E402
-from config import body_limit, logformat  # noqa: E402
+from config import body_limit, logformat, memory  # noqa: E402
 from kernels import cluster  # noqa: E402
 
 daphne_patches.install()
@@ -39,3 +39,4 @@ application = ProtocolTypeRouter(
 
 # Import every view now rather than during the first visitor's request.
 get_resolver().url_patterns  # noqa: B018
+memory.settle()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 
 from django.core.cache.backends.locmem import LocMemCache
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from django.utils.functional import cached_property
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -37,10 +39,26 @@ if n > 0 then redis.call('DECRBY', KEYS[1], math.min(n, tonumber(ARGV[1]))) end
 """
 
 
+# One Redis client (and its connection pool) per location and options for the whole process.
+_CLIENTS: dict[tuple, RedisCacheClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 class SharedCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._local = LocMemCache("redis-unreachable", {"TIMEOUT": params.get("TIMEOUT", 300)})
+
+    @cached_property
+    def _cache(self) -> RedisCacheClient:
+        """Django makes a cache handle per request and per websocket (per asyncio context), and
+        each of its own opened a connection pool: a worker held a Redis connection for every
+        open socket and connected afresh for every request. The handles share one client."""
+        key = (tuple(self._servers), repr(sorted(self._options.items())))
+        with _CLIENTS_LOCK:
+            if key not in _CLIENTS:
+                _CLIENTS[key] = self._class(self._servers, **self._options)
+            return _CLIENTS[key]
 
     def take(self, key: str, by: int, limit: int, seconds: int) -> bool:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 from contextlib import suppress
 
 
@@ -13,3 +14,12 @@ def give_back() -> None:
     Skipped where there is no glibc."""
     with suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
+
+
+def settle() -> None:
+    """Once the worker has imported everything (Django, Twisted, every view: about 300,000
+    objects the collector tracks): set them aside from the garbage collector (`gc.freeze`), so
+    that a full collection walks only what came later (rooms, sockets) instead of all of them
+    again, which took 300-450 ms of the event loop with 1,000 rooms open."""
+    gc.collect()
+    gc.freeze()

@@ -123,3 +123,17 @@ def test_a_counter_that_expires_mid_way_never_stays_without_an_expiry(
     expires_after_command(after)
     take("n", 1, 5, 60, cache)
     assert raw.ttl("t:1:n") != -1
+
+
+def test_cache_handles_made_per_request_share_one_connection_to_redis(redis_port):
+    """Django makes a cache handle per request (and per websocket: per asyncio context); each
+    used to open its own connection pool, so a worker held a Redis connection for every open
+    socket (1,000 sockets, 1,000 connections) and connected afresh for every request."""
+    import redis
+
+    handles = [cache_at(redis_port) for _ in range(20)]
+    for handle in handles:
+        assert handle.get("n", 0) == 0
+    raw = redis.Redis(port=redis_port)
+    connections = len(raw.client_list()) - 1  # this one
+    assert connections == 1
