@@ -43,7 +43,7 @@ django.setup()
 from pycrdt import Array, Map, Text  # noqa: E402
 
 from bench.rt_scenarios import percentile  # noqa: E402
-from bench.rt_ws import YClient, marker, observe_in_child  # noqa: E402
+from bench.rt_ws import YClient, marker, no_collector_pauses, observe_in_child  # noqa: E402
 from config.deploy import nginx_argv, nginx_conf  # noqa: E402
 from config.serving import daphne_args  # noqa: E402
 from tests.support.processes import PYTHON, Stack, free_port, wait_for_port  # noqa: E402
@@ -137,9 +137,6 @@ async def lecture(
     try:
         await asyncio.sleep(1)  # every observer's handshake answered
         sent = 0
-        meter = CpuMeter(procs, watching.pids)
-        watching.go()
-        print(f"{tag}: writing for {seconds:g} s", file=sys.stderr, flush=True)
 
         async def write(index: int, author: YClient) -> None:
             nonlocal sent
@@ -148,7 +145,11 @@ async def lecture(
                 sent += 1
                 await asyncio.sleep(1 / rate)
 
-        await asyncio.gather(*(write(i, a) for i, a in enumerate(authors)))
+        with no_collector_pauses():
+            meter = CpuMeter(procs, watching.pids)
+            watching.go()
+            print(f"{tag}: writing for {seconds:g} s", file=sys.stderr, flush=True)
+            await asyncio.gather(*(write(i, a) for i, a in enumerate(authors)))
         latencies, frames = await watching.collect(sent, 10)
         cpu = meter.used()
     finally:
@@ -217,12 +218,13 @@ class ObserverProcesses:
 async def many_rooms(urls: list[str], pid: int, headers: dict):
     before = rss_kib(pid)
     joins, clients = [], []
-    for url in urls:
-        start = time.monotonic()
-        client = await YClient(follow=False).open(url, headers)
-        await asyncio.wait_for(client.synced, 20)
-        joins.append((time.monotonic() - start) * 1000)
-        clients.append(client)
+    with no_collector_pauses():
+        for url in urls:
+            start = time.monotonic()
+            client = await YClient(follow=False).open(url, headers)
+            await asyncio.wait_for(client.synced, 20)
+            joins.append((time.monotonic() - start) * 1000)
+            clients.append(client)
     await asyncio.sleep(1)
     after = rss_kib(pid)
     for client in clients:
