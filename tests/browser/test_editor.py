@@ -156,6 +156,30 @@ def test_on_a_narrow_screen_the_cell_toolbar_leaves_the_first_line_visible(brows
     page.context.close()
 
 
+def test_on_a_narrow_screen_the_notebook_list_keeps_each_word_of_a_title_whole(browser, stack):
+    """At 390 px the list squeezed the title column until "Demo notebook" broke inside its second
+    word ("noteboo" / "k"): each word of a title now stays on one line."""
+    dana = stack.user_with_notebook("dana@example.com", title="Demo notebook")
+    page = logged_in_page(browser, stack, dana["cookie"], width=390, height=844)
+    page.goto(f"{stack.base}/notebooks/", wait_until="domcontentloaded")
+    split = page.evaluate(
+        """() => {
+          const text = document.querySelector('[data-testid="notebook-row"] td.title a').firstChild;
+          const split = [];
+          for (const match of text.data.matchAll(/\\S+/g)) {
+            const range = document.createRange();
+            range.setStart(text, match.index);
+            range.setEnd(text, match.index + match[0].length);
+            if (range.getClientRects().length > 1) split.push(match[0]);
+          }
+          return split;
+        }"""
+    )
+    assert split == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.context.close()
+
+
 def test_the_socket_opened_before_the_editor_ran_is_the_one_it_edits_through(browser, stack, shared):
     """The page's first script opens the notebook's socket while editor.js loads; the editor
     adopts it (one socket, not two), edits go through it, and when it closes the editor
