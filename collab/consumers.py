@@ -4,8 +4,9 @@ database_sync_to_async.
 
 Close codes: 4400 malformed frame, 4401 not signed in / link no longer valid, 4403 no access,
 4404 no such notebook, 4409 document replaced (reload), 4413 too large / too many sockets of
-one person, 4429 the room is full (collab.rooms) or the client does not read what is sent to it
-(collab.daphne_patches): it reconnects later, 4503 the server cannot reach its database right
+one person, 4429 the room is full or the person shows presence with too many client ids at once
+(collab.rooms), or the client does not read what is sent to it (collab.daphne_patches): it
+reconnects later, 4503 the server cannot reach its database right
 now (reconnect; unsaved edits are sent again), also when it fails while the session and user
 are read, before this consumer runs (`collab.auth`).
 
@@ -306,8 +307,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             if self.client_id is not None and room.claims.get(self.client_id) != person:
                 # Held in the database from here on, before this client writes under it
                 # (`Room._check_writers`): on every worker, and after its presence is gone.
-                await room.claim({self.client_id}, person, self.principal.aliases)
-                if room.claims.get(self.client_id) != person:
+                held = await room.claim({self.client_id}, person, self.principal.aliases)
+                if held.get(self.client_id) != person:
                     if room.presence.owners.get(self.client_id) is self:
                         del room.presence.owners[self.client_id]
                     self.client_id = None
@@ -407,17 +408,22 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     async def _receive(self, update: bytes, ids: tuple) -> set[str] | None:
         """`Room.receive_update`, claiming first the client ids it writes under anew (its own
-        at its first edit, unless its presence claimed it; at most `MAX_WRITERS_PER_SOCKET`)."""
+        at its first edit, also when its presence claimed it: an id without content may have
+        been released since; at most `MAX_WRITERS_PER_SOCKET`)."""
         room, person, aliases = self.room, self.principal.key, self.principal.aliases
+        confirmed: frozenset[int] = frozenset()
         for _ in range(2):
             try:
                 step2 = update is self._step2_update
-                return room.receive_update(update, self, *ids, person=person, aliases=aliases, step2=step2)
+                return room.receive_update(
+                    update, self, *ids, person=person, aliases=aliases, step2=step2, confirmed=confirmed
+                )
             except Unclaimed as unclaimed:
                 self.writers_claimed += len(unclaimed.clients)
                 if self.writers_claimed > settings.COLLAB["MAX_WRITERS_PER_SOCKET"]:
                     raise ProtocolError("a client writes under a few client ids at most") from None
-                await room.claim(unclaimed.clients, person, aliases)
+                held = await room.claim(unclaimed.clients, person, aliases)
+                confirmed = frozenset(client for client, holder in held.items() if holder == person)
         raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
 
     async def _command(self, payload: bytes) -> None:

@@ -16,6 +16,7 @@ HELP = {
     "frames_too_large": "Sockets closed with 4413 for a message, document or one person's sockets too many.",
     "sockets_refused_per_person": "Sockets refused because one person had too many open.",
     "sockets_refused_room_full": "Sockets refused (4429): the room, or its share for link guests, was full.",
+    "claims_refused": "Sockets closed (4429): their person showed presence with too many client ids at once.",
     "gap_updates_repaired": "Updates fetched from the database to repair gaps in the sequence.",
     "frames_written_direct": "Room frames written straight to a connection, encoded once per fan-out.",
     "frames_sent_awaited": "Room frames sent the ordinary way (sockets the direct path cannot serve).",

@@ -25,17 +25,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable
+from datetime import timedelta
 from typing import NoReturn
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
+from django.utils import timezone
 from pycrdt import Doc
 
 from collab import metrics, protocol, yupdate
-from collab.awareness import Presence
+from collab.awareness import OUTDATED, Presence
 from collab.broadcast import RoomBroadcast, send_to
 from collab.conf import conf
 from collab.fanout import fanout
@@ -81,6 +84,19 @@ DELETIONS_COUNTED_AS_NEW = 32
 
 TOO_MANY_PIECES = (
     "The notebook holds too many separate edits for the server to keep in memory; this change was not saved."
+)
+
+
+# A room keeps the holders of the ids its document holds items under (every keystroke looks its
+# writer up) and of its sockets' ids; of the others (ids that only showed presence, which a
+# person reloading a page in a loop makes without end) at most about this many.
+CLAIMS_CACHE_SLACK = 256
+# How often a room releases the ids without content not used for `IDLE_CLAIM_KEEP` (at its next
+# claim after this many seconds).
+CLAIMS_PRUNE_EVERY = 600.0
+TOO_MANY_CLAIMS = (
+    4429,
+    "You have this notebook open in too many places right now; close some tabs, it reconnects by itself.",
 )
 
 
@@ -185,7 +201,9 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         # Client ids rooms write their own changes under: this one's, and those of the rooms
         # other workers' updates came from (`_taken`).
         self.room_writers: set[int] = {self.doc.client_id}
-        self.claims: dict[int, str] = {}  # client id -> its holder, as the database said (`claim`)
+        # Client id -> its holder, as the database said (`claim`); bounded (`_forget_claims`).
+        self.claims: dict[int, str] = {}
+        self._pruned_at = -1e9  # loop time of the last release of unused ids (`claim`)
         # Ids taken on trust while the database could not take their claim: id -> (person,
         # aliases), claimed as soon as it answers (`confirm_claims`). The room's own, if its
         # claim at load failed.
@@ -364,6 +382,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             await asyncio.wait_for(fanout().unsubscribe(self.id, self), 2)
         except Exception as exc:  # the channel layer is down: its groups are gone with it
             log.info("leaving the fan-out group of %s failed: %r", self.id, exc)
+        await self._release_own_client()
         if ROOMS.get(self.id) is self:
             del ROOMS[self.id]
         if self.size >= GIVE_BACK_AFTER_BYTES:
@@ -371,6 +390,21 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             # a room of a few MB of one-character items closed): handed back once it is freed.
             weakref.finalize(self.doc, _give_back_soon, asyncio.get_running_loop())
         self.gone.set()
+
+    async def _release_own_client(self) -> None:
+        """Give up the claim of the id this room wrote nothing under: every load claims a new
+        one, and kept, each load was a row for good. (Nobody else may write under a room's id;
+        what this room did write is in its own document.)"""
+        client = self.doc.client_id
+        try:
+            if client in self._unconfirmed or client in yupdate.state_vector(self.doc.get_state()):
+                return
+            release = database_sync_to_async(claims.release)(self.id, client, claims.ROOM)
+            await asyncio.wait_for(release, 2)
+        except BaseException as exc:  # kept: a row, no harm (a Doc pycrdt panicked on: kept too)
+            if not isinstance(exc, Exception) and not yupdate.is_panic(exc):
+                raise
+            log.info("notebook %s: the room's client id not released (%r)", self.id, exc)
 
     # the document
 
@@ -393,12 +427,14 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         person: str | None = None,
         aliases: tuple[str, ...] = (),
         step2: bool = False,
+        confirmed: frozenset[int] = frozenset(),
     ) -> set[str] | None:
         """Apply and queue a client's update; return the ids of the cells it touched
         (for edit attribution), or None if it was empty. `person` (`Principal.key`): who sent
         it, `aliases` who else it was (`Principal.aliases`); an update writing under a client id
         another person holds is refused (`WriterTaken`). `step2`: the socket's answer to the
-        room's sync step 1, which carries every deletion the client knows of."""
+        room's sync step 1, which carries every deletion the client knows of. `confirmed`: ids
+        the database has just said are the person's (`claim`)."""
         if update == protocol.EMPTY_UPDATE:
             return None
         if self._ending is not None:  # closing its sockets: the document takes nothing more
@@ -422,7 +458,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             # well-behaved client sends one: see `left_out` below.)
             log.info("notebook %s: a client update with %s refused", self.id, lacking)
             raise RoomError(4400, "This editor sent changes the server cannot take; reload the page.")
-        self._check_writers(writers, person, aliases, socket)
+        self._check_writers(writers, person, aliases, socket, clocks, confirmed)
         added = self._pieces_within_limit(update, unreadable, step2)
         with self._docwatch.recording() as touched:
             try:
@@ -503,7 +539,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         return added
 
     def _check_writers(
-        self, writers: set[int], person: str | None, aliases: tuple[str, ...], socket: Socket | None
+        self,
+        writers: set[int],
+        person: str | None,
+        aliases: tuple[str, ...],
+        socket: Socket | None,
+        clocks: dict[int, int],
+        confirmed: frozenset[int] = frozenset(),
     ) -> None:
         """Refuse an update writing under a client id another person or a room holds
         (`WriterTaken`), or whose holder the room does not know yet (`Unclaimed`). Yjs names an
@@ -512,14 +554,21 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         edit at that clock, saved and acknowledged, away from the room and everyone else; under
         a room's, that room's own change (a schema repair, an output) stayed out of the other
         workers' copies. Who holds an id is kept in the database (`notebooks.claims`): a worker
-        that has not seen the person's presence still knows. `person` None: a server change."""
+        that has not seen the person's presence still knows. `person` None: a server change.
+        An id the document holds nothing under yet may have been released since the room heard
+        of it (`notebooks.claims`) and claimed by another person on another worker: its first
+        write asks the database again (`confirmed`: it has just said they are the person's).
+        `clocks`: the document's state vector."""
         if person is None:
             return
         unclaimed: set[int] = set()
         for client in writers:
             holder = self.claims.get(client)
-            if holder == person:
+            if holder == person and (client in clocks or client in confirmed):
                 continue  # every keystroke
+            if holder == person:  # its first write: still theirs? (`claim`)
+                unclaimed.add(client)
+                continue
             if holder in aliases:  # their guest's, before they signed in: theirs now (`claim`)
                 unclaimed.add(client)
                 continue
@@ -533,18 +582,57 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if unclaimed:
             raise Unclaimed(unclaimed)
 
-    async def claim(self, clients: set[int], person: str, aliases: tuple[str, ...] = ()) -> None:
-        """Claim client ids for a person in the database and remember their holders. While the
+    async def claim(self, clients: set[int], person: str, aliases: tuple[str, ...] = ()) -> dict[int, str]:
+        """Claim client ids for a person in the database, remember their holders and return
+        them. While the
         database cannot answer, the room takes the person's word for them (its presence check
-        has passed) rather than hold their edits, and says so in its log."""
+        has passed) rather than hold their edits, and says so in its log. A person holds at
+        most `MAX_IDLE_CLAIMS_PER_PERSON` ids without content in the notebook: past it their
+        oldest not in use is released, and with all in use the new one is refused (4429); now
+        and then the ids without content unused for `IDLE_CLAIM_KEEP` are released too."""
+        clocks = yupdate.state_vector(self.doc.get_state())
+        unused_before = None
+        now = asyncio.get_running_loop().time()
+        if now - self._pruned_at >= CLAIMS_PRUNE_EVERY:
+            self._pruned_at = now
+            unused_before = timezone.now() - timedelta(seconds=conf("IDLE_CLAIM_KEEP"))
         try:
-            held = await database_sync_to_async(claims.claim)(self.id, clients, person, aliases)
+            held = await database_sync_to_async(claims.claim)(
+                self.id,
+                clients,
+                person,
+                aliases,
+                written=frozenset(clocks),
+                in_use=self._in_use(),
+                cap=conf("MAX_IDLE_CLAIMS_PER_PERSON"),
+                unused_before=unused_before,
+            )
+        except claims.TooMany as exc:
+            log.info("notebook %s: %s; refused another", self.id, exc)
+            metrics.inc("claims_refused")
+            raise RoomError(*TOO_MANY_CLAIMS) from None
         except Exception as exc:
             log.warning("notebook %s: client ids %s not claimed in the database (%r)", self.id, clients, exc)
             held = dict.fromkeys(clients, person)
             for client in clients:
                 self._unconfirmed.setdefault(client, (person, tuple(aliases)))
         self.claims.update(held)
+        self._forget_claims(clocks)
+        return held
+
+    def _in_use(self) -> frozenset[int]:
+        """The ids a socket shows presence with: this worker's, and the others' fresh states."""
+        now = time.monotonic()
+        fresh = (client for client, (_, _, seen) in self.presence.states.items() if now - seen < OUTDATED)
+        return frozenset(self.presence.owners).union(fresh)
+
+    def _forget_claims(self, clocks: dict[int, int]) -> None:
+        """Keep the holders of the ids the document holds items under and of this worker's
+        sockets' ids; the others, once more than `CLAIMS_CACHE_SLACK`, are asked again when
+        needed (`_check_writers` asks anyway before an id's first write)."""
+        if len(self.claims) > len(clocks) + len(self.presence.owners) + CLAIMS_CACHE_SLACK:
+            owners = self.presence.owners
+            self.claims = {c: p for c, p in self.claims.items() if c in clocks or c in owners}
 
     async def confirm_claims(self) -> None:
         """Claim in the database the ids taken on trust (`claim`), as soon as it answers (the

@@ -395,6 +395,12 @@ COLLAB = {
     # Client ids one socket may newly write under (its own; after being offline, its earlier tabs'):
     # each is claimed in the database (`notebooks.claims`).
     "MAX_WRITERS_PER_SOCKET": envint("COLLAB_MAX_WRITERS_PER_SOCKET", 16),
+    # Client ids without items in the document one person may hold in one notebook (each page
+    # load is a new one, claimed at its presence): past it the oldest not in use is released; a
+    # new one while all are in use closes its socket with 4429 (`notebooks.claims`).
+    "MAX_IDLE_CLAIMS_PER_PERSON": envint("COLLAB_MAX_IDLE_CLAIMS_PER_PERSON", 64),
+    # Seconds after which such an id, not claimed again since nor in use, is released.
+    "IDLE_CLAIM_KEEP": envfloat("COLLAB_IDLE_CLAIM_KEEP", 86400.0),
     "AWARENESS_MIN_INTERVAL": envfloat("COLLAB_AWARENESS_MIN_INTERVAL", 0.05),
     "MAX_SEND_BUFFER": envint("COLLAB_MAX_SEND_BUFFER", 32 * 1024 * 1024),
     "SLOW_CLOSE_GRACE": envfloat("COLLAB_SLOW_CLOSE_GRACE", 2.0),

@@ -104,15 +104,22 @@ class WriterClaim(models.Model):
     its writer's client id and clock, and a document takes nothing else under an id and clock
     it holds: an editor writing under another person's next clock takes that person's edit at
     that clock away from everyone. Kept in the database, not in a worker's memory, so that a
-    worker that has never seen the person's presence still knows (`collab.rooms`)."""
+    worker that has never seen the person's presence still knows (`collab.rooms`).
+
+    `has_content`: the document holds items under the id, so it is kept for good; set when a
+    claim finds it so (`notebooks.claims`). An id without is released once its person holds too
+    many such, or once unused for a while."""
 
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="+")
     client = models.BigIntegerField()
     person = models.CharField(max_length=60)
     created_at = models.DateTimeField(auto_now_add=True)
+    has_content = models.BooleanField(default=False)
+    seen_at = models.DateTimeField(default=timezone.now)  # last claimed by its person
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["notebook", "client"], name="unique_writer_claim")]
+        indexes = [models.Index(fields=["notebook", "person"], name="writer_claim_person")]
 
 
 class Grant(models.Model):

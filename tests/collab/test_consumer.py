@@ -761,7 +761,7 @@ async def test_an_edit_is_kept_while_the_database_cannot_say_whose_its_client_id
 
     from notebooks import claims
 
-    def down(*args):
+    def down(*args, **kwargs):
         raise OperationalError("the database is unreachable")
 
     monkeypatch.setattr(claims, "claim", down)
@@ -792,12 +792,12 @@ async def test_a_client_id_taken_on_trust_is_claimed_once_the_database_is_back(
     real = claims.claim
     calls = []
 
-    def down_once(notebook_id, clients, person, *rest):
+    def down_once(notebook_id, clients, person, *rest, **kwargs):
         if person != claims.ROOM:
             calls.append(person)
             if len(calls) == 1:
                 raise OperationalError("the database is unreachable")
-        return real(notebook_id, clients, person, *rest)
+        return real(notebook_id, clients, person, *rest, **kwargs)
 
     monkeypatch.setattr(claims, "claim", down_once)
     a = await joined(notebook.pk, alice)
@@ -824,3 +824,163 @@ async def test_a_client_id_taken_on_trust_is_claimed_once_the_database_is_back(
     closed = await b.wait_closed()
     assert closed["code"] == 4400, closed
     await close_all(a)
+
+
+async def _cookie_of(who: str, notebook, alice) -> str:
+    """A session cookie for Alice (the owner), or for a new guest through a viewer's share link."""
+    if who == "owner":
+        return await database_sync_to_async(cookie_for)(alice)
+    from tests.support.principals import link_guest
+
+    client, _ = await database_sync_to_async(link_guest)(notebook, Role.VIEWER)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def _present(notebook, cookie: str):
+    """A socket of that person that showed presence, its client id claimed."""
+    client, connected = await connect(notebook.pk, cookie)
+    assert connected
+    await client.start()
+    await client.pump_until(client.synced.is_set, what="the first sync")
+    await client.set_awareness({"cell": "c1"})
+    room = ROOMS[str(notebook.pk)]
+
+    async def shown():
+        if client.doc.client_id in room.presence.states:
+            return True
+        await client.pump(0.05)
+        return client.closed
+
+    await eventually_async(shown, what="the presence shown or the socket closed")
+    return client
+
+
+async def _leave(client, notebook) -> None:
+    """Disconnect and wait until its room has let go of its client id."""
+    room = ROOMS[str(notebook.pk)]
+    await client.comm.disconnect()
+    await eventually_async(lambda: client.doc.client_id not in room.presence.owners, what="the socket gone")
+
+
+def _claims_of(notebook) -> list:
+    from notebooks import claims
+    from notebooks.models import WriterClaim
+
+    return list(
+        WriterClaim.objects.filter(notebook=notebook)
+        .exclude(person=claims.ROOM)
+        .values_list("client", "person")
+    )
+
+
+@pytest.mark.parametrize("who", ["owner", "link guest"])
+async def test_one_person_holds_a_bounded_number_of_client_ids_that_never_wrote(
+    notebook, alice, who, settings, monkeypatch
+):
+    """Every page load is a new Yjs client id, claimed in the database at its first presence. A
+    viewer reconnecting in a loop, a new id each time, added a row per socket without end (340 in
+    8 s from 20 sockets), and every room that read them kept them all in memory. Ids that hold
+    nothing in the document are bounded per person: past the limit the oldest not in use is
+    released, and the room forgets those it need not know."""
+    from collab import rooms
+
+    settings.COLLAB = {**settings.COLLAB, "MAX_IDLE_CLAIMS_PER_PERSON": 4}
+    monkeypatch.setattr(rooms, "CLAIMS_CACHE_SLACK", 2)
+    keeper = await joined(notebook.pk, alice)  # holds the room; shows no presence, claims nothing
+    room = ROOMS[str(notebook.pk)]
+    cookie = await _cookie_of(who, notebook, alice)
+    ids = []
+    for _ in range(12):
+        client = await _present(notebook, cookie)
+        assert client.closed is None, client.closed
+        ids.append(client.doc.client_id)
+        await _leave(client, notebook)
+    rows = await database_sync_to_async(_claims_of)(notebook)
+    assert len(rows) == 4, rows
+    assert {client for client, _ in rows} == set(ids[-4:])  # the newest kept
+    assert len(room.claims) <= 4, room.claims
+    await close_all(keeper)
+
+
+async def test_client_ids_that_wrote_stay_claimed_beyond_the_limit(notebook, alice, bob, settings):
+    """An id with items in the document is its writer's for good (another person writing at its
+    next clock would take an edit away, and an offline page coming back with it would lose its
+    own): only ids that never wrote are released, and a released id's first write asks the
+    database again."""
+    settings.COLLAB = {**settings.COLLAB, "MAX_IDLE_CLAIMS_PER_PERSON": 2}
+    await grant(notebook, bob, Role.EDITOR)
+    keeper = await joined(notebook.pk, bob)
+    room = ROOMS[str(notebook.pk)]
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    wrote = []
+    for i in range(3):
+        client = await _present(notebook, cookie)
+        client.text().insert(0, f"w{i} ")
+        await client.flush()
+        await eventually_async(
+            lambda c=client: c.doc.client_id in protocol.parse_state_vector(room.doc.get_state()),
+            what="the edit applied",
+        )
+        wrote.append(client.doc.client_id)
+        await _leave(client, notebook)
+    for _ in range(5):
+        await _leave(await _present(notebook, cookie), notebook)
+    rows = dict(await database_sync_to_async(_claims_of)(notebook))
+    assert set(wrote) <= rows.keys()
+    assert len(rows) == 3 + 2, rows
+    forger = _written_under(wrote[0], keeper.doc.get_update(), "forged ")
+    await keeper.comm.send_to(bytes_data=protocol.sync_update(forger))
+    closed = await keeper.wait_closed()
+    assert closed["code"] == 4400, closed
+
+
+async def test_a_person_with_every_idle_client_id_in_use_is_refused_another(notebook, alice, settings):
+    """Ids in use (a socket showing presence with them) are never released: one more beyond the
+    limit is refused with 4429 and a reason, and the client tries again later."""
+    settings.COLLAB = {**settings.COLLAB, "MAX_IDLE_CLAIMS_PER_PERSON": 2}
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    first, second = await _present(notebook, cookie), await _present(notebook, cookie)
+    third = await _present(notebook, cookie)
+    closed = await third.wait_closed()
+    assert closed["code"] == 4429, closed
+    assert "too many" in closed["reason"], closed
+    assert first.closed is None
+    assert second.closed is None
+    rows = await database_sync_to_async(_claims_of)(notebook)
+    assert sorted(c for c, _ in rows) == sorted([first.doc.client_id, second.doc.client_id])
+    await close_all(first, second)
+
+
+async def test_a_first_write_under_an_id_that_never_wrote_asks_the_database(notebook, alice, bob):
+    """A room remembers the holders the database told it of, but an id without items in the
+    document may have been released since (and claimed by someone else on another worker): its
+    first write is checked against the database, keystrokes after it are not."""
+    from notebooks.models import WriterClaim
+
+    cookie = await database_sync_to_async(cookie_for)(alice)
+    a = await _present(notebook, cookie)
+    room = ROOMS[str(notebook.pk)]
+    assert room.claims.get(a.doc.client_id) == f"u:{alice.pk}"
+    await database_sync_to_async(
+        WriterClaim.objects.filter(notebook=notebook, client=a.doc.client_id).update
+    )(person=f"u:{bob.pk}")  # released, then claimed by Bob through another worker
+    a.text().insert(0, "mine ")
+    await a.flush()
+    closed = await a.wait_closed()
+    assert closed["code"] == 4400, closed
+    assert "mine" not in str(docschema.cells(room.doc)[0]["source"])
+
+
+async def test_a_room_gives_back_its_own_client_id_if_it_wrote_nothing(notebook, alice):
+    """A room claims an id for its own changes when it loads: one that never wrote is released
+    when it unloads, or every load added a row for good."""
+    from notebooks import claims
+    from notebooks.models import WriterClaim
+
+    def rooms_rows() -> int:
+        return WriterClaim.objects.filter(notebook=notebook, person=claims.ROOM).count()
+
+    for _ in range(3):
+        a = await joined(notebook.pk, alice)
+        await close_all(a)
+    assert await database_sync_to_async(rooms_rows)() == 0
