@@ -360,8 +360,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         if first:
             self._step2_update = update  # its deletions are checked against the document's
         if not self.access.can(acl.Action.EDIT):
-            own = self.room.doc.get_update(self.room.doc.get_state())
-            if not protocol.is_redundant(update, own):
+            if not self.room.repeats_document(update):
                 self.stats["denied"] += 1
                 await self.send_frame(
                     protocol.permission_denied("You can view this notebook but not change it.")

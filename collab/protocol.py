@@ -198,38 +198,3 @@ def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
 def parse_state_vector(sv: bytes) -> dict[int, int]:
     reader = Reader(sv)
     return {reader.var_uint(): reader.var_uint() for _ in range(reader.var_uint())}
-
-
-# Delete sets: varuint clients, per client: varuint id, varuint ranges, ranges of (clock, len).
-
-
-def _read_delete_set(reader: Reader) -> dict[int, list[tuple[int, int]]]:
-    out: dict[int, list[tuple[int, int]]] = {}
-    for _ in range(reader.var_uint()):
-        client = reader.var_uint()
-        out[client] = [(reader.var_uint(), reader.var_uint()) for _ in range(reader.var_uint())]
-    return out
-
-
-def _covered(ranges: list[tuple[int, int]], clock: int, length: int) -> bool:
-    return any(start <= clock and clock + length <= start + size for start, size in ranges)
-
-
-def is_redundant(update: bytes, own_delete_set_update: bytes) -> bool:
-    """True if an update brings nothing: no structs, and only deletions the document already
-    has (`own_delete_set_update` is `doc.get_update(doc.get_state())`). Clients send such
-    updates when they sync; a read-only client must not be scolded for them."""
-    reader = Reader(update)
-    if reader.var_uint() != 0:
-        return False
-    theirs = _read_delete_set(reader)
-    if not theirs:
-        return True
-    own_reader = Reader(own_delete_set_update)
-    own_reader.var_uint()
-    ours = _read_delete_set(own_reader)
-    return all(
-        _covered(ours.get(client, []), clock, length)
-        for client, ranges in theirs.items()
-        for clock, length in ranges
-    )

@@ -82,6 +82,11 @@ def _give_back_soon(loop: asyncio.AbstractEventLoop) -> None:
 # keystroke, a cut). A socket's sync step 2, which carries every deletion, is always checked.
 DELETIONS_COUNTED_AS_NEW = 32
 
+TOO_MANY_DELETIONS = (
+    "This change deletes text in too many places at once for the server to take; it was not saved. "
+    "Delete in parts."
+)
+
 TOO_MANY_PIECES = (
     "The notebook holds too many separate edits for the server to keep in memory; this change was not saved."
 )
@@ -211,8 +216,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if client_id is None:
             self._unconfirmed[self.doc.client_id] = (claims.ROOM, ())
         # The document's delete set, read when an update's deletions are checked against it
-        # (`_pieces_within_limit`); None once something may have deleted more.
-        self._deleted: dict[int, list[tuple[int, int]]] | None = None
+        # (`_delete_set`); None once something may have deleted more.
+        self._deleted: yupdate.DeleteSet | None = None
         self._ahead: set[int] = set()
         self._early: dict[int, bytes] = {}  # updates beyond a hole that wait (`_apply_early_again`)
         self.sockets: set[Socket] = set()
@@ -445,6 +450,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         state = self.doc.get_state()
         try:
             update = yupdate.as_read(update)  # saved and relayed as the room read it
+            self._deletions_within_limit(update)  # before anything else is read of it
             clocks = yupdate.state_vector(state)
             lacking, read = None, len(update) <= yupdate.CHECK_BEFORE_MAX_BYTES
             if read:
@@ -524,9 +530,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             added, deletions = yupdate.pieces_and_deletions(update, max(limit - self.pieces, 0))
             deleted = None
             if deletions and (step2 or sum(map(len, deletions.values())) > DELETIONS_COUNTED_AS_NEW):
-                if self._deleted is None:  # the diff against its own state: the delete set alone
-                    self._deleted = yupdate.delete_ranges(self.doc.get_update(self.doc.get_state()))
-                deleted = self._deleted
+                deleted = self._delete_set()
             anew = yupdate.deletion_pieces(deletions, deleted)
             if anew:
                 self._deleted = None
@@ -537,6 +541,51 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             log.info("notebook %s: an update would take it past %s pieces; refused", self.id, limit)
             raise RoomError(4413, TOO_MANY_PIECES)
         return added
+
+    def _delete_set(self) -> yupdate.DeleteSet:
+        """The document's delete set (its diff against its own state: the delete set alone),
+        kept until something may have deleted more."""
+        if self._deleted is None:
+            self._deleted = yupdate.DeleteSet(
+                yupdate.delete_ranges(self.doc.get_update(self.doc.get_state()))
+            )
+        return self._deleted
+
+    def _deletions_within_limit(self, update: bytes) -> None:
+        """4413 for a client update deleting more than `MAX_DELETE_RANGES_PER_UPDATE` separate
+        ranges, read before anything else of it: one deleting every other character of a paste,
+        100,000 ranges in 0.4 MB, held the event loop for seconds (reading it, then pycrdt
+        applying it at about 5-10 us a range). An update that repeats the document's own
+        deletions (a sync step 2 carries all of them; some clients send diffs) counts only the
+        ranges it deletes anew, and may repeat no more ranges than the document holds: reading
+        and applying a repeated range costs as much as a new one."""
+        most = conf("MAX_DELETE_RANGES_PER_UPDATE")
+        try:
+            yupdate.delete_set_of(update, most)
+            return
+        except yupdate.TooManyRanges:
+            pass
+        deleted = self._delete_set()
+        try:
+            ranges = yupdate.delete_set_of(update, most + deleted.count)
+        except yupdate.TooManyRanges:
+            ranges = None
+        if ranges is None or deleted.new_ranges(ranges) > most:
+            log.info("notebook %s: an update deleting more than %s ranges refused", self.id, most)
+            raise RoomError(4413, TOO_MANY_DELETIONS)
+
+    def repeats_document(self, update: bytes) -> bool:
+        """Whether a client's update brings nothing: no items, only deletions the document has
+        (clients send such updates when they sync; a viewer must not be scolded for them). One
+        repeating more ranges than the document holds, and a few, is not a repeat."""
+        if update[:1] != b"\x00":  # it holds items
+            return False
+        deleted = self._delete_set()
+        try:
+            ranges = yupdate.delete_set_of(update, deleted.count + conf("MAX_DELETE_RANGES_PER_UPDATE"))
+        except ValueError:
+            return False
+        return deleted.new_ranges(ranges) == 0
 
     def _check_writers(
         self,

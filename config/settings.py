@@ -382,6 +382,12 @@ COLLAB = {
     # adds more is refused (4413). Typing on from one's own last character adds none; a notebook
     # of 10,000 cells holds about 100,000.
     "MAX_DOCUMENT_PIECES": envint("COLLAB_MAX_DOCUMENT_PIECES", 500_000),
+    # Separate ranges one client update may delete (4413 beyond; an update repeating the
+    # document's deletions, as a sync step 2 does, counts only those it deletes anew): ranges
+    # splitting a paste held a worker's event loop 0.12 s for 10,000, 0.5 s for 20,000 and over
+    # a second for 100,000 (bench/delete_ranges.py). Deleting all 800 cells of a notebook three
+    # people wrote, put right and ran takes about 8,000; clearing outputs, one or two per cell.
+    "MAX_DELETE_RANGES_PER_UPDATE": envint("COLLAB_MAX_DELETE_RANGES_PER_UPDATE", 10_000),
     "MAX_SOCKETS_PER_ROOM": envint("COLLAB_MAX_SOCKETS_PER_ROOM", 500),
     # Of those, what all who came through a share link share (each anonymous visit is a new
     # guest): the owner and grantees always keep the rest.

@@ -240,3 +240,20 @@ def test_pieces_count_what_yjs_cannot_merge():
 
     assert piece_count(backwards) == 100
     assert yupdate.pieces(doc.get_update(), whole=True) >= 100
+
+
+def test_the_delete_set_is_read_alone_and_up_to_a_limit_also_from_an_update_with_a_hole():
+    doc = Doc()
+    text = doc.get("t", type=Text)
+    text += "hello"
+    before = doc.get_state()
+    text += " world"
+    with doc.transaction():
+        del text[0:1]
+        del text[2:3]
+    whole, with_hole = doc.get_update(), doc.get_update(before)  # the second lacks "hello"
+    for update in (whole, with_hole):
+        assert yupdate.delete_set_of(update) == yupdate.delete_ranges(update)
+        assert sum(map(len, yupdate.delete_set_of(update, 2).values())) == 2
+        with pytest.raises(yupdate.TooManyRanges):
+            yupdate.delete_set_of(update, 1)
