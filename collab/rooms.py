@@ -560,6 +560,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         ranges it deletes anew, and may repeat no more ranges than the document holds: reading
         and applying a repeated range costs as much as a new one."""
         most = conf("MAX_DELETE_RANGES_PER_UPDATE")
+        if len(update) < 2 * (most + 1):
+            return  # a range takes at least two bytes (its clock and length): every keystroke
         try:
             yupdate.delete_set_of(update, most)
             return
