@@ -136,6 +136,7 @@ function boot () {
       session.canRun = false
       applyAccess('')
       status.readonlyBanner.hidden = true
+      if (info.code === 4413) offline?.refused()
     }
   })
   offline = new OfflineStore({ cfg, ydoc, connection, status, canEdit: () => session.canEdit })

@@ -78,6 +78,25 @@ export class OfflineStore {
     }, KEEP_AFTER_MS)
   }
 
+  /**
+   * The server refused a change of this tab and closed its socket (4413: too large, or deleting
+   * in too many places): what this tab holds unsaved would be refused again at every visit, so
+   * it is offered as a download and forgotten; the next visit starts from the saved notebook.
+   */
+  refused () {
+    clearTimeout(this.timer)
+    this.timer = null
+    this.restoring = false
+    const file = new Blob([JSON.stringify(toIpynb(this.ydoc), null, 1)], { type: 'application/x-ipynb+json' })
+    if (this.available) this._release()
+    this.status.toast('Your last change was not saved. Reload the page to go on from the saved notebook; download your version to keep it.', 'warn', {
+      label: 'Download',
+      testid: 'download-unsaved',
+      sticky: true,
+      run: () => download(file, `${this.cfg.title || 'notebook'} (unsaved edits).ipynb`)
+    })
+  }
+
   _attach () {
     if (this.persistence) return
     writeIndex(this.place, this.cfg.epoch)

@@ -30,7 +30,7 @@ KEPT = "Object.keys(localStorage).some((k) => k.startsWith('nb-unsaved:' + id + 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
-NOTEBOOKS = ["delete", "stall", "keys", "output", "norun", "offline", "downgraded", "twin"]
+NOTEBOOKS = ["delete", "stall", "keys", "output", "norun", "offline", "downgraded", "twin", "refused"]
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +284,40 @@ def test_unsaved_edits_the_role_no_longer_allows_are_offered_as_a_download(brows
     assert source(page, "b8") == "value_8 = 8"  # never merged into the notebook
     page.wait_for_function(f"(id) => !{KEPT}", arg=nb)
     close(page)
+
+
+def test_a_change_the_server_refuses_is_offered_as_a_download_and_not_sent_again(browser, stack, data):
+    """A change refused with 4413 ("Delete in parts") closed the editor, stayed in this browser
+    (it was unsaved) and was sent again at the next visit, refused again: the notebook could not
+    be edited in this browser any more. The page now offers its version as a download and
+    forgets it; the next visit starts from the saved notebook."""
+    nb = data["refused"]
+    port = stack.start_worker(COLLAB_MAX_DELETE_RANGES_PER_UPDATE="3")
+    base = f"http://127.0.0.1:{port}"
+    page = open_page(browser, stack, data["alice"], nb, base=base)
+    page.wait_for_selector('[data-testid="saved"][data-state="saved"]')
+    page.evaluate(  # one change deleting five separate characters of "value_3 = 3"
+        f"(id) => {{ const s = {FIND}.get('source');"
+        " window.__editor.ydoc.transact(() => { for (const i of [9, 7, 5, 3, 1]) s.delete(i, 1) }) }",
+        "b3",
+    )
+    page.wait_for_selector('[data-state="closed"][data-close-code="4413"]')
+    button = page.locator('[data-testid="download-unsaved"]')
+    button.wait_for()
+    with page.expect_download() as info:
+        button.click()
+    saved = json.loads(info.value.path().read_text(encoding="utf-8"))
+    assert "vle3=3" in [cell["source"] for cell in saved["cells"]]
+    page.wait_for_function(f"(id) => !{KEPT} && !window.__editor.offline.persistence", arg=nb)
+    context = page.context
+    page.close()
+    again = context.new_page()
+    again.errors = []
+    again.on("pageerror", lambda e: again.errors.append(str(e)))
+    again.goto(f"{base}/n/{nb}/", wait_until="domcontentloaded")
+    again.wait_for_function("window.__editor && window.__editor.provider.synced")
+    type_at_end(again, "b3", "  # still editable")
+    again.wait_for_selector('[data-testid="saved"][data-state="saved"]')
+    assert source(again, "b3") == "value_3 = 3  # still editable"
+    assert again.evaluate("window.__editor.connection.closed") is None
+    close(again)
