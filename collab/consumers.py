@@ -360,7 +360,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         if first:
             self._step2_update = update  # its deletions are checked against the document's
         if not self.access.can(acl.Action.EDIT):
-            if not self.room.repeats_document(update):
+            if not self.room.repeats_document(update, step2=first):
                 self.stats["denied"] += 1
                 await self.send_frame(
                     protocol.permission_denied("You can view this notebook but not change it.")

@@ -450,7 +450,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         state = self.doc.get_state()
         try:
             update = yupdate.as_read(update)  # saved and relayed as the room read it
-            self._deletions_within_limit(update)  # before anything else is read of it
+            self._deletions_within_limit(update, step2)  # before anything else is read of it
             clocks = yupdate.state_vector(state)
             lacking, read = None, len(update) <= yupdate.CHECK_BEFORE_MAX_BYTES
             if read:
@@ -551,14 +551,17 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             )
         return self._deleted
 
-    def _deletions_within_limit(self, update: bytes) -> None:
+    def _deletions_within_limit(self, update: bytes, step2: bool = False) -> None:
         """4413 for a client update deleting more than `MAX_DELETE_RANGES_PER_UPDATE` separate
         ranges, read before anything else of it: one deleting every other character of a paste,
         100,000 ranges in 0.4 MB, held the event loop for seconds (reading it, then pycrdt
-        applying it at about 5-10 us a range). An update that repeats the document's own
-        deletions (a sync step 2 carries all of them; some clients send diffs) counts only the
-        ranges it deletes anew, and may repeat no more ranges than the document holds: reading
-        and applying a repeated range costs as much as a new one."""
+        applying it at about 5-10 us a range). A socket's sync step 2 (`step2`), which repeats
+        the document's own deletions, counts only the ranges it deletes anew, and may repeat
+        no more ranges than the document holds: reading and applying a repeated range costs
+        about as much as a new one. Any other update counts every range it names: Yjs's own
+        updates hold only what their transaction deleted, and an editor repeating every old
+        range in each update, with one new range each, held the loop 0.3 s an update for as
+        long as they liked."""
         most = conf("MAX_DELETE_RANGES_PER_UPDATE")
         if len(update) < 2 * (most + 1):
             return  # a range takes at least two bytes (its clock and length): every keystroke
@@ -566,7 +569,9 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             yupdate.delete_set_of(update, most)
             return
         except yupdate.TooManyRanges:
-            pass
+            if not step2:
+                log.info("notebook %s: an update deleting more than %s ranges refused", self.id, most)
+                raise RoomError(4413, TOO_MANY_DELETIONS) from None
         deleted = self._delete_set()
         try:
             ranges = yupdate.delete_set_of(update, most + deleted.count)
@@ -576,15 +581,17 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             log.info("notebook %s: an update deleting more than %s ranges refused", self.id, most)
             raise RoomError(4413, TOO_MANY_DELETIONS)
 
-    def repeats_document(self, update: bytes) -> bool:
+    def repeats_document(self, update: bytes, step2: bool = False) -> bool:
         """Whether a client's update brings nothing: no items, only deletions the document has
         (clients send such updates when they sync; a viewer must not be scolded for them). One
-        repeating more ranges than the document holds, and a few, is not a repeat."""
+        repeating more ranges than the document holds, and a few, is not a repeat; nor is any
+        but a socket's sync step 2 (`step2`) naming more than `MAX_DELETE_RANGES_PER_UPDATE`."""
         if update[:1] != b"\x00":  # it holds items
             return False
+        most = conf("MAX_DELETE_RANGES_PER_UPDATE")
         deleted = self._delete_set()
         try:
-            ranges = yupdate.delete_set_of(update, deleted.count + conf("MAX_DELETE_RANGES_PER_UPDATE"))
+            ranges = yupdate.delete_set_of(update, deleted.count + most if step2 else most)
         except ValueError:
             return False
         return deleted.new_ranges(ranges) == 0

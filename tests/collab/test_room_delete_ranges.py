@@ -13,7 +13,9 @@ from pycrdt import Array, Doc, Map, Text
 from collab import protocol, yupdate
 from collab.rooms import ROOMS
 from notebooks.models import NotebookUpdate, Role
-from tests.support.consumer import close_all, grant, joined
+from tests.support.cast import cookie_for
+from tests.support.consumer import close_all, connect, grant, joined
+from tests.support.yclient import CommunicatorClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -157,20 +159,27 @@ async def test_a_sync_step_2_repeating_more_old_deletions_than_the_limit_is_take
     await a.flush()
     await close_all(a)
     settings.COLLAB = {**settings.COLLAB, "MAX_DELETE_RANGES_PER_UPDATE": 100}
-    again = await joined(notebook.pk, alice)
-    assert again.source() == "x" * 2_000
+    watcher = await joined(notebook.pk, alice)
+    assert watcher.source() == "x" * 2_000
     offline = Doc()
-    offline.apply_update(again.doc.get_update())
+    offline.apply_update(watcher.doc.get_update())
     offline_text = offline.get("cells", type=Array)[0]["source"]
     with offline.transaction():  # deleted while away: 50 ranges anew
         for i in range(98, -1, -2):
             del offline_text[i : i + 1]
-    step2 = offline.get_update(again.doc.get_state())
+    step2 = offline.get_update(watcher.doc.get_state())
     assert ranges(step2) > 1_000  # the old ones come again
-    await again.comm.send_to(bytes_data=protocol.sync_step2(step2))
-    await again.pump_until(lambda: len(again.source()) == 1_950, what="the step 2's deletions relayed")
+    # It reconnects: its answer to the room's sync step 1 is that step 2.
+    connected, ok = await connect(notebook.pk, await database_sync_to_async(cookie_for)(alice))
+    assert ok
+    again = CommunicatorClient(connected.comm, offline)
+    await again.start()
+    await again.pump_until(again.synced.is_set, what="the first sync")
+    await again.pump()  # the room's step 1, answered with the step 2
+    await watcher.pump_until(lambda: len(watcher.source()) == 1_950, what="the step 2's deletions relayed")
+    await again.pump()
     assert again.closed is None
-    await close_all(again)
+    await close_all(again, watcher)
 
 
 async def test_a_sync_step_2_deleting_too_many_ranges_anew_is_refused(notebook, alice, settings):
@@ -232,3 +241,32 @@ async def test_a_viewers_update_of_many_old_deletions_is_answered_at_once(notebo
     await b.pump_until(lambda: b.denied, what="the viewer told")  # far more than a repeat holds
     assert b.closed is None
     await close_all(a, b)
+
+
+async def test_an_update_after_the_step_2_repeating_old_deletions_counts_them(notebook, alice, settings):
+    """Only a socket's sync step 2 carries the document's deletions again (Yjs's own updates
+    hold only what their transaction deleted): an editor repeating every old range in each of
+    their updates, with one new range each, held a worker's loop about 0.3 s an update for as
+    long as they liked (100,000 old ranges, 0.4 MB an update; /healthz answered after 1.5 s)."""
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "x" * 400)
+    await a.flush()
+    text = a.text()
+    with a.doc.transaction():
+        for i in range(398, -1, -2):
+            del text[i : i + 1]
+    await a.flush()
+    await close_all(a)
+    settings.COLLAB = {**settings.COLLAB, "MAX_DELETE_RANGES_PER_UPDATE": 100}
+    again = await joined(notebook.pk, alice)
+    assert len(again.source()) == 200
+    start = protocol.parse_state_vector(a.doc.get_state())[a.doc.client_id] - 400
+    old = every_other_deleted(a.doc.client_id, start, 200)  # the document's own 200 ranges
+    update = bytearray(old)
+    update[-1] = 2  # the last range two characters long: it deletes one anew
+    assert ranges(bytes(update)) == 200
+    await again.comm.send_to(bytes_data=protocol.sync_update(bytes(update)))
+    closed = await again.wait_closed()
+    assert closed["code"] == 4413
+    assert "deletes text in too many places at once" in closed["reason"]
+    await close_all(again)
