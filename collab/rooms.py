@@ -569,17 +569,14 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             yupdate.delete_set_of(update, most)
             return
         except yupdate.TooManyRanges:
-            if not step2:
-                log.info("notebook %s: an update deleting more than %s ranges refused", self.id, most)
-                raise RoomError(4413, TOO_MANY_DELETIONS) from None
-        deleted = self._delete_set()
-        try:
-            ranges = yupdate.delete_set_of(update, most + deleted.count)
-        except yupdate.TooManyRanges:
-            ranges = None
-        if ranges is None or deleted.new_ranges(ranges) > most:
-            log.info("notebook %s: an update deleting more than %s ranges refused", self.id, most)
-            raise RoomError(4413, TOO_MANY_DELETIONS)
+            pass
+        if step2:
+            deleted = self._delete_set()
+            with contextlib.suppress(yupdate.TooManyRanges):
+                if deleted.new_ranges(yupdate.delete_set_of(update, most + deleted.count)) <= most:
+                    return
+        log.info("notebook %s: an update deleting more than %s ranges refused", self.id, most)
+        raise RoomError(4413, TOO_MANY_DELETIONS)
 
     def repeats_document(self, update: bytes, step2: bool = False) -> bool:
         """Whether a client's update brings nothing: no items, only deletions the document has
@@ -624,10 +621,9 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             holder = self.claims.get(client)
             if holder == person and (client in clocks or client in confirmed):
                 continue  # every keystroke
-            if holder == person:  # its first write: still theirs? (`claim`)
-                unclaimed.add(client)
-                continue
-            if holder in aliases:  # their guest's, before they signed in: theirs now (`claim`)
+            if holder == person or holder in aliases:
+                # its first write (still theirs?), or their guest's before they signed in
+                # (theirs now): asked of the database (`claim`)
                 unclaimed.add(client)
                 continue
             if holder is not None or client in self.room_writers or client > claims.CLIENT_MAX:
