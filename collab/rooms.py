@@ -38,6 +38,7 @@ from django.utils import timezone
 from pycrdt import Doc
 
 from collab import metrics, protocol, yupdate
+from collab.auth import UNAVAILABLE, UNAVAILABLE_REASON
 from collab.awareness import OUTDATED, Presence
 from collab.broadcast import RoomBroadcast, send_to
 from collab.conf import conf
@@ -640,7 +641,8 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         """Claim client ids for a person in the database, remember their holders and return
         them. While the
         database cannot answer, the room takes the person's word for them (its presence check
-        has passed) rather than hold their edits, and says so in its log. A person holds at
+        has passed) rather than hold their edits, and says so in its log; not for an id the
+        document holds items under whose holder it does not know (4503). A person holds at
         most `MAX_IDLE_CLAIMS_PER_PERSON` ids without content in the notebook: past it their
         oldest not in use is released, and with all in use the new one is refused (4429); now
         and then the ids without content unused for `IDLE_CLAIM_KEEP` are released too."""
@@ -667,6 +669,13 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             raise RoomError(*TOO_MANY_CLAIMS) from None
         except Exception as exc:
             log.warning("notebook %s: client ids %s not claimed in the database (%r)", self.id, clients, exc)
+            known = (person, *aliases)
+            if any(client in clocks and self.claims.get(client) not in known for client in clients):
+                # The document holds items under it: somebody's for good, and the room does not
+                # know whose. Taken on trust, another editor wrote under an offline writer's id
+                # at their next clock: stored as theirs, and their own edit at that clock lost
+                # when they came back. The client sends it again once the database answers.
+                raise RoomError(UNAVAILABLE, UNAVAILABLE_REASON) from None
             held = dict.fromkeys(clients, person)
             for client in clients:
                 self._unconfirmed.setdefault(client, (person, tuple(aliases)))

@@ -826,6 +826,48 @@ async def test_a_client_id_taken_on_trust_is_claimed_once_the_database_is_back(
     await close_all(a)
 
 
+async def test_an_id_with_content_is_not_taken_on_trust_while_the_database_cannot_answer(
+    notebook, alice, bob, monkeypatch
+):
+    """An id the document holds items under is somebody's for good; while the database could not
+    say whose, a room that did not know took the word of whoever wrote under it: on a two-worker
+    stack with the database refused, Bob wrote under Alice's id (her page offline for 30 s) at
+    her next clock, his text was stored as hers and her own offline edit at that clock was
+    dropped when she came back, without a word. Such a write waits for the database (4503, the
+    client sends it again once it is back)."""
+    from django.db import OperationalError
+
+    from notebooks import claims
+
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "mine ")
+    await a.flush()
+    await a.pump()
+    victim = a.doc.client_id
+    await close_all(a)
+    await grant(notebook, bob, Role.EDITOR)
+    b = await joined(notebook.pk, bob)
+    room = ROOMS[str(notebook.pk)]
+    assert victim in yupdate.state_vector(room.doc.get_state())
+    room.claims.clear()  # as a room on another worker knows it: not at all
+    room.presence.states.clear()
+    real = claims.claim
+
+    def down(notebook_id, clients, person, *rest, **kwargs):
+        if person != claims.ROOM:
+            raise OperationalError("the database is unreachable")
+        return real(notebook_id, clients, person, *rest, **kwargs)
+
+    monkeypatch.setattr(claims, "claim", down)
+    await b.comm.send_to(
+        bytes_data=protocol.sync_update(_written_under(victim, b.doc.get_update(), "forged "))
+    )
+    closed = await b.wait_closed()
+    assert closed["code"] == 4503, closed
+    assert "forged" not in str(docschema.cells(room.doc)[0]["source"])
+    assert victim not in room._unconfirmed
+
+
 async def _cookie_of(who: str, notebook, alice) -> str:
     """A session cookie for Alice (the owner), or for a new guest through a viewer's share link."""
     if who == "owner":
