@@ -1,13 +1,16 @@
-"""Cross-worker fan-out through the channel layer. Runs in the event loop; never blocks.
+"""Cross-worker fan-out: Redis pub/sub (`collab.pubsub`) with REDIS_URL, else the channel
+layer (one process). Runs in the event loop; never blocks.
 
-Each process has ONE channel; it joins the group `nb.<id>` of every notebook that has a room
-here, and one reader task hands incoming messages to the rooms. A keystroke therefore costs one
-channel-layer message per worker, not one per socket. Delivery is not guaranteed
-(channels-redis drops messages for a full channel); rooms detect gaps by sequence number.
+Each process has ONE reader; it joins the group `nb.<id>` of every notebook that has a room
+here (with Redis: subscribes to its pub/sub channel) and hands incoming messages to the rooms.
+A keystroke therefore costs one PUBLISH, not one message per worker or per socket. Delivery is
+not guaranteed (a subscriber that falls behind Redis' output-buffer limit is disconnected, a
+message published while a worker is not subscribed is gone); rooms detect gaps by sequence
+number, and a failed subscription counts as the layer failing.
 
-Redis may go away and come back empty: group membership lives in Redis, so after any failure
-a recovery task joins every room's group again as soon as the layer answers, and the rooms
-catch up from the database. While it is down, publishing fails fast and quietly (rooms' periodic check
+Redis may go away and come back empty: subscriptions live on a connection, so after any failure
+a recovery task joins every room's group again as soon as Redis answers, and the rooms catch up
+from the database. While it is down, publishing fails fast and quietly (rooms' periodic check
 carries the edits); "fan-out down" and "fan-out restored" are logged once each.
 """
 
@@ -22,6 +25,7 @@ from channels.layers import get_channel_layer
 
 from collab import metrics
 from collab.conf import conf
+from collab.pubsub import RedisPubSub
 from collab.tasks import detach
 
 log = logging.getLogger(__name__)
@@ -80,7 +84,9 @@ def group_name(notebook_id: str) -> str:
 
 class Fanout:
     def __init__(self) -> None:
-        self.layer = get_channel_layer()
+        self.source = get_channel_layer()
+        url = conf("FANOUT_REDIS_URL")
+        self.layer = RedisPubSub(url) if url else self.source
         self.channel: str | None = None
         self.handlers: dict[str, Any] = {}  # notebook id -> room
         self._reader: asyncio.Task | None = None
@@ -93,7 +99,8 @@ class Fanout:
         if self.channel is None:
             self.channel = await self.layer.new_channel("collab.")
             self._reader = asyncio.create_task(self._read(), name="collab-fanout")
-            self._rejoiner = asyncio.create_task(self._rejoin_periodically(), name="collab-fanout-rejoin")
+            if hasattr(self.layer, "group_expiry"):  # a channel layer forgets members; pub/sub does not
+                self._rejoiner = asyncio.create_task(self._rejoin_periodically(), name="collab-fanout-rejoin")
 
     async def subscribe(self, notebook_id: str, room) -> None:
         """Never fails: with the layer down the room works alone and joins its group when
@@ -110,7 +117,11 @@ class Fanout:
             return  # a newer room of this notebook has taken over
         del self.handlers[notebook_id]
         if self.channel is not None and not self.down:
-            await self.layer.group_discard(group_name(notebook_id), self.channel)
+            try:
+                await self.layer.group_discard(group_name(notebook_id), self.channel)
+            except Exception as exc:
+                self._went_down(exc)
+                raise
 
     async def publish(self, event: dict) -> None:
         event["origin"] = WORKER_ID
@@ -208,7 +219,7 @@ _fanout: Fanout | None = None
 
 def fanout() -> Fanout:
     global _fanout
-    if _fanout is None or _fanout.layer is not get_channel_layer():
+    if _fanout is None or _fanout.source is not get_channel_layer():
         _fanout = Fanout()
     return _fanout
 

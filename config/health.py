@@ -90,8 +90,7 @@ def _gauges() -> dict[str, tuple[str, float | dict[str, float]]]:
     kernels: dict[str, float] = {}
     for bridge in BRIDGES.values():
         kernels[bridge.status] = kernels.get(bridge.status, 0) + 1
-    layer = get_channel_layer()
-    buffered = getattr(layer, "receive_buffer", {}).get(fanout().channel) if fanout().channel else None
+    inbox = getattr(fanout().layer, "inbox", None)  # Redis pub/sub; the in-memory layer keeps none
     return {
         "rooms_open": ("Rooms (notebooks) loaded in this worker.", len(rooms)),
         "sockets": ("Open notebook sockets.", sum(len(r.sockets) for r in rooms)),
@@ -108,8 +107,12 @@ def _gauges() -> dict[str, tuple[str, float | dict[str, float]]]:
             sum(len(r._ahead) for r in rooms),
         ),
         "fanout_buffered_messages": (
-            "Channel-layer messages received but not yet handled by this worker.",
-            buffered.qsize() if hasattr(buffered, "qsize") else 0,
+            "Fan-out messages received from Redis but not yet handled by this worker.",
+            inbox.qsize() if inbox is not None else 0,
+        ),
+        "fanout_down": (
+            "1 while this worker cannot reach the other workers (its rooms catch up from the database).",
+            int(fanout().down),
         ),
         "kernels": ("Kernel bridges of this worker by status.", kernels),
     }

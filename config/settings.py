@@ -369,8 +369,11 @@ COLLAB = {
     # Presence messages waiting for the channel layer at once, per worker; more are dropped
     # (each client sends its state again within 15 s).
     "AWARENESS_PUBLISH_BACKLOG": envint("COLLAB_AWARENESS_PUBLISH_BACKLOG", 1000),
-    # Every room's group is joined again this often: the channel layer forgets a member after
-    # its `group_expiry` (channels-redis: a day).
+    # Rooms of other workers hear this worker's edits and presence through Redis pub/sub
+    # (collab/pubsub.py); without it, through the channel layer (one process).
+    "FANOUT_REDIS_URL": os.environ.get("REDIS_URL", ""),
+    # Every room's group is joined again this often: a channel layer forgets a member after
+    # its `group_expiry` (a day). Redis pub/sub forgets nobody.
     "FANOUT_REJOIN_INTERVAL": envfloat("COLLAB_FANOUT_REJOIN_INTERVAL", 3600.0),
     "ACCESS_RECHECK_INTERVAL": envfloat("COLLAB_ACCESS_RECHECK_INTERVAL", 15.0),
     "COMPACT_AFTER_UPDATES": envint("COLLAB_COMPACT_AFTER_UPDATES", 500),

@@ -169,3 +169,31 @@ async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
         assert log.count("kernel cluster: receiving restored") == 1, log
     for t in (writer, reader):
         await t.stop()
+
+
+async def test_redis_restarting_while_nobody_types_is_noticed_and_the_next_edit_crosses_at_once(stack):
+    """Nothing is published while Redis is away: the subscriptions' own failure must bring the
+    workers back to Redis (a subscription Redis no longer has would hear nothing)."""
+    alice = stack.user_with_notebook("redis-idle-restart@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    a, b = stack.start_worker(), stack.start_worker()
+    writer, reader = await open_client(a, nid, cookie), await open_client(b, nid, cookie)
+    stack.kill_redis()
+    stack.start_redis()
+    for port in (a, b):
+        await eventually_async(
+            lambda p=port: "fan-out restored" in stack.log(p), timeout=10, what="the fan-out to come back"
+        )
+    loop = asyncio.get_running_loop()
+    for i in range(5):
+        text = writer.text()
+        text.insert(len(text), f"<{i}>")
+        sent = loop.time()
+        await writer.flush()
+        await eventually_async(
+            lambda i=i: f"<{i}>" in reader.source(), timeout=5, what="the edit", every=0.002
+        )
+        # Well under the rooms' periodic database check (COLLAB_RESYNC_INTERVAL 0.5 s here).
+        assert loop.time() - sent < 0.25
+    for client in (writer, reader):
+        await client.ws.close()

@@ -356,3 +356,33 @@ async def test_an_editor_whose_change_made_a_room_reload_is_kept_out_on_every_wo
     again = await open_client(a_port, nid, alice["cookie"])  # everyone else comes back
     for client in (again, there):
         await client.ws.close()
+
+
+async def test_an_edit_costs_redis_one_command_however_many_workers_have_the_room_open(stack):
+    """Each batch is published once (Redis pub/sub): with channels-redis groups every batch cost
+    the sender four commands and every worker of the room three more, its own included."""
+    import redis
+
+    alice = stack.user_with_notebook("redis-commands@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    clients = [await open_client(stack.start_worker(), nid, cookie) for _ in range(3)]
+    await settle(clients)
+    server = redis.Redis(port=stack.redis_port)
+    # Joining may leave presence or claim traffic in flight: count from a quiet moment.
+    await eventually_async(quiet(clients[1]), timeout=5, every=0.3, what="the joins to settle")
+    server.config_resetstat()
+    edits = 20
+    for i in range(edits):
+        text = clients[0].text()
+        text.insert(len(text), f"{i % 10}")
+        await clients[0].flush()
+        expected = clients[0].source()
+        await eventually_async(
+            lambda e=expected: all(c.source() == e for c in clients[1:]), timeout=5, what="the edit to cross"
+        )
+    stats = server.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
+    for name in ("config|resetstat", "ping", "hello"):  # the idle workers' liveness checks
+        calls.pop(name, None)
+    assert sum(calls.values()) <= edits + 2, calls
+    server.close()

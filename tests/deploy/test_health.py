@@ -52,6 +52,7 @@ async def test_metrics_count_rooms_sockets_and_refusals(notebook, alice, setting
     assert f"collab_rooms_open {len(ROOMS)}" in text  # rooms of earlier tests may still unload
     assert f"collab_sockets {sum(len(r.sockets) for r in ROOMS.values())}" in text
     assert "# TYPE collab_frames_malformed_total counter" in text
+    assert "collab_fanout_down 0" in text
     malformed = next(line for line in text.splitlines() if line.startswith("collab_frames_malformed_total"))
     assert int(malformed.split()[1]) >= 1
     await close_all(a)
