@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from channels.db import database_sync_to_async
 from pycrdt import get_update
@@ -168,7 +167,7 @@ class GapRepair:
         re-check access so that expiry takes effect without anyone acting. A failure is
         logged once, and once more when the check works again."""
         interval = conf("RESYNC_INTERVAL")
-        last_access_check = time.monotonic()
+        self._recheck_round_at = asyncio.get_running_loop().time()  # they were checked on joining
         failing = False
         while True:
             await asyncio.sleep(interval)
@@ -183,9 +182,8 @@ class GapRepair:
                     elif latest > self.seq and self._lost_since_last_check():
                         await self.repair()
                     self._checked_seq = latest
-                if self.sockets and time.monotonic() - last_access_check > conf("ACCESS_RECHECK_INTERVAL"):
-                    last_access_check = time.monotonic()
-                    await self._recheck_access()
+                for socket in self._due_for_access_check():
+                    await socket.recheck_access()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -196,6 +194,23 @@ class GapRepair:
                 if failing:
                     log.warning("room watch of %s works again", self.id)
                 failing = False
+
+    def _due_for_access_check(self) -> list:
+        """This tick's share of the sockets: each socket's access is checked again once per
+        ACCESS_RECHECK_INTERVAL (so that an expiry takes effect), spread over the interval's
+        ticks. A lecture's thousand sockets checked at once held the worker for about a second
+        (a few queries each) while it was fanning out."""
+        if not self._to_recheck:
+            now = asyncio.get_running_loop().time()
+            if not self.sockets or now - self._recheck_round_at < conf("ACCESS_RECHECK_INTERVAL"):
+                return []
+            self._recheck_round_at = now
+            self._to_recheck = list(self.sockets)
+            ticks = max(1, int(conf("ACCESS_RECHECK_INTERVAL") / conf("RESYNC_INTERVAL")))
+            self._recheck_share = -(-len(self._to_recheck) // ticks)
+        due = self._to_recheck[: self._recheck_share]
+        del self._to_recheck[: self._recheck_share]
+        return [socket for socket in due if socket in self.sockets]
 
     def _lost_since_last_check(self) -> bool:
         """The database is ahead: repair now if its messages cannot come (the fan-out is down,

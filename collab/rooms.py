@@ -246,6 +246,9 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._active_at = -1e9  # loop time of the last edit written or received here
         self._polled_at = -1e9  # loop time the database's counter was last asked (`_watch`)
         self._checked_seq: int | None = None  # what that counter was
+        self._to_recheck: list[Socket] = []  # this round's sockets whose access is not checked yet
+        self._recheck_share = 0  # how many of them each tick checks
+        self._recheck_round_at = -1e9  # loop time this round began
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}
         self._outbox: list[bytes] = []  # document updates for the local sockets (`_sender`)

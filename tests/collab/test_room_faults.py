@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import random
 import weakref
 
@@ -841,3 +842,36 @@ async def test_another_workers_update_pycrdt_panics_on_reloads_the_room_and_fan_
     await fanout_module._handle(room, event)  # returns: nothing escapes
     await eventually_async(lambda: room.closed, what="the room to reload")
     assert [code for code, _ in socket.closed] == [RELOADING[0]]
+
+
+class CheckedSocket(FakeSocket):
+    def __init__(self, checks: list):
+        super().__init__()
+        self.checks = checks
+
+    async def recheck_access(self):
+        self.checks.append((asyncio.get_running_loop().time(), self))
+
+
+async def test_access_rechecks_are_spread_over_the_interval_not_made_all_at_once(notebook, settings):
+    """A lecture's thousand sockets checked in one go held a worker for about a second every
+    interval (each check is a few queries): each tick checks its share, every socket once per
+    interval."""
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 0.1, "ACCESS_RECHECK_INTERVAL": 0.5}
+    room = await get_room(str(notebook.pk))
+    checks: list = []
+    sockets = [CheckedSocket(checks) for _ in range(40)]
+    for socket in sockets:
+        room.add(socket)
+    await eventually_async(lambda: len(checks) >= 120, timeout=5, what="three rounds of checks")
+    ticks = [1]  # checks per tick: a tick's checks run back to back, ticks are 0.1 s apart
+    for (before, _), (at, _) in itertools.pairwise(checks):
+        if at - before > 0.05:
+            ticks.append(0)
+        ticks[-1] += 1
+    assert max(ticks) <= 40 * 0.1 / 0.5 + 1, ticks
+    for socket in sockets:  # and none is left out: each is checked about every interval
+        times = [at for at, s in checks if s is socket]
+        assert len(times) >= 2
+        assert max(b - a for a, b in itertools.pairwise(times)) < 0.5 + 0.25, times
+    await room.close()
