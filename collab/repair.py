@@ -147,6 +147,18 @@ class GapRepair:
             self.send_updates_local(relay)
         self._unique_ids_after_remote()
 
+    def _fetch_stored(self, last: int) -> None:
+        """Another worker committed a batch too large for its fan-out message, up to `last`:
+        read it from the database beside the fan-out reader (which serves every room)."""
+        if last > self.seq:
+            self._active_at = asyncio.get_running_loop().time()
+            detach(self._fetch_stored_up_to(last))
+
+    async def _fetch_stored_up_to(self, last: int) -> None:
+        async with self._fetching:
+            if last > self.seq and not self.closed:  # an earlier read may have brought it
+                await self._repair_or_leave_it()
+
     def _should_poll(self) -> bool:
         """Ask the database for the notebook's counter only when it can matter: while the
         fan-out is down, while a gap is open, while edits flow in a room someone uses (a lost

@@ -246,6 +246,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._active_at = -1e9  # loop time of the last edit written or received here
         self._polled_at = -1e9  # loop time the database's counter was last asked (`_watch`)
         self._checked_seq: int | None = None  # what that counter was
+        self._fetching = asyncio.Lock()  # `_fetch_stored`: one read of large batches at a time
         self._to_recheck: list[Socket] = []  # this round's sockets whose access is not checked yet
         self._recheck_share = 0  # how many of them each tick checks
         self._recheck_round_at = -1e9  # loop time this round began
@@ -847,7 +848,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             for first, batch, _ in committed:  # one message per batch: another worker's may lie between
                 event = {"type": "updates", "notebook": self.id, "first_seq": first}
                 event["writer"] = self.doc.client_id
-                await fanout().publish({**event, "updates": [p.data for p, _ in batch]})
+                updates = [p.data for p, _ in batch]
+                if sum(map(len, updates)) > conf("FANOUT_INLINE_BYTES"):  # committed: read it there
+                    event["stored"], updates = len(updates), []
+                await fanout().publish({**event, "updates": updates})
         except Exception:  # fanout.publish logs a failing layer itself; this is anything else
             log.exception("publishing updates of %s failed; other workers repair from the database", self.id)
         finally:
@@ -892,7 +896,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         if kind == "updates":
             if "writer" in event:
                 self.room_writers.add(event["writer"])
-            await self._on_remote_updates(event["first_seq"], event["updates"])
+            if event.get("stored"):
+                self._fetch_stored(event["first_seq"] + event["stored"] - 1)
+            else:
+                await self._on_remote_updates(event["first_seq"], event["updates"])
         elif kind == "awareness":
             if event.get("reserve"):
                 self.presence.reserve(*event["reserve"])

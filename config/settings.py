@@ -372,6 +372,10 @@ COLLAB = {
     # Rooms of other workers hear this worker's edits and presence through Redis pub/sub
     # (collab/pubsub.py); without it, through the channel layer (one process).
     "FANOUT_REDIS_URL": os.environ.get("REDIS_URL", ""),
+    # A batch of updates larger than this is not carried by the fan-out message: the other
+    # workers read it from the database. Redis cuts off a subscriber that falls 32 MB behind,
+    # and a few large pastes in a row would otherwise cut every worker's fan-out.
+    "FANOUT_INLINE_BYTES": envint("COLLAB_FANOUT_INLINE_BYTES", 64 * 1024),
     # Every room's group is joined again this often: a channel layer forgets a member after
     # its `group_expiry` (a day). Redis pub/sub forgets nobody.
     "FANOUT_REJOIN_INTERVAL": envfloat("COLLAB_FANOUT_REJOIN_INTERVAL", 3600.0),

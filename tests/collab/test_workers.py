@@ -386,3 +386,28 @@ async def test_an_edit_costs_redis_one_command_however_many_workers_have_the_roo
         calls.pop(name, None)
     assert sum(calls.values()) <= edits + 2, calls
     server.close()
+
+
+async def test_large_changes_reach_the_other_workers_from_the_database_not_through_redis(stack):
+    """Redis cuts off a subscriber that falls 32 MB behind (pub/sub's output-buffer limit): a
+    few large changes in a row must not make an editor able to cut every worker's fan-out."""
+    import redis
+
+    alice = stack.user_with_notebook("large-fanout@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    a, b = stack.start_worker(), stack.start_worker()
+    writer, reader = await open_client(a, nid, cookie), await open_client(b, nid, cookie)
+    server = redis.Redis(port=stack.redis_port)
+    before = server.info("stats")["total_net_input_bytes"]
+    for i in range(4):
+        writer.text().insert(0, str(i) * 4_000_000)
+        await writer.flush()
+    await eventually_async(lambda: len(reader.source()) == 16_000_000, timeout=20, what="16 MB at the reader")
+    assert server.info("stats")["total_net_input_bytes"] - before < 1_000_000
+    assert "fan-out down" not in stack.log(a) + stack.log(b)
+    writer.text().insert(0, "small")  # and small ones still cross through Redis
+    await writer.flush()
+    await eventually_async(lambda: reader.source().startswith("small"), timeout=5, what="a small edit")
+    for client in (writer, reader):
+        await client.ws.close()
+    server.close()
