@@ -30,6 +30,7 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,17 @@ class RedisPubSub:
             raise
 
     async def group_send(self, group: str, message: dict) -> None:
-        await self.publisher.publish(CHANNEL_PREFIX + group, msgpack.packb(message, use_bin_type=True))
+        name, data = CHANNEL_PREFIX + group, msgpack.packb(message, use_bin_type=True)
+        try:
+            await self.publisher.publish(name, data)
+        except RedisConnectionError as exc:
+            if isinstance(exc.__cause__, TimeoutError):  # no connection free: Redis hangs
+                raise
+            # A connection the pool kept idle while Redis restarted is found closed only when
+            # used: the message once more on a new connection (the others kept are as old). A
+            # Redis that is away fails this one at once too.
+            await self.publisher.connection_pool.disconnect(inuse_connections=False)
+            await self.publisher.publish(name, data)
 
     async def receive(self, channel: str) -> dict:
         """The next message published to a subscribed group; raises once for a failed subscription."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import BinaryField, Case, F, Value, When
 from django.utils import timezone
 from pycrdt import Doc, merge_updates
 
@@ -59,11 +59,22 @@ def load(notebook_id) -> Loaded | None:
     return Loaded(epoch=str(nb["epoch"]), state=state, seq=nb["seq"], snapshot_seq=nb["snapshot_seq"])
 
 
-def _head(notebook_id, lock: bool = False) -> dict | None:
+def _head(notebook_id, lock: bool = False, after: int | None = None) -> dict | None:
+    """The notebook's row. With `after`, its snapshot only if it stands for updates after
+    `after` (else b""): a room catching up reads its few new rows, not the whole document each
+    time (every other worker's room does so for each large batch, `GapRepair._fetch_stored`)."""
     rows = Notebook.objects.filter(pk=notebook_id)
     if lock:
         rows = rows.select_for_update()
-    return rows.values("epoch", "snapshot", "snapshot_seq", "seq").first()
+    if after is None:
+        return rows.values("epoch", "snapshot", "snapshot_seq", "seq").first()
+    needed = Case(
+        When(snapshot_seq__gt=after, then=F("snapshot")), default=Value(b""), output_field=BinaryField()
+    )
+    head = rows.annotate(needed=needed).values("epoch", "needed", "snapshot_seq", "seq").first()
+    if head is not None:
+        head["snapshot"] = head.pop("needed")
+    return head
 
 
 def _read(notebook_id, after: int | None = None) -> tuple[dict | None, list[tuple[int, bytes]]]:
@@ -76,7 +87,7 @@ def _read(notebook_id, after: int | None = None) -> tuple[dict | None, list[tupl
     row, which a compaction's swap also locks."""
     for lock in (False, True):
         with transaction.atomic():
-            nb = _head(notebook_id, lock)
+            nb = _head(notebook_id, lock, after)
             if nb is None:
                 return None, []
             start = nb["snapshot_seq"] if after is None else max(after, nb["snapshot_seq"])

@@ -16,7 +16,7 @@ import websockets
 from tests.support.faults import TcpProxy, Typist, all_saved, type_for
 from tests.support.processes import Stack
 from tests.support.waiting import eventually_async
-from tests.support.yclient import connect, open_client
+from tests.support.yclient import connect, open_client, settle
 
 pytestmark = pytest.mark.processes
 
@@ -195,5 +195,41 @@ async def test_redis_restarting_while_nobody_types_is_noticed_and_the_next_edit_
         )
         # Well under the rooms' periodic database check (COLLAB_RESYNC_INTERVAL 0.5 s here).
         assert loop.time() - sent < 0.25
+    for client in (writer, reader):
+        await client.ws.close()
+
+
+async def test_the_first_edit_after_redis_restarted_while_nobody_typed_crosses_at_once(stack):
+    """Edits before the restart leave the publishing pool holding connections to the Redis that
+    went away: the first edit after it must still be published, not left to the other workers'
+    idle check (30 s), and the outage is reported once."""
+    alice = stack.user_with_notebook("redis-idle-restart-pool@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    a, b = stack.start_worker(), stack.start_worker()
+    writer, reader = await open_client(a, nid, cookie), await open_client(b, nid, cookie)
+    for i in range(3):  # published: the pools of both workers hold connections
+        writer.text().insert(0, f"[{i}]")
+        await writer.flush()
+        reader.text().insert(0, f"({i})")
+        await reader.flush()
+    await settle([writer, reader])
+    stack.kill_redis()
+    stack.start_redis()
+    for port in (a, b):
+        await eventually_async(
+            lambda p=port: "fan-out restored" in stack.log(p), timeout=10, what="the fan-out to come back"
+        )
+    loop = asyncio.get_running_loop()
+    for client, other in ((writer, reader), (reader, writer)):
+        text = client.text()
+        text.insert(len(text), f"<{id(client)}>")
+        sent = loop.time()
+        await client.flush()
+        await eventually_async(
+            lambda c=client, o=other: f"<{id(c)}>" in o.source(), timeout=5, what="the edit", every=0.002
+        )
+        assert loop.time() - sent < 0.25
+    for port in (a, b):
+        assert stack.log(port).count("fan-out down") == 1, stack.log(port)
     for client in (writer, reader):
         await client.ws.close()

@@ -155,3 +155,17 @@ async def test_a_message_that_is_not_the_fan_outs_is_skipped(server, transport, 
         assert await next_message(a) == {"n": 1}
     assert "is not ours" in caplog.text
     await other.aclose()
+
+
+async def test_the_first_publish_after_redis_restarted_while_idle_is_delivered(server, transport):
+    """The publishing pool keeps its connections: one Redis closed while nothing was published
+    is found dead only when used. Its PUBLISH failing made the worker report the fan-out down a
+    second time, and the edit it carried reached idle rooms of the other workers only at their
+    next periodic check (RESYNC_IDLE_INTERVAL, 30 s)."""
+    a, sender = transport(), transport()
+    await sender.group_send("nb.1", {"n": 0})  # the pool now holds an idle connection
+    server.kill()
+    server.start()
+    await a.group_add("nb.1", "reader")
+    await sender.group_send("nb.1", {"n": 1})
+    assert await next_message(a) == {"n": 1}
