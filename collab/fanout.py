@@ -107,6 +107,8 @@ class Fanout:
         the layer is back."""
         await self._ensure_started()
         self.handlers[notebook_id] = room
+        if self.down:  # `_recover` subscribes it once Redis answers; a stopped Redis would hold the join
+            return
         try:
             await self.layer.group_add(group_name(notebook_id), self.channel)
         except Exception as exc:
@@ -167,9 +169,13 @@ class Fanout:
         delay = 0.1
         while True:
             await asyncio.sleep(delay)
+            joined: set[str] = set()
             try:
-                for notebook_id in list(self.handlers):
-                    await self.layer.group_add(group_name(notebook_id), self.channel)
+                # Until none is left: rooms that open meanwhile are registered, not subscribed.
+                while pending := [n for n in self.handlers if n not in joined]:
+                    for notebook_id in pending:
+                        await self.layer.group_add(group_name(notebook_id), self.channel)
+                        joined.add(notebook_id)
             except Exception:
                 delay = min(delay * 2, 1.0)
                 continue

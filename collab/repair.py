@@ -194,8 +194,13 @@ class GapRepair:
                     elif latest > self.seq and self._lost_since_last_check():
                         await self.repair()
                     self._checked_seq = latest
-                for socket in self._due_for_access_check():
-                    await socket.recheck_access()
+                due = self._due_for_access_check()
+                for i, socket in enumerate(due):
+                    try:
+                        await socket.recheck_access()
+                    except Exception:  # these are checked at the next tick, not the next round
+                        self._to_recheck[:0] = due[i:]
+                        raise
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -217,7 +222,12 @@ class GapRepair:
             if not self.sockets or now - self._recheck_round_at < conf("ACCESS_RECHECK_INTERVAL"):
                 return []
             self._recheck_round_at = now
-            self._to_recheck = list(self.sockets)
+            # The last round's order, newcomers last (checked on joining): no socket moves later
+            # in its round, so none waits much more than the interval between two checks.
+            kept = [socket for socket in self._recheck_order if socket in self.sockets]
+            known = set(kept)
+            self._recheck_order = kept + [socket for socket in self.sockets if socket not in known]
+            self._to_recheck = list(self._recheck_order)
             ticks = max(1, int(conf("ACCESS_RECHECK_INTERVAL") / conf("RESYNC_INTERVAL")))
             self._recheck_share = -(-len(self._to_recheck) // ticks)
         due = self._to_recheck[: self._recheck_share]

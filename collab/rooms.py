@@ -248,6 +248,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._checked_seq: int | None = None  # what that counter was
         self._fetching = asyncio.Lock()  # `_fetch_stored`: one read of large batches at a time
         self._to_recheck: list[Socket] = []  # this round's sockets whose access is not checked yet
+        self._recheck_order: list[Socket] = []  # the last round's sockets, in the order checked
         self._recheck_share = 0  # how many of them each tick checks
         self._recheck_round_at = -1e9  # loop time this round began
         self._aw_last: dict[Socket, float] = {}

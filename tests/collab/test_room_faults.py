@@ -875,3 +875,73 @@ async def test_access_rechecks_are_spread_over_the_interval_not_made_all_at_once
         assert len(times) >= 2
         assert max(b - a for a, b in itertools.pairwise(times)) < 0.5 + 0.25, times
     await room.close()
+
+
+async def test_a_room_opening_while_the_fan_out_is_down_does_not_wait_on_redis(notebook, monkeypatch):
+    """Redis stopped (SIGSTOP): publishing failed, so the fan-out is known to be down. A room
+    opening then is subscribed by the recovery once Redis answers; it does not wait on a
+    subscription Redis will not confirm (joins took 5.5-10 s)."""
+    layer = fanout().layer
+    answering = asyncio.Event()
+    subscribed: list[str] = []
+
+    async def fails(*args, **kwargs):
+        raise ConnectionError("Timeout reading from 127.0.0.1:6379")
+
+    async def hangs_until_answering(group, channel):
+        await answering.wait()
+        subscribed.append(group)
+
+    monkeypatch.setattr(layer, "group_send", fails)
+    monkeypatch.setattr(layer, "group_add", hangs_until_answering)
+    await fanout().publish({"type": "access", "notebook": "elsewhere"})
+    assert fanout().down
+    room = await asyncio.wait_for(get_room(str(notebook.pk)), 1)
+    answering.set()
+    await eventually_async(lambda: not fanout().down, timeout=5, what="the fan-out to recover")
+    assert f"nb.{notebook.pk}" in subscribed  # the recovery subscribed the room that opened meanwhile
+    await room.close()
+
+
+async def test_a_socket_is_rechecked_within_the_interval_however_sockets_come_and_go(notebook, settings):
+    """Each round keeps the order of the one before, newcomers last (they were checked on
+    joining): a socket never waits nearly two intervals, as it could when each round reordered."""
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 0.05, "ACCESS_RECHECK_INTERVAL": 0.5}
+    room = await get_room(str(notebook.pk))
+    checks: list = []
+    watched = [CheckedSocket(checks) for _ in range(30)]
+    for socket in watched:
+        room.add(socket)
+    for _ in range(30):  # others come and go meanwhile
+        newcomer = CheckedSocket(checks)
+        room.add(newcomer)
+        if len(watched) > 20:
+            room.discard(watched.pop(0))
+        await asyncio.sleep(0.05)  # about one tick between arrivals
+    for socket in watched:
+        times = [at for at, s in checks if s is socket]
+        assert len(times) >= 2
+        assert max(b - a for a, b in itertools.pairwise(times)) < 0.5 + 2 * 0.05 + 0.05, times
+    await room.close()
+
+
+async def test_sockets_whose_recheck_failed_are_checked_at_the_next_tick(notebook, settings):
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 0.1, "ACCESS_RECHECK_INTERVAL": 1.0}
+    room = await get_room(str(notebook.pk))
+    checks: list = []
+    failures: list = []
+
+    class FlakySocket(CheckedSocket):
+        async def recheck_access(self):
+            if not failures:
+                failures.append(self)
+                raise OSError("the database is away")
+            await super().recheck_access()
+
+    sockets = [FlakySocket(checks) for _ in range(4)]
+    for socket in sockets:
+        room.add(socket)
+    await eventually_async(lambda: failures, timeout=3, what="a recheck to fail")
+    # Not left to the next round, a second away: the one that failed is checked at the next tick.
+    await eventually_async(lambda: failures[0] in {s for _, s in checks}, timeout=0.5, what="its recheck")
+    await room.close()
