@@ -11,14 +11,17 @@ from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
 
 from audit.models import AuditEvent
+from collab.rooms import ROOMS
 from config.asgi import application
 from kernels.bridge import BRIDGES, get_bridge
 from kernels.local_server import LocalJupyterServer
 from notebooks import actions
+from notebooks.docschema import cells, execution_states
 from notebooks.models import Grant, Role
 from tests.support.cast import cookie_for
 from tests.support.consumer import close_all, joined
 from tests.support.kernels import add_code_cell, outputs, post
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,12 +78,25 @@ async def test_cells_a_dead_worker_left_running_or_queued_are_released(notebook,
     a.cells[0]["execution_state"] = "running"  # as a worker killed mid-run leaves them
     a.cells[1]["execution_state"] = "queued"
     await a.flush()
+    # As the editor does (`whenSaved`): run once the server holds the cells, or the bridge may
+    # look for stale states and for "mine" before the room has applied them.
+    room = ROOMS[str(notebook.pk)]
+
+    def held() -> bool:
+        states = dict(execution_states(room.doc))
+        return len(cells(room.doc)) == 3 and states.get("queued") == "queued" and "running" in states.values()
+
+    await eventually_async(held, what="the room to hold the three cells")
 
     status, _ = await post(notebook.pk, alice, "run", {"cell_ids": ["mine"]})
     assert status == 202
     await get_bridge(notebook.pk).wait_idle()
+    # The bridge's last writes reach the socket after it is idle: once they are saved.
+    await a.pump_until(
+        lambda: [c.get("execution_state") for c in a.cells] == ["idle", "idle", "idle"],
+        what="the cells released",
+    )
     await a.pump()
-    assert [c.get("execution_state") for c in a.cells] == ["idle", "idle", "idle"]
     [error] = outputs(a, 0)
     assert "stopped; run it again" in error["evalue"]
     assert outputs(a, 1) == []
