@@ -385,7 +385,10 @@ async def test_an_edit_costs_redis_one_command_however_many_workers_have_the_roo
     # The idle workers' liveness checks, and rooms of earlier tests of this module unloading.
     for name in ("config|resetstat", "ping", "hello", "subscribe", "unsubscribe"):
         calls.pop(name, None)
-    assert sum(calls.values()) <= edits + 2, calls
+    # A few unrelated commands may fall in the window (a channel-layer message of the kernel
+    # cluster: 4 in one CI run); through channel-layer groups the edits alone cost 700.
+    assert calls.get("publish", 0) >= edits
+    assert sum(calls.values()) <= edits + 8, calls
     server.close()
 
 
