@@ -171,6 +171,16 @@ async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):
         await t.stop()
 
 
+async def restart_redis(stack, ports) -> None:
+    """Kill Redis, start it again empty, and wait until every worker's fan-out is back."""
+    stack.kill_redis()
+    stack.start_redis()
+    for port in ports:
+        await eventually_async(
+            lambda p=port: "fan-out restored" in stack.log(p), timeout=10, what="the fan-out to come back"
+        )
+
+
 async def test_redis_restarting_while_nobody_types_is_noticed_and_the_next_edit_crosses_at_once(stack):
     """Nothing is published while Redis is away: the subscriptions' own failure must bring the
     workers back to Redis (a subscription Redis no longer has would hear nothing)."""
@@ -178,12 +188,7 @@ async def test_redis_restarting_while_nobody_types_is_noticed_and_the_next_edit_
     nid, cookie = alice["notebook_id"], alice["cookie"]
     a, b = stack.start_worker(), stack.start_worker()
     writer, reader = await open_client(a, nid, cookie), await open_client(b, nid, cookie)
-    stack.kill_redis()
-    stack.start_redis()
-    for port in (a, b):
-        await eventually_async(
-            lambda p=port: "fan-out restored" in stack.log(p), timeout=10, what="the fan-out to come back"
-        )
+    await restart_redis(stack, (a, b))
     loop = asyncio.get_running_loop()
     for i in range(5):
         text = writer.text()
@@ -213,12 +218,7 @@ async def test_the_first_edit_after_redis_restarted_while_nobody_typed_crosses_a
         reader.text().insert(0, f"({i})")
         await reader.flush()
     await settle([writer, reader])
-    stack.kill_redis()
-    stack.start_redis()
-    for port in (a, b):
-        await eventually_async(
-            lambda p=port: "fan-out restored" in stack.log(p), timeout=10, what="the fan-out to come back"
-        )
+    await restart_redis(stack, (a, b))
     loop = asyncio.get_running_loop()
     for client, other in ((writer, reader), (reader, writer)):
         text = client.text()
