@@ -1,6 +1,7 @@
 """`manage.py stack` (what `./run.sh --workers N` runs) supervises its processes: a daphne worker
 or the redis-server that dies is started again on its port and the site keeps answering through
-nginx; one that keeps dying stops the stack, and so does nginx exiting."""
+nginx; one that keeps dying stops the stack, and so does nginx exiting. SIGINT, to the stack
+alone or to its whole process group (Ctrl-C), stops every process it started."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.processes
 
 
-@pytest.fixture
-def running_stack():
+@contextlib.contextmanager
+def stack_running(sigint=signal.SIG_DFL, **popen):
+    """`manage.py stack` answering through nginx; it starts with SIGINT's disposition `sigint`
+    (a shell starts a command in the background with SIGINT ignored, one in the foreground with
+    the default), whatever the test run's own."""
     nginx_missing = shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()
     if nginx_missing or not BROTLI_STATIC_MODULE.exists():
         subprocess.run(["scripts/install_nginx.sh"], check=True)
@@ -35,12 +39,22 @@ def running_stack():
     stack.env.pop("REDIS_URL", None)
     port = free_port()
     argv = [PYTHON, "manage.py", "stack", "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
-    proc = stack._spawn(argv, log="stack.log")
+    ours = signal.signal(signal.SIGINT, sigint)  # SIG_IGN and SIG_DFL outlive exec, a handler does not
+    try:
+        proc = stack._spawn(argv, log="stack.log", **popen)
+    finally:
+        signal.signal(signal.SIGINT, ours)
     try:
         eventually(lambda: answers(port) == 200, timeout=90, what="the stack to answer through nginx")
         yield stack, proc, port
     finally:
         stack.close()
+
+
+@pytest.fixture
+def running_stack():
+    with stack_running() as running:
+        yield running
 
 
 def answers(port: int) -> int:
@@ -76,6 +90,14 @@ def workers(stack_pid: int) -> dict[int, int]:
         for pid, argv in child_processes(stack_pid).items()
         if "daphne" in argv and "-p" in argv
     }
+
+
+def descendants(pid: int) -> dict[int, list[str]]:
+    """The live processes below `pid`: its children, theirs (nginx's workers), and so on."""
+    found = child_processes(pid)
+    for child in list(found):
+        found.update(descendants(child))
+    return found
 
 
 def process_named(stack_pid: int, name: str) -> tuple[int, list[str]]:
@@ -179,3 +201,34 @@ def test_the_stack_stops_when_a_process_exits_five_times_within_30_seconds():
         "flaky exited with 0, 5 times within 30 s; stopping the stack.",
     ]
     assert step * 0.25 < 30
+
+
+def test_sigint_to_the_stack_alone_stops_every_process_it_started():
+    # Started as a script starts a command in the background: with SIGINT ignored, which Python
+    # keeps (no KeyboardInterrupt); a process manager then sends SIGINT to the stack alone.
+    with stack_running(sigint=signal.SIG_IGN) as (stack, proc, _):
+        started = descendants(proc.pid)
+        assert len(started) >= 5, started  # redis-server, 2 workers, nginx and its worker
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(5) == 0, output(stack)
+        eventually(
+            lambda: not [argv for pid, argv in started.items() if alive(pid)],
+            timeout=5,
+            what="every process of the stack to end",
+        )
+        assert "SIGINT: stopping the stack." in output(stack)
+
+
+def test_ctrl_c_in_a_terminal_stops_the_stack():
+    # The terminal sends SIGINT to the whole foreground process group, the stack's children too.
+    with stack_running(start_new_session=True) as (stack, proc, _):
+        started = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(5) == 0, output(stack)
+        eventually(
+            lambda: not [argv for pid, argv in started.items() if alive(pid)],
+            timeout=5,
+            what="every process of the stack to end",
+        )
+        assert "SIGINT: stopping the stack." in output(stack)
+        assert "starting it again" not in output(stack)

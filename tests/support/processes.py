@@ -100,10 +100,12 @@ class Stack:
         with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
             conn.execute(sql)
 
-    def _spawn(self, args: list[str], log: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, args: list[str], log: str | None = None, env: dict | None = None, **popen
+    ) -> subprocess.Popen:
         out = open(self.tmp / log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         env = {**self.env, **(env or {})}
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, **popen)
         self.procs.append(proc)
         return proc
 

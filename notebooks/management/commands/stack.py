@@ -8,7 +8,14 @@ with the same arguments (same port, which nginx and the workers know), after a d
 doubles with each exit within `RESTART_WINDOW` seconds (0.5 s, 1 s, 2 s, ...); one that exits
 `RESTART_LIMIT` times within that window, or nginx exiting, stops the whole stack, as does
 Ctrl-C or SIGTERM. The local Jupyter Server is restarted by its own keeper
-(`LocalJupyterServer.keep_running`)."""
+(`LocalJupyterServer.keep_running`).
+
+SIGINT and SIGTERM are handled from the first line, whoever sends them (a terminal's Ctrl-C to
+the whole process group, a process manager to this process alone): Python raises
+KeyboardInterrupt only if SIGINT was not ignored when it started, and a script that starts the
+stack in the background (`./run.sh --workers 2 &`) starts it with SIGINT ignored. Either signal
+stops every process of the stack, then the command exits with status 0; while it stops them
+signals are ignored, so a second Ctrl-C cannot cut the stopping short and leave orphans."""
 
 from __future__ import annotations
 
@@ -59,6 +66,14 @@ RESTART_WINDOW = 30.0
 FIRST_DELAY, MAX_DELAY = 0.5, 8.0
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the signal's name is the message."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
 class Restarts:
     """When a process that exited is started again: after a delay that doubles with each exit
     within `window` seconds, or never (None) once it exited `limit` times within `window`."""
@@ -97,6 +112,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
 
     def handle(self, workers: int, host: str, port: int, **options):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
         os.umask(0o077)
         self.children: list[Child] = []
         self.env = dict(os.environ)
@@ -123,8 +140,13 @@ class Command(BaseCommand):
                 "\n  Press Ctrl-C to stop.\n\n"
             )
             self.stdout.flush()
-            self._wait()
+            while self._supervise(time.monotonic()):
+                time.sleep(0.2)
+        except Interrupted as stop:
+            self.stderr.write(f"{stop}: stopping the stack.")
         finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
             self._stop()
             if server is not None:
                 server.stop()
@@ -164,15 +186,6 @@ class Command(BaseCommand):
         )
         wait_for_port(port, proc)
         return port
-
-    def _wait(self) -> None:
-        stop = []
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-        try:
-            while not stop and self._supervise(time.monotonic()):
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass
 
     def _supervise(self, now: float) -> bool:
         """Start again what is due, note what exited; False when the stack must stop."""
