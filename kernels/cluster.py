@@ -186,20 +186,24 @@ class Node:
                 await self.drop(notebook_id)
 
     async def _sweep_forever(self) -> None:
-        """A failure (the database away) is logged once, with its traceback, and once more when
-        the sweep works again: not every KERNEL_LEASE_RENEW seconds through an outage."""
+        """A failure (the database away) is one line, naming the error, when sweeps start failing
+        and one when they work again: not a traceback every KERNEL_LEASE_RENEW seconds through an
+        outage, on every worker."""
         failing = False
         while True:
-            await asyncio.sleep(settings.KERNEL_LEASE_RENEW)
+            interval = settings.KERNEL_LEASE_RENEW
+            await asyncio.sleep(interval)
             try:
                 await self.sweep()
-            except Exception:
+            except Exception as exc:
                 if not failing:
-                    log.exception("taking over orphaned kernels failed; retrying quietly")
+                    log.warning(
+                        "kernel cluster: orphan-kernel sweep failing (%r); retrying every %g s", exc, interval
+                    )
                 failing = True
             else:
                 if failing:
-                    log.warning("taking over orphaned kernels works again")
+                    log.warning("kernel cluster: orphan-kernel sweep restored")
                 failing = False
 
     async def forward(self, holder: str, notebook_id: str, op: str, args: dict[str, Any], who: Who) -> Reply:
