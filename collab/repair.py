@@ -19,13 +19,12 @@ import asyncio
 import contextlib
 import logging
 
-from channels.db import database_sync_to_async
 from pycrdt import get_update
 
 from collab import metrics, yupdate
 from collab.conf import conf
 from collab.fanout import fanout
-from collab.tasks import detach
+from collab.tasks import detach, on_edit_thread
 from collab.yupdate import is_panic, not_all_in
 from notebooks import updatelog
 from notebooks.models import Notebook
@@ -102,7 +101,7 @@ class GapRepair:
             return
         after = self.seq
         try:
-            rows, last, snapshot_first = await database_sync_to_async(updatelog.updates_after)(
+            rows, last, snapshot_first = await on_edit_thread(updatelog.updates_after)(
                 self.id, after, self.epoch
             )
         except updatelog.Replaced:  # and the "replaced" message never came: close as it would
@@ -188,7 +187,7 @@ class GapRepair:
                     await self.confirm_claims()
                 if self._should_poll():
                     self._polled_at = asyncio.get_running_loop().time()
-                    latest = await database_sync_to_async(_notebook_seq)(self.id)
+                    latest = await on_edit_thread(_notebook_seq)(self.id)
                     if latest is None:
                         await self.on_fanout({"type": "access", "notebook": self.id})
                     elif latest > self.seq and self._lost_since_last_check():

@@ -2,7 +2,8 @@
 in `collab.writes`, sequence bookkeeping and gap repair in `collab.repair`, what it sends to
 its sockets (presence, kernel status) in `collab.broadcast`.
 
-Runs in the event loop; never blocks: database work goes through `database_sync_to_async`.
+Runs in the event loop; never blocks: database work goes through `database_sync_to_async`,
+the edit path's (claims, writes, catching up) through `collab.tasks.on_edit_thread`.
 Rules:
 - an accepted update is applied to the Doc (which validates it), written to the database in
   the next batch, and only after that commit relayed to anyone (local sockets, other workers);
@@ -45,7 +46,7 @@ from collab.conf import conf
 from collab.fanout import fanout
 from collab.repair import GapRepair
 from collab.socket import Socket
-from collab.tasks import detach
+from collab.tasks import detach, on_edit_thread
 from collab.writes import WritePipeline
 from config import memory
 from notebooks import claims, docschema, docwatch, updatelog
@@ -658,7 +659,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             self._pruned_at = now
             unused_before = timezone.now() - timedelta(seconds=conf("IDLE_CLAIM_KEEP"))
         try:
-            held = await database_sync_to_async(claims.claim)(
+            held = await on_edit_thread(claims.claim)(
                 self.id,
                 clients,
                 person,
@@ -710,7 +711,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         while self._unconfirmed:
             person, aliases = next(iter(self._unconfirmed.values()))
             clients = {c for c, key in self._unconfirmed.items() if key == (person, aliases)}
-            held = await database_sync_to_async(claims.claim)(self.id, clients, person, aliases)
+            held = await on_edit_thread(claims.claim)(self.id, clients, person, aliases)
             for client in clients:
                 self._unconfirmed.pop(client, None)
                 if held.get(client) != person:

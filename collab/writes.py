@@ -1,5 +1,6 @@
 """A room's write pipeline: batching, writing with retries, and compaction. Runs in the event
-loop; never blocks: database work goes through `database_sync_to_async`.
+loop; never blocks: its writes go through `collab.tasks.on_edit_thread`, compaction through a
+pool thread of its own.
 
 A mixin of `collab.rooms.Room` (it uses the room's Doc, sockets and relay). Rules:
 - what is queued is written in the next batch, once its deadline (`PERSIST_BATCH_WINDOW`, or
@@ -19,6 +20,7 @@ from django.db import connection
 
 from collab.conf import conf
 from collab.socket import Socket
+from collab.tasks import on_edit_thread
 from notebooks import updatelog
 from notebooks.updatelog import Pending
 
@@ -92,9 +94,7 @@ class WritePipeline:
         delay, failures = 0.05, 0
         while True:
             try:
-                first = await database_sync_to_async(updatelog.append)(
-                    self.id, [p for p, _ in batch], self.epoch
-                )
+                first = await on_edit_thread(updatelog.append)(self.id, [p for p, _ in batch], self.epoch)
             except (updatelog.Replaced, LookupError):
                 raise
             except Exception as exc:

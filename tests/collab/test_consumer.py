@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 from channels.db import database_sync_to_async
@@ -57,6 +59,39 @@ async def test_it_acknowledges_saved_updates_to_ext_clients(notebook, alice):
         saved[client.doc.client_id]
         >= protocol.parse_state_vector(client.doc.get_state())[client.doc.client_id]
     )
+    await close_all(client)
+
+
+async def test_edits_are_saved_while_the_shared_database_thread_is_busy(notebook, alice):
+    """`database_sync_to_async` runs access checks and audit rows on one shared thread: a
+    thousand people joining a lecture queue theirs there, and the lecturer's edits, saved
+    before anyone else sees them, must not wait behind them."""
+    client = await joined(notebook.pk, alice, query="ext=1")
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(20)
+
+    busy = asyncio.ensure_future(database_sync_to_async(hold)())
+    try:
+        await eventually_async(started.is_set, what="the shared thread to be busy")
+        client.text().insert(0, "x = 1")
+        await client.flush()
+        mine = client.doc.client_id
+        wanted = protocol.parse_state_vector(client.doc.get_state())[mine]
+
+        def saved() -> bool:
+            return (
+                client.saved_sv is not None
+                and protocol.parse_state_vector(client.saved_sv).get(mine, 0) >= wanted
+            )
+
+        await client.pump_until(saved, timeout=5, what="the edit to be saved")
+        assert not busy.done()
+    finally:
+        release.set()
+        await busy
     await close_all(client)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from collab.protocol import parse_state_vector
 from collab.rooms import ROOMS
 from config.asgi import application
 from notebooks.models import Grant, Role
@@ -35,6 +36,22 @@ async def joined(notebook_id, user, query: str = "") -> CommunicatorClient:
     await client.pump_until(client.synced.is_set, what="the first sync")
     await client.pump()
     return client
+
+
+async def flushed(client: CommunicatorClient) -> None:
+    """Send the client's edits and handle frames until its notebook's room holds them, as the
+    editor waits for its edits to be saved (`whenSaved`) before it runs a cell: a run posted
+    earlier may find the cell's old source, or no cell at all."""
+    await client.flush()
+    notebook_id = client.comm.scope["path"].rsplit("/", 1)[-1]
+    mine = client.doc.client_id
+    wanted = parse_state_vector(client.doc.get_state()).get(mine, 0)
+
+    def held() -> bool:
+        room = ROOMS.get(notebook_id)
+        return room is not None and parse_state_vector(room.doc.get_state()).get(mine, 0) >= wanted
+
+    await client.pump_until(held, what="the room to hold the client's edits")
 
 
 async def close_all(*clients) -> None:
