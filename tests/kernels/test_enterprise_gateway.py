@@ -14,7 +14,7 @@ from kernels.bridge import BRIDGES, get_bridge
 from kernels.execution import Finished, KernelLost, Output
 from kernels.jupyter import JupyterClient
 from notebooks import actions
-from tests.support.consumer import close_all, joined
+from tests.support.consumer import close_all, flushed, joined
 from tests.support.kernels import outputs, post, runs_a_kernel_start_to_end
 from tests.support.waiting import eventually_async
 
@@ -74,7 +74,7 @@ async def on_enterprise_gateway(settings, enterprise_gateway: tuple[str, str]) -
 async def test_a_cell_runs_on_enterprise_gateway_end_to_end(notebook, alice, enterprise_gateway):
     a = await joined(notebook.pk, alice)
     a.text().insert(0, 'print("on the gateway 😀")\n1/0')
-    await a.flush()
+    await flushed(a)
     await a.pump()
     cell_id = a.cells[0]["id"]
 

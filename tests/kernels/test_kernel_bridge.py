@@ -11,17 +11,14 @@ from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
 
 from audit.models import AuditEvent
-from collab.rooms import ROOMS
 from config.asgi import application
 from kernels.bridge import BRIDGES, get_bridge
 from kernels.local_server import LocalJupyterServer
 from notebooks import actions
-from notebooks.docschema import cells, execution_states
 from notebooks.models import Grant, Role
 from tests.support.cast import cookie_for
-from tests.support.consumer import close_all, joined
+from tests.support.consumer import close_all, flushed, joined
 from tests.support.kernels import add_code_cell, outputs, post
-from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,7 +38,7 @@ async def test_a_run_reaches_every_socket_and_the_database(notebook, alice, bob)
     a = await joined(notebook.pk, alice, query="ext=1")
     b = await joined(notebook.pk, bob, query="ext=1")
     a.text().insert(0, 'print("hi 😀")')
-    await a.flush()
+    await flushed(a)
     await a.pump()
     cell_id = a.cells[0]["id"]
 
@@ -77,16 +74,7 @@ async def test_cells_a_dead_worker_left_running_or_queued_are_released(notebook,
     add_code_cell(a, "mine", "print(3)")
     a.cells[0]["execution_state"] = "running"  # as a worker killed mid-run leaves them
     a.cells[1]["execution_state"] = "queued"
-    await a.flush()
-    # As the editor does (`whenSaved`): run once the server holds the cells, or the bridge may
-    # look for stale states and for "mine" before the room has applied them.
-    room = ROOMS[str(notebook.pk)]
-
-    def held() -> bool:
-        states = dict(execution_states(room.doc))
-        return len(cells(room.doc)) == 3 and states.get("queued") == "queued" and "running" in states.values()
-
-    await eventually_async(held, what="the room to hold the three cells")
+    await flushed(a)
 
     status, _ = await post(notebook.pk, alice, "run", {"cell_ids": ["mine"]})
     assert status == 202
@@ -108,7 +96,7 @@ async def test_two_queued_runs_finish_in_order(notebook, alice):
     a = await joined(notebook.pk, alice)
     a.text().insert(0, "import time; time.sleep(0.3); print('first')")
     add_code_cell(a, "second", "print('second')")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     first = a.cells[0]["id"]
     bridge = get_bridge(notebook.pk)
@@ -127,7 +115,7 @@ async def test_a_restart_fails_what_came_before_it_and_runs_what_came_during_it(
     a.text().insert(0, "import time; print('long', flush=True); time.sleep(30)")
     add_code_cell(a, "queued", "print('queued before the restart')")
     add_code_cell(a, "during", "print('sent during the restart')")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     long = a.cells[0]["id"]
     bridge = get_bridge(notebook.pk)
@@ -162,7 +150,7 @@ async def test_two_runners_queueing_at_once_share_one_kernel(notebook, alice, bo
     a = await joined(notebook.pk, alice)
     a.text().insert(0, "import time; time.sleep(0.2); shared = 'set by alice'; print('alice ran')")
     add_code_cell(a, "bobs", "print('bob sees', shared)")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     first = a.cells[0]["id"]
 
@@ -191,7 +179,7 @@ async def test_two_runners_queueing_at_once_share_one_kernel(notebook, alice, bo
 async def test_a_dying_kernel_fails_the_cell_visibly(notebook, alice):
     a = await joined(notebook.pk, alice)
     a.text().insert(0, "import os; os._exit(1)")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     bridge = get_bridge(notebook.pk)
     await bridge.enqueue([a.cells[0]["id"]], alice)
@@ -206,7 +194,7 @@ async def test_a_dying_kernel_fails_the_cell_visibly(notebook, alice):
 async def test_runs_are_audited_with_code_and_actor(notebook, alice):
     a = await joined(notebook.pk, alice)
     a.text().insert(0, "1 + 1")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     cell_id = a.cells[0]["id"]
     status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [cell_id]})
@@ -230,7 +218,7 @@ async def test_runs_are_audited_with_code_and_actor(notebook, alice):
 async def test_interrupt_stops_a_long_run_and_status_is_reported(notebook, alice):
     a = await joined(notebook.pk, alice)
     a.text().insert(0, "import time; time.sleep(30)")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     cell_id = a.cells[0]["id"]
     bridge = get_bridge(notebook.pk)
@@ -262,7 +250,7 @@ async def test_a_run_sent_over_the_websocket_is_answered_and_executed(notebook, 
     a = await joined(notebook.pk, alice, query="ext=1")
     b = await joined(notebook.pk, bob, query="ext=1")
     a.text().insert(0, "print(6 * 7)")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     cell_id = a.cells[0]["id"]
     await b.comm.send_to(bytes_data=protocol.command(1, "run", {"cell_ids": [cell_id]}))

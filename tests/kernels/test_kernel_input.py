@@ -16,7 +16,7 @@ from kernels.jupyter import JupyterClient
 from kernels.local_server import LocalJupyterServer
 from notebooks.models import Grant, Role
 from tests.support.cast import cookie_for
-from tests.support.consumer import close_all, joined
+from tests.support.consumer import close_all, flushed, joined
 from tests.support.kernels import outputs, post
 from tests.support.waiting import eventually_async
 
@@ -44,7 +44,7 @@ async def status_of(notebook_id, user) -> dict:
 async def a_cell(notebook, user, source: str):
     client = await joined(notebook.pk, user)
     client.text().insert(0, source)
-    await client.flush()
+    await flushed(client)
     await client.pump()
     return client, client.cells[0]["id"]
 
@@ -115,7 +115,7 @@ async def test_an_unanswered_input_fails_the_cell_with_a_message(notebook, alice
     text = a.text()
     del text[0 : len(str(text))]
     text.insert(0, "print('still here')")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     await post(notebook.pk, alice, "run", {"cell_ids": [cell_id]})
     await bridge.wait_idle()

@@ -22,7 +22,7 @@ from kernels.jupyter import JupyterClient, KernelServerError
 from kernels.models import KernelServer, NotebookKernel
 from kernels.servers import host_refusal
 from notebooks.models import Grant, Role
-from tests.support.consumer import close_all, joined
+from tests.support.consumer import close_all, flushed, joined
 from tests.support.http import client_for
 from tests.support.kernels import add_server, outputs, post, settings_url
 
@@ -284,7 +284,7 @@ async def test_a_stored_internal_server_is_refused_before_connecting(
     assert "This site does not run kernels on" in page.content.decode()
     a = await joined(notebook.pk, alice, query="ext=1")
     a.text().insert(0, "print(1)")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [a.cells[0]["id"]]})
     assert status == 202
@@ -318,7 +318,7 @@ async def test_an_error_body_reaches_nobody(notebook, alice, bob, fake_server, s
     a = await joined(notebook.pk, alice, query="ext=1")
     b = await joined(notebook.pk, bob, query="ext=1")
     a.text().insert(0, "print(1)")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [a.cells[0]["id"]]})
     assert status == 202

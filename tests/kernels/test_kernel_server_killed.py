@@ -16,7 +16,7 @@ import pytest
 
 from kernels.bridge import BRIDGES, get_bridge
 from kernels.local_server import LocalJupyterServer
-from tests.support.consumer import close_all, joined
+from tests.support.consumer import close_all, flushed, joined
 from tests.support.kernels import add_code_cell, outputs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,7 +51,7 @@ async def kill_while_running(notebook, alice, server: LocalJupyterServer):
     a = await joined(notebook.pk, alice)
     a.text().insert(0, LONG_RUN)
     add_code_cell(a, "waiting", "print('second')")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     bridge = get_bridge(notebook.pk)
     await bridge.enqueue([a.cells[0]["id"], "waiting"], alice)
@@ -74,7 +74,7 @@ def assert_cells_say_why(a) -> None:
 
 async def assert_still_editable(notebook, alice, a) -> None:
     a.text().insert(0, "# still editable\n")
-    await a.flush()
+    await flushed(a)
     b = await joined(notebook.pk, alice)
     assert str(b.cells[0]["source"]).startswith("# still editable\n")
     await close_all(b)

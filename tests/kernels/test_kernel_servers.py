@@ -16,7 +16,7 @@ from kernels.jupyter import JupyterClient
 from kernels.local_server import LocalJupyterServer
 from kernels.models import KernelServer, NotebookKernel
 from notebooks.models import Grant, Role
-from tests.support.consumer import close_all, joined
+from tests.support.consumer import close_all, flushed, joined
 from tests.support.http import client_for
 from tests.support.kernels import add_server, outputs, post, settings_url
 
@@ -115,7 +115,7 @@ async def test_a_refused_server_fails_the_run_with_the_reason(notebook, alice, s
     settings.KERNEL_SERVER_HOSTS = ["jupyter.example.org"]
     a = await joined(notebook.pk, alice, query="ext=1")
     a.text().insert(0, "print(1)")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [a.cells[0]["id"]]})
     assert status == 202
@@ -144,7 +144,7 @@ async def test_the_kernel_starts_on_the_chosen_server_with_the_chosen_kernelspec
         before = {k["id"] for k in await jupyter.list_kernels()}
         a = await joined(notebook.pk, alice)
         a.text().insert(0, "import os; print(os.getpid() > 0)")
-        await a.flush()
+        await flushed(a)
         await a.pump()
         status, _body = await post(notebook.pk, alice, "run", {"cell_ids": [a.cells[0]["id"]]})
         assert status == 202
@@ -177,7 +177,7 @@ async def test_a_server_registered_by_name_runs_on_the_address_checked_for_it(
     dns.calls.clear()
     a = await joined(notebook.pk, alice)
     a.text().insert(0, "print(6 * 7)")
-    await a.flush()
+    await flushed(a)
     await a.pump()
     status, _ = await post(notebook.pk, alice, "run", {"cell_ids": [a.cells[0]["id"]]})
     assert status == 202
