@@ -20,8 +20,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 scripts/install_nginx.sh  # tests/deploy put the repo's nginx configuration in front of workers
-if [ ! -d node_modules/yjs ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# Installed once per lockfile content (a stamp, as the virtualenvs have): a fresh checkout's
+# lockfile is newer than an install that already matches it.
+npm_stamp=node_modules/.installed-$(sha256sum package-lock.json | cut -c1-16)
+if [ ! -d node_modules/yjs ] || [ ! -f "$npm_stamp" ]; then
   npm ci --no-audit --no-fund --loglevel=error
+  touch "$npm_stamp"
 fi
 
 export DB_CONN_MAX_AGE=0
