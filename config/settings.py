@@ -148,8 +148,12 @@ TEMPLATES = [
 # Database: SQLite (WAL, immediate transactions) unless DATABASE_URL is set.
 if os.environ.get("DATABASE_URL"):
     DATABASES = {
+        # Health checks: a kept connection the database dropped while it sat idle (a restart,
+        # a proxy cutting it) is found out before a query fails on it. Each thread has its own
+        # connection (the edit path's, the shared one), and an idle one was found out only by
+        # the first join after the database came back, which failed with 4503.
         "default": dj_database_url.parse(
-            os.environ["DATABASE_URL"], conn_max_age=envint("DB_CONN_MAX_AGE", 60)
+            os.environ["DATABASE_URL"], conn_max_age=envint("DB_CONN_MAX_AGE", 60), conn_health_checks=True
         )
     }
 else:

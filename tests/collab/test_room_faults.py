@@ -93,12 +93,11 @@ async def test_a_write_that_keeps_failing_closes_sockets_with_a_reason_and_the_r
 
     monkeypatch.setattr(persistence, "append", broken)
     room.receive_update(typed(room, "x"), socket)
-    await eventually_async(lambda: room.closed, what="the room to close")
+    await eventually_async(room.gone.is_set, what="the room to close and be forgotten")
     [(code, reason)] = socket.closed
     assert 3000 <= code <= 4999
     assert "not saved" in reason
     assert str(notebook.pk) not in ROOMS
-    assert room.gone.is_set()
     monkeypatch.setattr(persistence, "append", real)
     fresh = await asyncio.wait_for(get_room(str(notebook.pk)), 5)
     assert fresh is not room
