@@ -74,3 +74,15 @@ def test_it_collects_again_only_when_a_source_changed(settings, tmp_path):
     assert "blue" in (settings.STATIC_ROOT / "app.css").read_text()
     (settings.STATIC_ROOT / STAMP).unlink()
     assert collect_if_changed() is True  # no stamp: collected again
+
+
+def test_every_page_names_an_icon_that_is_served(settings, tmp_path):
+    """Without one, browsers ask for /favicon.ico on every page: a 404 in the console."""
+    settings.STATIC_ROOT = tmp_path
+    call_command("collectstatic", interactive=False, verbosity=0)
+    page = Client().get("/accounts/login/").content.decode()
+    icon = static_url("img/favicon.svg")
+    assert f'<link rel="icon" href="{icon}" type="image/svg+xml">' in page
+    response = Client().get(icon)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/svg+xml"
