@@ -186,24 +186,25 @@ class Node:
                 await self.drop(notebook_id)
 
     async def _sweep_forever(self) -> None:
-        """A failure (the database away) is one line, naming the error, when sweeps start failing
-        and one when they work again: not a traceback every KERNEL_LEASE_RENEW seconds through an
-        outage, on every worker."""
+        await self._every_renewal(self.sweep, "orphan-kernel sweep")
+
+    async def _every_renewal(self, action, what: str) -> None:
+        """`action` every KERNEL_LEASE_RENEW seconds. A failure (the database away) is one line,
+        naming the error, when it starts failing and one when it works again: not a traceback
+        every few seconds through an outage, on every worker."""
         failing = False
         while True:
             interval = settings.KERNEL_LEASE_RENEW
             await asyncio.sleep(interval)
             try:
-                await self.sweep()
+                await action()
             except Exception as exc:
                 if not failing:
-                    log.warning(
-                        "kernel cluster: orphan-kernel sweep failing (%r); retrying every %g s", exc, interval
-                    )
+                    log.warning("kernel cluster: %s failing (%r); retrying every %g s", what, exc, interval)
                 failing = True
             else:
                 if failing:
-                    log.warning("kernel cluster: orphan-kernel sweep restored")
+                    log.warning("kernel cluster: %s restored", what)
                 failing = False
 
     async def forward(self, holder: str, notebook_id: str, op: str, args: dict[str, Any], who: Who) -> Reply:
@@ -289,12 +290,7 @@ class Node:
                 )
 
     async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(settings.KERNEL_LEASE_RENEW)
-            try:
-                await self.renew_now()
-            except Exception:
-                log.exception("renewing kernel leases failed")
+        await self._every_renewal(self.renew_now, "renewing kernel leases")
 
     async def _read(self) -> None:
         while True:

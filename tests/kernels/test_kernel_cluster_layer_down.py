@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import logging
 
+import pytest
+
 from kernels import cluster
 from tests.support.waiting import eventually_async
 
@@ -80,28 +82,32 @@ async def test_a_request_for_another_workers_kernel_while_the_layer_is_down_is_a
     assert lines[0].exc_info is None
 
 
-async def test_the_orphan_sweep_logs_a_database_outage_once_and_its_end_once(monkeypatch, settings, caplog):
+@pytest.mark.parametrize(("action", "loop"), [("sweep", "_sweep_forever"), ("renew_now", "_renew_forever")])
+async def test_a_periodic_task_logs_a_database_outage_once_and_its_end_once(
+    monkeypatch, settings, caplog, action, loop
+):
+    """The orphan sweep and the lease renewal, every KERNEL_LEASE_RENEW on every worker."""
     settings.KERNEL_LEASE_RENEW = 0.01
     node = cluster.Node()
-    outage = {"down": True, "sweeps": 0}
+    outage = {"down": True, "runs": 0}
 
-    async def sweep():
-        outage["sweeps"] += 1
+    async def run():
+        outage["runs"] += 1
         if outage["down"]:
             raise ConnectionError("could not connect to server: Connection refused")
 
-    monkeypatch.setattr(node, "sweep", sweep)
+    monkeypatch.setattr(node, action, run)
     caplog.set_level(logging.DEBUG, logger="kernels.cluster")
-    sweeper = asyncio.create_task(node._sweep_forever())
+    task = asyncio.create_task(getattr(node, loop)())
     try:
-        await eventually_async(lambda: outage["sweeps"] >= 10, what="10 failed sweeps")
+        await eventually_async(lambda: outage["runs"] >= 10, what="10 failed runs")
         outage["down"] = False
-        back = outage["sweeps"]
-        await eventually_async(lambda: outage["sweeps"] >= back + 10, what="10 sweeps after the outage")
+        back = outage["runs"]
+        await eventually_async(lambda: outage["runs"] >= back + 10, what="10 runs after the outage")
     finally:
-        sweeper.cancel()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+            await task
     lines = [r for r in caplog.records if r.name == "kernels.cluster"]
     said = [r.getMessage() for r in lines]
     assert [(r.levelname, r.exc_info) for r in lines] == [("WARNING", None)] * 2, said
