@@ -945,3 +945,33 @@ async def test_sockets_whose_recheck_failed_are_checked_at_the_next_tick(noteboo
     # Not left to the next round, a second away: the one that failed is checked at the next tick.
     await eventually_async(lambda: failures[0] in {s for _, s in checks}, timeout=0.5, what="its recheck")
     await room.close()
+
+
+async def test_a_sharing_change_whose_recheck_failed_checks_every_socket_at_the_next_tick(notebook, settings):
+    """A grant removed while the worker could not reach the database: the "access" message's
+    re-check failed, and the revoked editor's sockets stayed open (and their edits were saved and
+    relayed) until each one's turn in the spread re-checks came round, 14-18 s with the default
+    interval. Every socket is checked again at the room's next tick instead."""
+    from collab import fanout as fanout_module
+
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 0.1, "ACCESS_RECHECK_INTERVAL": 60.0}
+    room = await get_room(str(notebook.pk))
+    checks: list = []
+    failures: list = []
+
+    class FlakySocket(CheckedSocket):
+        async def recheck_access(self):
+            if not failures:
+                failures.append(self)
+                raise OSError("the database is away")
+            await super().recheck_access()
+
+    sockets = [FlakySocket(checks) for _ in range(4)]
+    for socket in sockets:
+        room.add(socket)
+    await fanout_module._handle(room, {"type": "access", "notebook": room.id, "origin": "w"})
+    assert failures
+    await eventually_async(
+        lambda: {s for _, s in checks} == set(sockets), timeout=1, what="every socket's recheck"
+    )
+    await room.close()
