@@ -283,6 +283,37 @@ async def test_writes_do_not_wait_for_a_compaction(notebook, monkeypatch, settin
     await room.close()
 
 
+async def test_compactions_failing_while_the_database_drops_connections_log_one_line(
+    notebook, monkeypatch, settings, caplog
+):
+    """Connections cut every few tens of ms for 10 s (writes retried and went through between
+    cuts): each batch started a compaction that failed, and each failure logged a traceback of
+    40 lines, 15-22 per worker. One line when compaction starts failing, one when it works again."""
+    from django.db import OperationalError
+
+    settings.COLLAB = {**settings.COLLAB, "COMPACT_AFTER_UPDATES": 0, "KEEP_RECENT_UPDATES": 0}
+    real_compact, failures = persistence.compact, []
+
+    def cut(*args):
+        if len(failures) < 3:
+            failures.append(1)
+            raise OperationalError("terminating connection due to administrator command")
+        return real_compact(*args)
+
+    monkeypatch.setattr(persistence, "compact", cut)
+    room = await get_room(str(notebook.pk))
+    for text in "abcd":
+        room.receive_update(typed(room, text), None)
+        await room.flushed()
+        await room._committed.join()  # relayed: its compaction has started
+        await eventually_async(lambda: not room._compacting, what="the compaction to end")
+    assert len(failures) == 3
+    lines = [r for r in caplog.records if "compaction" in r.getMessage()]
+    assert [r.exc_info for r in lines] == [None, None], [r.getMessage() for r in lines]
+    assert "works again" in lines[-1].getMessage()
+    await room.close()
+
+
 async def test_a_sharing_change_is_not_refused_while_the_channel_layer_is_down(notebook, monkeypatch):
     from collab.fanout import notify
 
