@@ -183,6 +183,8 @@ class GapRepair:
         while True:
             await asyncio.sleep(interval)
             try:
+                if self._recheck_everyone:
+                    await self._recheck_access()
                 if self._unconfirmed:
                     await self.confirm_claims()
                 if self._should_poll():

@@ -244,6 +244,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._unload_handle: asyncio.TimerHandle | None = None
         self._repair_handle: asyncio.TimerHandle | None = None
         self._compacting = False
+        self._compaction_failing = False  # logged once until a compaction works again
         self._active_at = -1e9  # loop time of the last edit written or received here
         self._polled_at = -1e9  # loop time the database's counter was last asked (`_watch`)
         self._checked_seq: int | None = None  # what that counter was
@@ -252,6 +253,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._recheck_order: list[Socket] = []  # the last round's sockets, in the order checked
         self._recheck_share = 0  # how many of them each tick checks
         self._recheck_round_at = -1e9  # loop time this round began
+        self._recheck_everyone = False  # a sharing change's re-check failed: all, at the next tick
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}
         self._outbox: list[bytes] = []  # document updates for the local sockets (`_sender`)
@@ -909,7 +911,10 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
                 self.presence.apply_remote(event["payload"])
                 await self._send_local(protocol.awareness(event["payload"]))
         elif kind == "access":
-            await self._recheck_access()
+            try:
+                await self._recheck_access()
+            except Exception as exc:  # the database is away: the room's next tick tries again
+                log.warning("re-checking access in %s failed (%r); again at the next tick", self.id, exc)
         elif kind == "replaced":
             await self._replaced()
         elif kind == "kernel":
@@ -917,8 +922,17 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             await self._send_kernel_state(event["payload"])
 
     async def _recheck_access(self) -> None:
-        for socket in list(self.sockets):
-            await socket.recheck_access()
+        """Every socket, now: a grant, link or the notebook changed. If a check fails, all of
+        them are checked again at the room's next tick (`_watch`), not left to the spread
+        re-checks: a revoked editor on a worker that could not reach the database kept editing,
+        saved and relayed, until their sockets' turns came, seconds after it was back."""
+        self._recheck_everyone = False
+        try:
+            for socket in list(self.sockets):
+                await socket.recheck_access()
+        except Exception:
+            self._recheck_everyone = True
+            raise
 
     async def _replaced(self) -> None:
         self._ending = REPLACED

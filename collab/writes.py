@@ -16,7 +16,7 @@ import contextlib
 import logging
 
 from channels.db import database_sync_to_async
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from collab.conf import conf
 from collab.socket import Socket
@@ -127,8 +127,18 @@ class WritePipeline:
                 # Its own thread and connection: the writes' thread never waits for it.
                 compact = database_sync_to_async(_compact, thread_sensitive=False)
                 _, self.snapshot_seq = await compact(self.id, conf("KEEP_RECENT_UPDATES"))
+            except DatabaseError as exc:
+                # Tried again after the next batch: a database dropping connections failed one
+                # per batch, each with a traceback. One line when it starts failing.
+                if not self._compaction_failing:
+                    log.warning("compaction of %s failed (%r); retrying after the next batches", self.id, exc)
+                self._compaction_failing = True
             except Exception:
                 log.exception("compaction of %s failed", self.id)
+            else:
+                if self._compaction_failing:
+                    log.warning("compaction of %s works again", self.id)
+                self._compaction_failing = False
             finally:
                 self._compacting = False
 

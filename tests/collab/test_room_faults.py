@@ -282,6 +282,37 @@ async def test_writes_do_not_wait_for_a_compaction(notebook, monkeypatch, settin
     await room.close()
 
 
+async def test_compactions_failing_while_the_database_drops_connections_log_one_line(
+    notebook, monkeypatch, settings, caplog
+):
+    """Connections cut every few tens of ms for 10 s (writes retried and went through between
+    cuts): each batch started a compaction that failed, and each failure logged a traceback of
+    40 lines, 15-22 per worker. One line when compaction starts failing, one when it works again."""
+    from django.db import OperationalError
+
+    settings.COLLAB = {**settings.COLLAB, "COMPACT_AFTER_UPDATES": 0, "KEEP_RECENT_UPDATES": 0}
+    real_compact, failures = persistence.compact, []
+
+    def cut(*args):
+        if len(failures) < 3:
+            failures.append(1)
+            raise OperationalError("terminating connection due to administrator command")
+        return real_compact(*args)
+
+    monkeypatch.setattr(persistence, "compact", cut)
+    room = await get_room(str(notebook.pk))
+    for text in "abcd":
+        room.receive_update(typed(room, text), None)
+        await room.flushed()
+        await room._committed.join()  # relayed: its compaction has started
+        await eventually_async(lambda: not room._compacting, what="the compaction to end")
+    assert len(failures) == 3
+    lines = [r for r in caplog.records if "compaction" in r.getMessage()]
+    assert [r.exc_info for r in lines] == [None, None], [r.getMessage() for r in lines]
+    assert "works again" in lines[-1].getMessage()
+    await room.close()
+
+
 async def test_a_sharing_change_is_not_refused_while_the_channel_layer_is_down(notebook, monkeypatch):
     from collab.fanout import notify
 
@@ -943,4 +974,34 @@ async def test_sockets_whose_recheck_failed_are_checked_at_the_next_tick(noteboo
     await eventually_async(lambda: failures, timeout=3, what="a recheck to fail")
     # Not left to the next round, a second away: the one that failed is checked at the next tick.
     await eventually_async(lambda: failures[0] in {s for _, s in checks}, timeout=0.5, what="its recheck")
+    await room.close()
+
+
+async def test_a_sharing_change_whose_recheck_failed_checks_every_socket_at_the_next_tick(notebook, settings):
+    """A grant removed while the worker could not reach the database: the "access" message's
+    re-check failed, and the revoked editor's sockets stayed open (and their edits were saved and
+    relayed) until each one's turn in the spread re-checks came round, 14-18 s with the default
+    interval. Every socket is checked again at the room's next tick instead."""
+    from collab import fanout as fanout_module
+
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 0.1, "ACCESS_RECHECK_INTERVAL": 60.0}
+    room = await get_room(str(notebook.pk))
+    checks: list = []
+    failures: list = []
+
+    class FlakySocket(CheckedSocket):
+        async def recheck_access(self):
+            if not failures:
+                failures.append(self)
+                raise OSError("the database is away")
+            await super().recheck_access()
+
+    sockets = [FlakySocket(checks) for _ in range(4)]
+    for socket in sockets:
+        room.add(socket)
+    await fanout_module._handle(room, {"type": "access", "notebook": room.id, "origin": "w"})
+    assert failures
+    await eventually_async(
+        lambda: {s for _, s in checks} == set(sockets), timeout=1, what="every socket's recheck"
+    )
     await room.close()
