@@ -178,7 +178,6 @@ class GapRepair:
         re-check access so that expiry takes effect without anyone acting. A failure is
         logged once, and once more when the check works again."""
         interval = conf("RESYNC_INTERVAL")
-        self._recheck_round_at = asyncio.get_running_loop().time()  # they were checked on joining
         failing = False
         while True:
             await asyncio.sleep(interval)
@@ -199,8 +198,8 @@ class GapRepair:
                 for i, socket in enumerate(due):
                     try:
                         await socket.recheck_access()
-                    except Exception:  # these are checked at the next tick, not the next round
-                        self._to_recheck[:0] = due[i:]
+                    except Exception:
+                        self._recheck_soon(due[i:])
                         raise
             except asyncio.CancelledError:
                 raise
@@ -214,26 +213,31 @@ class GapRepair:
                 failing = False
 
     def _due_for_access_check(self) -> list:
-        """This tick's share of the sockets: each socket's access is checked again once per
-        ACCESS_RECHECK_INTERVAL (so that an expiry takes effect), spread over the interval's
-        ticks. A lecture's thousand sockets checked at once held the worker for about a second
-        (a few queries each) while it was fanning out."""
-        if not self._to_recheck:
-            now = asyncio.get_running_loop().time()
-            if not self.sockets or now - self._recheck_round_at < conf("ACCESS_RECHECK_INTERVAL"):
-                return []
-            self._recheck_round_at = now
-            # The last round's order, newcomers last (checked on joining): no socket moves later
-            # in its round, so none waits much more than the interval between two checks.
-            kept = [socket for socket in self._recheck_order if socket in self.sockets]
-            known = set(kept)
-            self._recheck_order = kept + [socket for socket in self.sockets if socket not in known]
-            self._to_recheck = list(self._recheck_order)
-            ticks = max(1, int(conf("ACCESS_RECHECK_INTERVAL") / conf("RESYNC_INTERVAL")))
-            self._recheck_share = -(-len(self._to_recheck) // ticks)
-        due = self._to_recheck[: self._recheck_share]
-        del self._to_recheck[: self._recheck_share]
-        return [socket for socket in due if socket in self.sockets]
+        """This tick's sockets to check again: each socket's access is checked once per
+        ACCESS_RECHECK_INTERVAL after its last check (its joining, at first), so that an expiry
+        takes effect. A tick checks the most overdue, at most twice its share of the interval's
+        checks: a lecture's thousand sockets checked at once held the worker for about a second
+        (a few queries each) while it was fanning out, and a burst of joins is checked within
+        half an interval more."""
+        now = asyncio.get_running_loop().time()
+        interval = conf("ACCESS_RECHECK_INTERVAL")
+        due = self._recheck_due
+        for socket in [s for s in due if s not in self.sockets]:
+            del due[socket]
+        for socket in self.sockets:
+            due.setdefault(socket, now + interval)  # checked on joining
+        overdue = sorted((s for s, at in due.items() if at <= now), key=due.__getitem__)
+        ticks = max(1, int(interval / conf("RESYNC_INTERVAL")))
+        chosen = overdue[: 2 * -(-len(self.sockets) // ticks)]
+        for socket in chosen:
+            due[socket] = now + interval
+        return chosen
+
+    def _recheck_soon(self, sockets: list) -> None:
+        """Checks that failed (the database away): at the next tick, not one interval later."""
+        for socket in sockets:
+            if socket in self._recheck_due:
+                self._recheck_due[socket] = 0.0
 
     def _lost_since_last_check(self) -> bool:
         """The database is ahead: repair now if its messages cannot come (the fan-out is down,

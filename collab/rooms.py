@@ -249,10 +249,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._polled_at = -1e9  # loop time the database's counter was last asked (`_watch`)
         self._checked_seq: int | None = None  # what that counter was
         self._fetching = asyncio.Lock()  # `_fetch_stored`: one read of large batches at a time
-        self._to_recheck: list[Socket] = []  # this round's sockets whose access is not checked yet
-        self._recheck_order: list[Socket] = []  # the last round's sockets, in the order checked
-        self._recheck_share = 0  # how many of them each tick checks
-        self._recheck_round_at = -1e9  # loop time this round began
+        self._recheck_due: dict[Socket, float] = {}  # loop time each socket's access is due to be checked
         self._recheck_everyone = False  # a sharing change's re-check failed: all, at the next tick
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}
