@@ -21,7 +21,8 @@ Rules:
   killed, on the same URL with the same token; the kernels it ran are gone, and the bridge
   fails their cells and starts a new kernel on the next run.
 
-`python -m kernels.local_server` runs one in the foreground and prints its URL.
+`python -m kernels.local_server` runs one in the foreground and prints its URL; Ctrl-C, SIGINT
+or SIGTERM stops it (also when started with SIGINT ignored, as a background job of a script).
 """
 
 from __future__ import annotations
@@ -353,9 +354,16 @@ def sandbox_from_env(env: dict[str, str]) -> Sandbox | None:
 
 
 def main() -> None:
-    """Run a local server in the foreground until Ctrl-C or SIGTERM (both stop the server);
-    the sandbox and the homes directory come from the same variables as the app's settings."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    """Run a local server in the foreground until Ctrl-C, SIGINT or SIGTERM (each stops the
+    server, then the command exits with status 0); the sandbox and the homes directory come from
+    the same variables as the app's settings.
+
+    Both signals are handled from the first line: Python raises KeyboardInterrupt only if SIGINT
+    was not ignored when it started, and a script that starts the command in the background
+    starts it with SIGINT ignored. While the server stops, signals are ignored, so a second
+    Ctrl-C cannot cut the stopping short and leave its kernels behind."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_interrupt)
     env = dict(os.environ)
     server = LocalJupyterServer(quiet=False, sandbox=sandbox_from_env(env), homes=env.get("KERNEL_HOMES_DIR"))
     try:
@@ -366,6 +374,8 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         server.stop()
 
 

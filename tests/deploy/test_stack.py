@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from config.deploy import BROTLI_STATIC_MODULE
-from tests.support.processes import PYTHON, Stack, child_processes, free_port
+from tests.support.processes import PYTHON, Stack, alive, child_processes, descendants, free_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.processes
@@ -76,13 +76,6 @@ def listening(port: int) -> bool:
         return False
 
 
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def workers(stack_pid: int) -> dict[int, int]:
     """The stack's daphne workers: port -> pid."""
     return {
@@ -90,14 +83,6 @@ def workers(stack_pid: int) -> dict[int, int]:
         for pid, argv in child_processes(stack_pid).items()
         if "daphne" in argv and "-p" in argv
     }
-
-
-def descendants(pid: int) -> dict[int, list[str]]:
-    """The live processes below `pid`: its children, theirs (nginx's workers), and so on."""
-    found = child_processes(pid)
-    for child in list(found):
-        found.update(descendants(child))
-    return found
 
 
 def process_named(stack_pid: int, name: str) -> tuple[int, list[str]]:

@@ -224,6 +224,23 @@ def child_processes(pid: int) -> dict[int, list[str]]:
     return found
 
 
+def descendants(pid: int) -> dict[int, list[str]]:
+    """The live processes below `pid`: its children, theirs (nginx's workers, a Jupyter
+    Server's kernels), and so on."""
+    found = child_processes(pid)
+    for child in list(found):
+        found.update(descendants(child))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Process `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def make_user_and_notebook(email: str, notebook_json: str) -> dict:
     """Runs inside `manage.py shell` of a stack."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY

@@ -4,11 +4,20 @@ When `JUPYTER_SERVER_URL` is unset, a local Jupyter Server is started first (its
 are put into the environment and settings) and stopped when daphne exits. Its kernels run in the
 sandbox the `KERNEL_*` settings describe (`kernels.sandbox`), with their homes in
 `KERNEL_HOMES_DIR`.
+
+SIGINT stops it whoever sends it (a terminal's Ctrl-C, a process manager to this process alone),
+also when it was started with SIGINT ignored, as a script starts a command in the background
+(`./run.sh &`): Python then raises no KeyboardInterrupt, and Twisted, which stops daphne on
+SIGINT, puts its handler only in place of Python's. So Python's handler is put back first; daphne
+exits on SIGINT or SIGTERM, and either one during startup stops what was started. The Jupyter
+Server is stopped with signals ignored, so a second Ctrl-C cannot leave it (and its kernels,
+in a session of their own) behind. The exit status is 0.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
 from daphne.cli import CommandLineInterface
 from django.conf import settings
@@ -17,6 +26,10 @@ from django.core.management.base import BaseCommand, CommandError
 from config.serving import daphne_args
 from config.static_collect import collect_if_changed
 from kernels.local_server import LocalJupyterServer, Sandbox, SandboxUnavailable
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def local_server() -> LocalJupyterServer:
@@ -44,6 +57,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, host: str, port: int, behind_proxy: bool = False, **options):
+        # Until daphne's reactor runs and takes both signals over (see the module's docstring).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
+        server = None
+        try:
+            server = self._start(host, port)
+            CommandLineInterface().run(daphne_args(host, port, behind_proxy))
+        except KeyboardInterrupt:
+            pass  # during startup; once daphne runs, it stops on either signal itself
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+            if server is not None:
+                server.stop()
+
+    def _start(self, host: str, port: int) -> LocalJupyterServer | None:
+        """Say where the app runs and start the local Jupyter Server, unless
+        `JUPYTER_SERVER_URL` names one; the server started, kept running."""
         # hashed, gzip-compressed static files (WhiteNoise serves them with a far-future cache),
         # collected again only when the sources changed
         collect_if_changed()
@@ -63,20 +94,19 @@ class Command(BaseCommand):
             f"  emails are {emails}).\n  Press Ctrl-C to stop.\n\n"
         )
         self.stdout.flush()
-        server = None
-        if not settings.JUPYTER_SERVER_URL:
-            self.stdout.write("  Starting a local Jupyter Server (JUPYTER_SERVER_URL is unset)...\n")
-            self.stdout.flush()
-            server = local_server()
-            try:
-                server.start()
-            except SandboxUnavailable as exc:
-                raise CommandError(str(exc)) from exc
-            server.keep_running()  # killed or crashed: back on the same URL and token
-            os.environ["JUPYTER_SERVER_URL"] = settings.JUPYTER_SERVER_URL = server.url
-            os.environ["JUPYTER_SERVER_TOKEN"] = settings.JUPYTER_SERVER_TOKEN = server.token
+        if settings.JUPYTER_SERVER_URL:
+            return None
+        self.stdout.write("  Starting a local Jupyter Server (JUPYTER_SERVER_URL is unset)...\n")
+        self.stdout.flush()
+        server = local_server()
         try:
-            CommandLineInterface().run(daphne_args(host, port, behind_proxy))
-        finally:
-            if server is not None:
-                server.stop()
+            server.start()
+            server.keep_running()  # killed or crashed: back on the same URL and token
+        except SandboxUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+        except BaseException:
+            server.stop()
+            raise
+        os.environ["JUPYTER_SERVER_URL"] = settings.JUPYTER_SERVER_URL = server.url
+        os.environ["JUPYTER_SERVER_TOKEN"] = settings.JUPYTER_SERVER_TOKEN = server.token
+        return server
