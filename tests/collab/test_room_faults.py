@@ -983,20 +983,27 @@ async def test_a_socket_is_first_rechecked_about_one_interval_after_joining(note
     await room.close()
 
 
+class FlakySocket(CheckedSocket):
+    """Its first check (of all the sockets sharing `failures`) fails: the database is away."""
+
+    def __init__(self, checks: list, failures: list):
+        super().__init__(checks)
+        self.failures = failures
+
+    async def recheck_access(self):
+        if not self.failures:
+            self.failures.append(self)
+            raise OSError("the database is away")
+        await super().recheck_access()
+
+
 async def test_sockets_whose_recheck_failed_are_checked_at_the_next_tick(notebook, settings):
     settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 0.1, "ACCESS_RECHECK_INTERVAL": 1.0}
     room = await get_room(str(notebook.pk))
     checks: list = []
     failures: list = []
 
-    class FlakySocket(CheckedSocket):
-        async def recheck_access(self):
-            if not failures:
-                failures.append(self)
-                raise OSError("the database is away")
-            await super().recheck_access()
-
-    sockets = [FlakySocket(checks) for _ in range(4)]
+    sockets = [FlakySocket(checks, failures) for _ in range(4)]
     for socket in sockets:
         room.add(socket)
     await eventually_async(lambda: failures, timeout=3, what="a recheck to fail")
@@ -1017,14 +1024,7 @@ async def test_a_sharing_change_whose_recheck_failed_checks_every_socket_at_the_
     checks: list = []
     failures: list = []
 
-    class FlakySocket(CheckedSocket):
-        async def recheck_access(self):
-            if not failures:
-                failures.append(self)
-                raise OSError("the database is away")
-            await super().recheck_access()
-
-    sockets = [FlakySocket(checks) for _ in range(4)]
+    sockets = [FlakySocket(checks, failures) for _ in range(4)]
     for socket in sockets:
         room.add(socket)
     await fanout_module._handle(room, {"type": "access", "notebook": room.id, "origin": "w"})

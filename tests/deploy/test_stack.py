@@ -188,6 +188,15 @@ def test_the_stack_stops_when_a_process_exits_five_times_within_30_seconds():
     assert step * 0.25 < 30
 
 
+def assert_stopped_on_sigint(stack, started: dict) -> None:
+    eventually(
+        lambda: not [argv for pid, argv in started.items() if alive(pid)],
+        timeout=5,
+        what="every process of the stack to end",
+    )
+    assert "SIGINT: stopping the stack." in output(stack)
+
+
 def test_sigint_to_the_stack_alone_stops_every_process_it_started():
     # Started as a script starts a command in the background: with SIGINT ignored, which Python
     # keeps (no KeyboardInterrupt); a process manager then sends SIGINT to the stack alone.
@@ -196,12 +205,7 @@ def test_sigint_to_the_stack_alone_stops_every_process_it_started():
         assert len(started) >= 5, started  # redis-server, 2 workers, nginx and its worker
         proc.send_signal(signal.SIGINT)
         assert proc.wait(5) == 0, output(stack)
-        eventually(
-            lambda: not [argv for pid, argv in started.items() if alive(pid)],
-            timeout=5,
-            what="every process of the stack to end",
-        )
-        assert "SIGINT: stopping the stack." in output(stack)
+        assert_stopped_on_sigint(stack, started)
 
 
 def test_ctrl_c_in_a_terminal_stops_the_stack():
@@ -210,10 +214,5 @@ def test_ctrl_c_in_a_terminal_stops_the_stack():
         started = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(5) == 0, output(stack)
-        eventually(
-            lambda: not [argv for pid, argv in started.items() if alive(pid)],
-            timeout=5,
-            what="every process of the stack to end",
-        )
-        assert "SIGINT: stopping the stack." in output(stack)
+        assert_stopped_on_sigint(stack, started)
         assert "starting it again" not in output(stack)
