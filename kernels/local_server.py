@@ -45,6 +45,8 @@ from types import TracebackType
 
 import httpx
 
+from config.serving import on_stop_signals, raise_interrupt
+
 log = logging.getLogger(__name__)
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 NODELAY_CLASS = "kernels.nodelay.NoDelayWebsocketConnection"
@@ -336,10 +338,6 @@ class LocalJupyterServer:
             self._tmp = None
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def sandbox_from_env(env: dict[str, str]) -> Sandbox | None:
     """The sandbox the `KERNEL_*` variables describe (as in the app's settings), None if off."""
     if env.get("KERNEL_SANDBOX", "bwrap").strip().lower() == "off":
@@ -362,8 +360,7 @@ def main() -> None:
     was not ignored when it started, and a script that starts the command in the background
     starts it with SIGINT ignored. While the server stops, signals are ignored, so a second
     Ctrl-C cannot cut the stopping short and leave its kernels behind."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _raise_interrupt)
+    on_stop_signals(raise_interrupt)
     env = dict(os.environ)
     server = LocalJupyterServer(quiet=False, sandbox=sandbox_from_env(env), homes=env.get("KERNEL_HOMES_DIR"))
     try:
@@ -374,8 +371,7 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN)
+        on_stop_signals(signal.SIG_IGN)
         server.stop()
 
 

@@ -23,13 +23,9 @@ from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from config.serving import daphne_args
+from config.serving import daphne_args, on_stop_signals, raise_interrupt
 from config.static_collect import collect_if_changed
 from kernels.local_server import LocalJupyterServer, Sandbox, SandboxUnavailable
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def local_server() -> LocalJupyterServer:
@@ -59,7 +55,7 @@ class Command(BaseCommand):
     def handle(self, host: str, port: int, behind_proxy: bool = False, **options):
         # Until daphne's reactor runs and takes both signals over (see the module's docstring).
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupt)
         server = None
         try:
             server = self._start(host, port)
@@ -67,8 +63,7 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass  # during startup; once daphne runs, it stops on either signal itself
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, signal.SIG_IGN)
+            on_stop_signals(signal.SIG_IGN)
             if server is not None:
                 server.stop()
 

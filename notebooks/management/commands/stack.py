@@ -34,7 +34,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from config.deploy import nginx_argv, nginx_conf
-from config.serving import daphne_args
+from config.serving import daphne_args, on_stop_signals, raise_interrupt
 from notebooks.management.commands.serve import local_server
 
 
@@ -64,14 +64,6 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
 RESTART_LIMIT = 5  # exits of one process within RESTART_WINDOW seconds that stop the stack
 RESTART_WINDOW = 30.0
 FIRST_DELAY, MAX_DELAY = 0.5, 8.0
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; the signal's name is the message."""
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise Interrupted(signal.Signals(signum).name)
 
 
 class Restarts:
@@ -112,8 +104,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
 
     def handle(self, workers: int, host: str, port: int, **options):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _interrupt)
+        on_stop_signals(raise_interrupt)
         os.umask(0o077)
         self.children: list[Child] = []
         self.env = dict(os.environ)
@@ -142,11 +133,10 @@ class Command(BaseCommand):
             self.stdout.flush()
             while self._supervise(time.monotonic()):
                 time.sleep(0.2)
-        except Interrupted as stop:
+        except KeyboardInterrupt as stop:  # `raise_interrupt`: the signal's name
             self.stderr.write(f"{stop}: stopping the stack.")
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, signal.SIG_IGN)
+            on_stop_signals(signal.SIG_IGN)
             self._stop()
             if server is not None:
                 server.stop()
