@@ -1106,3 +1106,47 @@ async def test_an_edit_waiting_for_its_client_id_claim_is_dropped_once_access_is
     assert "after removal" not in stored.cells[0].source, stored.cells[0].source
     assert "after removal" not in a.source()
     await close_all(a)
+
+
+async def test_an_edit_waiting_for_its_client_id_claim_is_refused_once_its_editor_is_a_viewer(
+    notebook, alice, bob, monkeypatch
+):
+    """As above, for a grant turned from editor to viewer: the socket stays, the edit is
+    refused and its writer told."""
+    from collab.fanout import notify
+    from notebooks import claims
+
+    await grant(notebook, bob, Role.EDITOR)
+    b = await joined(notebook.pk, bob, query="ext=1")
+    real, started, release = claims.claim, threading.Event(), threading.Event()
+
+    def slow(notebook_id, clients, person, *args, **kwargs):
+        if person == f"u:{bob.pk}":
+            started.set()
+            release.wait(20)
+        return real(notebook_id, clients, person, *args, **kwargs)
+
+    monkeypatch.setattr(claims, "claim", slow)
+    try:
+        b.text().insert(0, "after downgrade")
+        await b.flush()
+        await eventually_async(started.is_set, what="Bob's claim to be under way")
+        await database_sync_to_async(Grant.objects.filter(notebook=notebook, user=bob).update)(
+            role=Role.VIEWER
+        )
+        await notify(notebook.pk, "access")
+        await b.pump()
+        assert b.session["role"] == "viewer"
+    finally:
+        release.set()
+
+    async def refused():
+        await b.pump()
+        return b.denied
+
+    assert await eventually_async(refused, what="Bob's edit to be refused") == [
+        "You can view this notebook but not change it."
+    ]
+    stored = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert stored.cells[0].source == ""
+    await close_all(b)
