@@ -59,6 +59,7 @@ EARLY_HELD: dict[str, int] = {}
 # How much longer than the document's own a sync step 1's state vector may be (writers of the
 # client's own, never saved): about 5,000 of them.
 STATE_VECTOR_SLACK = 64 * 1024
+VIEW_ONLY = "You can view this notebook but not change it."
 
 # Sockets of this worker per person (Principal.key), whatever the room.
 SOCKETS_PER_PERSON: dict[str, int] = {}
@@ -362,9 +363,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         if not self.access.can(acl.Action.EDIT):
             if not self.room.repeats_document(update, step2=first):
                 self.stats["denied"] += 1
-                await self.send_frame(
-                    protocol.permission_denied("You can view this notebook but not change it.")
-                )
+                await self.send_frame(protocol.permission_denied(VIEW_ONLY))
             return
         if not (self.epoch_known and self.step2_seen):
             # Until its sync step 1 has shown which epoch its document is of (a generic client
@@ -408,10 +407,19 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def _receive(self, update: bytes, ids: tuple) -> set[str] | None:
         """`Room.receive_update`, claiming first the client ids it writes under anew (its own
         at its first edit, also when its presence claimed it: an id without content may have
-        been released since; at most `MAX_WRITERS_PER_SOCKET`)."""
+        been released since; at most `MAX_WRITERS_PER_SOCKET`). A claim, or a repair, is awaited
+        on another thread than access re-checks: an update whose socket was closed or lost its
+        write access meanwhile is dropped (a grant removed while an editor's first edit waited
+        for its claim closed the socket, and the edit was then saved and relayed all the same)."""
         room, person, aliases = self.room, self.principal.key, self.principal.aliases
         confirmed: frozenset[int] = frozenset()
         for _ in range(2):
+            if self.room is not room:
+                return None
+            if not self.access.can(acl.Action.EDIT):
+                self.stats["denied"] += 1
+                await self.send_frame(protocol.permission_denied(VIEW_ONLY))
+                return None
             try:
                 step2 = update is self._step2_update
                 return room.receive_update(

@@ -1061,3 +1061,92 @@ async def test_a_room_gives_back_its_own_client_id_if_it_wrote_nothing(notebook,
         a = await joined(notebook.pk, alice)
         await close_all(a)
     assert await database_sync_to_async(rooms_rows)() == 0
+
+
+async def test_an_edit_waiting_for_its_client_id_claim_is_dropped_once_access_is_removed(
+    notebook, alice, bob, monkeypatch
+):
+    """The claim of a new client id runs on the edit path's own thread, access checks on the
+    shared one: a grant removed while an editor's first edit waited for its claim closed the
+    socket, and the edit was then saved and relayed all the same."""
+    from collab.fanout import notify
+    from notebooks import claims
+
+    await grant(notebook, bob, Role.EDITOR)
+    a = await joined(notebook.pk, alice)
+    b = await joined(notebook.pk, bob)
+    real, started, release = claims.claim, threading.Event(), threading.Event()
+
+    def slow(notebook_id, clients, person, *args, **kwargs):
+        if person == f"u:{bob.pk}":
+            started.set()
+            release.wait(20)
+        return real(notebook_id, clients, person, *args, **kwargs)
+
+    monkeypatch.setattr(claims, "claim", slow)
+    try:
+        b.text().insert(0, "after removal")
+        await b.flush()
+        await eventually_async(started.is_set, what="Bob's claim to be under way")
+        await database_sync_to_async(Grant.objects.filter(notebook=notebook, user=bob).delete)()
+        await notify(notebook.pk, "access")
+        await b.wait_closed()
+        assert b.closed["code"] == 4403
+    finally:
+        release.set()
+    a.text().insert(0, "alice ")  # claimed on the same thread, after Bob's
+    await a.flush()
+
+    async def alice_saved():
+        return "alice " in (await database_sync_to_async(stored_notebook)(notebook.pk)).cells[0].source
+
+    await eventually_async(alice_saved, what="Alice's edit to be saved")
+    await a.pump()
+    stored = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert "after removal" not in stored.cells[0].source, stored.cells[0].source
+    assert "after removal" not in a.source()
+    await close_all(a)
+
+
+async def test_an_edit_waiting_for_its_client_id_claim_is_refused_once_its_editor_is_a_viewer(
+    notebook, alice, bob, monkeypatch
+):
+    """As above, for a grant turned from editor to viewer: the socket stays, the edit is
+    refused and its writer told."""
+    from collab.fanout import notify
+    from notebooks import claims
+
+    await grant(notebook, bob, Role.EDITOR)
+    b = await joined(notebook.pk, bob, query="ext=1")
+    real, started, release = claims.claim, threading.Event(), threading.Event()
+
+    def slow(notebook_id, clients, person, *args, **kwargs):
+        if person == f"u:{bob.pk}":
+            started.set()
+            release.wait(20)
+        return real(notebook_id, clients, person, *args, **kwargs)
+
+    monkeypatch.setattr(claims, "claim", slow)
+    try:
+        b.text().insert(0, "after downgrade")
+        await b.flush()
+        await eventually_async(started.is_set, what="Bob's claim to be under way")
+        await database_sync_to_async(Grant.objects.filter(notebook=notebook, user=bob).update)(
+            role=Role.VIEWER
+        )
+        await notify(notebook.pk, "access")
+        await b.pump()
+        assert b.session["role"] == "viewer"
+    finally:
+        release.set()
+
+    async def refused():
+        await b.pump()
+        return b.denied
+
+    assert await eventually_async(refused, what="Bob's edit to be refused") == [
+        "You can view this notebook but not change it."
+    ]
+    stored = await database_sync_to_async(stored_notebook)(notebook.pk)
+    assert stored.cells[0].source == ""
+    await close_all(b)
