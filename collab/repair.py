@@ -26,6 +26,7 @@ from collab.conf import conf
 from collab.fanout import fanout
 from collab.tasks import detach, on_edit_thread
 from collab.yupdate import is_panic, not_all_in
+from config.failures import FailureLog
 from notebooks import updatelog
 from notebooks.models import Notebook
 
@@ -178,7 +179,7 @@ class GapRepair:
         re-check access so that expiry takes effect without anyone acting. A failure is
         logged once, and once more when the check works again."""
         interval = conf("RESYNC_INTERVAL")
-        failing = False
+        failures = FailureLog(log, f"room watch of {self.id}")
         while True:
             await asyncio.sleep(interval)
             try:
@@ -204,13 +205,9 @@ class GapRepair:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not failing:
-                    log.warning("room watch of %s failed (%r); retrying every %s s", self.id, exc, interval)
-                failing = True
+                failures.failed(exc, f"retrying every {interval} s")
             else:
-                if failing:
-                    log.warning("room watch of %s works again", self.id)
-                failing = False
+                failures.worked()
 
     def _due_for_access_check(self) -> list:
         """This tick's sockets to check again: each socket's access is checked once per

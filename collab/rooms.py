@@ -49,6 +49,7 @@ from collab.socket import Socket
 from collab.tasks import detach, on_edit_thread
 from collab.writes import WritePipeline
 from config import memory
+from config.failures import FailureLog
 from notebooks import claims, docschema, docwatch, updatelog
 from notebooks.updatelog import Pending
 
@@ -244,7 +245,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._unload_handle: asyncio.TimerHandle | None = None
         self._repair_handle: asyncio.TimerHandle | None = None
         self._compacting = False
-        self._compaction_failing = False  # logged once until a compaction works again
+        self._compaction_failures = FailureLog(log, f"compaction of {notebook_id}")
         self._active_at = -1e9  # loop time of the last edit written or received here
         self._polled_at = -1e9  # loop time the database's counter was last asked (`_watch`)
         self._checked_seq: int | None = None  # what that counter was

@@ -129,16 +129,12 @@ class WritePipeline:
                 _, self.snapshot_seq = await compact(self.id, conf("KEEP_RECENT_UPDATES"))
             except DatabaseError as exc:
                 # Tried again after the next batch: a database dropping connections failed one
-                # per batch, each with a traceback. One line when it starts failing.
-                if not self._compaction_failing:
-                    log.warning("compaction of %s failed (%r); retrying after the next batches", self.id, exc)
-                self._compaction_failing = True
+                # per batch, each with a traceback.
+                self._compaction_failures.failed(exc, "retrying after the next batches")
             except Exception:
                 log.exception("compaction of %s failed", self.id)
             else:
-                if self._compaction_failing:
-                    log.warning("compaction of %s works again", self.id)
-                self._compaction_failing = False
+                self._compaction_failures.worked()
             finally:
                 self._compacting = False
 

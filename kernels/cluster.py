@@ -47,6 +47,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from collab.rooms import RoomError
+from config.failures import FailureLog
 from kernels import assist, leases
 from kernels.assist import NO_KERNEL_TO_ASK
 from kernels.bridge import BRIDGES, InputRefused, get_bridge, load_user
@@ -192,20 +193,16 @@ class Node:
         """`action` every KERNEL_LEASE_RENEW seconds. A failure (the database away) is one line,
         naming the error, when it starts failing and one when it works again: not a traceback
         every few seconds through an outage, on every worker."""
-        failing = False
+        failures = FailureLog(log, f"kernel cluster: {what}")
         while True:
             interval = settings.KERNEL_LEASE_RENEW
             await asyncio.sleep(interval)
             try:
                 await action()
             except Exception as exc:
-                if not failing:
-                    log.warning("kernel cluster: %s failing (%r); retrying every %g s", what, exc, interval)
-                failing = True
+                failures.failed(exc, f"retrying every {interval:g} s")
             else:
-                if failing:
-                    log.warning("kernel cluster: %s restored", what)
-                failing = False
+                failures.worked()
 
     async def forward(self, holder: str, notebook_id: str, op: str, args: dict[str, Any], who: Who) -> Reply:
         request_id = uuid.uuid4().hex

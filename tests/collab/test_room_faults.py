@@ -1033,3 +1033,35 @@ async def test_a_sharing_change_whose_recheck_failed_checks_every_socket_at_the_
         lambda: {s for _, s in checks} == set(sockets), timeout=1, what="every socket's recheck"
     )
     await room.close()
+
+
+async def test_a_room_watch_failing_through_a_database_outage_logs_one_line_and_one_when_back(
+    notebook, monkeypatch, settings, caplog
+):
+    """Every room's watch asks the database every tick; through an outage that was a line per
+    tick and room on every worker. One when it starts failing, one when it works again."""
+    from django.db import OperationalError
+
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 0.02, "RESYNC_IDLE_INTERVAL": 0}
+    real, calls = repair._notebook_seq, {"down": True, "n": 0}
+
+    def seq(notebook_id):
+        calls["n"] += 1
+        if calls["down"]:
+            raise OperationalError("could not connect to server: Connection refused")
+        return real(notebook_id)
+
+    monkeypatch.setattr(repair, "_notebook_seq", seq)
+    room = await get_room(str(notebook.pk))
+    room.add(FakeSocket())
+    await eventually_async(lambda: calls["n"] >= 10, what="10 failed checks")
+    calls["down"] = False
+    back = calls["n"]
+    await eventually_async(lambda: calls["n"] >= back + 5, what="5 checks after the outage")
+    lines = [r for r in caplog.records if "room watch" in r.getMessage()]
+    said = [r.getMessage() for r in lines]
+    assert [(r.levelname, r.exc_info) for r in lines] == [("WARNING", None)] * 2, said
+    assert "Connection refused" in said[0]
+    assert "retrying every 0.02 s" in said[0]
+    assert "works again" in said[1]
+    await room.close()

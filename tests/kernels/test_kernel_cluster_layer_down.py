@@ -113,4 +113,4 @@ async def test_a_periodic_task_logs_a_database_outage_once_and_its_end_once(
     assert [(r.levelname, r.exc_info) for r in lines] == [("WARNING", None)] * 2, said
     assert "failing" in lines[0].getMessage()
     assert "ConnectionError('could not connect to server: Connection refused')" in lines[0].getMessage()
-    assert "restored" in lines[1].getMessage()
+    assert "works again" in lines[1].getMessage()
