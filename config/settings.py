@@ -355,6 +355,16 @@ KERNEL_MEMORY_MB = envint("KERNEL_MEMORY_MB", 2048)
 KERNEL_CPU_SECONDS = envint("KERNEL_CPU_SECONDS", 3600)
 KERNEL_MAX_PROCESSES = envint("KERNEL_MAX_PROCESSES", 100)
 KERNEL_MAX_FILE_MB = envint("KERNEL_MAX_FILE_MB", 1024)
+# A kernel's private /tmp is a tmpfs (memory) of this size; writing past it fails with ENOSPC.
+KERNEL_TMP_MB = envint("KERNEL_TMP_MB", 512)
+# The disk a notebook's home may hold (0 = no quota; kernels.diskuse): the server counts a running
+# kernel's home every KERNEL_HOME_QUOTA_INTERVAL s and stops a kernel over the quota whose home
+# grew since the last count (a kernel may still start over it, to delete files). A home goes over
+# by at most what its kernel writes in one interval plus one count. A count reads at most
+# KERNEL_HOME_MAX_FILES entries; a home with more counts as over the quota.
+KERNEL_HOME_QUOTA_MB = envint("KERNEL_HOME_QUOTA_MB", 2048)
+KERNEL_HOME_QUOTA_INTERVAL = envfloat("KERNEL_HOME_QUOTA_INTERVAL", 2.0)
+KERNEL_HOME_MAX_FILES = envint("KERNEL_HOME_MAX_FILES", 1_000_000)
 KERNEL_NETWORK = envbool("KERNEL_NETWORK", "false")
 KERNEL_HOMES_DIR = os.environ.get("KERNEL_HOMES_DIR", str(VAR_DIR / "kernel-homes"))
 

@@ -13,7 +13,8 @@ Rules:
 - One run queue per notebook, one execution in flight. A run reads the cell's source from the
   Room's doc when it starts (not when it was queued). A cell that is gone is skipped.
 - A lost kernel (died, restarted) fails the running cell with a visible error output and
-  clears the queue.
+  clears the queue. One the deployment's own server stopped because the notebook's home went
+  past its quota (`kernels.diskuse`) says so, in the cell and in the status `message`.
 - Kernel state (`status`, `queue`, `running`, `message`) is broadcast to this worker's sockets
   (`room.set_kernel_state`) and to other workers (`fanout().publish({"type": "kernel", ...})`).
   `message` reaches only the people who may run; a failed run's cell says only that it failed
@@ -52,7 +53,16 @@ from pycrdt import Doc
 
 from collab.rooms import Room
 from kernels import assist
-from kernels.execution import Event, Finished, InputRequested, KernelLost, KernelStatus, Output
+from kernels.diskuse import QUOTA_REASON
+from kernels.execution import (
+    LOST_STATES,
+    Event,
+    Finished,
+    InputRequested,
+    KernelLost,
+    KernelStatus,
+    Output,
+)
 from kernels.jobs import (
     CELL_NOT_RUN,
     NOT_REACHED,
@@ -65,6 +75,7 @@ from kernels.jobs import (
     load_user,
     log_failure,
     principal_key,
+    quota_messages,
     request_meta,
     settle,
     write_audit,
@@ -130,6 +141,7 @@ class KernelBridge(RunQueue, Takeover, InputPrompts, OutputSink):
         self._background: set[asyncio.Task] = set()
         self.input: PendingInput | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._over_quota = False  # the kernel was last lost because its home went past the quota
 
     def info(self) -> dict[str, Any]:
         """The KERNEL frame payload (also the status endpoint's JSON)."""
@@ -269,9 +281,27 @@ class KernelBridge(RunQueue, Takeover, InputPrompts, OutputSink):
                 self._finish(job, event.status)
         elif isinstance(event, KernelStatus):
             self.status = event.state
+            if event.state in LOST_STATES:
+                self._over_quota = await self._stopped_for_quota()
+                if self._over_quota:
+                    self.message = quota_messages()[1]
             await self._broadcast()
         elif isinstance(event, KernelLost):
-            await self._lost(event, died_message(self._on_default_server))
+            cell_message = quota_messages()[0] if self._over_quota else died_message(self._on_default_server)
+            await self._lost(event, cell_message)
+
+    async def _stopped_for_quota(self) -> bool:
+        """The deployment's own server stopped the kernel because the notebook's home went past
+        its quota: it says so in the kernel model's `reason` (`kernels.diskuse`), which holds
+        until the kernel dies again. No other server is asked, and nothing it says is shown."""
+        counted = settings.KERNEL_SANDBOX != "off" and settings.KERNEL_HOME_QUOTA_MB > 0
+        if not (counted and self._on_default_server) or self.client is None or self.kernel_id is None:
+            return False
+        try:
+            model = await self.client.get_kernel(self.kernel_id)
+        except KernelServerError:
+            return False
+        return model is not None and model.get("reason") == QUOTA_REASON
 
     async def assist(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Completion or inspection from the running kernel (see `kernels.assist`)."""

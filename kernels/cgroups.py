@@ -113,6 +113,10 @@ class KernelCgroup:
                         raise
                     time.sleep(0.02)
 
+    def pids(self) -> list[int]:
+        """The processes in the group now."""
+        return self._pids(self.dirs[0]) if self.dirs else []
+
     @staticmethod
     def _pids(folder: Path) -> list[int]:
         try:

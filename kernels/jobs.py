@@ -41,6 +41,18 @@ def died_message(sandboxed: bool) -> str:
     return text
 
 
+def quota_messages() -> tuple[str, str]:
+    """(the running cell's error, the kernel status message) when the local server stopped the
+    kernel because the notebook's home went past `KERNEL_HOME_QUOTA_MB` (`kernels.diskuse`)."""
+    quota = f"this site's quota of {settings.KERNEL_HOME_QUOTA_MB} MB"
+    return (
+        f"The kernel was stopped: this notebook's files (in /home/notebook) went past {quota}."
+        " Delete files to make room: the kernel runs again, but it is stopped whenever its files"
+        " grow while they are over the quota.",
+        f"The kernel was stopped: this notebook's files went past {quota}; delete some to make room.",
+    )
+
+
 def connection_lost_message(exc: Exception, sandboxed: bool) -> tuple[str, str]:
     """(the running cell's error, the kernel status message) when the kernel's connection ended
     for good: its server stopped answering (stopped, killed), or the kernel is gone from a

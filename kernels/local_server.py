@@ -67,6 +67,10 @@ class Sandbox:
     cpu_seconds: int = 3600
     max_processes: int = 100
     max_file_mb: int = 1024
+    tmp_mb: int = 512
+    home_quota_mb: int = 2048
+    quota_interval: float = 2.0
+    home_max_files: int = 1_000_000
     network: bool = False
     uid_base: int = 200000
     max_message_mb: int = 32
@@ -85,6 +89,11 @@ class Sandbox:
                 "The kernel sandbox gives every notebook its own user, which needs the local "
                 "Jupyter Server to run as root; run it as root (python -m kernels.local_server), "
                 "point JUPYTER_SERVER_URL at a kernel service, or set KERNEL_SANDBOX=off."
+            )
+        if self.home_quota_mb > 0 and not self.quota_interval > 0:
+            raise SandboxUnavailable(
+                "KERNEL_HOME_QUOTA_INTERVAL must be a number of seconds above 0 "
+                f"(it is {self.quota_interval}); or set KERNEL_HOME_QUOTA_MB=0 to count no home."
             )
         protect_symlinks()
 
@@ -347,6 +356,10 @@ def sandbox_from_env(env: dict[str, str]) -> Sandbox | None:
         cpu_seconds=int(env.get("KERNEL_CPU_SECONDS", 3600)),
         max_processes=int(env.get("KERNEL_MAX_PROCESSES", 100)),
         max_file_mb=int(env.get("KERNEL_MAX_FILE_MB", 1024)),
+        tmp_mb=int(env.get("KERNEL_TMP_MB", 512)),
+        home_quota_mb=int(env.get("KERNEL_HOME_QUOTA_MB", 2048)),
+        quota_interval=float(env.get("KERNEL_HOME_QUOTA_INTERVAL", 2.0)),
+        home_max_files=int(env.get("KERNEL_HOME_MAX_FILES", 1_000_000)),
         network=env.get("KERNEL_NETWORK", "false").strip().lower() in ("1", "true", "yes", "on"),
     )
 

@@ -6,12 +6,14 @@ A cell's code is untrusted (every signed-up user is a stranger), so each kernel 
   even without the namespaces;
 - with a clean environment: nothing of the app's or the server's settings, no token;
 - in new mount, pid, ipc, uts and (by default) network namespaces: the system read-only
-  (`/usr`, `/etc`, the Python the kernel runs on), a private `/tmp`, its own home at
+  (`/usr`, `/etc`, the Python the kernel runs on), a private `/tmp` of `tmp_mb`, its own home at
   `/home/notebook` (per notebook, kept between kernel restarts), and nothing else: not the app's
   directory, not other kernels' homes, connection files or processes, not the server's process;
 - with no network at all by default, loopback included: it talks to the server over IPC
   sockets in a directory of its own (`--KernelManager.transport=ipc`);
-- under resource limits: address space, CPU seconds, processes (per uid), file size, no core.
+- under resource limits: address space, CPU seconds, processes (per uid), file size, no core;
+  no `fallocate` (`kernels.syscalls`); its home counted against `home_quota_mb` while it runs,
+  and the kernel stopped when it grows past it (`kernels.diskuse`; the model's `reason` says so).
 
 Why bubblewrap through a provisioner: jupyter_client's provisioner is the supported seam for
 "how a kernel process is launched" (restarts, interrupts and shutdown keep working unchanged);
@@ -26,7 +28,9 @@ Registered under the name `notebook-sandbox` through the `sandbox_entry` distrib
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -39,9 +43,11 @@ from typing import Any
 import zmq
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Bool, Int, List, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 
+from kernels import syscalls
 from kernels.cgroups import KernelCgroup
+from kernels.diskuse import QUOTA_REASON, HomeWatch, Usage, processes_of
 
 HOME = "/home/notebook"
 # A notebook's home is named after it (the app passes the notebook's id as the kernel's path).
@@ -79,6 +85,10 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
     cpu_seconds = Int(3600, config=True, help="CPU-time limit per kernel process (s, 0 = none).")
     max_processes = Int(100, config=True, help="Processes and threads per notebook user.")
     max_file_mb = Int(1024, config=True, help="Largest file a kernel may write (MiB).")
+    tmp_mb = Int(512, config=True, help="Size of the kernel's private /tmp (MiB, 0 = no size).")
+    home_quota_mb = Int(2048, config=True, help="Disk a notebook's home may hold (MiB, 0 = no quota).")
+    quota_interval = Float(2.0, config=True, help="Seconds between two counts of a kernel's disk.")
+    home_max_files = Int(1_000_000, config=True, help="Entries a count reads at most (more: over quota).")
     network = Bool(False, config=True, help="Give kernels the host's network (outbound, pip).")
     uid_base = Int(200000, config=True, help="First uid of the range kernels run as.")
     uid_count = Int(50000, config=True, help="Size of that range.")
@@ -89,6 +99,10 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
     _scratch: bool = False
     _uid: int = 0
     _cgroup: KernelCgroup | None = None
+    _home_watch: HomeWatch | None = None
+    _watching: asyncio.Task | None = None
+    _stopped_for_quota: bool = False
+    _told_of_restarts: bool = False
 
     # launch -------------------------------------------------------------------------------
 
@@ -121,18 +135,29 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
             self._cgroup.create()
         if self._cgroup is not None:
             kwargs["preexec_fn"] = self._cgroup.enter
-        return await super().launch_kernel(self.wrap(cmd, env), **kwargs)
+        await self._count_before_start()
+        filter_fd = syscalls.program_fd()
+        if filter_fd is not None:
+            kwargs["pass_fds"] = (filter_fd,)
+        try:
+            info = await super().launch_kernel(self.wrap(cmd, env, filter_fd), **kwargs)
+        finally:
+            if filter_fd is not None:
+                os.close(filter_fd)
+        self._keep_counting()
+        return info
 
-    def wrap(self, cmd: list[str], env: dict[str, str]) -> list[str]:
+    def wrap(self, cmd: list[str], env: dict[str, str], seccomp_fd: int | None = None) -> list[str]:
         """The kernel command inside bubblewrap, limits and the uid switch."""
         assert self._home is not None
         assert self._run_dir is not None
         setenv = [arg for name, value in env.items() for arg in ("--setenv", name, value)]
+        seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
         return [
             shutil.which("bwrap") or "bwrap",
             "--clearenv", *setenv,  # not even the launcher's JPY_PARENT_PID (another pid space)
-            *namespace_args(self.network),
-            *mount_args(self._read_only_paths()),
+            *namespace_args(self.network), *seccomp,
+            *mount_args(self._read_only_paths(), self.tmp_mb),
             *parent_dirs(HOME), "--bind", str(self._home), HOME,
             *parent_dirs(str(self._run_dir)), "--bind", str(self._run_dir), str(self._run_dir),
             "--chdir", HOME,
@@ -154,6 +179,9 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
                 os.kill(pid, signum)
 
     async def cleanup(self, restart: bool = False) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            self._watching = None
         await super().cleanup(restart)
         if self._cgroup is not None:
             self._cgroup.remove()  # what the kernel left behind dies with it
@@ -164,6 +192,59 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
             shutil.rmtree(self._run_dir, ignore_errors=True)
         if self._scratch and self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
+
+    # home quota (see kernels.diskuse) ----------------------------------------------------
+
+    async def _count_before_start(self) -> None:
+        """The launch's count (`kernels.diskuse`), taken before the kernel runs anything."""
+        self._home_watch = None
+        if self.home_quota_mb > 0:
+            watch = HomeWatch(self.home_quota_mb * 1024 * 1024, self.quota_interval, self.home_max_files)
+            await watch.start(self._disk_roots())
+            self._home_watch = watch
+
+    def _keep_counting(self) -> None:
+        """Count while the kernel runs; its processes are its control group's, else its uid's."""
+        if self._home_watch is None:
+            return
+        cgroup = self._cgroup
+        pids = cgroup.pids if cgroup is not None else functools.partial(processes_of, self._uid)
+        task = asyncio.ensure_future(self._home_watch.run(self._disk_roots(), pids, self._stop_for_quota))
+        task.add_done_callback(self._counting_ended)
+        self._watching = task
+
+    def _disk_roots(self) -> list[Path]:
+        return [path for path in (self._home, self._run_dir) if path is not None]
+
+    def _counting_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(
+                "Counting the disk of kernel %s failed: its home quota is not enforced until it restarts",
+                self.kernel_id, exc_info=task.exception(),
+            )  # fmt: skip
+
+    async def _stop_for_quota(self, usage: Usage) -> None:
+        """Kill the kernel as a shutdown does; the server's restarter then starts it again in
+        the same home and tells every connection it restarted. The kernel model's `reason` says
+        why until the kernel dies again (`_on_restart`)."""
+        km = self.parent
+        self.log.warning(
+            "Kernel %s holds %.1f MiB in %s, over its quota of %d MiB, and grew: stopping it",
+            self.kernel_id, usage.bytes / (1 << 20), self._home, self.home_quota_mb,
+        )  # fmt: skip
+        if not self._told_of_restarts:
+            km.add_restart_callback(self._on_restart)
+            self._told_of_restarts = True
+        self._stopped_for_quota = True
+        km.reason = QUOTA_REASON
+        await self.kill()
+
+    def _on_restart(self) -> None:
+        """The server found the kernel dead and restarts it (its connections are told in the
+        same loop turn, so the reason is settled before anyone can ask for it)."""
+        if not self._stopped_for_quota:
+            self.parent.reason = ""  # died of something else: not the quota
+        self._stopped_for_quota = False
 
     # helpers ------------------------------------------------------------------------------
 
@@ -297,14 +378,17 @@ def namespace_args(network: bool) -> list[str]:
     return args
 
 
-def mount_args(read_only: list[str]) -> list[str]:
+def mount_args(read_only: list[str], tmp_mb: int = 0) -> list[str]:
     args = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777"]
+    if tmp_mb > 0:
+        args += ["--size", str(tmp_mb * 1024 * 1024)]
+    args += ["--tmpfs", "/tmp"]  # noqa: S108
     for path in read_only:
         if os.path.exists(path):
             args += [*parent_dirs(path), "--ro-bind", path, path]

@@ -13,27 +13,12 @@ import psutil
 import pytest
 
 from kernels import local_server
-from kernels.execution import Finished, KernelLost, Output
-from kernels.jupyter import JupyterClient, KernelChannels
+from kernels.execution import Finished, Output
+from kernels.jupyter import JupyterClient
 from kernels.local_server import LocalJupyterServer, Sandbox, SandboxUnavailable
+from tests.support.kernels import run_code as run
 
 pytestmark = pytest.mark.processes
-
-
-async def run(channels: KernelChannels, code: str, timeout: float = 30) -> tuple[str, object]:
-    """Execute `code`; returns (stream text and error names, the final event)."""
-    msg_id = await channels.execute(code)
-    out: list[str] = []
-    async with asyncio.timeout(timeout):
-        async for event in channels.events():
-            if isinstance(event, Output) and event.msg_id == msg_id:
-                content = event.msg["content"]
-                out.append(content.get("text", "") or content.get("ename", ""))
-            elif isinstance(event, Finished | KernelLost) and (
-                getattr(event, "msg_id", None) == msg_id or msg_id in getattr(event, "msg_ids", ())
-            ):
-                return "".join(out), event
-    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +105,11 @@ def test_the_sandbox_refuses_to_start_without_root(monkeypatch):
     monkeypatch.setattr(local_server.os, "geteuid", lambda: 1000)
     with pytest.raises(SandboxUnavailable, match="needs the local Jupyter Server to run as root"):
         LocalJupyterServer(sandbox=Sandbox()).start()
+
+
+def test_the_sandbox_refuses_a_home_quota_counted_every_0_seconds():
+    with pytest.raises(SandboxUnavailable, match="KERNEL_HOME_QUOTA_INTERVAL must be a number of seconds"):
+        LocalJupyterServer(sandbox=Sandbox(quota_interval=0)).start()
 
 
 def test_the_token_is_not_on_any_command_line(jupyter_server):

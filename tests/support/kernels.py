@@ -14,7 +14,7 @@ from pycrdt import Array, Map, Text
 
 from config.asgi import application
 from kernels.execution import Finished, KernelLost, Output
-from kernels.jupyter import JupyterClient
+from kernels.jupyter import JupyterClient, KernelChannels
 from tests.support.cast import cookie_for
 
 
@@ -78,6 +78,23 @@ async def runs_a_kernel_start_to_end(url: str, token: str) -> None:
         finally:
             await client.shutdown_kernel(kernel["id"])
         assert await client.get_kernel(kernel["id"]) is None
+
+
+async def run_code(channels: KernelChannels, code: str, timeout: float = 30) -> tuple[str, object]:
+    """Execute `code`; returns (stream text and error names, the final event: `Finished`, or
+    `KernelLost` when the kernel died or restarted meanwhile)."""
+    msg_id = await channels.execute(code)
+    out: list[str] = []
+    async with asyncio.timeout(timeout):
+        async for event in channels.events():
+            if isinstance(event, Output) and event.msg_id == msg_id:
+                content = event.msg["content"]
+                out.append(content.get("text", "") or content.get("ename", ""))
+            elif isinstance(event, Finished | KernelLost) and (
+                getattr(event, "msg_id", None) == msg_id or msg_id in getattr(event, "msg_ids", ())
+            ):
+                return "".join(out), event
+    raise AssertionError("unreachable")
 
 
 def add_code_cell(client, cell_id: str, source: str) -> None:

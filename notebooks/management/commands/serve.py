@@ -37,6 +37,10 @@ def local_server() -> LocalJupyterServer:
             cpu_seconds=settings.KERNEL_CPU_SECONDS,
             max_processes=settings.KERNEL_MAX_PROCESSES,
             max_file_mb=settings.KERNEL_MAX_FILE_MB,
+            tmp_mb=settings.KERNEL_TMP_MB,
+            home_quota_mb=settings.KERNEL_HOME_QUOTA_MB,
+            quota_interval=settings.KERNEL_HOME_QUOTA_INTERVAL,
+            home_max_files=settings.KERNEL_HOME_MAX_FILES,
             network=settings.KERNEL_NETWORK,
         )
     return LocalJupyterServer(sandbox=sandbox, homes=settings.KERNEL_HOMES_DIR)
