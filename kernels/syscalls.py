@@ -11,6 +11,11 @@ it): a ring's operations, fallocate among them, never pass through this filter.
 libseccomp's `seccomp_export_bpf`), for x86-64 (with its i386 and x32 calls) and arm64 (with its
 32-bit calls); on other machines it is None and the sandbox runs without the filter.
 `program_fd()` hands it to bubblewrap through a pipe. No Django.
+
+Written out here rather than through libseccomp: its Python bindings are Debian's
+`python3-seccomp` (for the system Python, not the virtualenv's) or `pyseccomp` (a ctypes wrapper
+last released in 2021), and two refused calls with everything else allowed are a few
+instructions. `tests/kernels/test_kernel_disk.py` checks the filter inside a real sandbox.
 """
 
 from __future__ import annotations
