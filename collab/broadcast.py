@@ -74,7 +74,7 @@ class RoomBroadcast:
         run (`kernel_frame`)."""
         self.kernel_state = payload
         await self._send_kernel_state(payload)
-        await fanout().publish({"type": "kernel", "notebook": self.id, "payload": payload})
+        await fanout().publish_promptly({"type": "kernel", "notebook": self.id, "payload": payload})
 
     async def _send_kernel_state(self, payload: dict) -> None:
         frames = {may_run: Outgoing(kernel_frame(payload, may_run)) for may_run in (False, True)}

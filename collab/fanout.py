@@ -12,11 +12,17 @@ Redis may go away and come back empty: subscriptions live on a connection, so af
 a recovery task joins every room's group again as soon as Redis answers, and the rooms catch up
 from the database. While it is down, publishing fails fast and quietly (rooms' periodic check
 carries the edits); "fan-out down" and "fan-out restored" are logged once each.
+
+Nothing a request or a kernel waits on is held by a Redis that neither answers nor refuses (a
+stopped one holds a publish for its 5 s timeout): access changes, replacements and kernel states
+are published with `publish_promptly`, which waits at most PUBLISH_FIRST_WAIT and then goes on
+beside the caller; this worker's own room is told in-process first (`notify`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from typing import Any, Literal, TypedDict
@@ -94,6 +100,8 @@ class Fanout:
         self.down = False  # the channel layer failed and its groups are not known to be joined
         self._recovery: asyncio.Future | None = None
         self._soon: set[asyncio.Task] = set()  # `publish_soon` messages not yet handed to the layer
+        self._in_order: dict[str, asyncio.Task] = {}  # notebook id -> its newest `publish_in_order`
+        self._in_order_waiting = 0
 
     async def _ensure_started(self) -> None:
         if self.channel is None:
@@ -142,6 +150,44 @@ class Fanout:
         task = asyncio.ensure_future(self.publish(event))
         self._soon.add(task)
         task.add_done_callback(self._soon.discard)
+
+    async def publish_promptly(self, event: dict) -> None:
+        """Publish, holding the caller (a request, a kernel's run loop) at most
+        PUBLISH_FIRST_WAIT: a stopped Redis held a sharing change's request for the publish's
+        5 s timeout. The message then goes on beside the caller (`publish_in_order`)."""
+        publishing = self.publish_in_order(event)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(publishing), conf("PUBLISH_FIRST_WAIT"))
+
+    def publish_in_order(self, event: dict) -> asyncio.Future:
+        """Publish beside the caller, after the messages published this way for the same
+        notebook before it (a kernel's states must arrive in the order they happened); the
+        future is done once it is published or given up. With ORDERED_PUBLISH_BACKLOG of them
+        waiting in this worker, the message is dropped (counted): the other workers' rooms
+        re-check access periodically and catch up from the database."""
+        if self._in_order_waiting >= conf("ORDERED_PUBLISH_BACKLOG"):
+            metrics.inc("ordered_publish_dropped")
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        notebook_id = event["notebook"]
+        previous = self._in_order.get(notebook_id)
+        self._in_order_waiting += 1
+        task = asyncio.ensure_future(self._publish_after(previous, event))
+        self._in_order[notebook_id] = task
+        task.add_done_callback(lambda t: self._published_in_order(notebook_id, t))
+        return task
+
+    async def _publish_after(self, previous: asyncio.Task | None, event: dict) -> None:
+        # A task of an event loop that has ended (`async_to_sync` outside a server) is not waited for.
+        if previous is not None and previous.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([previous])  # however it ended
+        await self.publish(event)
+
+    def _published_in_order(self, notebook_id: str, task: asyncio.Task) -> None:
+        self._in_order_waiting -= 1
+        if self._in_order.get(notebook_id) is task:
+            del self._in_order[notebook_id]
 
     async def _rejoin_periodically(self) -> None:
         """The channel layer forgets a group's member `group_expiry` after it joined (a day
@@ -231,10 +277,11 @@ def fanout() -> Fanout:
 
 
 async def notify(notebook_id, kind: Literal["access", "replaced"]) -> None:
-    """Tell every worker's room for this notebook (including ours) that something changed."""
+    """Tell every worker's room for this notebook that something changed: ours in-process, at
+    once; the others through the layer, without waiting on a layer that hangs. With the layer
+    down, other workers' rooms still re-check every ACCESS_RECHECK_INTERVAL; the change itself
+    is committed and must not fail for it."""
     room = fanout().handlers.get(str(notebook_id))
     if room is not None:
         await room.on_fanout({"type": kind, "notebook": str(notebook_id), "origin": "local"})
-    # With the layer down, other workers' rooms still re-check every ACCESS_RECHECK_INTERVAL;
-    # the change itself is committed and must not fail for it.
-    await fanout().publish({"type": kind, "notebook": str(notebook_id)})
+    await fanout().publish_promptly({"type": kind, "notebook": str(notebook_id)})

@@ -23,6 +23,7 @@ HELP = {
     "update_frames_sent": "Frames of document updates a room sent to its local sockets.",
     "updates_merged": "Document updates that shared a frame with others (the worker was behind).",
     "batches_not_published": "Batches not published (the channel layer hung too long); others repair them.",
+    "ordered_publish_dropped": "Access changes, replacements, kernel states not published (layer backed up).",
     "handler_errors": "Socket handlers that failed unexpectedly (closed with 1011, cleaned up).",
 }
 

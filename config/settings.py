@@ -439,6 +439,10 @@ COLLAB = {
     # Batches of a room that may wait for a channel layer that hangs; later ones are left to
     # the other workers' gap repair from the database.
     "PUBLISH_BACKLOG": envint("COLLAB_PUBLISH_BACKLOG", 1000),
+    # Access changes, replacements and kernel states that may wait, per worker, for a channel
+    # layer that hangs (`Fanout.publish_in_order`); later ones are dropped: the other workers'
+    # rooms re-check access every ACCESS_RECHECK_INTERVAL.
+    "ORDERED_PUBLISH_BACKLOG": envint("COLLAB_ORDERED_PUBLISH_BACKLOG", 1000),
     # After a fan-out of document updates that took at least FANOUT_GATHER_MIN seconds (a room
     # with hundreds of sockets), the room's next updates gather for as long as it took, at least
     # FANOUT_GATHER_FLOOR and at most FANOUT_GATHER_MAX, and go out as one frame. The floor is for

@@ -25,8 +25,8 @@ Rules:
 - A holder that finds at renewal that its lease went to another worker lets go of its bridge
   (the kernel stays, the new holder drives it); a lease whose bridge is gone (shut down, idle)
   is deleted at the next renewal.
-- While the holder has not answered within `KERNEL_FORWARD_TIMEOUT` seconds the request fails
-  with 503; it is never run twice.
+- While the holder has not answered within `KERNEL_FORWARD_TIMEOUT` seconds (handing the request
+  to the channel layer included) the request fails with 503; it is never run twice.
 - Messages are plain dicts of str/int/bool/None/list (msgpack-safe for channels-redis).
 - Runs in the event loop; never blocks: the ORM through `database_sync_to_async`; the tasks it
   starts run in a fresh context (see `kernels.jobs.detached`).
@@ -217,10 +217,18 @@ class Node:
             "args": args,
             "who": who,
         }
+        sent = False
         try:
-            await self.layer.send(holder, event)
-            return await asyncio.wait_for(future, settings.KERNEL_FORWARD_TIMEOUT)
+            # Handing it over counts too: a stopped Redis holds a send for its socket timeout (30 s).
+            async with asyncio.timeout(settings.KERNEL_FORWARD_TIMEOUT):
+                await self.layer.send(holder, event)
+                sent = True
+                return await future
         except TimeoutError:
+            if not sent:
+                log.warning(
+                    "the channel layer did not take a request for notebook %s's kernel in time", notebook_id
+                )
             return _busy()
         except Exception as e:  # the channel layer (Redis) cannot be reached: the same answer
             log.warning("could not ask the worker running notebook %s's kernel: %r", notebook_id, e)

@@ -67,7 +67,9 @@ class OutputSink:
         if self.room is not None and not self.room.closing:
             await self.room.set_kernel_state(payload)
         else:
-            await fanout().publish({"type": "kernel", "notebook": self.notebook_id, "payload": payload})
+            await fanout().publish_promptly(
+                {"type": "kernel", "notebook": self.notebook_id, "payload": payload}
+            )
 
     def _collect(self, cell_id: str, event: Output) -> None:
         """Keep an output for the next flush."""

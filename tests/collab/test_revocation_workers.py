@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 import websockets
 
 from tests.support.processes import Stack
-from tests.support.yclient import WsClient
+from tests.support.yclient import WsClient, open_client
 
 pytestmark = pytest.mark.processes
 
@@ -81,3 +82,40 @@ async def test_revoking_a_link_closes_the_guest_on_another_worker_within_a_secon
     assert again.ws.close_code == 4401
     assert guest.get(f"/n/{nb}/").status_code == 302
     assert guest.get(f"/s/{open_token}").status_code == 404
+
+
+async def test_removing_a_person_while_redis_is_stopped_answers_at_once_and_closes_their_socket_here(stack):
+    """Redis stopped (SIGSTOP): the owner's request waited for the "access" message's publish to
+    time out (5.06 s). It answers at once, with the grant gone, and the person's socket on the
+    same worker closes at once (its room is told in-process; the other workers' rooms hear it
+    when Redis answers again, or at their next periodic check)."""
+    alice = stack.user_with_notebook("alice-stopped@example.com")
+    bob = stack.user_with_notebook("bob-stopped@example.com", notebook=None)
+    nb = alice["notebook_id"]
+    grant_id = stack.call("share_with", nb, "bob-stopped@example.com", "editor")["grant_id"]
+    port = stack.start_worker()
+    owner = owner_client(port, alice["cookie"])
+    ws = await open_client(port, nb, bob["cookie"])
+    closed_at: list[float] = []
+    ws.reader.add_done_callback(lambda _: closed_at.append(time.monotonic()))
+    stack.redis.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        remove = {"action": "remove_grant", "grant_id": grant_id}
+        response = await asyncio.to_thread(post, owner, f"/n/{nb}/share", remove)
+        answered = time.monotonic() - started
+        await asyncio.wait_for(ws.reader, 5)
+    finally:
+        stack.redis.send_signal(signal.SIGCONT)
+    closed = closed_at[0] - started
+    print(f"Redis stopped: answered in {answered * 1000:.0f} ms, the socket closed in {closed * 1000:.0f} ms")
+    assert response.status_code == 302
+    assert (
+        stack.django(
+            f"from notebooks.models import Grant; print(Grant.objects.filter(pk={grant_id}).count())"
+        )
+        == 0
+    )
+    assert ws.ws.close_code == 4403
+    assert answered < 1.0
+    assert closed < 1.0

@@ -7,16 +7,18 @@ import asyncio
 import gc
 import itertools
 import random
+import time
 import weakref
 
 import pytest
 from channels.db import database_sync_to_async
+from django.core.files.uploadedfile import SimpleUploadedFile
 from pycrdt import Array, Doc
 
 from collab import repair, rooms
 from collab.fanout import fanout
 from collab.rooms import RELOADING, ROOMS, Room, get_room
-from notebooks import actions, ydoc
+from notebooks import actions, nbio, ydoc
 from notebooks import updatelog as persistence
 from notebooks.updatelog import Pending
 from tests.support.waiting import eventually_async
@@ -322,6 +324,64 @@ async def test_a_sharing_change_is_not_refused_while_the_channel_layer_is_down(n
     monkeypatch.setattr(fanout().layer, "group_send", down)
     await asyncio.wait_for(notify(notebook.pk, "access"), 5)
     assert fanout().down
+
+
+def stall_like_a_stopped_redis(monkeypatch) -> None:
+    """The channel layer takes a message and answers only when its 5 s timeout fails it."""
+
+    async def stalls(*args, **kwargs):
+        await asyncio.sleep(5)
+        raise ConnectionError("Timeout reading from 127.0.0.1:6379")
+
+    monkeypatch.setattr(fanout().layer, "group_send", stalls)
+
+
+@pytest.mark.parametrize("change", ["delete", "replace"])
+def test_deleting_or_replacing_a_notebook_does_not_wait_for_a_stalled_channel_layer(
+    client, alice, notebook, monkeypatch, change
+):
+    """The "access" or "replaced" message to the other workers went out through an awaited
+    publish after the commit: with Redis stopped the owner's request answered after 5 s."""
+    stall_like_a_stopped_redis(monkeypatch)
+    client.force_login(alice)
+    epoch = notebook.epoch
+    upload = SimpleUploadedFile("New.ipynb", nbio.write_ipynb(nbio.blank_notebook()))
+    started = time.monotonic()
+    response = client.post(f"/n/{notebook.pk}/{change}", {"file": upload} if change == "replace" else {})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 302
+    notebook.refresh_from_db()
+    assert notebook.in_trash if change == "delete" else notebook.epoch != epoch
+    assert elapsed < 1.0, f"{change} answered in {elapsed:.2f} s"
+
+
+async def test_kernel_states_reach_the_other_workers_in_order_without_waiting_for_a_stalled_layer(
+    notebook, monkeypatch
+):
+    """A kernel restarted, run or shut down through a request sends its states on: each went out
+    through an awaited publish, and a stopped Redis held the request 5 s per state. They go
+    beside the caller now, still in the order they happened."""
+    layer = fanout().layer
+    answering = asyncio.Event()
+    calls: list[str] = []
+    published: list[str] = []
+
+    async def first_one_stalls(group, message):
+        calls.append(message["payload"]["status"])
+        if len(calls) == 1:
+            await answering.wait()
+        published.append(message["payload"]["status"])
+
+    monkeypatch.setattr(layer, "group_send", first_one_stalls)
+    room = await get_room(str(notebook.pk))
+    state = {"queue": [], "running": None, "message": "", "input": None}
+    for status in ("restarting", "idle", "busy"):
+        await asyncio.wait_for(room.set_kernel_state({**state, "status": status}), 1)
+    assert room.kernel_state["status"] == "busy"
+    answering.set()
+    await eventually_async(lambda: len(published) == 3, timeout=5, what="the three states to be published")
+    assert published == ["restarting", "idle", "busy"]
+    await room.close()
 
 
 class RecordingSocket(FakeSocket):

@@ -82,6 +82,26 @@ async def test_a_request_for_another_workers_kernel_while_the_layer_is_down_is_a
     assert lines[0].exc_info is None
 
 
+async def test_a_request_for_another_workers_kernel_while_redis_is_stopped_is_a_503_in_time(settings, caplog):
+    """A stopped Redis neither answers nor refuses: handing the request to the layer waited for
+    its socket timeout (30 s), not KERNEL_FORWARD_TIMEOUT."""
+    settings.KERNEL_FORWARD_TIMEOUT = 0.2
+
+    class StoppedLayer(LayerThatGoesDown):
+        async def send(self, channel: str, message: dict) -> None:
+            await asyncio.Event().wait()
+
+    node = cluster.Node()
+    node.layer, node.channel = StoppedLayer(), "kernels.test"
+    who = {"user_id": 1, "key": "u:1", "meta": {}}
+    reply = await asyncio.wait_for(node.forward("kernels.other", "nb-1", "status", {}, who), 2)
+    assert reply["status"] == 503
+    assert node._waiting == {}
+    lines = [r.getMessage() for r in caplog.records if r.name == "kernels.cluster"]
+    assert len(lines) == 1, lines
+    assert "did not take" in lines[0]
+
+
 @pytest.mark.parametrize(("action", "loop"), [("sweep", "_sweep_forever"), ("renew_now", "_renew_forever")])
 async def test_a_periodic_task_logs_a_database_outage_once_and_its_end_once(
     monkeypatch, settings, caplog, action, loop
