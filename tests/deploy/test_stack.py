@@ -1,7 +1,8 @@
 """`manage.py stack` (what `./run.sh --workers N` runs) supervises its processes: a daphne worker
 or the redis-server that dies is started again on its port and the site keeps answering through
-nginx; one that keeps dying stops the stack, and so does nginx exiting. SIGINT, to the stack
-alone or to its whole process group (Ctrl-C), stops every process it started."""
+nginx; one that keeps dying stops the stack, and so does nginx exiting, with exit status 1.
+SIGINT or SIGTERM, to the stack alone or to its whole process group (Ctrl-C), stops every
+process it started, with exit status 0."""
 
 from __future__ import annotations
 
@@ -147,13 +148,37 @@ def test_killed_workers_and_redis_are_started_again_and_the_site_keeps_answering
     assert log.count("redis-server exited with -9; starting it again") == 1, log
 
 
+def test_a_process_that_keeps_dying_stops_the_stack_with_a_failure_status(running_stack):
+    """A process manager (systemd, honcho) must tell a stack that gave up from one asked to stop:
+    it exited 0 either way."""
+    stack, proc, _ = running_stack
+    for _ in range(5):  # within 30 s: the restart delays add up to 7.5 s, redis starts at once
+        pid = eventually(
+            lambda: process_named(proc.pid, "redis-server")[0] or proc.poll() is not None,
+            timeout=15,
+            what="a redis-server to kill",
+        )
+        if proc.poll() is not None:
+            break
+        os.kill(pid, signal.SIGKILL)
+        eventually(lambda p=pid: process_named(proc.pid, "redis-server")[0] != p, timeout=5, what="it to end")
+    assert proc.wait(30) == 1, output(stack)
+    log = output(stack)
+    assert "redis-server exited with -9, 5 times within 30 s; stopping the stack." in log, log
+    assert (
+        log.rstrip().splitlines()[-1]
+        == "CommandError: The stack stopped: redis-server exited 5 times within 30 s."
+    )
+
+
 def test_nginx_exiting_stops_the_stack(running_stack):
     stack, proc, _ = running_stack
     children = child_processes(proc.pid)
     nginx_pid, _ = process_named(proc.pid, "nginx")
     os.kill(nginx_pid, signal.SIGTERM)  # SIGKILL would leave its own workers holding the port
-    assert proc.wait(30) == 0, output(stack)
+    assert proc.wait(30) == 1, output(stack)  # nobody asked the stack to stop
     assert "nginx exited with 0; stopping the stack" in output(stack)
+    assert output(stack).rstrip().splitlines()[-1] == "CommandError: The stack stopped: nginx exited with 0."
     assert not [argv for pid, argv in children.items() if alive(pid)]  # it stopped the others
 
 
@@ -188,24 +213,26 @@ def test_the_stack_stops_when_a_process_exits_five_times_within_30_seconds():
     assert step * 0.25 < 30
 
 
-def assert_stopped_on_sigint(stack, started: dict) -> None:
+def assert_stopped_on(stack, started: dict, signame: str = "SIGINT") -> None:
     eventually(
         lambda: not [argv for pid, argv in started.items() if alive(pid)],
         timeout=5,
         what="every process of the stack to end",
     )
-    assert "SIGINT: stopping the stack." in output(stack)
+    assert f"{signame}: stopping the stack." in output(stack)
 
 
-def test_sigint_to_the_stack_alone_stops_every_process_it_started():
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_the_stack_alone_stops_every_process_it_started(signum):
     # Started as a script starts a command in the background: with SIGINT ignored, which Python
-    # keeps (no KeyboardInterrupt); a process manager then sends SIGINT to the stack alone.
+    # keeps (no KeyboardInterrupt); a process manager then sends SIGINT or SIGTERM (systemd) to
+    # the stack alone.
     with stack_running(sigint=signal.SIG_IGN) as (stack, proc, _):
         started = descendants(proc.pid)
         assert len(started) >= 5, started  # redis-server, 2 workers, nginx and its worker
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         assert proc.wait(5) == 0, output(stack)
-        assert_stopped_on_sigint(stack, started)
+        assert_stopped_on(stack, started, signal.Signals(signum).name)
 
 
 def test_ctrl_c_in_a_terminal_stops_the_stack():
@@ -214,5 +241,5 @@ def test_ctrl_c_in_a_terminal_stops_the_stack():
         started = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(5) == 0, output(stack)
-        assert_stopped_on_sigint(stack, started)
+        assert_stopped_on(stack, started)
         assert "starting it again" not in output(stack)

@@ -8,7 +8,9 @@ with the same arguments (same port, which nginx and the workers know), after a d
 doubles with each exit within `RESTART_WINDOW` seconds (0.5 s, 1 s, 2 s, ...); one that exits
 `RESTART_LIMIT` times within that window, or nginx exiting, stops the whole stack, as does
 Ctrl-C or SIGTERM. The local Jupyter Server is restarted by its own keeper
-(`LocalJupyterServer.keep_running`).
+(`LocalJupyterServer.keep_running`). A stack that gave up exits with status 1 and a last line
+naming the process (CommandError), so that a process manager (systemd, honcho) can tell it
+from one asked to stop, which exits 0.
 
 SIGINT and SIGTERM are handled from the first line, whoever sends them (a terminal's Ctrl-C to
 the whole process group, a process manager to this process alone): Python raises
@@ -112,6 +114,7 @@ class Command(BaseCommand):
         run_dir = Path(tempfile.mkdtemp(prefix="confer-nginx-"))
         run_dir.chmod(0o755)  # nginx's workers keep uploads here while they arrive
         server = None
+        self.gave_up: str | None = None  # why the stack stopped by itself
         try:
             if not settings.JUPYTER_SERVER_URL:
                 server = local_server()
@@ -141,6 +144,8 @@ class Command(BaseCommand):
             if server is not None:
                 server.stop()
             shutil.rmtree(run_dir, ignore_errors=True)
+        if self.gave_up:
+            raise CommandError(f"The stack stopped: {self.gave_up}.")
 
     def _spawn(self, name: str, argv: list[str], restart: bool = True) -> subprocess.Popen:
         proc = self._popen(argv)
@@ -199,11 +204,13 @@ class Command(BaseCommand):
         """Say that `child` ended and when it starts again; False when the stack must stop."""
         if not child.restart:
             self.stderr.write(f"{child.name} {what}; stopping the stack.")
+            self.gave_up = f"{child.name} {what}"
             return False
         delay = child.restarts.died(now)
         if delay is None:
             limit, window = child.restarts.limit, child.restarts.window
             self.stderr.write(f"{child.name} {what}, {limit} times within {window:g} s; stopping the stack.")
+            self.gave_up = f"{child.name} exited {limit} times within {window:g} s"
             return False
         self.stderr.write(f"{child.name} {what}; starting it again in {delay:g} s.")
         child.start_at = now + delay
