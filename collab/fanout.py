@@ -13,9 +13,9 @@ a recovery task joins every room's group again as soon as Redis answers, and the
 from the database. While it is down, publishing fails fast and quietly (rooms' periodic check
 carries the edits); "fan-out down" and "fan-out restored" are logged once each.
 
-Nothing a request or a kernel waits on is held by a Redis that neither answers nor refuses (a
-stopped one holds a publish for its 5 s timeout): access changes, replacements and kernel states
-are published with `publish_promptly`, which waits at most PUBLISH_FIRST_WAIT and then goes on
+No publish holds a request or a kernel on a Redis that neither answers nor refuses (a stopped
+one holds a publish for its 5 s timeout): access changes, replacements and kernel states are
+published with `publish_promptly`, which waits at most PUBLISH_FIRST_WAIT and then goes on
 beside the caller; this worker's own room is told in-process first (`notify`).
 """
 
