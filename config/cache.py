@@ -1,19 +1,28 @@
 """The cache (rate-limit counters) in Redis, shared by every worker; while Redis is unreachable,
 this process's memory instead (limits then count per worker, as they do without Redis): an outage
-never turns a login or a share link into an error."""
+never turns a login or a share link into an error.
+
+An unreachable Redis is not asked again for `RETRY_AFTER` seconds: a stopped Redis (one that
+accepts connections and never answers) held every rate-limited request, logins and share links
+included, for its socket timeout, twice. One line is logged when it becomes unreachable and one
+when it answers again."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
+import time
 
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.utils.functional import cached_property
 from redis.exceptions import RedisError
 
+from config.failures import FailureLog
+
 logger = logging.getLogger(__name__)
+RETRY_AFTER = 5.0  # seconds an unreachable Redis is left alone
 METHODS = [
     "add", "get", "set", "touch", "delete", "get_many", "has_key", "incr", "decr",
     "set_many", "delete_many", "clear", "get_or_set",
@@ -44,49 +53,88 @@ _CLIENTS: dict[tuple, RedisCacheClient] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
+class _Reachability:
+    """Whether a Redis location is worth asking, for the whole process."""
+
+    def __init__(self):
+        self.failures = FailureLog(logger, "cache: Redis")
+        self.retry_at = 0.0
+
+    def worth_asking(self) -> bool:
+        return time.monotonic() >= self.retry_at
+
+    def failed(self, exc: BaseException) -> None:
+        self.retry_at = time.monotonic() + RETRY_AFTER
+        self.failures.failed(exc, f"counting in this worker, asking again every {RETRY_AFTER:g} s")
+
+    def answered(self) -> None:
+        self.retry_at = 0.0
+        self.failures.worked()
+
+
+_REACHABILITY: dict[tuple, _Reachability] = {}
+
+
 class SharedCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._local = LocMemCache("redis-unreachable", {"TIMEOUT": params.get("TIMEOUT", 300)})
 
     @cached_property
+    def _client_key(self) -> tuple:
+        return (tuple(self._servers), repr(sorted(self._options.items())))
+
+    @cached_property
+    def _redis(self) -> _Reachability:
+        with _CLIENTS_LOCK:
+            return _REACHABILITY.setdefault(self._client_key, _Reachability())
+
+    def _shared_or_local(self, shared, local):
+        """`shared()` in Redis, or `local()` in this worker while Redis is unreachable."""
+        if not self._redis.worth_asking():
+            return local()
+        try:
+            result = shared()
+        except RedisError as e:
+            self._redis.failed(e)
+            return local()
+        self._redis.answered()
+        return result
+
+    @cached_property
     def _cache(self) -> RedisCacheClient:
         """Django makes a cache handle per request and per websocket (per asyncio context), and
         each of its own opened a connection pool: a worker held a Redis connection for every
         open socket and connected afresh for every request. The handles share one client."""
-        key = (tuple(self._servers), repr(sorted(self._options.items())))
+        key = self._client_key
         with _CLIENTS_LOCK:
             if key not in _CLIENTS:
                 _CLIENTS[key] = self._class(self._servers, **self._options)
             return _CLIENTS[key]
 
     def take(self, key: str, by: int, limit: int, seconds: int) -> bool:
-        try:
-            shared = self.make_and_validate_key(key)
-            client = self._cache.get_client(shared, write=True)
-            return bool(client.eval(TAKE, 1, shared, by, seconds, limit))
-        except RedisError as e:
-            logger.warning("cache: Redis unreachable (%s); counting in this worker", type(e).__name__)
-            return _take(key, by, limit, seconds, self._local)
+        def shared() -> bool:
+            name = self.make_and_validate_key(key)
+            client = self._cache.get_client(name, write=True)
+            return bool(client.eval(TAKE, 1, name, by, seconds, limit))
+
+        return self._shared_or_local(shared, lambda: _take(key, by, limit, seconds, self._local))
 
     def give_back(self, key: str, by: int) -> None:
-        try:
-            shared = self.make_and_validate_key(key)
-            self._cache.get_client(shared, write=True).eval(GIVE_BACK, 1, shared, by)
-        except RedisError as e:
-            logger.warning("cache: Redis unreachable (%s); counting in this worker", type(e).__name__)
-            _give_back(key, by, self._local)
+        def shared() -> None:
+            name = self.make_and_validate_key(key)
+            self._cache.get_client(name, write=True).eval(GIVE_BACK, 1, name, by)
+
+        self._shared_or_local(shared, lambda: _give_back(key, by, self._local))
 
 
 def _fail_open(name: str):
     shared = getattr(RedisCache, name)
 
     def method(self, *args, **kwargs):
-        try:
-            return shared(self, *args, **kwargs)
-        except RedisError as e:
-            logger.warning("cache: Redis unreachable (%s); counting in this worker", type(e).__name__)
-            return getattr(self._local, name)(*args, **kwargs)
+        return self._shared_or_local(
+            lambda: shared(self, *args, **kwargs), lambda: getattr(self._local, name)(*args, **kwargs)
+        )
 
     method.__name__ = name
     return method

@@ -137,3 +137,46 @@ def test_cache_handles_made_per_request_share_one_connection_to_redis(redis_port
     raw = redis.Redis(port=redis_port)
     connections = len(raw.client_list()) - 1  # this one
     assert connections == 1
+
+
+def test_a_stopped_redis_holds_one_request_not_every_one(redis_port, caplog, monkeypatch):
+    """A stopped Redis (SIGSTOP: it accepts connections and never answers) held every
+    rate-limited request, logins and share links included, for its socket timeout: 4 s each
+    (two 2 s timeouts). It is asked again only after RETRY_AFTER; one line says it is gone and
+    one that it is back."""
+    import logging
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from config import cache as cache_module
+    from config.cache import take
+
+    monkeypatch.setattr(cache_module, "_REACHABILITY", {}, raising=False)
+    monkeypatch.setattr(cache_module, "RETRY_AFTER", 3.0, raising=False)
+    caplog.set_level(logging.WARNING, logger="config.cache")
+    cache = cache_at(redis_port)
+    assert take("logins:alice", 1, 100, 60, cache)
+    server = next(p for p in psutil.Process().children() if p.name() == "redis-server")
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        took = []
+        for _ in range(6):
+            start = time.monotonic()
+            assert take("logins:alice", 1, 100, 60, cache_at(redis_port))  # a handle per request
+            took.append(time.monotonic() - start)
+        assert took[0] >= 1.5, took  # the first one waits for the timeout ...
+        assert max(took[1:]) < 0.1, took  # ... the others do not
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    time.sleep(3.0)  # RETRY_AFTER: until then nobody asks Redis
+    assert take("logins:alice", 1, 100, 60, cache)
+    # Counted in Redis again, which kept its first count (and ran the command that timed out
+    # once it was woken: 3).
+    assert cache.get("logins:alice") in (2, 3)
+    said = [r.getMessage() for r in caplog.records if r.name == "config.cache"]
+    assert len(said) == 2, said
+    assert "Timeout" in said[0]
+    assert "works again" in said[1]
