@@ -32,4 +32,7 @@ export DB_CONN_MAX_AGE=0
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null
 if [ -f scripts/check_bundle.sh ]; then bash scripts/check_bundle.sh; fi
-.venv/bin/python -m pytest "$@"
+# Two test processes (pytest-xdist) by default: most tests wait on servers, browsers and
+# timeouts, not on the CPU. TEST_PROCESSES=0 runs them in this process (pytest's -s then shows
+# a test's output as it runs).
+.venv/bin/python -m pytest -n "${TEST_PROCESSES:-2}" "$@"
