@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.support.processes import Stack
+from tests.support.processes import Stack, peak_rss_mb, reset_peak_rss
 from tests.support.waiting import eventually
 
 MB = 1024 * 1024
@@ -23,21 +23,6 @@ def worker():
         yield stack, port
     finally:
         stack.close()
-
-
-def reset_peak(stack: Stack, port: int) -> float:
-    """Reset the worker's peak RSS to its current RSS (Linux clear_refs) and return it."""
-    with open(f"/proc/{stack.workers[port].pid}/clear_refs", "w") as f:
-        f.write("5")
-    return peak_rss_mb(stack, port)
-
-
-def peak_rss_mb(stack: Stack, port: int) -> float:
-    pid = stack.workers[port].pid
-    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def post(port: int, headers: str, body_chunks, read_timeout: float = 20) -> tuple[bytes, float]:
@@ -87,12 +72,12 @@ def test_a_declared_body_over_the_limit_is_refused_from_its_headers(worker):
         f"POST /notebooks/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {length}\r\n\r\n"
     )
-    before = reset_peak(stack, port)
+    before = reset_peak_rss(stack.workers[port].pid)
     reply, seconds = post(port, headers, chunks)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b"Request body too large: the server accepts at most 9.0 MB." in reply
     assert seconds < 5
-    assert peak_rss_mb(stack, port) - before < 20
+    assert peak_rss_mb(stack.workers[port].pid) - before < 20
 
 
 def test_a_chunked_body_is_counted_and_refused_past_the_limit(worker):
@@ -103,10 +88,10 @@ def test_a_chunked_body_is_counted_and_refused_past_the_limit(worker):
     )
     piece = b"x" * MB
     chunks = [b"%x\r\n" % len(piece) + piece + b"\r\n"] * 30 + [b"0\r\n\r\n"]
-    before = reset_peak(stack, port)
+    before = reset_peak_rss(stack.workers[port].pid)
     reply, _ = post(port, headers, chunks)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    assert peak_rss_mb(stack, port) - before < 20
+    assert peak_rss_mb(stack.workers[port].pid) - before < 20
 
 
 def test_a_body_within_the_limit_is_not_parsed_in_memory_by_the_http_layer(worker):
@@ -118,10 +103,10 @@ def test_a_body_within_the_limit_is_not_parsed_in_memory_by_the_http_layer(worke
         f"POST /notebooks/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
     )
-    before = reset_peak(stack, port)
+    before = reset_peak_rss(stack.workers[port].pid)
     reply, _ = post(port, headers, chunks)
     assert reply.split(b"\r\n")[0] in (b"HTTP/1.1 302 Found", b"HTTP/1.1 403 Forbidden"), reply[:200]
-    assert peak_rss_mb(stack, port) - before < 40
+    assert peak_rss_mb(stack.workers[port].pid) - before < 40
 
 
 def test_the_workers_access_log_has_no_share_tokens(worker):

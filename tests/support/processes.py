@@ -202,10 +202,25 @@ def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> 
 
 def rss_mb(pid: int) -> float:
     """A process's resident memory in MB, from /proc."""
+    return _status_mb(pid, "VmRSS")
+
+
+def reset_peak_rss(pid: int) -> float:
+    """Reset a process's peak resident memory to its current one (Linux clear_refs); in MB."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return peak_rss_mb(pid)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory in MB since it started or `reset_peak_rss`."""
+    return _status_mb(pid, "VmHWM")
+
+
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 def child_processes(pid: int) -> dict[int, list[str]]:
