@@ -43,7 +43,7 @@ from typing import Any
 import zmq
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Bool, Float, Int, List, Unicode
+from traitlets import Bool, Float, Int, List, Unicode, default
 
 from kernels import syscalls
 from kernels.cgroups import KernelCgroup
@@ -58,10 +58,15 @@ _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 class SandboxKernelManager(AsyncMappingKernelManager):
     """Gives each notebook (the kernel's `path`) a home directory under the server's root, and
-    bounds what a kernel may send: a larger ZMQ message drops the connection (it reconnects)
-    instead of growing this process and the app's workers by its size."""
+    bounds what a kernel may send: a larger ZMQ message is never read, so it cannot grow this
+    process and the app's workers by its size. ZMQ drops the connection with it;
+    `kernels.iopubguard` opens it again and tells the cell."""
 
     max_message_mb = Int(32, config=True, help="Largest message a kernel may send (MiB).")
+
+    @default("kernel_manager_class")
+    def _default_kernel_manager_class(self) -> str:
+        return "kernels.iopubguard.GuardedKernelManager"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

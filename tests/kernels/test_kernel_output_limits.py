@@ -1,0 +1,59 @@
+"""An output too large to keep, end to end (real Jupyter Server + ipykernel, the real ASGI app):
+the cell says so, and the kernel keeps answering. The local server reads kernel messages up to
+32 MB (kernels.sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from kernels.bridge import BRIDGES, get_bridge
+from kernels.local_server import LocalJupyterServer
+from tests.support.consumer import close_all, flushed, joined
+from tests.support.kernels import add_code_cell, outputs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def use(settings, server: LocalJupyterServer) -> None:
+    settings.JUPYTER_SERVER_URL = server.url
+    settings.JUPYTER_SERVER_TOKEN = server.token
+
+
+@pytest.fixture(autouse=True)
+async def shut_bridges() -> AsyncIterator[None]:
+    yield
+    async with asyncio.timeout(60):  # a shutdown that hangs fails the test instead of the run
+        for bridge in list(BRIDGES.values()):
+            await bridge.shutdown()
+
+
+async def run_big_then_small(notebook, alice, big_code: str) -> tuple[list[dict], list[dict]]:
+    """Run a cell with `big_code`, then one printing "ok"; both cells' outputs."""
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, big_code)
+    add_code_cell(a, "next", "print('ok')")
+    await flushed(a)
+    await a.pump()
+    bridge = get_bridge(notebook.pk)
+    await bridge.enqueue([a.cells[0]["id"], "next"], alice)
+    async with asyncio.timeout(120):
+        await bridge.wait_idle()
+    await a.pump_until(lambda: outputs(a, 1), what="the next cell's output")
+    result = outputs(a, 0), outputs(a, 1)
+    await close_all(a)
+    return result
+
+
+async def test_an_output_over_the_servers_message_limit_says_so_and_the_kernel_keeps_answering(
+    notebook, alice, jupyter_server, settings
+):
+    use(settings, jupyter_server)
+    big, after = await run_big_then_small(notebook, alice, "print('x' * (40 << 20))")
+    assert after == [{"output_type": "stream", "name": "stdout", "text": "ok\n"}]
+    [error] = big
+    assert error["output_type"] == "error"
+    assert error["ename"] == "OutputTooLarge"
+    assert error["evalue"] == "Output of more than 32 MB exceeds the limit of 32 MB and was not kept."
