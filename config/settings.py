@@ -341,13 +341,15 @@ KERNEL_SPEC_TIMEOUT = envfloat("KERNEL_SPEC_TIMEOUT", 5.0)
 # The kernel websocket: seconds to open it; a new connection holds shell requests until iopub
 # answers a kernel_info probe, repeated after KERNEL_PROBE_INTERVAL (doubling up to
 # KERNEL_PROBE_MAX_INTERVAL: a busy kernel answers only after its run) and given up after
-# KERNEL_PROBE_GIVE_UP; a frame over KERNEL_MAX_FRAME_BYTES closes the connection (the local
-# server's kernels send at most 32 MiB per message, kernels.sandbox; JSON may grow it).
+# KERNEL_PROBE_GIVE_UP; a frame over KERNEL_MAX_FRAME_BYTES is not read: the connection closes
+# and reopens, and the running cell says the output was not kept. The local server's kernels send
+# at most 32 MiB per message (kernels.sandbox; its JSON escapes may grow it); a server without
+# such a limit may send anything, and a worker reading a frame holds about three times its size.
 KERNEL_CONNECT_TIMEOUT = envfloat("KERNEL_CONNECT_TIMEOUT", 30.0)
 KERNEL_PROBE_INTERVAL = envfloat("KERNEL_PROBE_INTERVAL", 0.2)
 KERNEL_PROBE_MAX_INTERVAL = envfloat("KERNEL_PROBE_MAX_INTERVAL", 2.0)
 KERNEL_PROBE_GIVE_UP = envfloat("KERNEL_PROBE_GIVE_UP", 30.0)
-KERNEL_MAX_FRAME_BYTES = envint("KERNEL_MAX_FRAME_BYTES", 256 * 1024 * 1024)
+KERNEL_MAX_FRAME_BYTES = envint("KERNEL_MAX_FRAME_BYTES", 48 * 1024 * 1024)
 # The local Jupyter Server's kernel sandbox (kernels.sandbox): each notebook's kernel as its own
 # uid, no network, no view of the app, these limits (0 = none). "off" runs kernels unconfined.
 KERNEL_SANDBOX = os.environ.get("KERNEL_SANDBOX", "bwrap").strip().lower()

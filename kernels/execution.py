@@ -8,6 +8,9 @@ Rules (Jupyter messaging, as jupyter_server 2.21 + ipykernel 7.4 behave):
 - Output messages are matched to executions by `parent_header.msg_id`; outputs that arrive
   after their execution finished (a thread printing late, `update_display_data`) are still
   reported, as long as the msg_id is among the recent ones this tracker has seen.
+- Messages lost with a connection (a frame over the size limit takes what was sent behind it):
+  `settle()` finishes the executions that were pending then, once the kernel has answered a
+  later request.
 """
 
 from __future__ import annotations
@@ -117,6 +120,21 @@ class ExecutionTracker:
         lost = KernelLost(state, tuple(self._pending))
         self._pending.clear()
         return lost
+
+    def settle(self, msg_ids: tuple[str, ...]) -> list[Event]:
+        """These executions are done (the kernel has answered a request sent after them), but
+        their `idle` or reply may have been lost with a connection: finish those still pending.
+        A reply that never came is reported with the status "lost"."""
+        events: list[Event] = []
+        for msg_id in msg_ids:
+            pending = self._pending.get(msg_id)
+            if pending is None:
+                continue
+            pending.idle = True
+            if pending.reply is None:
+                pending.reply = {"status": "lost"}
+            events.extend(self._maybe_finished(msg_id))
+        return events
 
     def feed(self, msg: dict[str, Any]) -> list[Event]:
         channel = msg.get("channel")

@@ -13,10 +13,12 @@ Rules:
 - After a restart, and on every new connection, shell requests are held until iopub reaches
   this socket (`_hold_until_iopub`): a request sent earlier may lose its busy/idle statuses.
 - Outputs are capped when written into the document (`kernels.outputs`); a frame over
-  `KERNEL_MAX_FRAME_BYTES` (far above any output worth keeping) closes the connection instead, which
-  reopens with the same session id (that frame is lost, the run goes on), so one hostile message
-  cannot grow the worker by its size. REST replies are read up to `max_reply_bytes` and must
-  be JSON of the expected shape.
+  `KERNEL_MAX_FRAME_BYTES` (far above any output worth keeping) is not read: the connection closes
+  and reopens with the same session id, the running cell gets an error output saying what was not
+  kept, and executions whose reply or `idle` went with the closed socket end once the kernel
+  answers a probe sent on the new connection. So one huge message can neither grow the worker by
+  its size nor stall the kernel. REST replies are read up to `max_reply_bytes` and must be JSON of
+  the expected shape.
 - Errors are a fixed set of sentences (`KernelServerError`): the status code and the step that
   failed, never the server's reply, never a transport error's text (which would tell an open
   port from a closed one, or echo an address); they may be shown to the people who may run.

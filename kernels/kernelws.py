@@ -1,8 +1,9 @@
 """One websocket to a kernel's channels (the legacy JSON protocol that Jupyter Server and Kernel
 Gateway both accept). Runs in the event loop; never blocks. The rules are `kernels.jupyter`'s:
 one session id for a connection's whole life (reconnecting with it replays what the server
-buffered), shell requests held until iopub answers a probe, frames over `KERNEL_MAX_FRAME_BYTES` close
-the connection, errors are `KernelServerError`'s fixed sentences.
+buffered), shell requests held until iopub answers a probe, a frame over `KERNEL_MAX_FRAME_BYTES`
+is never read (it closes the connection, which reopens; the running cell is told), errors are
+`KernelServerError`'s fixed sentences.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import struct
 import time
 import uuid
@@ -26,6 +28,9 @@ from kernels.errors import KernelGone, KernelServerError
 from kernels.execution import Event, ExecutionTracker, KernelLost, message_type
 
 PROTOCOL_VERSION = "5.3"
+MB = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 def _restarted_by_server(msg: dict[str, Any]) -> bool:
@@ -33,6 +38,25 @@ def _restarted_by_server(msg: dict[str, Any]) -> bool:
     if msg.get("channel") != "iopub" or message_type(msg) != "status":
         return False
     return (msg.get("content") or {}).get("execution_state") == "restarting"
+
+
+def output_too_large(msg_id: str, size: int, limit: int) -> dict[str, Any]:
+    """An error output for the execution `msg_id`, in place of one of `size` bytes not kept."""
+    message = f"Output of {_size(size)} exceeds the limit of {_size(limit)} and was not kept."
+    content = {
+        "ename": "OutputTooLarge",
+        "evalue": message,
+        "traceback": [f"\x1b[0;31mOutputTooLarge\x1b[0m: {message}"],
+    }
+    header = {"msg_id": uuid.uuid4().hex, "msg_type": "error"}
+    return {"channel": "iopub", "header": header, "parent_header": {"msg_id": msg_id}, "content": content}
+
+
+def _size(size: int) -> str:
+    """Bytes as people read them (binary units): 48 MB, 40.5 MB, 20 KB."""
+    if size >= MB:
+        return f"{size / MB:.1f}".removesuffix(".0") + " MB"
+    return f"{max(1, round(size / 1024))} KB"
 
 
 def decode_frame(frame: str | bytes) -> dict[str, Any]:
@@ -79,6 +103,7 @@ class KernelChannels:
         self._probe_ids: set[str] = set()  # probes sent on this connection
         self._asks: dict[str, asyncio.Future[dict[str, Any]]] = {}  # msg_id -> its shell reply's content
         self._probing_since = 0.0
+        self._gap: tuple[str, ...] = ()  # executions whose messages a dropped frame may have taken
         self._restarting = False  # a restart through REST is under way (see `restart`)
         self._probe_interval = settings.KERNEL_PROBE_INTERVAL
         # Set when the kernel answers a probe sent on this connection: it has then handled every
@@ -191,9 +216,9 @@ class KernelChannels:
         self._probe_ids.add(str(msg["header"]["msg_id"]))
         await self._send_now("shell", msg)
 
-    def _answers_probe(self, msg: dict[str, Any]) -> bool:
+    def _answers_probe(self, msg: dict[str, Any], channel: str = "iopub") -> bool:
         parent = (msg.get("parent_header") or {}).get("msg_id")
-        return msg.get("channel") == "iopub" and parent in self._probe_ids
+        return msg.get("channel") == channel and parent in self._probe_ids
 
     async def _probe_again(self) -> None:
         if self._restarting:  # the old kernel's answer would not tell us the new one's iopub is up
@@ -300,6 +325,7 @@ class KernelChannels:
             ws = self._ws
             if ws is None:
                 continue
+            too_big = None
             try:
                 while True:
                     if self._held is None:
@@ -318,10 +344,24 @@ class KernelChannels:
                     elif _restarted_by_server(msg):
                         await self._hold_until_iopub()
                     yield msg
-            except websockets.ConnectionClosed:
-                pass
+            except websockets.ConnectionClosed as exc:
+                too_big = exc.__cause__ if isinstance(exc.__cause__, websockets.PayloadTooBig) else None
             if self._ws is ws:
                 self._ws = None
+            if too_big is not None:
+                notice = self._dropped_frame(too_big)
+                if notice is not None:
+                    yield notice
+
+    def _dropped_frame(self, exc: websockets.PayloadTooBig) -> dict[str, Any] | None:
+        """A frame over KERNEL_MAX_FRAME_BYTES closed the connection unread, and what the server
+        sent behind it is lost too (an `idle`, a reply): the executions pending now are settled
+        once a probe sent on the next connection is answered (`events`). The one running (the
+        oldest: one runs at a time) is told, as an error output from its kernel."""
+        size = exc.size if exc.size is not None else exc.max_size
+        log.warning("kernel %s sent a frame of %d bytes, over the limit; not read", self.kernel_id, size)
+        self._gap = self.tracker.pending
+        return output_too_large(self._gap[0], size, exc.max_size) if self._gap else None
 
     async def events(self) -> AsyncIterator[Event]:
         """Execution events (see `kernels.execution`) for the messages as they arrive."""
@@ -329,6 +369,11 @@ class KernelChannels:
             self._answer_ask(msg)
             for event in self.tracker.feed(msg):
                 yield event
+            # A reply on shell comes after the replies to every request sent before it.
+            if self._gap and self._answers_probe(msg, "shell"):
+                gap, self._gap = self._gap, ()
+                for event in self.tracker.settle(gap):
+                    yield event
 
     def abandon(self, state: str = "restarting") -> KernelLost | None:
         """Fail every pending execution (e.g. when giving up on this kernel)."""

@@ -10,7 +10,7 @@ import uuid
 
 from websockets.asyncio.server import serve
 
-from kernels.execution import Finished, KernelStatus
+from kernels.execution import Finished, KernelStatus, Output
 from kernels.jupyter import JupyterClient
 
 DEAF_FOR = 0.5  # seconds after a connection during which iopub messages are lost
@@ -106,3 +106,57 @@ async def test_a_held_run_is_sent_on_the_next_connection_when_the_socket_drops_a
             await channels.close()
     assert finished.status == "ok"
     assert len(connections) == 2
+
+
+async def test_a_frame_over_the_limit_is_told_to_its_run_which_ends_though_its_reply_went_with_it(settings):
+    # The kernel prints more than the bridge reads in a frame, then replies and goes idle: the
+    # reply and the idle go with the connection the frame closed. The run gets an error output
+    # saying what was not kept, and ends once the kernel answers a probe on the next connection.
+    settings.KERNEL_MAX_FRAME_BYTES = 10_000
+    connections = []
+
+    async def kernel_printing_too_much(ws) -> None:
+        connections.append(ws)
+        async for raw in ws:
+            request = json.loads(raw)["header"]
+            replies = [("iopub", "status", {"execution_state": "busy"})]
+            if request["msg_type"] == "execute_request":
+                replies.append(("iopub", "stream", {"name": "stdout", "text": "x" * 20_000}))
+            replies += [
+                ("shell", request["msg_type"].replace("_request", "_reply"), {"status": "ok"}),
+                ("iopub", "status", {"execution_state": "idle"}),
+            ]
+            for channel, msg_type, content in replies:
+                header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type}
+                reply = {"channel": channel, "header": header, "parent_header": request, "content": content}
+                await ws.send(json.dumps({**reply, "metadata": {}}))
+
+    def kernel_model(connection, request):  # the REST call made before reconnecting
+        if "upgrade" not in request.headers:
+            response = connection.respond(200, json.dumps({"id": "k1", "name": "python3"}))
+            response.headers["Content-Type"] = "application/json"
+            return response
+        return None
+
+    async with serve(kernel_printing_too_much, "127.0.0.1", 0, process_request=kernel_model) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with JupyterClient(f"http://127.0.0.1:{port}") as client:
+            channels = client.channels("k1")
+            await channels.open()
+            msg_id = await channels.execute("print('x' * 20_000)")
+            outputs = []
+
+            async def until_finished():
+                async for event in channels.events():
+                    if isinstance(event, Output) and event.msg_id == msg_id:
+                        outputs.append(event.msg["content"])
+                    if isinstance(event, Finished) and event.msg_id == msg_id:
+                        return event
+
+            finished = await asyncio.wait_for(until_finished(), 10)
+            await channels.close()
+    assert len(connections) == 2
+    assert finished.status == "lost"
+    [error] = outputs
+    assert error["ename"] == "OutputTooLarge"
+    assert error["evalue"] == "Output of 20 KB exceeds the limit of 10 KB and was not kept."

@@ -1,20 +1,32 @@
 """An output too large to keep, end to end (real Jupyter Server + ipykernel, the real ASGI app):
-the cell says so, and the kernel keeps answering. The local server reads kernel messages up to
-32 MB (kernels.sandbox)."""
+the cell says so, the kernel keeps answering, and nobody holds the output in memory.
+
+Two bounds, one behaviour: the local server reads kernel messages up to 32 MB (kernels.sandbox),
+the bridge reads websocket frames up to `KERNEL_MAX_FRAME_BYTES` (a server without a message
+limit, as other people's servers may be)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from kernels.bridge import BRIDGES, get_bridge
-from kernels.local_server import LocalJupyterServer
+from kernels.local_server import LocalJupyterServer, Sandbox
 from tests.support.consumer import close_all, flushed, joined
 from tests.support.kernels import add_code_cell, outputs
+from tests.support.processes import peak_rss_mb, reset_peak_rss
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def unbounded_server() -> Iterator[LocalJupyterServer]:
+    """A server that passes on kernel messages of any size (as stock Jupyter Server does)."""
+    with LocalJupyterServer(sandbox=Sandbox(max_message_mb=1024)) as server:
+        yield server
 
 
 def use(settings, server: LocalJupyterServer) -> None:
@@ -57,3 +69,18 @@ async def test_an_output_over_the_servers_message_limit_says_so_and_the_kernel_k
     assert error["output_type"] == "error"
     assert error["ename"] == "OutputTooLarge"
     assert error["evalue"] == "Output of more than 32 MB exceeds the limit of 32 MB and was not kept."
+
+
+async def test_an_output_over_the_bridges_frame_limit_says_so_and_costs_the_worker_little(
+    notebook, alice, unbounded_server, settings
+):
+    use(settings, unbounded_server)
+    before = reset_peak_rss(os.getpid())
+    big, after = await run_big_then_small(notebook, alice, "print('x' * (200 << 20))")
+    grown = peak_rss_mb(os.getpid()) - before
+    assert after == [{"output_type": "stream", "name": "stdout", "text": "ok\n"}]
+    [error] = big
+    assert error["output_type"] == "error"
+    assert error["ename"] == "OutputTooLarge"
+    assert error["evalue"] == "Output of 200 MB exceeds the limit of 48 MB and was not kept."
+    assert grown < 64, f"the worker grew by {grown:.0f} MB"
