@@ -27,6 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class FakeSocket:
     client_id = None
     ext = False
+    access_ends_at = None
 
     def __init__(self):
         self.closed: list[tuple[int, str]] = []
