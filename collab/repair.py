@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from datetime import datetime
 
 from django.utils import timezone
 from pycrdt import get_update
@@ -217,24 +218,36 @@ class GapRepair:
         """This tick's access re-checks (`_due_for_access_check`). Those of sockets whose access
         ended run all at once: their queries queue together on the database thread, and each
         socket is closed as soon as its own check answers, not after the checks and closing
-        records of every socket before it. A check that fails is tried again at the next tick."""
-        ended, spread = self._due_for_access_check()
-        results = await asyncio.gather(*(socket.recheck_access() for socket in ended), return_exceptions=True)
-        failed = {s: error for s, error in zip(ended, results, strict=True) if isinstance(error, Exception)}
-        if failed:
-            self._recheck_soon([*failed, *spread])
-            raise next(iter(failed.values()))
-        for i, socket in enumerate(spread):
-            try:
-                await socket.recheck_access()
-            except Exception:
-                self._recheck_soon(spread[i:])
-                raise
+        records of every socket before it. The spread ones run one after another, and stop if
+        another access ends meanwhile: that one's sockets are checked at once, then the rest (a
+        tick's share took 2.5 s on a busy PostgreSQL, and a link that expired meanwhile waited
+        for it). A check that fails is tried again at the next tick."""
+        while True:
+            ended, spread, next_end = self._due_for_access_check()
+            results = await asyncio.gather(*(s.recheck_access() for s in ended), return_exceptions=True)
+            failed = {
+                s: error for s, error in zip(ended, results, strict=True) if isinstance(error, Exception)
+            }
+            if failed:
+                self._recheck_soon([*failed, *spread])
+                raise next(iter(failed.values()))
+            for i, socket in enumerate(spread):
+                if next_end is not None and timezone.now() >= next_end:
+                    self._recheck_soon(spread[i:])
+                    break
+                try:
+                    await socket.recheck_access()
+                except Exception:
+                    self._recheck_soon(spread[i:])
+                    raise
+            else:
+                return
 
-    def _due_for_access_check(self) -> tuple[list, list]:
-        """This tick's sockets to check again: those whose access ended, and the others' spread
-        re-checks. A socket is due one ACCESS_RECHECK_INTERVAL after its last check (its
-        joining, at first), or when its access ends by itself (its link's expiry) if sooner.
+    def _due_for_access_check(self) -> tuple[list, list, datetime | None]:
+        """This tick's sockets to check again: those whose access ended, the others' spread
+        re-checks, and when the next access ends. A socket is due one ACCESS_RECHECK_INTERVAL
+        after its last check (its joining, at first), or when its access ends by itself (its
+        link's expiry) if sooner.
         - Every socket whose access ended is checked, whatever the cap below: a link that
           expires closes its sockets at its expiry, within a tick, all of them, where they
           waited for their next spread re-check (10.5-14.6 s after it with the 15 s interval).
@@ -255,11 +268,9 @@ class GapRepair:
         due = self._recheck_due
         for socket in [s for s in due if s not in self.sockets]:
             del due[socket]
-        ended = []
         for socket in self.sockets:
             due.setdefault(socket, now + interval)  # checked on joining
-            if socket.access_ends_at is not None and socket.access_ends_at <= wall:
-                ended.append(socket)
+        ended, next_end = self._access_ends(wall)
         ending = set(ended)
         overdue = sorted((s for s, at in due.items() if at <= now and s not in ending), key=due.__getitem__)
         since, self._access_tick_at = min(now - self._access_tick_at, interval), now
@@ -268,10 +279,22 @@ class GapRepair:
         spread = overdue[: max(share, late)]
         for socket in ended + spread:
             due[socket] = now + interval
-        return ended, spread
+        return ended, spread, next_end
+
+    def _access_ends(self, wall: datetime) -> tuple[list, datetime | None]:
+        """The sockets whose access ended by itself by `wall`, and when the next one's ends."""
+        ended, next_end = [], None
+        for socket in self.sockets:
+            ends = socket.access_ends_at
+            if ends is not None and ends <= wall:
+                ended.append(socket)
+            elif ends is not None and (next_end is None or ends < next_end):
+                next_end = ends
+        return ended, next_end
 
     def _recheck_soon(self, sockets: list) -> None:
-        """Checks that failed (the database away): at the next tick, not one interval later."""
+        """Checks that failed (the database away), or that an access ending cut short: first
+        in line next time, not one interval later."""
         for socket in sockets:
             if socket in self._recheck_due:
                 self._recheck_due[socket] = 0.0
