@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import time
+from datetime import datetime
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -502,9 +503,11 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         try:
             access = await database_sync_to_async(acl.recheck)(self.principal, self.notebook_id, self.access)
         except acl.NoAccess as e:
+            # Closed first, noted after: a room whose link expired checks all its guests at
+            # once, and each is closed as soon as its own check answers (`Room._recheck_due_sockets`).
+            await self.close_with(CLOSE_CODES[e.code], e.reason)
             if self.access and self.access.link is not None:
                 await database_sync_to_async(_note_if_expired)(self.access.link.pk)
-            await self.close_with(CLOSE_CODES[e.code], e.reason)
             return
         old, self.access = self.access, access
         if old is not None and old.role != access.role:
@@ -516,6 +519,10 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 restamped = self.room.presence.restamp(self.client_id, access.identity)
                 if restamped:
                     await self.room._relay_awareness(restamped)
+
+    @property
+    def access_ends_at(self) -> datetime | None:
+        return self.access.ends_at if self.access is not None else None
 
     @property
     def may_run(self) -> bool:

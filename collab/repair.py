@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+from datetime import datetime
 
+from django.utils import timezone
 from pycrdt import get_update
 
 from collab import metrics, yupdate
@@ -180,8 +183,13 @@ class GapRepair:
         logged once, and once more when the check works again."""
         interval = conf("RESYNC_INTERVAL")
         failures = FailureLog(log, f"room watch of {self.id}")
+        loop = asyncio.get_running_loop()
+        tick = self._access_tick_at = loop.time()
         while True:
-            await asyncio.sleep(interval)
+            # By the clock: one interval after the previous tick began, at once if it took longer
+            # (sockets whose access ended meanwhile wait no whole interval more).
+            tick = max(tick + interval, loop.time())
+            await asyncio.sleep(tick - loop.time())
             try:
                 if self._recheck_everyone:
                     await self._recheck_access()
@@ -195,13 +203,7 @@ class GapRepair:
                     elif latest > self.seq and self._lost_since_last_check():
                         await self.repair()
                     self._checked_seq = latest
-                due = self._due_for_access_check()
-                for i, socket in enumerate(due):
-                    try:
-                        await socket.recheck_access()
-                    except Exception:
-                        self._recheck_soon(due[i:])
-                        raise
+                await self._recheck_due_sockets()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -209,29 +211,87 @@ class GapRepair:
             else:
                 failures.worked()
 
-    def _due_for_access_check(self) -> list:
-        """This tick's sockets to check again: each socket's access is checked once per
-        ACCESS_RECHECK_INTERVAL after its last check (its joining, at first), so that an expiry
-        takes effect. A tick checks the most overdue, at most twice its share of the interval's
-        checks: a lecture's thousand sockets checked at once held the worker for about a second
-        (a few queries each) while it was fanning out, and a burst of joins is checked within
-        half an interval more."""
+    async def _recheck_due_sockets(self) -> None:
+        """This tick's access re-checks (`_due_for_access_check`). Those of sockets whose access
+        ended run all at once: their queries queue together on the database thread, and each
+        socket is closed as soon as its own check answers, not after the checks and closing
+        records of every socket before it. The spread ones run one after another, and stop if
+        another access ends meanwhile: that one's sockets are checked at once, then the rest (a
+        tick's share took 2.5 s on a busy PostgreSQL, and a link that expired meanwhile waited
+        for it). A check that fails is tried again at the next tick."""
+        while True:
+            ended, spread, next_end = self._due_for_access_check()
+            results = await asyncio.gather(*(s.recheck_access() for s in ended), return_exceptions=True)
+            failed = {
+                s: error for s, error in zip(ended, results, strict=True) if isinstance(error, Exception)
+            }
+            if failed:
+                self._recheck_soon([*failed, *spread])
+                raise next(iter(failed.values()))
+            for i, socket in enumerate(spread):
+                if next_end is not None and timezone.now() >= next_end:
+                    self._recheck_soon(spread[i:])
+                    break
+                try:
+                    await socket.recheck_access()
+                except Exception:
+                    self._recheck_soon(spread[i:])
+                    raise
+            else:
+                return
+
+    def _due_for_access_check(self) -> tuple[list, list, datetime | None]:
+        """This tick's sockets to check again: those whose access ended, the others' spread
+        re-checks, and when the next access ends. A socket is due one ACCESS_RECHECK_INTERVAL
+        after its last check (its joining, at first), or when its access ends by itself (its
+        link's expiry) if sooner.
+        - Every socket whose access ended is checked, whatever the cap below: a link that
+          expires closes its sockets at its expiry, within a tick, all of them, where they
+          waited for their next spread re-check (10.5-14.6 s after it with the 15 s interval).
+          The check asks the database: the link may have been extended, or another link or a
+          grant may give access still.
+        - Of the other overdue sockets, the most overdue, at most twice their share of the time
+          since the previous tick: a lecture's thousand sockets checked at once held the worker
+          for about a second (a few queries each) while it was fanning out. The share is
+          counted by the clock, not in ticks, so ticks that overrun (checks that close sockets
+          cost more queries) do not fall further behind at every tick.
+        - And any socket still at least half an interval overdue: every socket is checked
+          within one and a half intervals and a tick of its last check, however the share
+          shrinks as sockets close (200 sockets whose access was lost unannounced were checked
+          up to 2.2 s after their check before, with a 1 s interval)."""
         now = asyncio.get_running_loop().time()
+        wall = timezone.now()
         interval = conf("ACCESS_RECHECK_INTERVAL")
         due = self._recheck_due
         for socket in [s for s in due if s not in self.sockets]:
             del due[socket]
         for socket in self.sockets:
             due.setdefault(socket, now + interval)  # checked on joining
-        overdue = sorted((s for s, at in due.items() if at <= now), key=due.__getitem__)
-        ticks = max(1, int(interval / conf("RESYNC_INTERVAL")))
-        chosen = overdue[: 2 * -(-len(self.sockets) // ticks)]
-        for socket in chosen:
+        ended, next_end = self._access_ends(wall)
+        ending = set(ended)
+        overdue = sorted((s for s, at in due.items() if at <= now and s not in ending), key=due.__getitem__)
+        since, self._access_tick_at = min(now - self._access_tick_at, interval), now
+        share = math.ceil(2 * len(self.sockets) * since / interval)
+        late = sum(1 for socket in overdue if due[socket] <= now - interval / 2)  # the first ones
+        spread = overdue[: max(share, late)]
+        for socket in ended + spread:
             due[socket] = now + interval
-        return chosen
+        return ended, spread, next_end
+
+    def _access_ends(self, wall: datetime) -> tuple[list, datetime | None]:
+        """The sockets whose access ended by itself by `wall`, and when the next one's ends."""
+        ended, next_end = [], None
+        for socket in self.sockets:
+            ends = socket.access_ends_at
+            if ends is not None and ends <= wall:
+                ended.append(socket)
+            elif ends is not None and (next_end is None or ends < next_end):
+                next_end = ends
+        return ended, next_end
 
     def _recheck_soon(self, sockets: list) -> None:
-        """Checks that failed (the database away): at the next tick, not one interval later."""
+        """Checks that failed (the database away), or that an access ending cut short: first
+        in line next time, not one interval later."""
         for socket in sockets:
             if socket in self._recheck_due:
                 self._recheck_due[socket] = 0.0

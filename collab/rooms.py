@@ -251,6 +251,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._checked_seq: int | None = None  # what that counter was
         self._fetching = asyncio.Lock()  # `_fetch_stored`: one read of large batches at a time
         self._recheck_due: dict[Socket, float] = {}  # loop time each socket's access is due to be checked
+        self._access_tick_at = 0.0  # loop time of the last tick that chose sockets to check (`_watch`)
         self._recheck_everyone = False  # a sharing change's re-check failed: all, at the next tick
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}

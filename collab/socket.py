@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 
@@ -21,6 +22,7 @@ class Socket(Protocol):
     client_id: int | None
     ext: bool
     may_run: bool  # receives the kernel status's message
+    access_ends_at: datetime | None  # when its access ends by itself (a link's expiry), if known
 
     def send_now(self, frame: Outgoing) -> bool:
         """Write the frame at once, without awaiting; False if this socket cannot (then the

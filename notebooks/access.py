@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db.models import Q
 
@@ -88,6 +89,14 @@ class Access:
         if action is Action.SHARE and self.is_guest:
             return False
         return _allows(self.role, action, self.notebook)
+
+    @property
+    def ends_at(self) -> datetime | None:
+        """When this access ends by itself, if that is known: the expiry of the link it came
+        through (ownership and grants do not expire; an invitation expires only until it is
+        accepted). Whether it has then ended is for a re-check to say: the link may have been
+        extended, or another link or a grant may give access still."""
+        return self.link.expires_at if self.link is not None else None
 
     @property
     def is_the_owner(self) -> bool:

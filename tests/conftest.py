@@ -36,14 +36,20 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_runtest_teardown(item, nextitem):
     """Before a test's database is emptied, let the database work its event loop left behind
     finish: a task cancelled while `database_sync_to_async` ran its query leaves that query
-    running in asgiref's thread, and on PostgreSQL it deadlocks with the teardown's TRUNCATE."""
+    running in asgiref's thread (or the edit path's), and on PostgreSQL it deadlocks with the
+    teardown's TRUNCATE."""
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
+    from collab import tasks
+
     # After the last test, that thread's connection is closed too, or PostgreSQL refuses to
-    # drop the test database ("being accessed by other users").
+    # drop the test database ("being accessed by other users"). So is the edit path's thread's:
+    # channels' test communicators turn `close_old_connections` into a no-op (for every thread)
+    # while they send or wait, so a room's query made meanwhile keeps its connection open.
     last = connections.close_all if nextitem is None else (lambda: None)
-    SyncToAsync.single_thread_executor.submit(last).result(timeout=60)
+    for executor in (SyncToAsync.single_thread_executor, tasks._EDITS):
+        executor.submit(last).result(timeout=60)
 
 
 @pytest.fixture(autouse=True)

@@ -311,6 +311,7 @@ async def test_batches_committed_during_a_relay_reach_sockets_as_one_frame_and_o
     class Held:  # the first frame waits until released: the relay is "going on"
         client_id = None
         ext = False
+        access_ends_at = None
         may_run = False
 
         def send_now(self, frame):

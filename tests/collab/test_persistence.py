@@ -241,6 +241,7 @@ async def test_a_room_whose_database_write_fails_closes_its_sockets_and_unloads(
     class FakeSocket:
         client_id = None
         ext = False
+        access_ends_at = None
 
         def send_now(self, frame):
             return False

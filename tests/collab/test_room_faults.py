@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import math
 import random
 import time
 import weakref
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class FakeSocket:
     client_id = None
     ext = False
+    access_ends_at = None
 
     def __init__(self):
         self.closed: list[tuple[int, str]] = []
@@ -954,12 +956,14 @@ async def test_access_rechecks_are_spread_over_the_interval_not_made_all_at_once
     for socket in sockets:
         room.add(socket)
     await eventually_async(lambda: len(checks) >= 120, timeout=5, what="three rounds of checks")
-    ticks = [1]  # checks per tick: a tick's checks run back to back, ticks are 0.1 s apart
-    for (before, _), (at, _) in itertools.pairwise(checks):
-        if at - before > 0.05:
-            ticks.append(0)
-        ticks[-1] += 1
-    assert max(ticks) <= 2 * 40 * 0.1 / 0.5 + 1, ticks  # at most twice a tick's share
+    ticks: list[list] = []  # when each tick's checks began, and how many (back to back)
+    for at, _ in checks:
+        if not ticks or at - ticks[-1][2] > 0.05:  # ticks are 0.1 s apart
+            ticks.append([at, 0, at])
+        ticks[-1][1:] = ticks[-1][1] + 1, at
+    for (began, _, _), (at, count, _) in itertools.pairwise(ticks):
+        # at most twice the share of the time since the tick before (0.1 s: 16 of the 40)
+        assert count <= math.ceil(2 * 40 * (at - began) / 0.5) + 1, ticks
     for socket in sockets:  # and none is left out: each is checked about every interval
         times = [at for at, s in checks if s is socket]
         assert len(times) >= 2
@@ -1041,6 +1045,43 @@ async def test_a_socket_is_first_rechecked_about_one_interval_after_joining(note
     waited = {s: min(at for at, c in checks if c is s) - joined[s] for s in joined}
     assert max(waited.values()) < 1.0 * 1.5 + 0.1 + 0.05, sorted(waited.values())
     await room.close()
+
+
+class LosingSocket(CheckedSocket):
+    """Its person loses access at `lost_at` (loop time) without the room being told (the sharing
+    change's message lost): its next check closes it."""
+
+    def __init__(self, checks: list, room: Room, lost_at: float):
+        super().__init__(checks)
+        self.room, self.lost_at = room, lost_at
+
+    async def recheck_access(self):
+        await super().recheck_access()
+        if self.checks[-1][0] >= self.lost_at:
+            self.room.discard(self)
+
+
+async def test_sockets_that_lost_access_unannounced_are_closed_within_one_and_a_half_intervals(
+    notebook, settings
+):
+    """A tick's share of the spread re-checks is of the sockets left: each one closed shrank
+    the share of the next ticks, and the last of 200 sockets whose access was lost were checked
+    up to 2.2 s after their check before (1 s interval). Whatever is half an interval overdue
+    is checked regardless of the share."""
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 0.1, "ACCESS_RECHECK_INTERVAL": 1.0}
+    room = await get_room(str(notebook.pk))
+    checks: list = []
+    lost_at = asyncio.get_running_loop().time() + 1.5  # after their first re-check
+    sockets = [LosingSocket(checks, room, lost_at) for _ in range(200)]
+    for socket in sockets:
+        room.add(socket)
+    await eventually_async(lambda: not room.sockets, timeout=10, what="every socket closed")
+    await room.close()
+    waits = []
+    for socket in sockets:
+        times = [at for at, s in checks if s is socket]
+        waits.extend(b - a for a, b in itertools.pairwise(times))
+    assert max(waits) < 1.0 * 1.5 + 0.1 + 0.2, sorted(waits)[-5:]  # and a busy event loop's lateness
 
 
 class FlakySocket(CheckedSocket):

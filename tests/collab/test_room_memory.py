@@ -24,6 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class FrameSocket:
     client_id = None
     ext = False
+    access_ends_at = None
     may_run = False
 
     def __init__(self):
