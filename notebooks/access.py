@@ -223,8 +223,10 @@ def resolve(principal: Principal, notebook: Notebook) -> Access | None:
 
 
 def access_notebook(principal: Principal, notebook_id, action: Action = Action.VIEW) -> Access:
-    """Fetch a notebook and check that the principal may do `action` on it."""
-    notebook = Notebook.objects.select_related("owner").filter(pk=notebook_id).first()
+    """Fetch a notebook and check that the principal may do `action` on it. Its document
+    (`snapshot`, megabytes for a big notebook) is left out: a socket keeps its Access while it
+    is open and every re-check fetches it again; the update log reads the document itself."""
+    notebook = Notebook.objects.select_related("owner").defer("snapshot").filter(pk=notebook_id).first()
     if notebook is None or notebook.in_trash:
         raise NoAccess(Denied.NO_NOTEBOOK, "This notebook does not exist or was deleted.")
     access = resolve(principal, notebook)
