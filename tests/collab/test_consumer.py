@@ -1063,6 +1063,23 @@ async def test_a_room_gives_back_its_own_client_id_if_it_wrote_nothing(notebook,
     assert await database_sync_to_async(rooms_rows)() == 0
 
 
+def hold_claims_of(person: str, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Client-id claims of `person` wait (on the edit path's thread) until `release` is set;
+    `started` says one is under way."""
+    from notebooks import claims
+
+    real, started, release = claims.claim, threading.Event(), threading.Event()
+
+    def slow(notebook_id, clients, who, *args, **kwargs):
+        if who == person:
+            started.set()
+            release.wait(20)
+        return real(notebook_id, clients, who, *args, **kwargs)
+
+    monkeypatch.setattr(claims, "claim", slow)
+    return started, release
+
+
 async def test_an_edit_waiting_for_its_client_id_claim_is_dropped_once_access_is_removed(
     notebook, alice, bob, monkeypatch
 ):
@@ -1070,20 +1087,11 @@ async def test_an_edit_waiting_for_its_client_id_claim_is_dropped_once_access_is
     shared one: a grant removed while an editor's first edit waited for its claim closed the
     socket, and the edit was then saved and relayed all the same."""
     from collab.fanout import notify
-    from notebooks import claims
 
     await grant(notebook, bob, Role.EDITOR)
     a = await joined(notebook.pk, alice)
     b = await joined(notebook.pk, bob)
-    real, started, release = claims.claim, threading.Event(), threading.Event()
-
-    def slow(notebook_id, clients, person, *args, **kwargs):
-        if person == f"u:{bob.pk}":
-            started.set()
-            release.wait(20)
-        return real(notebook_id, clients, person, *args, **kwargs)
-
-    monkeypatch.setattr(claims, "claim", slow)
+    started, release = hold_claims_of(f"u:{bob.pk}", monkeypatch)
     try:
         b.text().insert(0, "after removal")
         await b.flush()
@@ -1114,19 +1122,10 @@ async def test_an_edit_waiting_for_its_client_id_claim_is_refused_once_its_edito
     """As above, for a grant turned from editor to viewer: the socket stays, the edit is
     refused and its writer told."""
     from collab.fanout import notify
-    from notebooks import claims
 
     await grant(notebook, bob, Role.EDITOR)
     b = await joined(notebook.pk, bob, query="ext=1")
-    real, started, release = claims.claim, threading.Event(), threading.Event()
-
-    def slow(notebook_id, clients, person, *args, **kwargs):
-        if person == f"u:{bob.pk}":
-            started.set()
-            release.wait(20)
-        return real(notebook_id, clients, person, *args, **kwargs)
-
-    monkeypatch.setattr(claims, "claim", slow)
+    started, release = hold_claims_of(f"u:{bob.pk}", monkeypatch)
     try:
         b.text().insert(0, "after downgrade")
         await b.flush()
