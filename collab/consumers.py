@@ -361,7 +361,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         which goes before the updates that waited for it."""
         if first:
             self._step2_update = update  # its deletions are checked against the document's
-        if not self.access.can(acl.Action.EDIT):
+        if not self.may_edit:
             if not self.room.repeats_document(update, step2=first):
                 self.stats["denied"] += 1
                 await self.send_frame(protocol.permission_denied(VIEW_ONLY))
@@ -417,7 +417,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         for _ in range(2):
             if self.room is not room:
                 return None
-            if not self.access.can(acl.Action.EDIT):
+            if not self.may_edit:
                 self.stats["denied"] += 1
                 await self.send_frame(protocol.permission_denied(VIEW_ONLY))
                 return None
@@ -523,6 +523,15 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     @property
     def access_ends_at(self) -> datetime | None:
         return self.access.ends_at if self.access is not None else None
+
+    @property
+    def may_edit(self) -> bool:
+        """Its role allows editing and its access has not ended by itself meanwhile: the tick
+        that closes a socket whose link expired comes up to COLLAB_RESYNC_INTERVAL later."""
+        if self.access is None or not self.access.can(acl.Action.EDIT):
+            return False
+        ends_at = self.access.ends_at
+        return ends_at is None or timezone.now() < ends_at
 
     @property
     def may_run(self) -> bool:

@@ -173,3 +173,24 @@ async def test_a_rooms_many_guest_sockets_are_all_closed_when_their_link_expires
     # ... and each socket was closed as soon as its own check answered.
     assert max(closed_at[key] - answered[key] for key in closed_at) < 0.5, late
     await close_all(*sockets)
+
+
+async def test_an_edit_sent_after_the_link_expired_is_not_saved_before_the_socket_closes(notebook, settings):
+    """Between the expiry and the tick that closes the socket (up to COLLAB_RESYNC_INTERVAL,
+    2 s by default), a guest's edits were saved and relayed: 33-35 a socket, typing every 50 ms,
+    on a running stack. An update after its access ended is refused like a viewer's."""
+    from notebooks.actions import current_notebook
+
+    settings.COLLAB = {**settings.COLLAB, "RESYNC_INTERVAL": 5.0, "ACCESS_RECHECK_INTERVAL": 30.0}
+    link, token = await database_sync_to_async(expiring_link)(notebook, 1.0)
+    ws = await guest_socket(notebook, await database_sync_to_async(guest_cookie)(token))
+    while seconds_since(link.expires_at) < 0.1:
+        await ws.pump(0.05)
+    ws.text().insert(0, "after expiry ")
+    await ws.flush()
+    await ws.pump(0.5)
+    room = ROOMS[str(notebook.pk)]
+    await room.flushed()
+    stored = await database_sync_to_async(current_notebook)(notebook.pk)
+    assert "after expiry" not in stored.cells[0].source
+    await close_all(ws)
