@@ -4,6 +4,7 @@ closes within a second, and the guest can neither reconnect nor load the page.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import time
@@ -119,3 +120,58 @@ async def test_removing_a_person_while_redis_is_stopped_answers_at_once_and_clos
     assert ws.ws.close_code == 4403
     assert answered < 1.0
     assert closed < 1.0
+
+
+@pytest.mark.parametrize("through", ["grant", "link"])
+async def test_access_taken_away_while_redis_is_stopped_closes_sockets_on_other_workers_in_time(
+    stack, through
+):
+    """Redis stopped: the other worker never hears the "access" message, so its periodic
+    re-check must close the socket within one and a half ACCESS_RECHECK_INTERVALs and a tick,
+    while its person and the owner go on typing, however long Redis stays away."""
+    alice = stack.user_with_notebook(f"alice-far-{through}@example.com")
+    nb = alice["notebook_id"]
+    a_port = stack.start_worker()
+    b_port = stack.start_worker(COLLAB_ACCESS_RECHECK_INTERVAL="2")
+    owner = owner_client(a_port, alice["cookie"])
+    if through == "grant":
+        bob = stack.user_with_notebook(f"bob-far-{through}@example.com", notebook=None)
+        grant_id = stack.call("share_with", nb, f"bob-far-{through}@example.com", "editor")["grant_id"]
+        ws = await open_client(b_port, nb, bob["cookie"])
+        take_away, code = {"action": "remove_grant", "grant_id": grant_id}, 4403
+    else:
+        post(owner, f"/n/{nb}/share", {"action": "create_link", "label": "Open", "role": "editor"})
+        page = owner.get(f"/n/{nb}/share").text
+        token = re.search(r"/s/([\w-]+)</code>", page).group(1)
+        link_id = re.search(r'name="link_id" value="(\d+)"', page).group(1)
+        guest = httpx.Client(base_url=f"http://127.0.0.1:{b_port}", timeout=20)
+        assert guest.get(f"/s/{token}").status_code == 302
+        ws = await open_client(b_port, nb, f"sessionid={guest.cookies['sessionid']}")
+        take_away, code = {"action": "revoke_link", "link_id": link_id}, 4401
+    writer = await open_client(a_port, nb, alice["cookie"])
+    closed_at: list[float] = []
+    ws.reader.add_done_callback(lambda _: closed_at.append(time.monotonic()))
+
+    async def type_on(client: WsClient) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                client.text().insert(0, "x")
+                await client.flush()
+                await asyncio.sleep(0.1)
+
+    typing = [asyncio.create_task(type_on(client)) for client in (ws, writer)]
+    stack.redis.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = await asyncio.to_thread(post, owner, f"/n/{nb}/share", take_away)
+        assert response.status_code == 302
+        await asyncio.wait([ws.reader], timeout=15)  # bounded: Redis must not stay stopped long
+    finally:
+        stack.redis.send_signal(signal.SIGCONT)
+        for task in typing:
+            task.cancel()
+    assert closed_at, "the socket on the other worker stayed open while Redis was stopped"
+    closed = closed_at[0] - started
+    print(f"Redis stopped, {through} taken away: the other worker's socket closed in {closed * 1000:.0f} ms")
+    assert ws.ws.close_code == code
+    assert closed < 2 * 1.5 + 1.0
