@@ -30,7 +30,18 @@ KEPT = "Object.keys(localStorage).some((k) => k.startsWith('nb-unsaved:' + id + 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
-NOTEBOOKS = ["delete", "stall", "keys", "output", "norun", "offline", "downgraded", "twin", "refused"]
+NOTEBOOKS = [
+    "delete",
+    "stall",
+    "keys",
+    "output",
+    "narrow",
+    "norun",
+    "offline",
+    "downgraded",
+    "twin",
+    "refused",
+]
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +227,30 @@ def test_a_long_output_shows_its_head_and_tail(browser, stack, data):
     page.locator('[data-cell-id="b0"] .cell-input').wait_for(state="hidden")
     page.locator('[data-cell-id="b0"] [data-testid="collapse-input"]').click()
     page.locator('[data-cell-id="b0"] .cell-input').wait_for(state="visible")
+    close(page)
+
+
+def test_on_a_narrow_screen_the_output_tools_leave_the_first_line_of_output_visible(browser, stack, data):
+    """At 390 px the output's collapse and scroll buttons sat on its first line (over an
+    error's name, say): they take a row of their own above the output instead."""
+    page = open_page(browser, stack, data["alice"], data["narrow"], width=390, height=844)
+    page.evaluate(
+        """(id) => {
+  const cell = """
+        + FIND
+        + """
+  const YMap = cell.constructor
+  const output = [['output_type', 'stream'], ['name', 'stdout'], ['text', 'x'.repeat(200)]]
+  cell.get('outputs').push([new YMap(output)])
+}""",
+        "b0",
+    )
+    tools = page.locator('[data-cell-id="b0"] .cell-output-tools')
+    tools.wait_for(state="visible")
+    output = page.locator('[data-cell-id="b0"] [data-testid="output"]').first.bounding_box()
+    box = tools.bounding_box()
+    assert box["y"] + box["height"] <= output["y"], (box, output)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
     close(page)
 
 
