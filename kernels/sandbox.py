@@ -60,13 +60,13 @@ class SandboxKernelManager(AsyncMappingKernelManager):
     """Gives each notebook (the kernel's `path`) a home directory under the server's root, and
     bounds what a kernel may send: a larger ZMQ message is never read, so it cannot grow this
     process and the app's workers by its size. ZMQ drops the connection with it;
-    `kernels.iopubguard` opens it again and tells the cell."""
+    `kernels.channelguard` opens it again and tells the cell."""
 
     max_message_mb = Int(32, config=True, help="Largest message a kernel may send (MiB).")
 
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self) -> str:
-        return "kernels.iopubguard.GuardedKernelManager"
+        return "kernels.channelguard.GuardedKernelManager"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -84,3 +84,34 @@ async def test_an_output_over_the_bridges_frame_limit_says_so_and_costs_the_work
     assert error["ename"] == "OutputTooLarge"
     assert error["evalue"] == "Output of 200 MB exceeds the limit of 48 MB and was not kept."
     assert grown < 64, f"the worker grew by {grown:.0f} MB"
+
+
+async def test_a_reply_over_the_servers_message_limit_says_so_and_the_kernel_keeps_answering(
+    notebook, alice, jupyter_server, settings
+):
+    """An execute_reply carries a run's payloads: a 40 MB `set_next_input` made it larger than
+    the server reads, and ZMQ ended the kernel's shell connection with it."""
+    use(settings, jupyter_server)
+    code = "get_ipython().set_next_input('x' * (40 << 20))"
+    big, after = await run_big_then_small(notebook, alice, code)
+    assert after == [{"output_type": "stream", "name": "stdout", "text": "ok\n"}]
+    [error] = big
+    assert error["output_type"] == "error"
+    assert error["ename"] == "OutputTooLarge"
+    assert error["evalue"] == "Output of more than 32 MB exceeds the limit of 32 MB and was not kept."
+
+
+async def test_a_prompt_over_the_servers_message_limit_is_answered_empty_and_the_kernel_keeps_answering(
+    notebook, alice, jupyter_server, settings
+):
+    """`input()` with a 40 MB prompt: the kernel waited for good for an answer to a question
+    nobody saw."""
+    use(settings, jupyter_server)
+    code = "answer = input('x' * (40 << 20))\nprint(repr(answer))"
+    big, after = await run_big_then_small(notebook, alice, code)
+    assert after == [{"output_type": "stream", "name": "stdout", "text": "ok\n"}]
+    error, printed = big
+    assert error["output_type"] == "error"
+    assert error["ename"] == "PromptTooLarge"
+    assert "an empty line was given as the answer" in error["evalue"]
+    assert printed == {"output_type": "stream", "name": "stdout", "text": "''\n"}
