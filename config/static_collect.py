@@ -9,6 +9,7 @@ fingerprint skips the work. Deleting STATIC_ROOT (or the stamp in it) forces a c
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -33,8 +34,20 @@ def sources_fingerprint() -> str:
 
 
 def collect_if_changed() -> bool:
-    """Run `collectstatic` unless STATIC_ROOT holds the current sources; True if it ran."""
-    stamp = Path(settings.STATIC_ROOT) / STAMP
+    """Run `collectstatic` unless STATIC_ROOT holds the current sources; True if it ran.
+    Workers started together (a Procfile's) collect one at a time, on a lock of the folder
+    itself: the later ones find the stamp written."""
+    root = Path(settings.STATIC_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        return _collect_unless_current(root / STAMP)
+    finally:
+        os.close(folder)
+
+
+def _collect_unless_current(stamp: Path) -> bool:
     fingerprint = sources_fingerprint()
     try:
         if stamp.read_text() == fingerprint:
@@ -42,6 +55,8 @@ def collect_if_changed() -> bool:
     except OSError:
         pass
     stamp.unlink(missing_ok=True)  # a collect that fails half-way is redone next time
-    call_command("collectstatic", interactive=False, verbosity=0)
+    # From a clear folder: collectstatic skips a file whose copy is as new to the second, and a
+    # source changed within the second of the last collect would stay stale behind a new stamp.
+    call_command("collectstatic", interactive=False, verbosity=0, clear=True)
     stamp.write_text(fingerprint)
     return True
