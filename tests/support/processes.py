@@ -4,6 +4,7 @@ Everything started here is stopped by `close()`."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -24,6 +25,19 @@ from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+_static_root: Path | None = None
+
+
+def static_root() -> Path:
+    """One folder of collected static files for every stack of this test run: a `serve` collects
+    into it only when the sources changed (`config.static_collect`), so only the first one pays
+    the seconds of hashing and compressing. Not the checkout's var/: files collected there
+    earlier would be served instead of the sources under test."""
+    global _static_root
+    if _static_root is None:
+        _static_root = Path(tempfile.mkdtemp(prefix="collab-test-static-"))
+        atexit.register(shutil.rmtree, _static_root, ignore_errors=True)
+    return _static_root
 
 
 def free_port() -> int:
@@ -58,9 +72,7 @@ class Stack:
             "COLLAB_ROOM_UNLOAD_DELAY": "2",
             "COLLAB_RESYNC_INTERVAL": "0.5",
             "PYTHONUNBUFFERED": "1",
-            # Its own (empty) folder: files collected into the checkout's var/ earlier would be
-            # served instead of the sources under test.
-            "STATIC_ROOT": str(self.tmp / "static"),
+            "STATIC_ROOT": str(static_root()),
             # The production policy, plus eval for Playwright's evaluate/wait_for_function: inline
             # scripts and handlers stay refused (tests/deploy/test_csp_browser.py: no eval either).
             "CONTENT_SECURITY_POLICY": settings.CONTENT_SECURITY_POLICY.replace(
