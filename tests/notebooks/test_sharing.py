@@ -37,9 +37,9 @@ def guest_via(token: str) -> Client:
     return client
 
 
-async def socket_for(client: Client, notebook) -> CommunicatorClient:
+async def socket_for(client: Client, notebook, query: str = "") -> CommunicatorClient:
     cookie = f"sessionid={client.cookies['sessionid'].value}"
-    ws, connected = await connect(notebook.pk, cookie)
+    ws, connected = await connect(notebook.pk, cookie, query)
     assert connected
     await ws.start()
     await ws.pump()
@@ -87,6 +87,28 @@ async def test_revoking_a_link_closes_the_guest_socket_and_the_page(notebook):
     again = await database_sync_to_async(Client().get)(f"/s/{token}")
     assert again.status_code == 404
     assert "revoked or has expired" in again.content.decode()
+
+
+async def test_a_guest_who_opened_two_links_keeps_the_other_ones_role_when_one_is_revoked(notebook):
+    """A socket's access is the best of every valid link its person opened: revoking the editor
+    link leaves them the viewer link's role on the open socket, revoking that one too closes it."""
+    editor_link, editor_token = await database_sync_to_async(make_link)(notebook, require_login=False)
+    viewer_link, viewer_token = await database_sync_to_async(make_link)(
+        notebook, role=Role.VIEWER, require_login=False
+    )
+    guest = await database_sync_to_async(guest_via)(editor_token)
+    response = await database_sync_to_async(guest.get)(f"/s/{viewer_token}")
+    assert response.status_code == 302
+    ws = await socket_for(guest, notebook, query="ext=1")  # told its role
+    assert ws.session["role"] == "editor"
+    owner = await database_sync_to_async(owner_access)(notebook)
+    await database_sync_to_async(sharing.revoke_link)(owner, editor_link.pk)
+    await ws.pump_until(lambda: ws.session["role"] == "viewer", what="the viewer link's role")
+    assert ws.session["canEdit"] is False
+    assert ws.closed is None
+    await database_sync_to_async(sharing.revoke_link)(owner, viewer_link.pk)
+    await ws.wait_closed()
+    assert ws.closed["code"] == 4401
 
 
 def test_an_expired_link_is_refused(notebook):
