@@ -122,6 +122,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         await self.accept()
         room: Room | None = None
         try:
+            checked_at = asyncio.get_running_loop().time()
             self.access = await database_sync_to_async(acl.access_notebook)(self.principal, self.notebook_id)
             kept_out = await _kept_out_elsewhere(self._keep_out_keys())
             room = await get_room(self.notebook_id)
@@ -130,6 +131,18 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             self.epoch_known = bool(self.epoch)
             self._count_person(kept_out)
             room.add(self, guest=self.access.is_guest)
+            if room.access_may_have_changed_since(checked_at):
+                # A sharing change re-checked the room's sockets while this one was on its way
+                # in (the keep-out lookup, waiting for the room to load): checked again, now
+                # that it is in the room.
+                try:
+                    self.access = await database_sync_to_async(acl.recheck)(
+                        self.principal, self.notebook_id, self.access
+                    )
+                except BaseException:
+                    room.discard(self)
+                    room.unload_if_unused()
+                    raise
         except acl.NoAccess as e:
             await database_sync_to_async(self._audit)("access.denied", reason=e.reason)
             await self.close_with(CLOSE_CODES[e.code], e.reason)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 from urllib.parse import urlsplit
 
@@ -14,7 +15,7 @@ import pytest
 import websockets
 
 from tests.support.faults import TcpProxy, Typist, all_saved, type_for
-from tests.support.processes import Stack
+from tests.support.processes import Stack, start_proxy
 from tests.support.waiting import eventually_async
 from tests.support.yclient import connect, open_client, settle
 
@@ -113,6 +114,66 @@ async def test_a_join_while_the_database_is_down_is_closed_with_4503_and_pages_s
     assert "Traceback" not in log, log
     joiner = await asyncio.wait_for(open_client(port, nid, cookie), 10)  # and back
     await joiner.ws.close()
+
+
+async def test_a_database_that_hangs_answers_joins_with_4503_and_nginx_keeps_both_workers(pg_stack):
+    """A database that neither answers nor refuses (a network that drops packets). Channels
+    reads the session before the socket is accepted, and daphne drops a handshake it has not
+    accepted within 5 s without an answer, which nginx takes for a failed worker (max_fails=1):
+    both workers "temporarily disabled", every page and socket through nginx got 502 ("no live
+    upstreams") through a 10 s hang and for 5.6-8 s after the database answered again, while
+    joins straight to a worker worked 1 s after. A join waits a few seconds for its session at
+    most and is closed with 4503, which the client retries."""
+    stack, proxy = pg_stack
+    alice = stack.user_with_notebook("db-hang@example.com")
+    nid, cookie = alice["notebook_id"], alice["cookie"]
+    via_proxy = {"DATABASE_URL": proxy.url_for(stack.database_url), "DB_CONN_MAX_AGE": "60"}
+    port, run_dir = start_proxy(stack, workers=2, **via_proxy)
+    try:
+        for _ in range(2):  # both workers hold connections through the proxy
+            first = await open_client(port, nid, cookie)
+            await first.ws.close()
+        proxy.hang(8)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+
+            async def outcome():
+                try:
+                    ws = await connect(port, nid, cookie)
+                except websockets.InvalidStatus as e:
+                    return f"HTTP {e.response.status_code}"
+                try:
+                    await ws.recv()
+                    return "joined"  # its first frame: the join went through
+                except websockets.ConnectionClosed:
+                    return ws.close_code
+
+            got = await asyncio.wait_for(outcome(), 15)
+            took = loop.time() - started
+            assert (got, took < 5) == (4503, True), f"{got} after {took:.1f} s"
+            await eventually_async(
+                lambda: loop.time() >= started + 8, timeout=15, what="the database to answer again"
+            )
+            back = loop.time()
+
+            async def joined():
+                try:
+                    client = await asyncio.wait_for(open_client(port, nid, cookie), 5)
+                except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed, TimeoutError):
+                    return None
+                await client.ws.close()
+                return True
+
+            await eventually_async(joined, timeout=15, what="a join through nginx", every=0.2)
+            print(f"a join through nginx worked {loop.time() - back:.2f} s after the database answered")
+            assert loop.time() - back < 3
+        finally:
+            proxy.hanging_until = 0
+        errors = (run_dir / "nginx-error.log").read_text()
+        assert "temporarily disabled" not in errors, errors
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 async def test_redis_restarting_loses_nothing_and_fan_out_recovers(stack):

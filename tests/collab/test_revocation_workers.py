@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from tests.support.processes import Stack
-from tests.support.yclient import WsClient, open_client
+from tests.support.yclient import WsClient, connect, open_client
 
 pytestmark = pytest.mark.processes
 
@@ -120,6 +120,51 @@ async def test_removing_a_person_while_redis_is_stopped_answers_at_once_and_clos
     assert ws.ws.close_code == 4403
     assert answered < 1.0
     assert closed < 1.0
+
+
+async def test_a_person_removed_while_their_socket_joins_is_closed_at_once(stack):
+    """A join checks access, then waits before it enters the room: for the shared keep-out
+    lookup (up to 0.5 s while Redis is stopped), for the room to load from the database. A
+    grant removed meanwhile was re-checked on the room's sockets without this one, which then
+    stayed open with its edits saved and relayed until its periodic re-check: 17.7 s after the
+    removal with the default 15 s interval (169 edits kept)."""
+    alice = stack.user_with_notebook("alice-joining@example.com")
+    bob = stack.user_with_notebook("bob-joining@example.com", notebook=None)
+    nb = alice["notebook_id"]
+    grant_id = stack.call("share_with", nb, "bob-joining@example.com", "editor")["grant_id"]
+    port = stack.start_worker()  # its own: its cache has not given up on Redis yet
+    owner = owner_client(port, alice["cookie"])
+    keeper = await open_client(port, nb, alice["cookie"])  # the room is loaded
+    ws = None
+
+    async def type_once_in(client: WsClient) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await client.synced.wait()
+            while True:
+                client.text().insert(0, "<bob>")
+                await client.flush()
+                await asyncio.sleep(0.1)
+
+    stack.redis.send_signal(signal.SIGSTOP)
+    try:
+        ws = WsClient(await connect(port, nb, bob["cookie"]))  # accepted: then access, then the lookup
+        await ws.start()
+        typing = asyncio.create_task(type_once_in(ws))
+        await asyncio.sleep(0.2)  # into the join's wait for the keep-out lookup
+        started = time.monotonic()
+        response = await asyncio.to_thread(
+            post, owner, f"/n/{nb}/share", {"action": "remove_grant", "grant_id": grant_id}
+        )
+        await asyncio.wait([ws.reader], timeout=5)
+    finally:
+        stack.redis.send_signal(signal.SIGCONT)
+    closed = time.monotonic() - started
+    typing.cancel()
+    assert response.status_code == 302
+    assert ws.reader.done(), f"the socket that joined as its grant was removed was open {closed:.1f} s after"
+    assert ws.ws.close_code == 4403
+    assert "<bob>" not in stack.stored_source(nb)
+    await keeper.ws.close()
 
 
 @pytest.mark.parametrize("through", ["grant", "link"])

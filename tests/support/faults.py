@@ -20,12 +20,14 @@ from tests.support.yclient import YClient
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target, in its own thread and event loop (the test's
     loop blocks in `Stack.django()`). `refuse(s)` cuts every connection and drops new ones
-    for `s` seconds; `cut()` only cuts the existing ones."""
+    for `s` seconds; `cut()` only cuts the existing ones; `hang(s)` forwards nothing for `s`
+    seconds, neither answering nor refusing (a network that drops packets), then goes on."""
 
     def __init__(self, host: str, port: int):
         self.target = (host, port)
         self.port = free_port()
         self.refusing_until = 0.0
+        self.hanging_until = 0.0
         self.accepted = 0
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._loop = asyncio.new_event_loop()
@@ -51,6 +53,7 @@ class TcpProxy:
         if time.monotonic() < self.refusing_until:
             writer.transport.abort()
             return
+        await self._while_hanging()
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -60,7 +63,8 @@ class TcpProxy:
         pair = (writer, up_writer)
         self._pairs.add(pair)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            hold = self._while_hanging
+            await asyncio.gather(_pipe(reader, up_writer, hold), _pipe(up_reader, writer, hold))
         finally:
             self._pairs.discard(pair)
             for w in pair:
@@ -74,6 +78,13 @@ class TcpProxy:
     def cut(self) -> None:
         self._loop.call_soon_threadsafe(self._cut)
 
+    async def _while_hanging(self) -> None:
+        while (left := self.hanging_until - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+
+    def hang(self, seconds: float) -> None:
+        self.hanging_until = time.monotonic() + seconds
+
     def refuse(self, seconds: float) -> None:
         self.refusing_until = time.monotonic() + seconds
         self.cut()
@@ -85,9 +96,10 @@ class TcpProxy:
         self._thread.join(5)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold) -> None:
     with contextlib.suppress(OSError, ConnectionError):
         while data := await reader.read(65536):
+            await hold()
             writer.write(data)
             await writer.drain()
     writer.transport.abort()

@@ -189,15 +189,16 @@ class Stack:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None) -> tuple[int, Path]:
-    """nginx from the repo's configuration in front of `workers` new workers of `stack`; nginx is
-    stopped with the stack, its directory (the caller removes it) is reachable by nginx's workers."""
+def start_proxy(stack: Stack, workers: int = 2, max_body: int | None = None, **env: str) -> tuple[int, Path]:
+    """nginx from the repo's configuration in front of `workers` new workers of `stack` (`env`
+    overrides the stack's environment for them); nginx is stopped with the stack, its directory
+    (the caller removes it) is reachable by nginx's workers."""
     nginx_missing = shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()
     if nginx_missing or not BROTLI_STATIC_MODULE.exists():
         subprocess.run(["scripts/install_nginx.sh"], check=True)
     port = free_port()
     stack.env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")  # as `manage.py stack` sets it
-    upstreams = [f"127.0.0.1:{stack.start_worker(behind_proxy=True)}" for _ in range(workers)]
+    upstreams = [f"127.0.0.1:{stack.start_worker(behind_proxy=True, **env)}" for _ in range(workers)]
     run_dir = Path(tempfile.mkdtemp(prefix="collab-nginx-"))
     run_dir.chmod(0o755)  # nginx's workers (www-data when started as root) keep uploads here
     (run_dir / "static").mkdir(mode=0o755)  # its static root: empty, so the workers serve them
