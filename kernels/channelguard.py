@@ -7,7 +7,10 @@ good, and the messages queued behind it go with it. The stream of a websocket wo
 from its kernel again on that channel. So every stream the server opens for a kernel watches its
 socket (a ZMQ monitor): a connection that ends with no retry from ZMQ was ended by a message over
 the limit (a kernel that dies or restarts is retried by ZMQ, and the server reports those itself).
-It then connects again at once, and makes up for what was lost, as messages from the kernel:
+It then reads what that connection still holds (what the kernel sent before that message:
+disconnecting with it unread lost it, and a SUB socket could abort the whole server in libzmq,
+`Assertion failed: !_more (src/fq.cpp:80)`), connects again, and makes up for what was lost, as
+messages from the kernel:
 - iopub (an output over the limit): an `error` output, in reply to the request whose message it
   saw last, naming the limit; and the `idle` status owed to the requests that were busy then. A
   `kernel_info_request` sent on a shell socket of its own is answered only once those requests
@@ -22,10 +25,15 @@ It then connects again at once, and makes up for what was lost, as messages from
   without a reply then gets an error reply;
 - stdin (a prompt over the limit: `input('x' * 40_000_000)`): the kernel waits for an answer that
   nobody will give. It gets an empty one, and the running cell an `error` output saying why.
-What the kernel sent behind that message until the reconnection is lost, nothing else. The
-monitor is stopped before its socket closes (libzmq's I/O thread blocks for good on an event for a
-monitor socket nobody reads). Kernels run unsandboxed (`KERNEL_SANDBOX=off`) get neither the
-limit nor this guard; the bridge's own frame limit (`kernels.kernelws`) bounds those. No Django.
+What the kernel sent behind that message until the reconnection is lost, nothing else. What the
+guard keeps is the kernel's to choose (its code can publish any status with any parent), so it is
+bounded: parents of up to MAX_PARENT_BYTES, MAX_BUSY busy and MAX_BUSY owed per stream; a message
+with no request for parent (`iopub_welcome`, after each reconnection) does not change which
+request is running. A kernel that goes away (ZMQ retries) owes nothing more: a probe it never
+answered is forgotten. The monitor is stopped before its socket closes (libzmq's I/O thread blocks
+for good on an event for a monitor socket nobody reads). Kernels run unsandboxed
+(`KERNEL_SANDBOX=off`) get neither the limit nor this guard; the bridge's own frame limit
+(`kernels.kernelws`) bounds those. No Django.
 """
 
 from __future__ import annotations
@@ -44,8 +52,10 @@ from zmq.utils.monitor import parse_monitor_message
 
 DELIMITER = b"<IDS|MSG>"
 RETRY_GRACE = 0.05  # s: ZMQ reports a retry within microseconds of the connection ending
+DRAIN_BATCH = 10  # messages of an ended connection read per turn of the server's loop
 SETTLE_GRACE = 0.5  # s: for the done requests' last messages on iopub, after the probe's reply
-MAX_BUSY = 100  # requests remembered as busy (a kernel handles one shell request at a time)
+MAX_BUSY = 100  # requests remembered as busy, or owed an idle (a kernel handles one shell request at a time)
+MAX_PARENT_BYTES = 16 << 10  # a request's header has a few hundred; the kernel's code may make up any
 MAX_UNANSWERED = 1000  # requests remembered as waiting for their reply, per stream
 LOST_BEHIND = "The kernel's reply was lost behind one over the size limit."
 
@@ -154,6 +164,15 @@ class GuardedStream(ZMQStream):
         self._retry_check = None
         if self.closed():
             return
+        # What the kernel sent before that message is still queued: read it first, a batch per
+        # turn of the loop (the other kernels' messages go on meanwhile). Disconnecting with it
+        # unread lost it, and could abort the whole server (libzmq asserts when a SUB socket's
+        # connection ends between the frames of a message a poll already started).
+        if self.flush(zmq.POLLIN, limit=DRAIN_BATCH) >= DRAIN_BATCH and not self.closed():
+            self._retry_check = self.io_loop.call_later(0, self._dropped)
+            return
+        if self.closed():
+            return
         with contextlib.suppress(zmq.ZMQError):
             self.socket.disconnect(self.url)
         self.socket.connect(self.url)
@@ -196,7 +215,7 @@ class GuardedIopub(GuardedStream):
         super().__init__(socket, manager, limit_mb, "iopub")
         self._last_parent = b"{}"
         self._busy: OrderedDict[str, bytes] = OrderedDict()  # msg_id -> parent header, busy now
-        self._owed: dict[str, bytes] = {}  # busy when the connection was dropped, idle not seen
+        self._owed: OrderedDict[str, bytes] = OrderedDict()  # busy at a drop, idle not seen yet
         self._probe: ZMQStream | None = None
         self._probe_id = ""
         self._covered: set[str] = set()  # owed when the probe was sent: its reply settles them
@@ -212,16 +231,23 @@ class GuardedIopub(GuardedStream):
         self._note(frames)  # after: what it triggers follows the message that triggered it
 
     def _note(self, frames: list[bytes]) -> None:
-        """Remember the parent of the last message, and which requests are busy."""
+        """Remember the parent of the last message, and which requests are busy. A message with no
+        request for parent (ipykernel's `iopub_welcome`, which follows every reconnection) is not
+        one; a parent over MAX_PARENT_BYTES was made up by the kernel's code and is not kept."""
         parts = _parts(frames)
         if parts is None:
             return
-        header, self._last_parent, content = parts
-        if self.session.unpack(header).get("msg_type") != "status":
+        header, parent, content = parts
+        msg_id = (
+            str(_unpack(self.session, parent).get("msg_id", "")) if len(parent) <= MAX_PARENT_BYTES else ""
+        )
+        if not msg_id:
             return
-        msg_id = str(self.session.unpack(self._last_parent).get("msg_id", ""))
-        state = self.session.unpack(content).get("execution_state")
-        if state == "busy" and msg_id:
+        self._last_parent = parent
+        if _unpack(self.session, header).get("msg_type") != "status":
+            return
+        state = _unpack(self.session, content).get("execution_state")
+        if state == "busy":
             self._busy[msg_id] = self._last_parent
             while len(self._busy) > MAX_BUSY:
                 self._busy.popitem(last=False)
@@ -238,7 +264,18 @@ class GuardedIopub(GuardedStream):
     def _after_drop(self) -> None:
         self.tell_error("OutputTooLarge", too_large_message(self.limit_mb), self._last_parent)
         self._owed.update(self._busy)
+        while len(self._owed) > MAX_BUSY:
+            self._owed.popitem(last=False)
         self._probe_if_owed()
+
+    def _kernel_went_away(self) -> None:
+        """Its requests will never be idle, and a probe sent to it will never be answered (a new
+        kernel's drops need probes of their own)."""
+        self._cancel("_settling")
+        self._close_probe()
+        self._busy.clear()
+        self._owed.clear()
+        self._covered = set()
 
     def _probe_if_owed(self) -> None:
         if self._probe is not None or not self._owed:
@@ -250,7 +287,7 @@ class GuardedIopub(GuardedStream):
 
     def _on_probe_reply(self, frames: list[bytes]) -> None:
         parts = _parts(frames)
-        if parts is None or self.session.unpack(parts[1]).get("msg_id") != self._probe_id:
+        if parts is None or _unpack(self.session, parts[1]).get("msg_id") != self._probe_id:
             return
         if self._settling is None:
             self._settling = self.io_loop.call_later(SETTLE_GRACE, self._settle)
@@ -291,7 +328,7 @@ class GuardedReplies(GuardedStream):
     def send_multipart(self, msg_parts: Any, *args: Any, **kwargs: Any) -> Any:
         parts = _parts(msg_parts)
         if parts is not None:
-            msg_id = str(self.session.unpack(parts[0]).get("msg_id", ""))
+            msg_id = str(_unpack(self.session, parts[0]).get("msg_id", ""))
             if msg_id:
                 self._unanswered[msg_id] = parts[0]
                 while len(self._unanswered) > MAX_UNANSWERED:
@@ -300,7 +337,7 @@ class GuardedReplies(GuardedStream):
 
     def _heard(self, frames: list[bytes]) -> None:
         parts = _parts(frames)
-        msg_id = str(self.session.unpack(parts[1]).get("msg_id", "")) if parts is not None else ""
+        msg_id = str(_unpack(self.session, parts[1]).get("msg_id", "")) if parts is not None else ""
         self._unanswered.pop(msg_id, None)
         if msg_id and msg_id == self._probe_id:
             self._settle()  # its own request: not passed on
@@ -366,6 +403,16 @@ def _monitor_socket(socket: zmq.Socket) -> zmq.Socket:
     monitor.rcvhwm = 0
     monitor.connect(address)
     return monitor
+
+
+def _unpack(session: Any, frame: bytes) -> dict[str, Any]:
+    """A header or content the kernel sent, as a dict; {} if it is not a JSON object (what the
+    kernel's code sends may be anything: the guard must not fail on it)."""
+    try:
+        value = session.unpack(frame)
+    except (ValueError, TypeError):  # not JSON (json.JSONDecodeError is a ValueError)
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _parts(frames: list[bytes]) -> tuple[bytes, bytes, bytes] | None:
