@@ -156,6 +156,21 @@ if os.environ.get("DATABASE_URL"):
             os.environ["DATABASE_URL"], conn_max_age=envint("DB_CONN_MAX_AGE", 60), conn_health_checks=True
         )
     }
+    # A database that stops answering (a partition, a host gone: no reset ever comes back) must
+    # not hold a worker's database thread until the system's TCP gives up, about 15 minutes: a
+    # connection attempt gives up after DB_CONNECT_TIMEOUT, an idle connection is probed with
+    # keepalives, and one whose sent data goes unacknowledged for DB_TCP_USER_TIMEOUT is closed.
+    # What the URL sets (`?connect_timeout=...`) wins.
+    for _name, _value in {
+        "connect_timeout": envint("DB_CONNECT_TIMEOUT", 5),
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": envint("DB_TCP_USER_TIMEOUT", 30) * 1000,  # ms
+    }.items():
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(_name, _value)
+    del _name, _value
 else:
     DATABASES = {
         "default": {
