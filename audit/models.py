@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class AppendOnlyError(Exception):
@@ -35,7 +36,9 @@ class AuditEvent(models.Model):
     """One thing that happened. Append-only: the app never edits or deletes an event
     (only the retention job removes events older than the retention setting)."""
 
-    at = models.DateTimeField(auto_now_add=True)
+    # When it happened: set when the event is built, which may be before it is written (the
+    # end of a session during a database outage is written once the database is back).
+    at = models.DateTimeField(default=timezone.now)
     # Not a foreign key: events outlive the notebooks they are about.
     notebook_id = models.UUIDField(null=True, blank=True)
     notebook_title = models.CharField(max_length=200, blank=True)

@@ -31,8 +31,10 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from audit import log as audit
+from audit.models import AuditEvent
 from collab import commands, daphne_patches, metrics, protocol
-from collab.auth import UNAVAILABLE, UNAVAILABLE_REASON
+from collab.auditqueue import audit_queue
+from collab.auth import DATABASE_ERRORS, UNAVAILABLE, UNAVAILABLE_REASON
 from collab.broadcast import kernel_frame
 from collab.protocol import MessageType, ProtocolError, SyncType
 from collab.rooms import REPLACED, Room, RoomError, Unclaimed, WriterTaken, get_room
@@ -241,9 +243,12 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         try:
             if self._join_recorded is not None:  # "left" is never recorded before "joined"
                 await self._join_recorded
-            await database_sync_to_async(self._audit)("session.left", **self.stats, cells=cells)
+            unwritten = await database_sync_to_async(self._record_left)({**self.stats, "cells": cells})
         except Exception as e:
             log.warning("recording the end of a session failed: %r", e)
+        else:
+            if unwritten is not None:  # the database away: written when it answers again
+                audit_queue().keep(unwritten)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if self.room is None:
@@ -561,8 +566,22 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     # audit and bookkeeping (run in a thread)
 
     def _audit(self, action: str, **details) -> None:
+        self._audit_event(action, **details).save()
+
+    def _record_left(self, details: dict) -> AuditEvent | None:
+        """The end of this session, written; or, if the database cannot be reached, the event
+        to write later (`collab.auditqueue`)."""
+        event = self._audit_event("session.left", **details)
+        try:
+            event.save()
+        except DATABASE_ERRORS:
+            return event
+        return None
+
+    def _audit_event(self, action: str, **details) -> AuditEvent:
+        """An event about this socket, not yet written (no query while its access is known)."""
         access = self.access
-        audit.record(
+        return audit.build(
             action,
             notebook=access.notebook
             if access

@@ -376,6 +376,55 @@ async def test_it_attributes_edits_to_the_sender_per_session(notebook, alice):
     assert rows == [alice.pk] * 3
 
 
+async def test_the_end_of_a_session_during_a_database_outage_is_written_when_it_answers(
+    notebook, alice, monkeypatch
+):
+    """A socket that closed while the database was away lost its session.left event (5-8 per
+    worker in a 10 s outage): it is kept and written later, with the time the session ended."""
+    from django.db import OperationalError
+    from django.utils import timezone
+
+    from audit import log as audit_log
+    from audit.models import AuditEvent
+    from collab.auditqueue import audit_queue
+
+    monkeypatch.setattr(audit_queue(), "interval", 0.05)
+    save = AuditEvent.save
+    away = {"on": True}
+
+    def save_unless_away(event, *args, **kwargs):
+        if away["on"] and event.action == "session.left":
+            raise OperationalError("connection refused")
+        return save(event, *args, **kwargs)
+
+    monkeypatch.setattr(AuditEvent, "save", save_unless_away)
+    record_many, attempts = audit_log.record_many, []
+
+    def record_many_unless_away(events):
+        attempts.append(len(events))
+        if away["on"]:
+            raise OperationalError("connection refused")
+        return record_many(events)
+
+    monkeypatch.setattr(audit_log, "record_many", record_many_unless_away)
+    a = await joined(notebook.pk, alice)
+    a.text().insert(0, "x")
+    await a.flush()
+    await a.pump()
+    await close_all(a)
+    ended = timezone.now()
+    await eventually_async(lambda: len(attempts) >= 2, what="writes tried again while the database is away")
+    assert not await database_sync_to_async(AuditEvent.objects.filter(action="session.left").exists)()
+    away["on"] = False
+    await eventually_async(
+        lambda: not audit_queue().events, what="the kept event to be written once the database answers"
+    )
+    left = await database_sync_to_async(AuditEvent.objects.get)(action="session.left")
+    assert left.actor_id == alice.pk
+    assert left.details["updates"] == 1
+    assert left.at <= ended  # when the session ended, not when it was written
+
+
 async def test_it_throttles_awareness_and_keeps_the_newest_state(notebook, alice, bob, settings):
     settings.COLLAB = {**settings.COLLAB, "AWARENESS_MIN_INTERVAL": 0.2}
     await grant(notebook, bob, Role.EDITOR)
