@@ -99,6 +99,7 @@ class Fanout:
         self._rejoiner: asyncio.Task | None = None
         self.down = False  # the channel layer failed and its groups are not known to be joined
         self._recovery: asyncio.Future | None = None
+        self._dropped_again = False  # a failure was heard while `_recover` went over the rooms
         self._soon: set[asyncio.Task] = set()  # `publish_soon` messages not yet handed to the layer
         self._in_order: dict[str, asyncio.Task] = {}  # notebook id -> its newest `publish_in_order`
         self._in_order_waiting = 0
@@ -207,15 +208,20 @@ class Fanout:
         if not self.down:
             log.warning("fan-out down (%r); rooms catch up from the database until it is back", exc)
             self._recovery = asyncio.ensure_future(self._recover())
+        self._dropped_again = True  # a recovery going on starts over: what it joined may be lost
         self.down = True
 
     async def _recover(self) -> None:
         """Join every room's group again (Redis may have restarted empty), then let the rooms
-        fetch what they missed meanwhile."""
+        fetch what they missed meanwhile. A failure heard meanwhile (the reader's, a publish's)
+        starts it over: the groups joined before it went with the connection, and the next
+        join opened a new one (rooms joined before a drop stayed out of the fan-out though it
+        said it was restored)."""
         delay = 0.1
         while True:
             await asyncio.sleep(delay)
             joined: set[str] = set()
+            self._dropped_again = False
             try:
                 # Until none is left: rooms that open meanwhile are registered, not subscribed.
                 while pending := [n for n in self.handlers if n not in joined]:
@@ -223,6 +229,9 @@ class Fanout:
                         await self.layer.group_add(group_name(notebook_id), self.channel)
                         joined.add(notebook_id)
             except Exception:
+                delay = min(delay * 2, 1.0)
+                continue
+            if self._dropped_again:
                 delay = min(delay * 2, 1.0)
                 continue
             break
