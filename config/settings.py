@@ -161,16 +161,15 @@ if os.environ.get("DATABASE_URL"):
     # connection attempt gives up after DB_CONNECT_TIMEOUT, an idle connection is probed with
     # keepalives, and one whose sent data goes unacknowledged for DB_TCP_USER_TIMEOUT is closed.
     # What the URL sets (`?connect_timeout=...`) wins.
-    for _name, _value in {
+    DATABASES["default"]["OPTIONS"] = {
         "connect_timeout": envint("DB_CONNECT_TIMEOUT", 5),
         "keepalives": 1,
         "keepalives_idle": 10,
         "keepalives_interval": 5,
         "keepalives_count": 3,
         "tcp_user_timeout": envint("DB_TCP_USER_TIMEOUT", 30) * 1000,  # ms
-    }.items():
-        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(_name, _value)
-    del _name, _value
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
 else:
     DATABASES = {
         "default": {
