@@ -18,6 +18,7 @@ import logging
 from collections import deque
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from audit import log as audit
 from audit.models import AuditEvent
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 AUDIT_QUEUE_MAX = 10_000
 AUDIT_RETRY_INTERVAL = 2.0  # s
 BATCH = 500
+UNREACHABLE = (OperationalError, InterfaceError)  # what a database that is away raises
 
 
 class AuditQueue:
@@ -58,13 +60,37 @@ class AuditQueue:
             await asyncio.sleep(self.interval)
             batch = list(self.events)[:BATCH]
             try:
-                await database_sync_to_async(audit.record_many)(batch)
-            except Exception as exc:  # the database still away: the next interval tries again
+                written = await database_sync_to_async(_write)(batch)
+            except UNREACHABLE as exc:  # the database still away: the next interval tries again
                 self._failures.failed(exc, f"retrying every {self.interval:g} s")
                 continue
             self._failures.worked()
-            written = set(map(id, batch))  # not the first len(batch): `keep` may have dropped some
-            self.events = deque(event for event in self.events if id(event) not in written)
+            self.dropped += len(batch) - written
+            done = set(map(id, batch))  # not the first len(batch): `keep` may have dropped some
+            self.events = deque(event for event in self.events if id(event) not in done)
+
+
+def _write(batch: list[AuditEvent]) -> int:
+    """Write `batch`, in one statement if the database takes it whole; if it refuses it (an
+    actor deleted meanwhile), one by one, leaving out those it refuses: a refused event is
+    not tried for ever, nor does it hold back the others. How many were written."""
+    try:
+        audit.record_many(batch)
+        return len(batch)
+    except UNREACHABLE:
+        raise
+    except DatabaseError:
+        pass
+    written = 0
+    for event in batch:
+        try:
+            audit.record_many([event])
+            written += 1
+        except UNREACHABLE:
+            raise
+        except DatabaseError as exc:
+            log.warning("an audit event kept through an outage could not be written: %r", exc)
+    return written
 
 
 _queue: AuditQueue | None = None

@@ -1,0 +1,28 @@
+"""Audit events kept through a database outage (`collab.auditqueue`): one the database refuses
+is left out, not tried for ever in front of the others."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+
+from audit import log as audit
+from audit.models import AuditEvent
+from collab.auditqueue import AuditQueue
+from tests.support.waiting import eventually_async
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_an_event_the_database_refuses_does_not_hold_back_the_others(notebook, alice):
+    queue = AuditQueue(interval=0.01)
+    gone = audit.build("session.left", notebook=notebook, label="someone deleted meanwhile")
+    gone.actor_id = 10**9  # no such user: the foreign key refuses it
+    kept = audit.build("session.left", notebook=notebook, actor=alice)
+    queue.keep(gone)
+    queue.keep(kept)
+    await eventually_async(lambda: not queue.events, what="the queue to be done")
+    left = AuditEvent.objects.filter(action="session.left")
+    rows = await database_sync_to_async(list)(left.values_list("action", "actor_id"))
+    assert rows == [("session.left", alice.pk)]
+    assert queue.dropped == 1
