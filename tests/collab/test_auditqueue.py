@@ -26,3 +26,27 @@ async def test_an_event_the_database_refuses_does_not_hold_back_the_others(noteb
     rows = await database_sync_to_async(list)(left.values_list("action", "actor_id"))
     assert rows == [("session.left", alice.pk)]
     assert queue.dropped == 1
+
+
+async def test_a_database_that_refuses_every_write_for_a_while_loses_no_event(notebook, alice, monkeypatch):
+    """A database that answers but takes no write for a while (read-only during a failover or
+    maintenance: PostgreSQL raises ReadOnlySqlTransaction, an InternalError) refuses every event
+    alike, not one of them: they are waited for, not dropped."""
+    from django.db import InternalError
+
+    real, tries = audit.record_many, []
+
+    def read_only_twice(events):
+        tries.append(len(events))
+        if len(tries) <= 2:
+            raise InternalError("cannot execute INSERT in a read-only transaction")
+        return real(events)
+
+    monkeypatch.setattr(audit, "record_many", read_only_twice)
+    queue = AuditQueue(interval=0.01)
+    queue.keep(audit.build("session.left", notebook=notebook, actor=alice))
+    await eventually_async(lambda: not queue.events, what="the queue to be done")
+    left = AuditEvent.objects.filter(action="session.left")
+    rows = await database_sync_to_async(list)(left.values_list("action", "actor_id"))
+    assert rows == [("session.left", alice.pk)]
+    assert queue.dropped == 0
