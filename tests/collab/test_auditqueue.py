@@ -50,3 +50,22 @@ async def test_a_database_that_refuses_every_write_for_a_while_loses_no_event(no
     rows = await database_sync_to_async(list)(left.values_list("action", "actor_id"))
     assert rows == [("session.left", alice.pk)]
     assert queue.dropped == 0
+
+
+async def test_the_queue_is_bounded_by_size_as_well_as_count(notebook, alice, monkeypatch):
+    """An event lists the cells its session touched (up to 10,000 ids): 10,000 such events
+    would have held about 9 GB. The oldest go once the kept ones pass the byte bound."""
+    from django.db import OperationalError
+
+    def away(events):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(audit, "record_many", away)
+    queue = AuditQueue(interval=60, max_bytes=1 << 20)
+    cells = [f"cell-{i:032d}" for i in range(1000)]  # about 100 KB an event
+    for _ in range(30):
+        queue.keep(audit.build("session.left", notebook=notebook, actor=alice, cells=cells))
+    assert 5 <= len(queue.events) <= 11, len(queue.events)
+    assert queue.bytes <= 1 << 20
+    assert queue.dropped == 30 - len(queue.events)
+    queue._task.cancel()
