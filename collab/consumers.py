@@ -133,10 +133,10 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             self.epoch_known = bool(self.epoch)
             self._count_person(kept_out)
             room.add(self, guest=self.access.is_guest)
-            if room.access_may_have_changed_since(checked_at):
-                # A sharing change re-checked the room's sockets while this one was on its way
-                # in (the keep-out lookup, waiting for the room to load): checked again, now
-                # that it is in the room.
+            if room.access_may_have_changed_since(checked_at, self.access.notebook.access_version):
+                # A sharing change came while this socket was on its way in (the keep-out
+                # lookup, waiting for the room to load): checked again, now that it is in the
+                # room.
                 try:
                     self.access = await database_sync_to_async(acl.recheck)(
                         self.principal, self.notebook_id, self.access

@@ -51,6 +51,7 @@ from collab.tasks import detach, on_edit_thread
 from collab.writes import WritePipeline
 from config import memory
 from config.failures import FailureLog
+from notebooks import access as acl
 from notebooks import claims, docschema, docwatch, updatelog
 from notebooks.updatelog import Pending
 
@@ -255,6 +256,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         self._access_tick_at = 0.0  # loop time of the last tick that chose sockets to check (`_watch`)
         self._recheck_everyone = False  # a sharing change's re-check failed: all, at the next tick
         self._access_changed_at = -math.inf  # loop time of the last sharing change it heard of
+        self.access_version = 0  # sharing changes the notebook had when the room subscribed (`start`)
         self._aw_last: dict[Socket, float] = {}
         self._aw_pending: dict[Socket, bytes] = {}
         self._outbox: list[bytes] = []  # document updates for the local sockets (`_sender`)
@@ -270,6 +272,7 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
 
     async def start(self) -> None:
         await fanout().subscribe(self.id, self)
+        await self._read_access_version()
         tasks = (
             (self._writer, "writer"),
             (self._relayer, "relayer"),
@@ -278,6 +281,17 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
         )
         for work, name in tasks:
             self._spawn(work(), f"room-{name}-{self.id}")
+
+    async def _read_access_version(self) -> None:
+        """The notebook's count of sharing changes, read once the room hears of them: a join whose
+        access check read a smaller one missed a change while the room loaded, and is checked
+        again (`access_may_have_changed_since`); later ones reach the room as notices. Unread
+        (the database is away): every socket checked before now is checked again."""
+        try:
+            self.access_version = await database_sync_to_async(acl.access_version)(self.id)
+        except Exception as exc:
+            log.warning("notebook %s: sharing changes not counted (%r); joins checked again", self.id, exc)
+            self._access_changed_at = asyncio.get_running_loop().time()
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
@@ -318,17 +332,19 @@ class Room(WritePipeline, GapRepair, RoomBroadcast):
             self.guests.add(socket)
         self._cancel_unload()
 
-    def access_may_have_changed_since(self, when: float) -> bool:
-        """Whether the room heard of a sharing change since loop time `when`: its re-check of
-        every socket may have left out one whose access was checked at `when`, before it was
-        added. A join checks access, then waits before it enters the room (the keep-out lookup
-        waits up to 0.5 s while Redis is stopped): a grant removed meanwhile left the socket
-        open, its edits saved and relayed, until its periodic re-check (17.7 s with the default
-        interval). (A room that loads for the join hears of nothing before it subscribes: a
-        change another worker made meanwhile is left to the periodic re-check, as one published
-        while Redis is away is; re-checking every socket that joined a room as it loaded took a
-        herd of 200 joins into a cold room from 3.0-3.2 s to 4.5-5.2 s.)"""
-        return self._access_changed_at >= when
+    def access_may_have_changed_since(self, when: float, version: int) -> bool:
+        """Whether a sharing change may have come after an access check made at loop time
+        `when`, which read the notebook's `access_version` `version`: the room's re-check of
+        every socket may have left out the one checked then, before it was added. A join checks
+        access, then waits before it enters the room (the keep-out lookup waits up to 0.5 s
+        while Redis is stopped): a grant removed meanwhile left the socket open, its edits
+        saved and relayed, until its periodic re-check (17.7 s with the default interval). A
+        room that loads for the join hears of nothing before it subscribes: a change made
+        meanwhile shows in the version it reads once subscribed. (Re-checking every socket that
+        joined a room as it loaded took a herd of 200 joins into a cold room from 3.0-3.2 s to
+        4.5-5.2 s: only those behind a change are.) A notice published while Redis is away is
+        left to the periodic re-check."""
+        return self._access_changed_at >= when or version < self.access_version
 
     def discard(self, socket: Socket) -> None:
         """Give back a socket's place (synchronous: it happens even if its task is cancelled)."""

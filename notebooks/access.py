@@ -239,6 +239,11 @@ def access_notebook(principal: Principal, notebook_id, action: Action = Action.V
     return access
 
 
+def access_version(notebook_id) -> int:
+    """How many sharing changes the notebook has had (`Notebook.access_version`); 0 if gone."""
+    return Notebook.objects.filter(pk=notebook_id).values_list("access_version", flat=True).first() or 0
+
+
 def recheck(principal: Principal, notebook_id, previous: Access | None) -> Access:
     """Access again for someone already in (a live socket, after a sharing change): losing it
     is told as a link gone (they came through one) or a removal, not as a first refusal."""

@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit import log as audit
@@ -24,7 +25,11 @@ from notebooks.refusals import Refused, Rule
 
 
 def notify_after_commit(notebook_id, kind: str = "access") -> None:
-    """Live sockets re-check their access (or reload) once this transaction commits."""
+    """Live sockets re-check their access (or reload) once this transaction commits. A sharing
+    change also counts up the notebook's `access_version`, in the change's transaction: a room
+    loading meanwhile has not subscribed to the notice yet, and reads the count instead."""
+    if kind == "access":
+        Notebook.objects.filter(pk=notebook_id).update(access_version=F("access_version") + 1)
     transaction.on_commit(lambda: notebook_changed.send(Notebook, notebook_id=notebook_id, kind=kind))
 
 

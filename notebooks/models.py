@@ -63,6 +63,9 @@ class Notebook(models.Model):
     snapshot = models.BinaryField(default=b"")
     snapshot_seq = models.BigIntegerField(default=0)
     editors_can_share = models.BooleanField(default=False)
+    # Counts sharing changes (`actions.notify_after_commit`): a room that loads for a join
+    # compares it with the one the join's access check read (`collab.rooms.Room.start`).
+    access_version = models.BigIntegerField(default=0)
 
     objects = NotebookQuerySet.as_manager()
 
