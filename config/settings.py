@@ -69,6 +69,9 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
 # The product's name, in page titles, the top bar, e-mails and the command line.
 SITE_NAME = os.environ.get("SITE_NAME", "Confer Notebooks")
+# `manage.py stack` starts a process that exited again after this many seconds, doubled with
+# each exit within its window (0.5 s, 1 s, 2 s, 4 s, then it gives up).
+STACK_RESTART_DELAY = envfloat("STACK_RESTART_DELAY", 0.5)
 
 INSTALLED_APPS = [
     "daphne",

@@ -28,15 +28,17 @@ pytestmark = pytest.mark.processes
 
 
 @contextlib.contextmanager
-def stack_running(sigint=signal.SIG_DFL, **popen):
+def stack_running(sigint=signal.SIG_DFL, env: dict[str, str] | None = None, **popen):
     """`manage.py stack` answering through nginx; it starts with SIGINT's disposition `sigint`
     (a shell starts a command in the background with SIGINT ignored, one in the foreground with
-    the default), whatever the test run's own."""
+    the default), whatever the test run's own; `env` adds to the stack's environment."""
     nginx_missing = shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists()
     if nginx_missing or not BROTLI_STATIC_MODULE.exists():
         subprocess.run(["scripts/install_nginx.sh"], check=True)
     # No local Jupyter Server (nothing here runs a kernel); the stack starts its own redis-server.
-    stack = Stack(redis=False, JUPYTER_SERVER_URL="http://127.0.0.1:9", JUPYTER_SERVER_TOKEN="unused")
+    stack = Stack(
+        redis=False, JUPYTER_SERVER_URL="http://127.0.0.1:9", JUPYTER_SERVER_TOKEN="unused", **(env or {})
+    )
     stack.env.pop("REDIS_URL", None)
     port = free_port()
     argv = [PYTHON, "manage.py", "stack", "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
@@ -148,22 +150,26 @@ def test_killed_workers_and_redis_are_started_again_and_the_site_keeps_answering
     assert log.count("redis-server exited with -9; starting it again") == 1, log
 
 
-def test_a_process_that_keeps_dying_stops_the_stack_with_a_failure_status(running_stack):
+def test_a_process_that_keeps_dying_stops_the_stack_with_a_failure_status():
     """A process manager (systemd, honcho) must tell a stack that gave up from one asked to stop:
-    it exited 0 either way."""
-    stack, proc, _ = running_stack
-    for _ in range(5):  # within 30 s: the restart delays add up to 7.5 s, redis starts at once
-        pid = eventually(
-            lambda: process_named(proc.pid, "redis-server")[0] or proc.poll() is not None,
-            timeout=15,
-            what="a redis-server to kill",
-        )
-        if proc.poll() is not None:
-            break
-        os.kill(pid, signal.SIGKILL)
-        eventually(lambda p=pid: process_named(proc.pid, "redis-server")[0] != p, timeout=5, what="it to end")
-    assert proc.wait(30) == 1, output(stack)
-    log = output(stack)
+    it exited 0 either way. Restart delays of 0.1-0.8 s, not 0.5-4 s (7.5 s in all): how they
+    grow is test_the_stack_stops_when_a_process_exits_five_times_within_30_seconds's."""
+    with stack_running(env={"STACK_RESTART_DELAY": "0.1"}) as (stack, proc, _):
+        for _ in range(5):  # within 30 s: the restart delays add up to 1.5 s, redis starts at once
+            pid = eventually(
+                lambda: process_named(proc.pid, "redis-server")[0] or proc.poll() is not None,
+                timeout=15,
+                what="a redis-server to kill",
+            )
+            if proc.poll() is not None:
+                break
+            os.kill(pid, signal.SIGKILL)
+            eventually(
+                lambda p=pid: process_named(proc.pid, "redis-server")[0] != p, timeout=5, what="it to end"
+            )
+        assert proc.wait(30) == 1, output(stack)
+        log = output(stack)
+    assert "redis-server exited with -9; starting it again in 0.8 s." in log, log
     assert "redis-server exited with -9, 5 times within 30 s; stopping the stack." in log, log
     assert (
         log.rstrip().splitlines()[-1]

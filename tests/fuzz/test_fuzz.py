@@ -20,7 +20,7 @@ from collab import protocol
 from collab.rooms import ROOMS
 from notebooks import nbio, ydoc
 from tests.support.cast import cookie_for
-from tests.support.consumer import close_all, connect, joined
+from tests.support.consumer import close_all, connect, flushed
 from tests.support.waiting import eventually_async
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -85,7 +85,10 @@ def loop():
 def test_random_frames_close_only_their_socket_with_4400_or_4413(notebook, alice, loop, batch):
     async def scenario():
         cookie = await database_sync_to_async(cookie_for)(alice)
-        witness = await joined(notebook.pk, alice)
+        witness, connected = await connect(notebook.pk, cookie)
+        assert connected
+        await witness.start()
+        await witness.pump_until(witness.synced.is_set, what="the witness's first sync")
         fuzzed, connected = await connect(notebook.pk, cookie)
         assert connected
         await fuzzed.start()
@@ -104,8 +107,8 @@ def test_random_frames_close_only_their_socket_with_4400_or_4413(notebook, alice
         assert fuzzed not in room.sockets
         ydoc.read_notebook(room.doc)  # still a notebook
         witness.text().insert(0, "x")
-        await witness.flush()
-        await witness.pump()
+        await flushed(witness)  # the room takes its edit (and closing it fails this)
+        await witness.pump(0.02)
         assert witness.closed is None
         await close_all(witness)
 

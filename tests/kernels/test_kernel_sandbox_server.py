@@ -191,13 +191,15 @@ async def test_the_server_does_not_follow_a_kernels_symlink_to_a_socket_of_the_h
             async with asyncio.timeout(5):
                 await channels.open()
                 await run(channels, "1", timeout=3)
-        await channels.close()
         loop = asyncio.get_running_loop()
         with pytest.raises(TimeoutError):  # nothing ever connected to the host's socket
             await asyncio.wait_for(loop.sock_accept(host), 1.0)
     finally:
         host.close()
         await client.shutdown_kernel(kernel)
+    # Closed after the shutdown, which ends the server's side: before, the server never
+    # answered the close (its channels to the kernel broken) and it took websockets' 10 s timeout.
+    await channels.close()
 
 
 async def test_a_huge_message_from_a_kernel_does_not_grow_the_server(client, jupyter_server):

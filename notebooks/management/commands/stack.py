@@ -65,15 +65,17 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
 
 RESTART_LIMIT = 5  # exits of one process within RESTART_WINDOW seconds that stop the stack
 RESTART_WINDOW = 30.0
-FIRST_DELAY, MAX_DELAY = 0.5, 8.0
+MAX_DELAY = 8.0
 
 
 class Restarts:
-    """When a process that exited is started again: after a delay that doubles with each exit
-    within `window` seconds, or never (None) once it exited `limit` times within `window`."""
+    """When a process that exited is started again: after a delay (`STACK_RESTART_DELAY` at first)
+    that doubles with each exit within `window` seconds, or never (None) once it exited `limit`
+    times within `window`."""
 
     def __init__(self, limit: int = RESTART_LIMIT, window: float = RESTART_WINDOW):
         self.limit, self.window = limit, window
+        self.first_delay = settings.STACK_RESTART_DELAY
         self.exits: deque[float] = deque()
 
     def died(self, now: float) -> float | None:
@@ -82,7 +84,7 @@ class Restarts:
             self.exits.popleft()
         if len(self.exits) >= self.limit:
             return None
-        return min(FIRST_DELAY * 2 ** (len(self.exits) - 1), MAX_DELAY)
+        return min(self.first_delay * 2 ** (len(self.exits) - 1), MAX_DELAY)
 
 
 @dataclass
