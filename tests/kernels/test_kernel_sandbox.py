@@ -23,7 +23,7 @@ pytestmark = pytest.mark.processes
 
 MEMORY_MB = 1024
 MAX_PROCESSES = 40
-CPU_SECONDS = 4  # of CPU time: the spinning cell takes this long (a kernel starts in about 1 s)
+CPU_SECONDS = 5  # of CPU time: the spinning cell takes this long (a kernel starts in about 1 s)
 
 ALICE_WRITES = """
 import os
