@@ -1,5 +1,5 @@
 """Audit events for tests: many at once, moved into the past, and a small, varied log for the
-browser test (`seed_activity` runs inside a stack's `manage.py shell`)."""
+browser test (`seed_activity` runs inside a stack's Django, `Stack.django`)."""
 
 from __future__ import annotations
 

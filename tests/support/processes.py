@@ -1,6 +1,7 @@
 """Real processes for tests: redis-server and daphne workers on free loopback ports, sharing
-a fresh database (a temporary SQLite file, or a new PostgreSQL database when DATABASE_URL is set).
-Everything started here is stopped by `close()`."""
+a fresh database (a temporary SQLite file, or a new PostgreSQL database when DATABASE_URL is set,
+each a copy of one migrated once: `tests.support.databases`). Everything started here is stopped
+by `close()`."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 
 from config.deploy import BROTLI_STATIC_MODULE, nginx_argv, nginx_conf
 from config.serving import daphne_args
+from tests.support import databases
+from tests.support.django_shell import DjangoShell
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,17 +85,16 @@ class Stack:
         self._pg_db = None
         if os.environ.get("DATABASE_URL"):
             self._pg_db = f"collab_proc_{uuid.uuid4().hex[:10]}"
-            self._pg_admin("CREATE DATABASE " + self._pg_db)
-            parts = urlsplit(os.environ["DATABASE_URL"])
-            self.env["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + self._pg_db))
+            self.env["DATABASE_URL"] = databases.create_postgres(self._pg_db, self.env)
         else:
             self.env["SQLITE_PATH"] = str(self.tmp / "db.sqlite3")
+            databases.copy_sqlite(self.tmp / "db.sqlite3", self.env)
+        self._shell = DjangoShell(self.tmp / "django-shell.log")
         self.redis: subprocess.Popen | None = None
         if redis:
             self.redis_port = free_port()
             self.start_redis()
             self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
-        self.manage("migrate", "--no-input", "-v0")
 
     def start_redis(self) -> None:
         """Start (or start again, empty, on the same port) the stack's redis-server."""
@@ -106,12 +107,6 @@ class Stack:
         self.redis.send_signal(signal.SIGKILL)
         self.redis.wait(10)
 
-    def _pg_admin(self, sql: str) -> None:
-        import psycopg
-
-        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
-            conn.execute(sql)
-
     def _spawn(
         self, args: list[str], log: str | None = None, env: dict | None = None, **popen
     ) -> subprocess.Popen:
@@ -122,13 +117,16 @@ class Stack:
         return proc
 
     def manage(self, *args: str) -> str:
+        """Run a management command in the stack's environment; return its output."""
         return subprocess.run(
             [PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
         ).stdout
 
     def django(self, code: str) -> dict:
-        """Run Python in a Django shell against the stack's database; it prints one JSON line."""
-        return json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
+        """Run Python in Django against the stack's database, as `manage.py shell -c` would, with
+        the stack's environment as it is now; it prints one JSON line. Raises `ShellError` with
+        the traceback if the code raises."""
+        return json.loads(self._shell.run(code, self.env).strip().splitlines()[-1])
 
     @property
     def database_url(self) -> str | None:
@@ -176,6 +174,7 @@ class Stack:
         )["source"]
 
     def close(self) -> None:
+        self._shell.close()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -185,7 +184,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
         if self._pg_db:
-            self._pg_admin(f"DROP DATABASE IF EXISTS {self._pg_db} WITH (FORCE)")
+            databases.drop_postgres(self._pg_db)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -270,7 +269,7 @@ def alive(pid: int) -> bool:
 
 
 def make_user_and_notebook(email: str, notebook_json: str) -> dict:
-    """Runs inside `manage.py shell` of a stack."""
+    """Runs inside a stack's Django (`Stack.django`)."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
@@ -294,7 +293,7 @@ def make_user_and_notebook(email: str, notebook_json: str) -> dict:
 
 
 def share_with(notebook_id: str, email: str, role: str) -> dict:
-    """Runs inside `manage.py shell` of a stack."""
+    """Runs inside a stack's Django (`Stack.django`)."""
     from notebooks.models import Grant
 
     grant = Grant.objects.create(notebook_id=notebook_id, user=user_by_email(email), role=role)

@@ -1,5 +1,4 @@
-"""Users, notebooks and grants for browser tests, made in ONE `manage.py shell` run (each run
-costs seconds: importing nbformat alone takes several on a busy machine)."""
+"""Users, notebooks and grants for browser tests, made in ONE `Stack.django` call."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ def seed(stack, users: list[str], notebooks: list[dict]) -> dict:
 
 
 def seed_inside(spec_json: str) -> dict:
-    """Runs inside `manage.py shell` of a stack."""
+    """Runs inside a stack's Django (`Stack.django`)."""
     from pathlib import Path
 
     from notebooks import actions
