@@ -78,9 +78,22 @@ def create_link(
     return link, token
 
 
+def _lock_notebook_first(notebook: Notebook) -> None:
+    """Take the notebook's row before a link's, in the order a room's batch write takes them
+    (`updatelog.append` numbers its rows in the notebook's, then inserts them, each referring to
+    the link its guest came through) and `set_general_access` does. The change counts up the
+    notebook's `access_version` at its end (`notify_after_commit`): with the link's row taken
+    first, a guest's edit written meanwhile waited for the link while the change waited for the
+    notebook, and PostgreSQL broke the deadlock after 1 s by failing one of them (the room's
+    write, retried; or the revocation itself). On SQLite, where one write runs at a time, this
+    is no lock."""
+    Notebook.objects.select_for_update(no_key=True).filter(pk=notebook.pk).exists()
+
+
 def revoke_link(access: Access, link_id: int, request=None) -> None:
     acl.check_may_share(access)
     with transaction.atomic():
+        _lock_notebook_first(access.notebook)
         link = acl.get_or_refuse(
             ShareLink.objects.select_for_update().filter(notebook=access.notebook), link_id, "link"
         )
@@ -201,6 +214,7 @@ def renew_general_link(access: Access, request=None) -> tuple[ShareLink, str]:
     through it (they open the new one). For an owner or whoever last set general access."""
     acl.check_may_share(access)
     with transaction.atomic():
+        _lock_notebook_first(access.notebook)
         link = ShareLink.objects.usable().select_for_update().filter(notebook=access.notebook, general=True)
         link = link.first()
         if link is None:
