@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.db.models import Q
 
 from accounts.models import colour_for
@@ -246,7 +247,12 @@ def access_version(notebook_id) -> int:
 
 def recheck(principal: Principal, notebook_id, previous: Access | None) -> Access:
     """Access again for someone already in (a live socket, after a sharing change): losing it
-    is told as a link gone (they came through one) or a removal, not as a first refusal."""
+    is told as a link gone (they came through one) or a removal, not as a first refusal. An
+    account deactivated meanwhile has none: its pages sign it out at their next request
+    (Django's session reads the account again), its sockets only here."""
+    user = principal.user
+    if user is not None and not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
+        raise NoAccess(Denied.REMOVED, "This account was deactivated.")
     try:
         return access_notebook(principal, notebook_id)
     except NoAccess as e:

@@ -1256,3 +1256,14 @@ async def test_joins_into_a_loading_room_are_not_checked_twice_without_a_sharing
     clients = await asyncio.gather(*(joined(notebook.pk, who) for who in (alice, bob, alice, bob)))
     assert rechecks == []
     await close_all(*clients)
+
+
+async def test_a_deactivated_account_loses_its_open_sockets_at_the_next_re_check(notebook, alice, bob):
+    """Deactivating an account (the admin's "active" box) signs it out of every page at the
+    next request; its open sockets were never re-checked for it and stayed open, editing."""
+    await grant(notebook, bob, Role.EDITOR)
+    b = await joined(notebook.pk, bob)
+    await database_sync_to_async(type(bob).objects.filter(pk=bob.pk).update)(is_active=False)
+    closed = await b.wait_closed(timeout=5)  # ACCESS_RECHECK_INTERVAL is 0.5 s in tests
+    assert closed["code"] == 4403
+    assert b.denied == ["This account was deactivated."]
