@@ -18,6 +18,7 @@ from notebooks import requests as access_requests
 from notebooks.access import Action, Refused, access_notebook, principal_from_session
 from notebooks.models import AccessRequest, Grant, Invitation, Removal, Role
 from tests.support.cast import make_user
+from tests.support.locks import waiting_for_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HOST = "localhost:8765"
@@ -330,7 +331,7 @@ def test_a_decline_while_an_approval_is_under_way_waits_and_finds_it_decided(not
         other.start()
         # the decline either finishes (nothing stops it) or waits for this transaction's lock
         deadline = time.monotonic() + 30
-        while other.is_alive() and not _waiting_for_a_lock() and time.monotonic() < deadline:
+        while other.is_alive() and not waiting_for_a_lock() and time.monotonic() < deadline:
             other.join(0.01)
         results["blocked"] = other.is_alive()
         results["thread"] = other
@@ -343,16 +344,6 @@ def test_a_decline_while_an_approval_is_under_way_waits_and_finds_it_decided(not
     assert results["decline"] == "not_found"
     assert AccessRequest.objects.get().status == "approved"
     assert not AuditEvent.objects.filter(action="access.declined").exists()
-
-
-def _waiting_for_a_lock() -> bool:
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0] > 0
 
 
 def test_a_declined_request_cannot_be_approved_afterwards(notebook, charlie):

@@ -12,25 +12,12 @@ import pytest
 from django.db import connections
 
 from notebooks import links, sharing, updatelog
-from notebooks.access import Action, access_notebook, principal_from_session
 from notebooks.models import Role, ShareLink
 from notebooks.updatelog import Pending
+from tests.support.locks import waiting_for_a_lock
+from tests.support.principals import owner_access
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def owner_access(notebook):
-    return access_notebook(principal_from_session(notebook.owner, None), notebook.pk, Action.OWN)
-
-
-def _waiting_for_a_lock() -> bool:
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0] > 0
 
 
 def _with_a_guests_edit_written_meanwhile(monkeypatch, notebook, link: ShareLink, action: str) -> dict:
@@ -55,7 +42,7 @@ def _with_a_guests_edit_written_meanwhile(monkeypatch, notebook, link: ShareLink
             writer = threading.Thread(target=write_a_guests_edit)
             writer.start()
             deadline = time.monotonic() + 10
-            while writer.is_alive() and not _waiting_for_a_lock() and time.monotonic() < deadline:
+            while writer.is_alive() and not waiting_for_a_lock() and time.monotonic() < deadline:
                 writer.join(0.01)
             results["writer"] = writer
         return done
