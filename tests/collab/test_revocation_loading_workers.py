@@ -16,8 +16,9 @@ import httpx
 import pytest
 import websockets
 
-from tests.collab.test_revocation_workers import owner_client, post
+from tests.support.http import owner_client, post
 from tests.support.processes import Stack
+from tests.support.waiting import eventually_async
 from tests.support.yclient import WsClient, connect, open_client
 
 pytestmark = pytest.mark.processes
@@ -53,7 +54,7 @@ async def _join_while(port: int, nb: str, cookie: str, change) -> tuple[WsClient
     (its sync step 1) before the change was made."""
     ws = WsClient(await connect(port, nb, cookie))  # accepted at once: then access, then the room
     await ws.start()
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.15)  # into the join's access check and the room's load
     answered_before = ws.received > 0
     started = time.monotonic()
     await asyncio.to_thread(change)
@@ -158,7 +159,7 @@ async def test_several_changes_while_the_room_loads_leave_the_joiner_as_the_last
         return first, second
 
     bob_ws, carol_ws = await join_both()
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.15)  # into the joins' access checks and the room's load
     answered = bob_ws.received > 0 or carol_ws.received > 0
     await asyncio.to_thread(remove_give_back_remove)
     closed = await _closed_within(bob_ws, 10)
@@ -169,19 +170,18 @@ async def test_several_changes_while_the_room_loads_leave_the_joiner_as_the_last
     await asyncio.wait_for(carol_ws.synced.wait(), 15)
     assert not carol_ws.reader.done()
     # Her last role reaches the room as a notice, after the owner's answer: told to her.
-    for _ in range(100):
-        if (getattr(carol_ws, "session", None) or {}).get("role") == "runner":
-            break
-        await asyncio.sleep(0.05)
-    assert carol_ws.session["role"] == "runner", carol_ws.session
+    await eventually_async(
+        lambda: (getattr(carol_ws, "session", None) or {}).get("role") == "runner", what="carol told she runs"
+    )
     carol_ws.text().insert(0, "<carol>")
     await carol_ws.flush()
-    for _ in range(10):
-        if "<carol>" in await asyncio.to_thread(stack.stored_source, nb):
-            break
+
+    async def saved() -> bool:
+        return "<carol>" in await asyncio.to_thread(stack.stored_source, nb)
+
+    await eventually_async(saved, what="carol's edit saved")
     assert not carol_ws.reader.done()
     assert carol_ws.denied == []
-    assert "<carol>" in await asyncio.to_thread(stack.stored_source, nb)
     await carol_ws.ws.close()
 
 
@@ -195,7 +195,7 @@ async def test_a_grant_removed_while_the_room_unloads_and_loads_again_closes_the
     keeper = await open_client(a_port, nb, alice["cookie"])
     await keeper.ws.close()  # the room unloads 0.2 s later; the join loads it again
     await asyncio.wait_for(keeper.reader, 5)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # past the unload delay (0.2 s): the join loads the room again
 
     def remove():
         assert (

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.support.http import owner_client, post
 from tests.support.processes import Stack
 from tests.support.yclient import WsClient, connect, open_client
 
@@ -24,22 +25,6 @@ def stack():
     stack = Stack(redis=True)
     yield stack
     stack.close()
-
-
-def owner_client(port: int, cookie: str) -> httpx.Client:
-    name, value = cookie.split("=", 1)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", cookies={name: value}, timeout=20)
-    client.get("/notebooks/")  # sets the csrftoken cookie
-    return client
-
-
-def post(client: httpx.Client, path: str, data: dict) -> httpx.Response:
-    token = client.cookies["csrftoken"]
-    return client.post(
-        path,
-        data={**data, "csrfmiddlewaretoken": token},
-        headers={"Referer": str(client.base_url) + path, "Origin": str(client.base_url)},
-    )
 
 
 async def guest_socket(port: int, notebook_id: str, cookie: str) -> WsClient:
