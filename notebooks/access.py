@@ -20,10 +20,9 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth import get_user_model
 from django.db.models import Q
 
-from accounts.models import colour_for
+from accounts.models import User, colour_for
 from notebooks.crypto import hash_token  # noqa: F401  (callers use acl.hash_token)
 from notebooks.models import Grant, LinkJoin, Notebook, Removal, Role, ShareLink
 from notebooks.refusals import Denied, NoAccess, Refused, Rule, get_or_refuse  # noqa: F401
@@ -251,7 +250,7 @@ def recheck(principal: Principal, notebook_id, previous: Access | None) -> Acces
     account deactivated meanwhile has none: its pages sign it out at their next request
     (Django's session reads the account again), its sockets only here."""
     user = principal.user
-    if user is not None and not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
+    if user is not None and not User.objects.filter(pk=user.pk, is_active=True).exists():
         raise NoAccess(Denied.REMOVED, "This account was deactivated.")
     try:
         return access_notebook(principal, notebook_id)
