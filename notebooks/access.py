@@ -157,14 +157,15 @@ def _capped(role: Role, cap: Role | None) -> Role | None:
 
 def sharer_role(notebook: Notebook, user_id, depth: int = 0) -> Role | None:
     """A sharer's own role through ownership or a grant (links never let anyone share): what
-    the grants and links they made are capped at. None: they have no access any more."""
+    the grants and links they made are capped at. None: they have no access any more (removed,
+    or their account deactivated; an owner's deactivated account leaves the notebook shared)."""
     if user_id is None:
         return None
     if user_id == notebook.owner_id:
         return Role.OWNER
     if depth >= MAX_SHARE_CHAIN:
         return None
-    grant = Grant.objects.filter(notebook=notebook, user_id=user_id).first()
+    grant = Grant.objects.filter(notebook=notebook, user_id=user_id, user__is_active=True).first()
     return grant_role(notebook, grant, depth + 1) if grant is not None else None
 
 

@@ -145,6 +145,31 @@ def test_a_grant_dies_with_its_granters_access(notebook, sharing_editor, charlie
     assert acl.resolve(acl.principal_from_session(charlie, None), notebook) is None
 
 
+def test_links_and_grants_die_with_their_makers_account_and_the_owners_do_not(
+    notebook, sharing_editor, charlie
+):
+    """A deactivated account has no access (its pages sign out, its sockets close): what it
+    shared dies with it, as with a removal. The owner's account deactivated leaves the notebook
+    to those it was shared with."""
+    _, token = sharing.create_link(
+        access_of(sharing_editor, notebook), label="b", role=Role.EDITOR, require_login=False
+    )
+    sharing.invite(access_of(sharing_editor, notebook), ["charlie@example.com"], Role.EDITOR)
+    _, owners_token = sharing.create_link(
+        access_of(notebook.owner, notebook), label="o", role=Role.VIEWER, require_login=False
+    )
+    guest = Client()
+    guest.get(f"/s/{token}", follow=True)
+    guest.get(f"/s/{owners_token}", follow=True)
+    guest_principal = acl.principal_from_session(None, guest.session)
+    assert acl.resolve(guest_principal, notebook).role == Role.EDITOR
+    User.objects.filter(pk=sharing_editor.pk).update(is_active=False)
+    assert acl.resolve(guest_principal, notebook).role == Role.VIEWER  # the owner's link alone
+    assert acl.resolve(acl.principal_from_session(charlie, None), notebook) is None
+    User.objects.filter(pk=notebook.owner_id).update(is_active=False)
+    assert acl.resolve(guest_principal, notebook).role == Role.VIEWER
+
+
 def test_leaving_needs_access_and_says_nothing_to_strangers(notebook, charlie):
     response = signed_in(charlie).post(f"/n/{notebook.pk}/leave")
     assert response.status_code in (403, 404)
