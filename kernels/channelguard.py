@@ -78,7 +78,10 @@ class GuardedKernelManager(ServerKernelManager):
         return stream
 
     def connect_shell(self, identity: bytes | None = None) -> ZMQStream:
-        return GuardedReplies(self._plain_socket("shell", identity), self, self._limit_mb(), "shell")
+        stream = GuardedReplies(self._plain_socket("shell", identity), self, self._limit_mb(), "shell")
+        if identity:
+            self._shells()[identity] = stream
+        return stream
 
     def connect_control(self, identity: bytes | None = None) -> ZMQStream:
         return GuardedReplies(self._plain_socket("control", identity), self, self._limit_mb(), "control")
@@ -95,8 +98,16 @@ class GuardedKernelManager(ServerKernelManager):
         stream = self._outputs().get(identity) if identity else None
         return stream if stream is not None and not stream.closed() else None
 
+    def shell_stream(self, identity: bytes) -> GuardedReplies | None:
+        """The shell stream opened with `identity` (the same websocket's), if still open."""
+        stream = self._shells().get(identity) if identity else None
+        return stream if stream is not None and not stream.closed() else None
+
     def _outputs(self) -> weakref.WeakValueDictionary:
         return self.__dict__.setdefault("_guarded_outputs", weakref.WeakValueDictionary())
+
+    def _shells(self) -> weakref.WeakValueDictionary:
+        return self.__dict__.setdefault("_guarded_shells", weakref.WeakValueDictionary())
 
     def _limit_mb(self) -> int:
         return getattr(self.parent, "max_message_mb", 32)
@@ -325,6 +336,13 @@ class GuardedReplies(GuardedStream):
         self._probe_id = ""
         self._owed: OrderedDict[str, bytes] = OrderedDict()  # unanswered when the probe was sent
 
+    def running_execute(self) -> bytes | None:
+        """The header of the oldest execute_request not answered yet (the cell running)."""
+        for request in self._unanswered.values():
+            if _unpack(self.session, request).get("msg_type") == "execute_request":
+                return request
+        return None
+
     def send_multipart(self, msg_parts: Any, *args: Any, **kwargs: Any) -> Any:
         parts = _parts(msg_parts)
         if parts is not None:
@@ -387,7 +405,11 @@ class GuardedStdin(GuardedStream):
                 f"The kernel asked for input with a prompt of more than {self.limit_mb} MB, over the "
                 "limit: it was not shown, and an empty line was given as the answer."
             )
-            output.tell_error("PromptTooLarge", message, output.running_parent)
+            # The cell asking is the one running on the same websocket's shell: iopub's last
+            # parent may still be an earlier request's, its messages read after this one.
+            shell = self.manager.shell_stream(self.socket.getsockopt(zmq.ROUTING_ID))
+            running = shell.running_execute() if shell is not None else None
+            output.tell_error("PromptTooLarge", message, running or output.running_parent)
         self.session.send(self, "input_reply", {"value": "", "status": "ok"})
 
 
